@@ -1,0 +1,75 @@
+//! Tessera's benchmarks. `cargo xtask bench` runs them in the release
+//! profile and prints a Markdown table (copied into BENCHMARKS.md).
+//!
+//! `--quick` runs each measurement briefly (for a smoke run, not figures).
+
+mod sandbox;
+
+use std::time::{Duration, Instant};
+
+fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rows = sandbox::run(if quick { Effort::Quick } else { Effort::Full })?;
+    print_table(&rows);
+    Ok(())
+}
+
+/// How long to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effort {
+    Quick,
+    Full,
+}
+
+/// One line of the table.
+pub struct Row {
+    pub name: String,
+    pub value: String,
+    pub note: String,
+}
+
+fn print_table(rows: &[Row]) {
+    println!("| measurement | result | notes |");
+    println!("| --- | ---: | --- |");
+    for r in rows {
+        println!("| {} | {} | {} |", r.name, r.value, r.note);
+    }
+}
+
+/// Runs `f` `iters` times per round for `rounds` rounds and returns the
+/// median time per iteration: robust to a noisy neighbour on a shared box.
+pub fn median_per_iter(rounds: usize, iters: usize, mut f: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..rounds.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters.max(1) {
+                f();
+            }
+            t.elapsed() / iters.max(1) as u32
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Formats a duration with a unit that suits it.
+pub fn fmt_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns < 10_000 {
+        format!("{ns} ns")
+    } else if ns < 10_000_000 {
+        format!("{:.1} µs", ns as f64 / 1e3)
+    } else {
+        format!("{:.1} ms", ns as f64 / 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_quick_bench_runs_and_fills_the_table() {
+        let rows = super::sandbox::run(super::Effort::Quick).expect("bench");
+        assert!(rows.len() >= 10, "{} rows", rows.len());
+        assert!(rows.iter().any(|r| r.name.contains("strict-NaN")));
+    }
+}

@@ -1,0 +1,136 @@
+//! Tiles in, frames out: sums tile accumulators into a frame buffer and
+//! writes images.
+//!
+//! **Invariant:** accumulators are added in the order tiles are inserted for
+//! a pixel; each pixel belongs to exactly one tile per sample range, so a
+//! frame's bytes do not depend on which tile arrived first.
+
+use std::path::Path;
+
+use tessera_protocol::TileAccumulators;
+
+/// A frame's accumulators: RGB sums and weights per pixel, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrameBuffer {
+    pub width: u32,
+    pub height: u32,
+    pub color: Vec<f32>,
+    pub weight: Vec<f32>,
+}
+
+/// A tile that does not fit the frame it is added to.
+#[derive(Debug, thiserror::Error)]
+#[error("tile {x},{y} {width}x{height} does not fit a {frame_width}x{frame_height} frame")]
+pub struct TileOutsideFrame {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    pub frame_width: u32,
+    pub frame_height: u32,
+}
+
+/// Writing an image failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("creating {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("encoding {path}: {source}")]
+    Encode { path: String, source: image::ImageError },
+}
+
+impl FrameBuffer {
+    pub fn new(width: u32, height: u32) -> Self {
+        let n = width as usize * height as usize;
+        FrameBuffer { width, height, color: vec![0.0; 3 * n], weight: vec![0.0; n] }
+    }
+
+    /// Adds a tile's accumulators to the frame.
+    pub fn add_tile(&mut self, tile: &TileAccumulators) -> Result<(), TileOutsideFrame> {
+        let r = tile.rect;
+        if r.x.checked_add(r.width).is_none_or(|e| e > self.width) || r.y.checked_add(r.height).is_none_or(|e| e > self.height) {
+            return Err(TileOutsideFrame { x: r.x, y: r.y, width: r.width, height: r.height, frame_width: self.width, frame_height: self.height });
+        }
+        for row in 0..r.height as usize {
+            let dst = (r.y as usize + row) * self.width as usize + r.x as usize;
+            let src = row * r.width as usize;
+            let w = r.width as usize;
+            for (d, s) in self.weight[dst..dst + w].iter_mut().zip(&tile.weight[src..src + w]) {
+                *d += s;
+            }
+            for (d, s) in self.color[3 * dst..3 * (dst + w)].iter_mut().zip(&tile.color[3 * src..3 * (src + w)]) {
+                *d += s;
+            }
+        }
+        Ok(())
+    }
+
+    /// Linear RGB of pixel `i` (`color / weight`, black where nothing landed).
+    pub fn pixel(&self, i: usize) -> [f32; 3] {
+        let w = self.weight[i];
+        if w > 0.0 {
+            [self.color[3 * i] / w, self.color[3 * i + 1] / w, self.color[3 * i + 2] / w]
+        } else {
+            [0.0; 3]
+        }
+    }
+
+    /// 8-bit sRGB, clipped (the "Standard" view transform).
+    pub fn to_srgb8(&self) -> Vec<u8> {
+        let n = self.weight.len();
+        let mut out = Vec::with_capacity(3 * n);
+        for i in 0..n {
+            for c in self.pixel(i) {
+                out.push((linear_to_srgb(c) * 255.0 + 0.5) as u8);
+            }
+        }
+        out
+    }
+
+    /// Writes the frame as an sRGB PNG.
+    pub fn write_png(&self, path: &Path) -> Result<(), WriteError> {
+        image::save_buffer_with_format(path, &self.to_srgb8(), self.width, self.height, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
+            .map_err(|source| match source {
+                image::ImageError::IoError(source) => WriteError::Io { path: path.display().to_string(), source },
+                source => WriteError::Encode { path: path.display().to_string(), source },
+            })
+    }
+}
+
+/// The sRGB transfer function, clipped to [0, 1]; NaN maps to 0.
+pub fn linear_to_srgb(c: f32) -> f32 {
+    let c = if c.is_nan() { 0.0 } else { c.clamp(0.0, 1.0) };
+    if c <= 0.003_130_8 { 12.92 * c } else { 1.055 * c.powf(1.0 / 2.4) - 0.055 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_protocol::Rect;
+
+    #[test]
+    fn tiles_land_where_their_rect_says() {
+        let mut f = FrameBuffer::new(4, 2);
+        let t = TileAccumulators {
+            rect: Rect { x: 2, y: 1, width: 2, height: 1 },
+            color: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            weight: vec![1.0, 2.0],
+            aovs: vec![],
+        };
+        f.add_tile(&t).unwrap();
+        assert_eq!(f.pixel(6), [1.0, 2.0, 3.0]);
+        assert_eq!(f.pixel(7), [2.0, 2.5, 3.0]);
+        assert_eq!(f.pixel(0), [0.0; 3]);
+        let mut bad = t.clone();
+        bad.rect.x = 3;
+        assert!(f.add_tile(&bad).is_err());
+    }
+
+    #[test]
+    fn srgb_curve() {
+        assert_eq!(linear_to_srgb(0.0), 0.0);
+        assert!((linear_to_srgb(1.0) - 1.0).abs() < 1e-6);
+        assert!((linear_to_srgb(0.18) - 0.4613).abs() < 1e-3);
+        assert_eq!(linear_to_srgb(f32::NAN), 0.0);
+    }
+}

@@ -1,0 +1,114 @@
+//! `tessera`: the command line of Tessera's coordinator.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use tessera_coordinator::local::{render_frame, FrameJob};
+use tessera_worker::sandbox::{JobSettings, JobSpec, Sandbox, SandboxConfig};
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Tessera: a render farm whose jobs run as sandboxed WebAssembly")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Renders the sample job on this machine's cores through the wasm
+    /// sandbox and says where the frame is. (Until the farm exists, this is
+    /// the whole demo.)
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// The job's component (built by `cargo xtask build-guests`).
+    #[arg(long, default_value_os_t = default_module())]
+    module: PathBuf,
+    /// Where frames are written.
+    #[arg(long, default_value = "tessera-out/demo")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 640)]
+    width: u32,
+    #[arg(long, default_value_t = 360)]
+    height: u32,
+    /// Samples per pixel.
+    #[arg(long, default_value_t = 32)]
+    spp: u32,
+    #[arg(long, default_value_t = 1)]
+    frame: i32,
+    #[arg(long, default_value_t = 64)]
+    tile_size: u32,
+    /// Threads (one sandbox instance each); default: all cores.
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn default_module() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/guests/components/spheres.wasm")
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Demo(args) => demo(args),
+    }
+}
+
+fn demo(args: DemoArgs) -> Result<()> {
+    if args.width == 0 || args.height == 0 || args.spp == 0 || args.tile_size == 0 {
+        bail!("--width, --height, --spp and --tile-size must be positive");
+    }
+    let wasm = std::fs::read(&args.module)
+        .with_context(|| format!("reading the job module {} (build it with `cargo xtask build-guests`)", args.module.display()))?;
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+
+    let started = Instant::now();
+    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let module = sandbox.load(&wasm).with_context(|| format!("loading {}", args.module.display()))?;
+    let compiled = started.elapsed();
+
+    let spec = JobSpec::new(Vec::new(), JobSettings::new(args.width, args.height));
+    let job = FrameJob { frame: args.frame, tile_size: args.tile_size, samples: args.spp, seed: args.seed, threads };
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} frame {prefix} [{bar:30}] {pos}/{len} tiles {elapsed_precise} ETA {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(args.frame.to_string());
+    let render_started = Instant::now();
+    let (frame, stats) = render_frame(&module, &spec, &job, |_, done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let render_time = render_started.elapsed();
+
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let path = args.out.join(format!("frame-{:04}.png", args.frame));
+    frame.write_png(&path)?;
+    let path = path.canonicalize().unwrap_or(path);
+    let samples = u64::from(args.width) * u64::from(args.height) * u64::from(args.spp);
+    println!(
+        "rendered {}x{} at {} spp on {threads} sandboxed instances: {} tiles in {:.2?} ({:.1} Msamples/s; module {} ready in {:.2?})",
+        args.width,
+        args.height,
+        args.spp,
+        stats.tiles,
+        render_time,
+        samples as f64 / render_time.as_secs_f64() / 1e6,
+        module.hash().short(),
+        compiled,
+    );
+    println!("frame written to {}", path.display());
+    Ok(())
+}

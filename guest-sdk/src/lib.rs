@@ -1,0 +1,204 @@
+//! The Rust SDK for Tessera render jobs.
+//!
+//! A job is a WebAssembly component that implements the `tessera:render`
+//! world in `guest-sdk/wit/render.wit`. This crate hides the bindings: you
+//! implement [`Job`], export it with [`export_job!`], and build the crate
+//! with `cargo xtask build-guests` (which compiles it for
+//! `wasm32-unknown-unknown` and encodes the component).
+//!
+//! ```ignore
+//! use tessera_guest_sdk::{export_job, Job, JobError, JobSettings, SceneInfo, TileRequest, TileResult};
+//!
+//! struct Flat { rgb: [f32; 3] }
+//!
+//! impl Job for Flat {
+//!     fn load(_scene: &[u8], _settings: &JobSettings) -> Result<(Self, SceneInfo), JobError> {
+//!         Ok((Flat { rgb: [0.5, 0.5, 0.5] }, SceneInfo::default()))
+//!     }
+//!     fn render_tile(&mut self, req: &TileRequest) -> Result<TileResult, JobError> {
+//!         let mut out = TileResult::for_request(req);
+//!         for i in 0..out.weight.len() {
+//!             out.add_sample(i, self.rgb, req.samples.count as f32);
+//!         }
+//!         Ok(out)
+//!     }
+//! }
+//!
+//! export_job!(Flat);
+//! ```
+//!
+//! # What a guest may not do
+//!
+//! The world imports only logging: no clock, no randomness, no files, no
+//! threads. Draw random numbers from [`PixelRng`], which is seeded from the
+//! job's seed and the pixel, so that every pixel can be re-rendered alone and
+//! a tile equals the same region of a full-frame render bit for bit.
+//!
+//! # Panics
+//!
+//! A panic aborts the instance (the host sees a trap). The SDK logs the panic
+//! message first, so the host's error names it.
+
+mod rng;
+
+pub use rng::PixelRng;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "render-job",
+        pub_export_macro: true,
+        export_macro_name: "__export_render_job",
+        default_bindings_module: "tessera_guest_sdk::bindings",
+    });
+}
+
+use bindings::exports::tessera::render::renderer;
+pub use bindings::tessera::render::log::Level;
+pub use bindings::tessera::render::types::{
+    AovPlane, AovSet, JobError, JobSettings, Rect, SampleRange, SceneInfo, TileRequest, TileResult,
+};
+
+/// The version of the contract this SDK builds guests for.
+pub const CONTRACT_VERSION: &str = "1.0.0";
+
+/// A render job. One value lives per sandbox instance: `load` runs once, then
+/// the host asks for frames and tiles.
+pub trait Job: Sized + 'static {
+    /// Parses the scene bytes and settings; returns the job's state and what
+    /// it learned about the scene.
+    fn load(scene: &[u8], settings: &JobSettings) -> Result<(Self, SceneInfo), JobError>;
+
+    /// Builds per-frame state before tiles of `frame` are rendered. The SDK
+    /// calls it itself when a tile arrives for a frame that was not prepared.
+    fn prepare_frame(&mut self, frame: i32) -> Result<(), JobError> {
+        let _ = frame;
+        Ok(())
+    }
+
+    /// Renders the tile. Must return exactly one accumulator per pixel of
+    /// `request.rect` (3 floats of colour, 1 of weight).
+    fn render_tile(&mut self, request: &TileRequest) -> Result<TileResult, JobError>;
+}
+
+impl Default for SceneInfo {
+    fn default() -> Self {
+        SceneInfo { frame_start: 1, frame_end: 1, width: 0, height: 0, cameras: Vec::new() }
+    }
+}
+
+impl TileResult {
+    /// Zeroed accumulators of the right size for `request`, without AOVs.
+    pub fn for_request(request: &TileRequest) -> Self {
+        let n = request.rect.width as usize * request.rect.height as usize;
+        TileResult { color: vec![0.0; 3 * n], weight: vec![0.0; n], aovs: Vec::new() }
+    }
+
+    /// Adds a sample of radiance `rgb` with filter weight `weight` to pixel `i`
+    /// (row-major within the tile).
+    #[inline]
+    pub fn add_sample(&mut self, i: usize, rgb: [f32; 3], weight: f32) {
+        self.color[3 * i] += rgb[0] * weight;
+        self.color[3 * i + 1] += rgb[1] * weight;
+        self.color[3 * i + 2] += rgb[2] * weight;
+        self.weight[i] += weight;
+    }
+}
+
+/// Writes a message to the host's log for this job.
+pub fn log(level: Level, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    bindings::tessera::render::log::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        // Natively (tests, benchmarks) there is no host: print warnings and errors.
+        if matches!(level, Level::Warn | Level::Error) {
+            eprintln!("[guest {level:?}] {message}");
+        }
+    }
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! Glue used by [`export_job!`](crate::export_job); not part of the API.
+    use super::*;
+    use std::any::Any;
+    use std::cell::RefCell;
+    use std::marker::PhantomData;
+
+    struct State {
+        job: Box<dyn Any>,
+        prepared: Option<i32>,
+    }
+
+    thread_local! {
+        // A component instance is single-threaded: this is the instance's state.
+        static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+    }
+
+    fn install_panic_hook() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                log(Level::Error, &format!("guest panicked: {info}"));
+            }))
+        });
+    }
+
+    /// Adapts a [`Job`] to the generated `renderer::Guest` trait.
+    pub struct Adapter<J>(PhantomData<J>);
+
+    fn with_job<J: Job, R>(f: impl FnOnce(&mut J, &mut Option<i32>) -> Result<R, JobError>) -> Result<R, JobError> {
+        install_panic_hook();
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            let state = s.as_mut().ok_or(JobError::NotLoaded)?;
+            let job = state.job.downcast_mut::<J>().ok_or(JobError::NotLoaded)?;
+            f(job, &mut state.prepared)
+        })
+    }
+
+    impl<J: Job> renderer::Guest for Adapter<J> {
+        fn load_scene(scene: Vec<u8>, settings: JobSettings) -> Result<SceneInfo, JobError> {
+            install_panic_hook();
+            let (job, info) = J::load(&scene, &settings)?;
+            STATE.with(|s| *s.borrow_mut() = Some(State { job: Box::new(job), prepared: None }));
+            Ok(info)
+        }
+
+        fn prepare_frame(frame: i32) -> Result<(), JobError> {
+            with_job::<J, _>(|job, prepared| {
+                job.prepare_frame(frame)?;
+                *prepared = Some(frame);
+                Ok(())
+            })
+        }
+
+        fn render_tile(request: TileRequest) -> Result<TileResult, JobError> {
+            with_job::<J, _>(|job, prepared| {
+                if *prepared != Some(request.frame) {
+                    job.prepare_frame(request.frame)?;
+                    *prepared = Some(request.frame);
+                }
+                job.render_tile(&request)
+            })
+        }
+    }
+}
+
+/// Exports a [`Job`] type as the component's `renderer` interface.
+///
+/// Use it once, at the crate root of a `cdylib` crate. On non-wasm targets it
+/// expands to nothing, so the same crate also builds natively for tests and
+/// benchmarks.
+#[macro_export]
+macro_rules! export_job {
+    ($job:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type __TesseraJob = $crate::__private::Adapter<$job>;
+            $crate::bindings::__export_render_job!(__TesseraJob with_types_in $crate::bindings);
+        };
+    };
+}

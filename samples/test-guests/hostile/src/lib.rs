@@ -1,0 +1,103 @@
+//! A guest that misbehaves on request, so the sandbox's tests can check that
+//! each kind of misbehaviour is stopped with a clear error.
+//!
+//! The job's `extra` setting names the behaviour of `render-tile`:
+//! `loop`, `load-loop` (in `load-scene`), `grow` (allocate without end),
+//! `recurse`, `recurse-shadow`, `panic`, `trap`
+//! (`unreachable`), `big-output` (more floats than the tile has pixels),
+//! `huge-output` (a result bigger than the host's output limit), `nan`
+//! (NaN accumulators with odd payloads), `log-flood`, or anything else
+//! for a well-behaved flat grey tile.
+
+use tessera_guest_sdk::{export_job, log, Job, JobError, JobSettings, Level, SceneInfo, TileRequest, TileResult};
+
+pub struct Hostile {
+    mode: String,
+    hoard: Vec<Vec<u8>>,
+}
+
+impl Job for Hostile {
+    fn load(_scene: &[u8], settings: &JobSettings) -> Result<(Self, SceneInfo), JobError> {
+        let mode = settings.extra.trim().trim_matches('"').to_string();
+        if mode == "load-loop" {
+            spin();
+        }
+        Ok((Hostile { mode, hoard: Vec::new() }, SceneInfo::default()))
+    }
+
+    fn render_tile(&mut self, req: &TileRequest) -> Result<TileResult, JobError> {
+        let mut out = TileResult::for_request(req);
+        match self.mode.as_str() {
+            "loop" => spin(),
+            "grow" => loop {
+                self.hoard.push(vec![1u8; 1 << 20]);
+            },
+            "recurse" => {
+                let depth = recurse(std::hint::black_box(1));
+                out.color[0] = depth as f32;
+            }
+            "recurse-shadow" => {
+                let depth = recurse_shadow(std::hint::black_box(1));
+                out.color[0] = depth as f32;
+            }
+            "panic" => panic!("the hostile guest panics on purpose"),
+            "trap" => trap(),
+            "big-output" => out.color.extend(std::iter::repeat(0.5).take(4096)),
+            "huge-output" => out.aovs.push(tessera_guest_sdk::AovPlane {
+                name: "huge".into(),
+                channels: 4,
+                data: vec![1.0; 8 << 20],
+            }),
+            "nan" => {
+                for (i, c) in out.color.iter_mut().enumerate() {
+                    *c = f32::from_bits(0x7fc0_0000 | (i as u32 & 0xff) | 0x8000_0000 * (i as u32 & 1));
+                }
+                out.weight.iter_mut().for_each(|w| *w = 1.0);
+            }
+            "log-flood" => {
+                for i in 0..2000 {
+                    log(Level::Info, &format!("line {i} {}", "x".repeat(1000)));
+                }
+            }
+            _ => {
+                for i in 0..out.weight.len() {
+                    out.add_sample(i, [0.5, 0.5, 0.5], req.samples.count as f32);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[inline(never)]
+fn spin() -> ! {
+    let mut x = 0u64;
+    loop {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+}
+
+fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort();
+}
+
+/// Recursion on the wasm call stack only (no frame in linear memory).
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(n: u64) -> u64 {
+    std::hint::black_box(recurse(std::hint::black_box(n + 1))) ^ n
+}
+
+/// Recursion whose frames also live on the shadow stack in linear memory.
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse_shadow(n: u64) -> u64 {
+    let pad = [n; 16];
+    let pad = std::hint::black_box(&pad);
+    recurse_shadow(std::hint::black_box(n + 1)) + pad[n as usize % 16]
+}
+
+export_job!(Hostile);

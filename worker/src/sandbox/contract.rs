@@ -1,0 +1,131 @@
+//! Which guests this host can run: the `tessera:render` version check and
+//! the allow-list of imports, applied to a component's type before it is
+//! instantiated.
+
+use std::fmt;
+
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+use super::error::SandboxError;
+
+/// A `major.minor.patch` version of the `tessera:render` package.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ContractVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+/// The contract version this host implements (`guest-sdk/wit/render.wit`).
+pub const HOST_CONTRACT: ContractVersion = ContractVersion { major: 1, minor: 0, patch: 0 };
+
+const PACKAGE: &str = "tessera:render";
+/// Interfaces the host offers for import. Guests may import a subset.
+const OFFERED: &[&str] = &["types", "log"];
+const EXPORT: &str = "renderer";
+
+impl ContractVersion {
+    fn parse(s: &str) -> Option<Self> {
+        let mut it = s.split('.').map(|p| p.parse::<u32>().ok());
+        let v = ContractVersion { major: it.next()??, minor: it.next()??, patch: it.next()?? };
+        it.next().is_none().then_some(v)
+    }
+
+    /// A guest built against `self` runs on a host implementing `host` if the
+    /// major versions match and the host is at least as new: minor versions
+    /// only add imports.
+    pub fn runs_on(&self, host: &ContractVersion) -> bool {
+        self.major == host.major && self.minor <= host.minor
+    }
+}
+
+impl fmt::Display for ContractVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// Splits `tessera:render/log@1.0.0` into (`tessera:render`, `log`, Some("1.0.0")).
+fn split_name(name: &str) -> Option<(&str, &str, Option<&str>)> {
+    let (path, version) = match name.split_once('@') {
+        Some((p, v)) => (p, Some(v)),
+        None => (name, None),
+    };
+    let (package, interface) = path.split_once('/')?;
+    Some((package, interface, version))
+}
+
+/// Checks a compiled component against the contract and returns the version
+/// it was built for.
+pub(crate) fn check(engine: &Engine, component: &Component) -> Result<ContractVersion, SandboxError> {
+    let ty = component.component_type();
+
+    let mut guest_version = None;
+    let mut other_exports = Vec::new();
+    for (name, _) in ty.exports(engine) {
+        match split_name(name) {
+            Some((PACKAGE, EXPORT, Some(v))) => {
+                let v = ContractVersion::parse(v).ok_or_else(|| SandboxError::NotAJob {
+                    detail: format!("export {name:?} has an unreadable version"),
+                })?;
+                guest_version = Some(v);
+            }
+            _ => other_exports.push(name.to_string()),
+        }
+    }
+    let guest = guest_version.ok_or_else(|| SandboxError::NotAJob {
+        detail: format!(
+            "it does not export {PACKAGE}/{EXPORT}@{HOST_CONTRACT} (its exports: {})",
+            if other_exports.is_empty() { "none".to_string() } else { other_exports.join(", ") }
+        ),
+    })?;
+    if !guest.runs_on(&HOST_CONTRACT) {
+        return Err(SandboxError::ContractVersion { guest, host: HOST_CONTRACT });
+    }
+    // This host speaks exactly one minor version today; when 1.1 arrives the
+    // bindings will look exports up under the guest's own version.
+    if guest != HOST_CONTRACT {
+        return Err(SandboxError::ContractVersion { guest, host: HOST_CONTRACT });
+    }
+
+    for (name, _) in ty.imports(engine) {
+        let allowed = match split_name(name) {
+            Some((PACKAGE, iface, Some(v))) => {
+                OFFERED.contains(&iface) && ContractVersion::parse(v).is_some_and(|v| v.runs_on(&HOST_CONTRACT))
+            }
+            _ => false,
+        };
+        if !allowed {
+            return Err(SandboxError::UnknownImport {
+                name: name.to_string(),
+                offered: OFFERED.iter().map(|i| format!("{PACKAGE}/{i}@{HOST_CONTRACT}")).collect(),
+            });
+        }
+    }
+    Ok(guest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        let v = |s| ContractVersion::parse(s).unwrap();
+        assert_eq!(v("1.2.3"), ContractVersion { major: 1, minor: 2, patch: 3 });
+        assert!(ContractVersion::parse("1.2").is_none());
+        assert!(ContractVersion::parse("1.2.3.4").is_none());
+        assert!(v("1.0.0").runs_on(&v("1.1.0")));
+        assert!(!v("1.2.0").runs_on(&v("1.1.0")));
+        assert!(v("2.0.0").runs_on(&v("2.1.0")));
+        assert!(!v("1.0.0").runs_on(&v("2.0.0")));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(split_name("tessera:render/log@1.0.0"), Some(("tessera:render", "log", Some("1.0.0"))));
+        assert_eq!(split_name("wasi:io/streams"), Some(("wasi:io", "streams", None)));
+        assert_eq!(split_name("plain"), None);
+    }
+}

@@ -1,0 +1,93 @@
+//! The project's commands, so that a fresh machine needs nothing but cargo:
+//!
+//! - `cargo xtask setup`: installs the wasm toolchain (the rustup target, or
+//!   Debian's rustc-web where rustup cannot download it).
+//! - `cargo xtask build-guests [NAME...]`: builds guest crates into components
+//!   under `target/guests/components/`.
+//! - `cargo xtask test [ARGS...]`: setup, guests, then the whole test suite.
+//! - `cargo xtask demo [ARGS...]`: setup, guests, then `tessera demo`.
+//! - `cargo xtask bench [ARGS...]`: setup, guests, then the benchmark table.
+
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tessera_guest_build::{Toolchain, GUESTS};
+
+const USAGE: &str = "usage: cargo xtask <setup | build-guests [NAME...] | test [ARGS...] | demo [ARGS...] | bench [ARGS...]>";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let Some(cmd) = args.next() else { bail!("{USAGE}") };
+    let rest: Vec<String> = args.collect();
+    match cmd.as_str() {
+        "setup" => setup().map(|_| ()),
+        "build-guests" => build_guests(setup()?, &rest),
+        "test" => {
+            build_guests(setup()?, &[])?;
+            cargo(&["test", "--workspace", "--all-targets"], &rest)?;
+            // Doc examples are compiled and run too (the SDK's are `ignore`d:
+            // they only make sense inside a guest crate).
+            cargo(&["test", "--workspace", "--doc"], &[])
+        }
+        "demo" => {
+            build_guests(setup()?, &["spheres".into()])?;
+            cargo(&["run", "--quiet", "--package", "tessera-coordinator", "--bin", "tessera", "--", "demo"], &rest)
+        }
+        "bench" => {
+            build_guests(setup()?, &["spheres".into()])?;
+            cargo(&["run", "--release", "--quiet", "--package", "tessera-benches", "--"], &rest)
+        }
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n{USAGE}"),
+    }
+}
+
+fn setup() -> Result<Toolchain> {
+    // On a machine that cannot reach the rustup server, `rustup target add`
+    // waits forever: give it a minute, then fall back to Debian's packages.
+    let t = tessera_guest_build::ensure_toolchain(Duration::from_secs(60))?;
+    eprintln!("xtask: wasm toolchain: {t:?}");
+    Ok(t)
+}
+
+fn build_guests(toolchain: Toolchain, names: &[String]) -> Result<()> {
+    let names: Vec<&str> = if names.is_empty() { GUESTS.to_vec() } else { names.iter().map(String::as_str).collect() };
+    for name in names {
+        if !GUESTS.contains(&name) {
+            bail!("unknown guest {name:?} (known: {})", GUESTS.join(", "));
+        }
+        let started = Instant::now();
+        let path = tessera_guest_build::build(name, toolchain, true)?;
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        eprintln!("xtask: built {} ({} KiB, {:.1?})", path.display(), size / 1024, started.elapsed());
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(tessera_guest_build::workspace_root())
+        .args(args)
+        .args(extra)
+        .status()
+        .with_context(|| format!("running {cargo}"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use tessera_guest_sdk::{AovSet, Job, JobSettings as SdkSettings, Rect as SdkRect, SampleRange as SdkRange, TileRequest as SdkRequest};
+use tessera_guest_sdk::{
+    AovSet, Job, JobSettings as SdkSettings, Rect as SdkRect, SampleRange as SdkRange, TileRequest as SdkRequest,
+};
 use tessera_worker::sandbox::*;
 
 use crate::{fmt_duration, median_per_iter, Effort, Row};
@@ -19,7 +21,7 @@ pub fn run(effort: Effort) -> Result<Vec<Row>> {
     let tiny = tessera_guest_build::guest("gradient")?;
     let (rounds, spp) = match effort {
         Effort::Quick => (1, 1),
-        Effort::Full => (5, 16),
+        Effort::Full => (11, 32),
     };
     let mut rows = Vec::new();
 
@@ -28,13 +30,21 @@ pub fn run(effort: Effort) -> Result<Vec<Row>> {
         let s = Sandbox::new(SandboxConfig::default()).expect("sandbox");
         s.load(&wasm).expect("load");
     });
-    rows.push(row("compile spheres.wasm, cold", fmt_duration(cold), format!("{} KiB component, Cranelift, all cores", wasm.len() / 1024)));
+    rows.push(row(
+        "compile spheres.wasm, cold",
+        fmt_duration(cold),
+        format!("{} KiB component, Cranelift, all cores", wasm.len() / 1024),
+    ));
     let s = Sandbox::new(SandboxConfig::default())?;
     s.load(&wasm)?;
     let mem = median_per_iter(rounds, 20, || {
         s.load(&wasm).expect("load");
     });
-    rows.push(row("load, in-memory cache hit", fmt_duration(mem), "blake3 of the bytes + contract check + instance-pre".into()));
+    rows.push(row(
+        "load, in-memory cache hit",
+        fmt_duration(mem),
+        "blake3 of the bytes + contract check + instance-pre".into(),
+    ));
     let dir = tempfile::tempdir()?;
     let cached = SandboxConfig { cache_dir: Some(dir.path().to_path_buf()), ..SandboxConfig::default() };
     Sandbox::new(cached.clone())?.load(&wasm)?;
@@ -43,7 +53,11 @@ pub fn run(effort: Effort) -> Result<Vec<Row>> {
         let (_, outcome) = s.load_with_outcome(&wasm).expect("load");
         assert_eq!(outcome, CacheOutcome::Disk);
     });
-    rows.push(row("load, disk cache hit (new process)", fmt_duration(disk), format!("{:.0}× faster than cold", ratio(cold, disk))));
+    rows.push(row(
+        "load, disk cache hit (new process)",
+        fmt_duration(disk),
+        format!("{:.0}× faster than cold", ratio(cold, disk)),
+    ));
 
     // Instantiation and call overhead, on the tiny guest.
     let module = s.load(&tiny)?;
@@ -51,13 +65,21 @@ pub fn run(effort: Effort) -> Result<Vec<Row>> {
     let inst_time = median_per_iter(rounds, 100, || {
         module.instantiate(&spec).expect("instantiate");
     });
-    rows.push(row("instantiate + load-scene (gradient)", fmt_duration(inst_time), "once per (job, worker slot)".into()));
+    rows.push(row(
+        "instantiate + load-scene (gradient)",
+        fmt_duration(inst_time),
+        "once per (job, worker slot)".into(),
+    ));
     let mut inst = module.instantiate(&spec)?;
     let empty = TileRequest::new(1, Rect { x: 0, y: 0, width: 1, height: 1 }, 0, 0, 1);
     let call = median_per_iter(rounds, 5000, || {
         inst.render_tile(&empty).expect("call");
     });
-    rows.push(row("render-tile call overhead (1 px, 0 samples)", fmt_duration(call), "fuel + epoch set, lift/lower, shape check".into()));
+    rows.push(row(
+        "render-tile call overhead (1 px, 0 samples)",
+        fmt_duration(call),
+        "fuel + epoch set, lift/lower, shape check".into(),
+    ));
 
     // The compute-heavy guest: native vs each engine configuration.
     let pixels = f64::from(TILE * TILE);
@@ -110,4 +132,3 @@ fn ratio(a: Duration, b: Duration) -> f64 {
 fn row(name: &str, value: String, note: String) -> Row {
     Row { name: name.to_string(), value, note }
 }
-

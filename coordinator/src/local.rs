@@ -75,7 +75,11 @@ pub fn render_frame(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(rect) = tiles.get(i) else { break };
                     let req = TileRequest::new(job.frame, *rect, 0, job.samples, job.seed);
-                    let result = instance.render_tile(&req).map_err(|source| LocalRenderError::Tile { x: rect.x, y: rect.y, source });
+                    let result = instance.render_tile(&req).map_err(|source| LocalRenderError::Tile {
+                        x: rect.x,
+                        y: rect.y,
+                        source,
+                    });
                     let failed = result.is_err();
                     if tx.send(result).is_err() || failed {
                         break;

@@ -37,7 +37,7 @@ struct DemoArgs {
     #[arg(long, default_value_t = 360)]
     height: u32,
     /// Samples per pixel.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 128)]
     spp: u32,
     #[arg(long, default_value_t = 1)]
     frame: i32,
@@ -68,8 +68,9 @@ fn demo(args: DemoArgs) -> Result<()> {
     if args.width == 0 || args.height == 0 || args.spp == 0 || args.tile_size == 0 {
         bail!("--width, --height, --spp and --tile-size must be positive");
     }
-    let wasm = std::fs::read(&args.module)
-        .with_context(|| format!("reading the job module {} (build it with `cargo xtask build-guests`)", args.module.display()))?;
+    let wasm = std::fs::read(&args.module).with_context(|| {
+        format!("reading the job module {} (build it with `cargo xtask build-guests`)", args.module.display())
+    })?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
 
     let started = Instant::now();
@@ -80,9 +81,11 @@ fn demo(args: DemoArgs) -> Result<()> {
     let spec = JobSpec::new(Vec::new(), JobSettings::new(args.width, args.height));
     let job = FrameJob { frame: args.frame, tile_size: args.tile_size, samples: args.spp, seed: args.seed, threads };
     let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{spinner} frame {prefix} [{bar:30}] {pos}/{len} tiles {elapsed_precise} ETA {eta}")
-            .expect("static template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} frame {prefix} [{bar:30}] {pos}/{len} tiles {elapsed_precise} ETA {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
     );
     bar.set_prefix(args.frame.to_string());
     let render_started = Instant::now();

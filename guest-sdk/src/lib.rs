@@ -198,7 +198,7 @@ macro_rules! export_job {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             type __TesseraJob = $crate::__private::Adapter<$job>;
-            $crate::bindings::__export_render_job!(__TesseraJob with_types_in $crate::bindings);
+    $crate::bindings::__export_render_job!(__TesseraJob with_types_in $crate::bindings);
         };
     };
 }

@@ -48,9 +48,18 @@ mod tests {
 
     #[test]
     fn streams_are_addressed_not_sequenced() {
-        let a: Vec<f32> = { let mut r = PixelRng::new(7, 1, 3, 4, 0); (0..4).map(|_| r.next_f32()).collect() };
-        let b: Vec<f32> = { let mut r = PixelRng::new(7, 1, 3, 4, 0); (0..4).map(|_| r.next_f32()).collect() };
-        let c: Vec<f32> = { let mut r = PixelRng::new(7, 1, 4, 3, 0); (0..4).map(|_| r.next_f32()).collect() };
+        let a: Vec<f32> = {
+            let mut r = PixelRng::new(7, 1, 3, 4, 0);
+            (0..4).map(|_| r.next_f32()).collect()
+        };
+        let b: Vec<f32> = {
+            let mut r = PixelRng::new(7, 1, 3, 4, 0);
+            (0..4).map(|_| r.next_f32()).collect()
+        };
+        let c: Vec<f32> = {
+            let mut r = PixelRng::new(7, 1, 4, 3, 0);
+            (0..4).map(|_| r.next_f32()).collect()
+        };
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(a.iter().all(|v| (0.0..1.0).contains(v)));

@@ -51,9 +51,7 @@ impl FromStr for ContentHash {
     type Err = ParseHashError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        blake3::Hash::from_hex(s)
-            .map(|h| Self(*h.as_bytes()))
-            .map_err(|_| ParseHashError(s.chars().take(80).collect()))
+        blake3::Hash::from_hex(s).map(|h| Self(*h.as_bytes())).map_err(|_| ParseHashError(s.chars().take(80).collect()))
     }
 }
 

@@ -67,7 +67,6 @@ pub struct AovPlane {
     pub data: Vec<f32>,
 }
 
-
 /// A tile whose planes do not have the lengths its rectangle implies.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TileShapeError {

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tessera_guest_build::{Toolchain, GUESTS};
 
-const USAGE: &str = "usage: cargo xtask <setup | build-guests [NAME...] | test [ARGS...] | demo [ARGS...] | bench [ARGS...]>";
+const USAGE: &str =
+    "usage: cargo xtask <setup | build-guests [NAME...] | test [ARGS...] | demo [ARGS...] | bench [ARGS...]>";
 
 fn main() -> ExitCode {
     match run() {

@@ -48,8 +48,17 @@ impl FrameBuffer {
     /// Adds a tile's accumulators to the frame.
     pub fn add_tile(&mut self, tile: &TileAccumulators) -> Result<(), TileOutsideFrame> {
         let r = tile.rect;
-        if r.x.checked_add(r.width).is_none_or(|e| e > self.width) || r.y.checked_add(r.height).is_none_or(|e| e > self.height) {
-            return Err(TileOutsideFrame { x: r.x, y: r.y, width: r.width, height: r.height, frame_width: self.width, frame_height: self.height });
+        if r.x.checked_add(r.width).is_none_or(|e| e > self.width)
+            || r.y.checked_add(r.height).is_none_or(|e| e > self.height)
+        {
+            return Err(TileOutsideFrame {
+                x: r.x,
+                y: r.y,
+                width: r.width,
+                height: r.height,
+                frame_width: self.width,
+                frame_height: self.height,
+            });
         }
         for row in 0..r.height as usize {
             let dst = (r.y as usize + row) * self.width as usize + r.x as usize;
@@ -89,18 +98,29 @@ impl FrameBuffer {
 
     /// Writes the frame as an sRGB PNG.
     pub fn write_png(&self, path: &Path) -> Result<(), WriteError> {
-        image::save_buffer_with_format(path, &self.to_srgb8(), self.width, self.height, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
-            .map_err(|source| match source {
-                image::ImageError::IoError(source) => WriteError::Io { path: path.display().to_string(), source },
-                source => WriteError::Encode { path: path.display().to_string(), source },
-            })
+        image::save_buffer_with_format(
+            path,
+            &self.to_srgb8(),
+            self.width,
+            self.height,
+            image::ExtendedColorType::Rgb8,
+            image::ImageFormat::Png,
+        )
+        .map_err(|source| match source {
+            image::ImageError::IoError(source) => WriteError::Io { path: path.display().to_string(), source },
+            source => WriteError::Encode { path: path.display().to_string(), source },
+        })
     }
 }
 
 /// The sRGB transfer function, clipped to [0, 1]; NaN maps to 0.
 pub fn linear_to_srgb(c: f32) -> f32 {
     let c = if c.is_nan() { 0.0 } else { c.clamp(0.0, 1.0) };
-    if c <= 0.003_130_8 { 12.92 * c } else { 1.055 * c.powf(1.0 / 2.4) - 0.055 }
+    if c <= 0.003_130_8 {
+        12.92 * c
+    } else {
+        1.055 * c.powf(1.0 / 2.4) - 0.055
+    }
 }
 
 #[cfg(test)]

@@ -69,11 +69,8 @@ pub fn components_dir() -> PathBuf {
 
 /// Finds a usable wasm toolchain without installing anything.
 pub fn detect_toolchain() -> Result<Toolchain, BuildError> {
-    match std::env::var("TESSERA_GUEST_TOOLCHAIN").ok().as_deref() {
-        Some("rustup") => return Ok(Toolchain::Rustup),
-        Some("debian") => return Ok(Toolchain::Debian),
-        Some("") | None => {}
-        Some(other) => return Err(BuildError::BadOverride(other.to_string())),
+    if let Some(forced) = parse_override(std::env::var("TESSERA_GUEST_TOOLCHAIN").ok().as_deref())? {
+        return Ok(forced);
     }
     if rustup_target_installed() {
         Ok(Toolchain::Rustup)
@@ -81,6 +78,16 @@ pub fn detect_toolchain() -> Result<Toolchain, BuildError> {
         Ok(Toolchain::Debian)
     } else {
         Err(BuildError::NoToolchain)
+    }
+}
+
+/// Reads `TESSERA_GUEST_TOOLCHAIN`: unset or empty means "choose".
+fn parse_override(value: Option<&str>) -> Result<Option<Toolchain>, BuildError> {
+    match value {
+        Some("rustup") => Ok(Some(Toolchain::Rustup)),
+        Some("debian") => Ok(Some(Toolchain::Debian)),
+        Some("") | None => Ok(None),
+        Some(other) => Err(BuildError::BadOverride(other.to_string())),
     }
 }
 
@@ -105,7 +112,9 @@ pub fn ensure_toolchain(rustup_timeout: Duration) -> Result<Toolchain, BuildErro
     if debian_toolchain_installed() {
         Ok(Toolchain::Debian)
     } else {
-        Err(BuildError::Install(format!("apt installed {packages:?} but /usr/bin/rustc or the std sources are missing")))
+        Err(BuildError::Install(format!(
+            "apt installed {packages:?} but /usr/bin/rustc or the std sources are missing"
+        )))
     }
 }
 
@@ -129,10 +138,20 @@ pub fn apt_install(packages: &[&str]) -> Result<(), BuildError> {
     eprintln!("tessera: installing Debian packages {missing:?}");
     let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
     let apt = |args: &[&str]| -> Result<(), BuildError> {
-        let mut cmd = if root { Command::new("apt-get") } else { let mut c = Command::new("sudo"); c.args(["-n", "apt-get"]); c };
+        let mut cmd = if root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.args(["-n", "apt-get"]);
+            c
+        };
         cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive").stdout(Stdio::null());
         let status = cmd.status().map_err(|e| BuildError::Install(format!("apt-get: {e}")))?;
-        if status.success() { Ok(()) } else { Err(BuildError::Install(format!("apt-get {} exited with {status}", args.join(" ")))) }
+        if status.success() {
+            Ok(())
+        } else {
+            Err(BuildError::Install(format!("apt-get {} exited with {status}", args.join(" "))))
+        }
     };
     apt(&["update", "-qq"])?;
     let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
@@ -146,12 +165,15 @@ fn which(program: &str) -> bool {
 
 fn rustup_target_installed() -> bool {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let Ok(out) = Command::new(rustc).args(["--print", "target-libdir", "--target", "wasm32-unknown-unknown"]).output() else {
+    let Ok(out) = Command::new(rustc).args(["--print", "target-libdir", "--target", "wasm32-unknown-unknown"]).output()
+    else {
         return false;
     };
     let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     out.status.success()
-        && std::fs::read_dir(&dir).map(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libstd")))).unwrap_or(false)
+        && std::fs::read_dir(&dir)
+            .map(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libstd"))))
+            .unwrap_or(false)
 }
 
 fn debian_toolchain_installed() -> bool {
@@ -191,8 +213,16 @@ pub fn build(name: &str, toolchain: Toolchain, verbose: bool) -> Result<PathBuf,
     // The nested cargo must not inherit the outer build's configuration.
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
-        let keep = key == "CARGO_HOME" || key.starts_with("CARGO_NET") || key.starts_with("CARGO_HTTP") || key.starts_with("CARGO_REGISTR");
-        if (key.starts_with("CARGO_") && !keep) || key.starts_with("RUSTC") || key.starts_with("RUSTFLAGS") || key == "RUSTDOCFLAGS" || key == "CARGO" {
+        let keep = key == "CARGO_HOME"
+            || key.starts_with("CARGO_NET")
+            || key.starts_with("CARGO_HTTP")
+            || key.starts_with("CARGO_REGISTR");
+        if (key.starts_with("CARGO_") && !keep)
+            || key.starts_with("RUSTC")
+            || key.starts_with("RUSTFLAGS")
+            || key == "RUSTDOCFLAGS"
+            || key == "CARGO"
+        {
             cmd.env_remove(key.as_ref());
         }
     }
@@ -256,4 +286,30 @@ pub fn guest(name: &str) -> Result<Arc<Vec<u8>>, BuildError> {
     let bytes = Arc::new(std::fs::read(&path).map_err(|source| BuildError::Io { path, source })?);
     cache.insert(name.to_string(), bytes.clone());
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_override_is_parsed_strictly() {
+        assert_eq!(parse_override(None).unwrap(), None);
+        assert_eq!(parse_override(Some("")).unwrap(), None);
+        assert_eq!(parse_override(Some("debian")).unwrap(), Some(Toolchain::Debian));
+        assert_eq!(parse_override(Some("rustup")).unwrap(), Some(Toolchain::Rustup));
+        let err = parse_override(Some("nightly")).unwrap_err();
+        assert!(err.to_string().contains("\"nightly\""), "{err}");
+    }
+
+    #[test]
+    fn the_workspace_root_holds_the_guests() {
+        let root = workspace_root();
+        assert!(root.join("Cargo.toml").exists());
+        for g in GUESTS {
+            let found =
+                ["samples", "samples/test-guests"].iter().any(|d| root.join(d).join(g).join("Cargo.toml").exists());
+            assert!(found, "guest {g} has no crate");
+        }
+    }
 }

@@ -15,15 +15,27 @@ use tessera_guest_sdk::{export_job, Job, JobError, JobSettings, PixelRng, SceneI
 struct V3(f32, f32, f32);
 
 impl V3 {
-    fn add(self, o: V3) -> V3 { V3(self.0 + o.0, self.1 + o.1, self.2 + o.2) }
-    fn sub(self, o: V3) -> V3 { V3(self.0 - o.0, self.1 - o.1, self.2 - o.2) }
-    fn mul(self, s: f32) -> V3 { V3(self.0 * s, self.1 * s, self.2 * s) }
-    fn hadamard(self, o: V3) -> V3 { V3(self.0 * o.0, self.1 * o.1, self.2 * o.2) }
-    fn dot(self, o: V3) -> f32 { self.0 * o.0 + self.1 * o.1 + self.2 * o.2 }
+    fn add(self, o: V3) -> V3 {
+        V3(self.0 + o.0, self.1 + o.1, self.2 + o.2)
+    }
+    fn sub(self, o: V3) -> V3 {
+        V3(self.0 - o.0, self.1 - o.1, self.2 - o.2)
+    }
+    fn mul(self, s: f32) -> V3 {
+        V3(self.0 * s, self.1 * s, self.2 * s)
+    }
+    fn hadamard(self, o: V3) -> V3 {
+        V3(self.0 * o.0, self.1 * o.1, self.2 * o.2)
+    }
+    fn dot(self, o: V3) -> f32 {
+        self.0 * o.0 + self.1 * o.1 + self.2 * o.2
+    }
     fn cross(self, o: V3) -> V3 {
         V3(self.1 * o.2 - self.2 * o.1, self.2 * o.0 - self.0 * o.2, self.0 * o.1 - self.1 * o.0)
     }
-    fn normalize(self) -> V3 { self.mul(1.0 / self.dot(self).sqrt()) }
+    fn normalize(self) -> V3 {
+        self.mul(1.0 / self.dot(self).sqrt())
+    }
 }
 
 struct Sphere {
@@ -52,7 +64,8 @@ struct Camera {
 
 impl Spheres {
     fn scene() -> Vec<Sphere> {
-        let s = |c: V3, r: f32, a: V3, e: V3, m: f32| Sphere { center: c, radius: r, albedo: a, emission: e, mirror: m };
+        let s =
+            |c: V3, r: f32, a: V3, e: V3, m: f32| Sphere { center: c, radius: r, albedo: a, emission: e, mirror: m };
         vec![
             s(V3(0.0, -1000.0, 0.0), 1000.0, V3(0.7, 0.7, 0.68), V3(0.0, 0.0, 0.0), 0.0),
             s(V3(0.0, 1.0, 0.0), 1.0, V3(0.8, 0.3, 0.2), V3(0.0, 0.0, 0.0), 0.0),
@@ -183,7 +196,10 @@ fn parse_bounces(extra: &str) -> Result<u32, JobError> {
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     match digits.parse::<u32>() {
         Ok(n @ 1..=64) => Ok(n),
-        _ => Err(JobError::InvalidSettings(format!("bounces must be 1..=64, got {:?}", rest.chars().take(10).collect::<String>()))),
+        _ => Err(JobError::InvalidSettings(format!(
+            "bounces must be 1..=64, got {:?}",
+            rest.chars().take(10).collect::<String>()
+        ))),
     }
 }
 

@@ -125,7 +125,12 @@ pub struct FuelBudget {
 
 impl Default for FuelBudget {
     fn default() -> Self {
-        FuelBudget { load: 200_000_000_000, prepare_frame: 100_000_000_000, per_tile: 1_000_000_000, per_pixel_sample: 5_000_000 }
+        FuelBudget {
+            load: 200_000_000_000,
+            prepare_frame: 100_000_000_000,
+            per_tile: 1_000_000_000,
+            per_pixel_sample: 5_000_000,
+        }
     }
 }
 

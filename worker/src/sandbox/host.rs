@@ -65,7 +65,10 @@ impl HostState {
 
     pub fn end_call(&mut self) {
         if self.dropped_this_call > 0 {
-            let message = format!("{} more log lines dropped (limit {} per call)", self.dropped_this_call, self.limits.max_log_lines_per_call);
+            let message = format!(
+                "{} more log lines dropped (limit {} per call)",
+                self.dropped_this_call, self.limits.max_log_lines_per_call
+            );
             tracing::warn!(target: "tessera::guest", instance = %self.label, "{message}");
             self.keep(GuestLog { level: LogLevel::Warn, message });
             self.dropped_this_call = 0;
@@ -92,7 +95,7 @@ fn truncate(mut s: String, max: usize) -> String {
             end -= 1;
         }
         s.truncate(end);
-        s.push_str("…");
+        s.push('…');
     }
     s
 }
@@ -134,14 +137,20 @@ impl ResourceLimiter for HostState {
         if desired > self.limits.max_memory_bytes {
             // An error (not `Ok(false)`) traps at once with a cause we can
             // name, instead of letting the guest's allocator abort vaguely.
-            return Err(wasmtime::Error::new(LimitHit { kind: LimitKind::Memory, limit: self.limits.max_memory_bytes as u64 }));
+            return Err(wasmtime::Error::new(LimitHit {
+                kind: LimitKind::Memory,
+                limit: self.limits.max_memory_bytes as u64,
+            }));
         }
         Ok(true)
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limits.max_table_elements {
-            return Err(wasmtime::Error::new(LimitHit { kind: LimitKind::TableElements, limit: self.limits.max_table_elements as u64 }));
+            return Err(wasmtime::Error::new(LimitHit {
+                kind: LimitKind::TableElements,
+                limit: self.limits.max_table_elements as u64,
+            }));
         }
         Ok(true)
     }

@@ -72,7 +72,15 @@ pub struct TileRequest {
 impl TileRequest {
     /// Samples `start .. start + count` of `rect` in `frame`, no AOVs.
     pub fn new(frame: i32, rect: Rect, start: u32, count: u32, seed: u64) -> Self {
-        TileRequest { frame, rect, samples: SampleRange { start, count }, seed, albedo: false, normal: false, depth: false }
+        TileRequest {
+            frame,
+            rect,
+            samples: SampleRange { start, count },
+            seed,
+            albedo: false,
+            normal: false,
+            depth: false,
+        }
     }
 }
 
@@ -111,8 +119,16 @@ impl GuestModule {
         if config.epoch_backstop {
             store.epoch_deadline_trap();
         }
-        set_budget(&mut store, config.fuel.then_some(spec.fuel.load), config.epoch_backstop.then_some(config.limits.load_timeout))?;
-        let bindings = self.inner.pre.instantiate(&mut store).map_err(|e| classify(&store, e, "instantiation", spec.fuel.load, config.limits.load_timeout))?;
+        set_budget(
+            &mut store,
+            config.fuel.then_some(spec.fuel.load),
+            config.epoch_backstop.then_some(config.limits.load_timeout),
+        )?;
+        let bindings = self
+            .inner
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(&store, e, "instantiation", spec.fuel.load, config.limits.load_timeout))?;
 
         let mut instance = JobInstance {
             store,
@@ -169,7 +185,9 @@ impl JobInstance {
     pub fn prepare_frame(&mut self, frame: i32) -> Result<(), SandboxError> {
         let budget = self.spec.fuel.prepare_frame;
         let timeout = self.module.inner.sandbox.config.limits.load_timeout;
-        self.call("prepare-frame", budget, timeout, |store, b| b.tessera_render_renderer().call_prepare_frame(store, frame))
+        self.call("prepare-frame", budget, timeout, |store, b| {
+            b.tessera_render_renderer().call_prepare_frame(store, frame)
+        })
     }
 
     /// Renders one tile under the job's fuel budget and the tile timeout,
@@ -178,7 +196,9 @@ impl JobInstance {
         let limits = self.module.inner.sandbox.config.limits.clone();
         let budget = self.spec.fuel.for_tile(req.rect.pixel_count(), req.samples.count);
         let mut aovs = wit::AovSet::empty();
-        for (wanted, flag) in [(req.albedo, wit::AovSet::ALBEDO), (req.normal, wit::AovSet::NORMAL), (req.depth, wit::AovSet::DEPTH)] {
+        for (wanted, flag) in
+            [(req.albedo, wit::AovSet::ALBEDO), (req.normal, wit::AovSet::NORMAL), (req.depth, wit::AovSet::DEPTH)]
+        {
             if wanted {
                 aovs |= flag;
             }
@@ -192,12 +212,15 @@ impl JobInstance {
         };
         let started = Instant::now();
         let fuel_before = budget;
-        let result = self.call("render-tile", budget, limits.tile_timeout, |store, b| b.tessera_render_renderer().call_render_tile(store, request))?;
+        let result = self.call("render-tile", budget, limits.tile_timeout, |store, b| {
+            b.tessera_render_renderer().call_render_tile(store, request)
+        })?;
         let fuel_used = fuel_before - self.store.get_fuel().unwrap_or(fuel_before);
 
-        let bytes = 4 * (result.color.len() as u64
-            + result.weight.len() as u64
-            + result.aovs.iter().map(|a| a.data.len() as u64 + a.name.len() as u64 / 4 + 1).sum::<u64>());
+        let bytes = 4
+            * (result.color.len() as u64
+                + result.weight.len() as u64
+                + result.aovs.iter().map(|a| a.data.len() as u64 + a.name.len() as u64 / 4 + 1).sum::<u64>());
         if bytes > limits.max_output_bytes as u64 {
             return Err(SandboxError::OutputTooLarge { bytes, limit: limits.max_output_bytes as u64 });
         }
@@ -205,7 +228,11 @@ impl JobInstance {
             rect: req.rect,
             color: result.color,
             weight: result.weight,
-            aovs: result.aovs.into_iter().map(|a| AovPlane { name: a.name, channels: a.channels, data: a.data }).collect(),
+            aovs: result
+                .aovs
+                .into_iter()
+                .map(|a| AovPlane { name: a.name, channels: a.channels, data: a.data })
+                .collect(),
         };
         accumulators.check_shape()?;
         let nans = accumulators.canonicalize_nans();
@@ -255,7 +282,13 @@ fn set_budget(store: &mut Store<HostState>, fuel: Option<u64>, timeout: Option<D
 }
 
 /// Names the reason a call into the guest failed.
-fn classify(store: &Store<HostState>, e: wasmtime::Error, call: &'static str, budget: u64, timeout: Duration) -> SandboxError {
+fn classify(
+    store: &Store<HostState>,
+    e: wasmtime::Error,
+    call: &'static str,
+    budget: u64,
+    timeout: Duration,
+) -> SandboxError {
     if let Some(hit) = e.downcast_ref::<LimitHit>() {
         return SandboxError::Limit { call, kind: hit.kind, limit: hit.limit };
     }
@@ -263,7 +296,9 @@ fn classify(store: &Store<HostState>, e: wasmtime::Error, call: &'static str, bu
         Some(Trap::OutOfFuel) => SandboxError::FuelExhausted { call, budget },
         Some(Trap::Interrupt) => SandboxError::Timeout { call, limit: timeout },
         Some(Trap::StackOverflow) => SandboxError::StackOverflow { call },
-        Some(trap) => SandboxError::Trap { call, reason: trap.to_string(), guest_message: store.data().last_panic.clone() },
+        Some(trap) => {
+            SandboxError::Trap { call, reason: trap.to_string(), guest_message: store.data().last_panic.clone() }
+        }
         None => SandboxError::Trap { call, reason: format!("{e:#}"), guest_message: store.data().last_panic.clone() },
     }
 }

@@ -119,7 +119,6 @@ impl Sandbox {
     }
 }
 
-
 /// Rejects bytes that are not a wasm component before they reach the
 /// compiler, with a message that says what they are instead.
 fn check_header(wasm: &[u8]) -> Result<(), SandboxError> {

@@ -6,7 +6,12 @@ use tessera_worker::sandbox::*;
 use crate::*;
 
 fn cached_sandbox(dir: &std::path::Path) -> Sandbox {
-    Sandbox::new(SandboxConfig { limits: test_limits(), cache_dir: Some(dir.to_path_buf()), ..SandboxConfig::default() }).unwrap()
+    Sandbox::new(SandboxConfig {
+        limits: test_limits(),
+        cache_dir: Some(dir.to_path_buf()),
+        ..SandboxConfig::default()
+    })
+    .unwrap()
 }
 
 #[test]
@@ -18,7 +23,8 @@ fn compile_once_then_memory_then_disk() {
     assert_eq!(first, CacheOutcome::Compiled);
     assert_eq!(s.load_with_outcome(&wasm).unwrap().1, CacheOutcome::Memory);
 
-    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let files: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].starts_with(&m.hash().to_hex()) && files[0].ends_with(".cwasm"), "{files:?}");
 

@@ -28,7 +28,13 @@ fn the_same_tile_twice_gives_identical_bytes() {
     let again = one.render_tile(&req).unwrap();
 
     let fresh = module.instantiate(&spheres_spec()).unwrap().render_tile(&req).unwrap();
-    let other_engine = sandbox(test_limits()).load(&guest("spheres")).unwrap().instantiate(&spheres_spec()).unwrap().render_tile(&req).unwrap();
+    let other_engine = sandbox(test_limits())
+        .load(&guest("spheres"))
+        .unwrap()
+        .instantiate(&spheres_spec())
+        .unwrap()
+        .render_tile(&req)
+        .unwrap();
 
     assert!(first.accumulators.weight.iter().all(|w| *w == 4.0));
     let hash = ContentHash::of(&bytes(&first));
@@ -89,14 +95,24 @@ fn seeds_and_frames_change_the_pixels() {
 #[test]
 fn strict_nan_mode_gives_the_same_bytes_for_a_nan_free_guest() {
     let req = TileRequest::new(1, rect(0, 0, 16, 16), 0, 2, 4);
-    let plain = sandbox(test_limits()).load(&guest("spheres")).unwrap().instantiate(&spheres_spec()).unwrap().render_tile(&req).unwrap();
-    let strict = Sandbox::new(SandboxConfig { limits: test_limits(), determinism: Determinism::StrictNan, ..SandboxConfig::default() })
-        .unwrap()
+    let plain = sandbox(test_limits())
         .load(&guest("spheres"))
         .unwrap()
         .instantiate(&spheres_spec())
         .unwrap()
         .render_tile(&req)
         .unwrap();
+    let strict = Sandbox::new(SandboxConfig {
+        limits: test_limits(),
+        determinism: Determinism::StrictNan,
+        ..SandboxConfig::default()
+    })
+    .unwrap()
+    .load(&guest("spheres"))
+    .unwrap()
+    .instantiate(&spheres_spec())
+    .unwrap()
+    .render_tile(&req)
+    .unwrap();
     assert_eq!(bytes(&plain), bytes(&strict));
 }

@@ -97,7 +97,10 @@ fn a_panic_is_reported_with_its_message() {
 fn a_trap_is_reported() {
     let (sandbox, _, result) = render("trap", test_limits());
     let err = result.unwrap_err();
-    assert!(matches!(&err, SandboxError::Trap { reason, guest_message: None, .. } if reason.contains("unreachable")), "{err}");
+    assert!(
+        matches!(&err, SandboxError::Trap { reason, guest_message: None, .. } if reason.contains("unreachable")),
+        "{err}"
+    );
     still_serves(&sandbox);
 }
 
@@ -116,7 +119,10 @@ fn output_larger_than_allowed_is_refused() {
     let limits = Limits { max_output_bytes: 16 << 20, ..test_limits() };
     let (sandbox, _, result) = render("huge-output", limits);
     let err = result.unwrap_err();
-    assert!(matches!(err, SandboxError::OutputTooLarge { limit, bytes } if limit == 16 << 20 && bytes > 32 << 20), "{err}");
+    assert!(
+        matches!(err, SandboxError::OutputTooLarge { limit, bytes } if limit == 16 << 20 && bytes > 32 << 20),
+        "{err}"
+    );
     still_serves(&sandbox);
 }
 

@@ -37,7 +37,12 @@ pub fn rect(x: u32, y: u32, width: u32, height: u32) -> Rect {
 /// A job for the hostile guest with behaviour `mode` and a small fuel budget.
 pub fn hostile_spec(mode: &str) -> JobSpec {
     let mut spec = JobSpec::new(Vec::new(), JobSettings { extra: mode.to_string(), ..JobSettings::new(16, 16) });
-    spec.fuel = FuelBudget { load: 2_000_000_000, prepare_frame: 1_000_000_000, per_tile: 1_000_000_000, per_pixel_sample: 1_000_000 };
+    spec.fuel = FuelBudget {
+        load: 2_000_000_000,
+        prepare_frame: 1_000_000_000,
+        per_tile: 1_000_000_000,
+        per_pixel_sample: 1_000_000,
+    };
     spec.label = format!("hostile {mode}");
     spec
 }

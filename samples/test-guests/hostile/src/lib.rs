@@ -42,7 +42,7 @@ impl Job for Hostile {
             }
             "panic" => panic!("the hostile guest panics on purpose"),
             "trap" => trap(),
-            "big-output" => out.color.extend(std::iter::repeat(0.5).take(4096)),
+            "big-output" => out.color.extend(std::iter::repeat_n(0.5, 4096)),
             "huge-output" => out.aovs.push(tessera_guest_sdk::AovPlane {
                 name: "huge".into(),
                 channels: 4,
@@ -50,7 +50,7 @@ impl Job for Hostile {
             }),
             "nan" => {
                 for (i, c) in out.color.iter_mut().enumerate() {
-                    *c = f32::from_bits(0x7fc0_0000 | (i as u32 & 0xff) | 0x8000_0000 * (i as u32 & 1));
+                    *c = f32::from_bits(0x7fc0_0000 | (i as u32 & 0xff) | (0x8000_0000 * (i as u32 & 1)));
                 }
                 out.weight.iter_mut().for_each(|w| *w = 1.0);
             }

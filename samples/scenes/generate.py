@@ -804,10 +804,12 @@ def build_turntable() -> GltfWriter:
     c_main = g.camera("Camera", 0.7, 16.0 / 9.0)
     c_close = g.camera("Closeup", 0.5, 16.0 / 9.0)
     lights = [
-        {"name": "Sun", "type": "directional", "color": [1.0, 0.96, 0.9], "intensity": 3.0},
-        {"name": "Spot", "type": "spot", "color": [1.0, 1.0, 1.0], "intensity": 80.0,
+        # Photometric units as Blender's exporter writes them (683 lm/W):
+        # a 2.5 W/m² sun, a 600 W spot and a 150 W point light.
+        {"name": "Sun", "type": "directional", "color": [1.0, 0.96, 0.9], "intensity": 1707.5},
+        {"name": "Spot", "type": "spot", "color": [1.0, 1.0, 1.0], "intensity": 32611.3,
          "spot": {"innerConeAngle": 0.3, "outerConeAngle": 0.6}},
-        {"name": "Fill", "type": "point", "color": [0.6, 0.7, 1.0], "intensity": 20.0},
+        {"name": "Fill", "type": "point", "color": [0.6, 0.7, 1.0], "intensity": 8152.8},
     ]
     g.doc["extensions"] = {"KHR_lights_punctual": {"lights": lights}}
 

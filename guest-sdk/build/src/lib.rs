@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The guests this workspace builds, in build order.
-pub const GUESTS: &[&str] = &["gradient", "spheres", "hostile"];
+pub const GUESTS: &[&str] = &["gradient", "spheres", "pathtracer", "hostile"];
 
 /// How guests get compiled to wasm on this machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,210 @@
+//! Tessera's path tracer: a render job for glTF 2.0 scenes as Blender
+//! exports them.
+//!
+//! - `scene/`: glTF → render-ready scene (`gltf_load`), textures, animation.
+//! - `frame`: the world at one instant (poses, deformed meshes, the
+//!   instance BVH, lights); built by `prepare-frame`.
+//! - `bvh`: binned-SAH BVH, deterministic.
+//! - `camera`, `shade`, `bsdf`, `integrator`: from a pixel sample to radiance.
+//!
+//! **Pixels are pure** (DESIGN.md invariant 1): every sample draws from a
+//! `PixelRng` addressed by (seed, frame, x, y, sample index); the film
+//! position is importance-sampled from the pixel filter and lands in its
+//! own pixel only; samples are summed in index order. So a tile equals the
+//! same region of a full-frame render bit for bit, and any pixel can be
+//! re-rendered alone.
+//!
+//! The crate builds natively too (tests, benchmarks) — the same code the
+//! farm runs as wasm.
+
+pub mod bsdf;
+pub mod bvh;
+pub mod camera;
+pub mod frame;
+pub mod integrator;
+pub mod scene;
+pub mod settings;
+pub mod shade;
+
+use std::sync::{Arc, OnceLock};
+
+use glam::Vec2;
+use tessera_guest_sdk::{
+    export_job, AovPlane, Job, JobError, JobSettings, PixelRng, SceneInfo, TileRequest, TileResult,
+};
+
+use crate::camera::FilterTable;
+use crate::frame::{Blas, CameraChoice, Frame};
+use crate::scene::gltf_load::{self, LoadError};
+use crate::scene::Scene;
+use crate::settings::Settings;
+
+/// The sRGB → linear table shared by every texture lookup.
+pub fn srgb_lut() -> &'static [f32; 256] {
+    static LUT: OnceLock<[f32; 256]> = OnceLock::new();
+    LUT.get_or_init(scene::texture::srgb_lut)
+}
+
+/// Width of the Blackman-Harris pixel filter, in pixels (Cycles' default).
+pub const FILTER_WIDTH: f32 = 1.5;
+
+pub struct PathTracer {
+    scene: Scene,
+    settings: Settings,
+    width: u32,
+    height: u32,
+    fps: f64,
+    static_blas: Vec<Arc<Blas>>,
+    filter: FilterTable,
+    frame: Option<(i32, Frame)>,
+}
+
+impl PathTracer {
+    /// The time a frame number stands for: `frame / fps`, as Blender's glTF
+    /// exporter writes keyframe times.
+    pub fn frame_time(&self, frame: i32) -> f32 {
+        (f64::from(frame) / self.fps) as f32
+    }
+
+    pub fn scene(&self) -> &Scene {
+        &self.scene
+    }
+
+    /// The prepared frame, if any.
+    pub fn frame(&self) -> Option<&Frame> {
+        self.frame.as_ref().map(|(_, f)| f)
+    }
+}
+
+impl Job for PathTracer {
+    fn load(bytes: &[u8], settings: &JobSettings) -> Result<(Self, SceneInfo), JobError> {
+        let parsed = Settings::parse(&settings.extra).map_err(JobError::InvalidSettings)?;
+        if settings.width == 0 || settings.height == 0 || settings.width > 65536 || settings.height > 65536 {
+            return Err(JobError::InvalidSettings(format!(
+                "resolution {}x{} is out of range (1 to 65536 on each side)",
+                settings.width, settings.height
+            )));
+        }
+        if !(settings.fps.is_finite() && settings.fps > 0.0 && settings.fps <= 1000.0) {
+            return Err(JobError::InvalidSettings(format!("fps must be in (0, 1000], got {}", settings.fps)));
+        }
+        let scene = gltf_load::load(bytes, parsed.scene.as_deref()).map_err(|e| match e {
+            LoadError::Invalid(m) => JobError::InvalidScene(m),
+            LoadError::Unsupported(m) => JobError::Unsupported(m),
+        })?;
+        let cameras: Vec<String> = scene.camera_nodes().into_iter().map(|(_, n)| n).collect();
+        if let Some(name) = &parsed.camera {
+            if !cameras.contains(name) {
+                return Err(JobError::InvalidSettings(format!(
+                    "no camera named {name:?} (the scene has: {})",
+                    if cameras.is_empty() { "none".to_string() } else { cameras.join(", ") }
+                )));
+            }
+        }
+        let static_blas = scene.meshes.iter().map(|m| Arc::new(Blas::build(&m.positions, &m.indices))).collect();
+
+        let (t0, t1) = scene.time_range();
+        let fps = settings.fps;
+        let (frame_start, frame_end) =
+            if t1 > t0 { ((f64::from(t0) * fps).round() as i32, (f64::from(t1) * fps).round() as i32) } else { (1, 1) };
+        let aspect = scene
+            .camera_nodes()
+            .first()
+            .and_then(|&(n, _)| scene.cameras[scene.nodes[n].camera?].aspect)
+            .filter(|a| a.is_finite() && *a > 0.0);
+        let (width, height) = match aspect {
+            Some(a) => (1920, ((1920.0 / a).round() as u32).max(1)),
+            None => (0, 0),
+        };
+        let info = SceneInfo { frame_start, frame_end, width, height, cameras };
+        let job = PathTracer {
+            scene,
+            settings: parsed,
+            width: settings.width,
+            height: settings.height,
+            fps,
+            static_blas,
+            filter: FilterTable::blackman_harris(FILTER_WIDTH),
+            frame: None,
+        };
+        Ok((job, info))
+    }
+
+    fn prepare_frame(&mut self, frame: i32) -> Result<(), JobError> {
+        let choice = match &self.settings.camera {
+            Some(name) => CameraChoice::Named(name.clone()),
+            None => CameraChoice::Active,
+        };
+        let built = Frame::build(&self.scene, &self.static_blas, self.frame_time(frame), &choice)
+            .map_err(JobError::InvalidSettings)?;
+        self.frame = Some((frame, built));
+        Ok(())
+    }
+
+    fn render_tile(&mut self, req: &TileRequest) -> Result<TileResult, JobError> {
+        if self.frame.as_ref().map(|(f, _)| *f) != Some(req.frame) {
+            self.prepare_frame(req.frame)?;
+        }
+        let Some((_, frame)) = &self.frame else { return Err(JobError::NotLoaded) };
+        let r = req.rect;
+        if r.x.checked_add(r.width).is_none_or(|e| e > self.width)
+            || r.y.checked_add(r.height).is_none_or(|e| e > self.height)
+        {
+            return Err(JobError::InvalidSettings(format!(
+                "tile {}x{} at {},{} is outside the {}x{} frame",
+                r.width, r.height, r.x, r.y, self.width, self.height
+            )));
+        }
+        let mut out = TileResult::for_request(req);
+        let n = out.weight.len();
+        let want_albedo = req.aovs.contains(tessera_guest_sdk::AovSet::ALBEDO);
+        let want_normal = req.aovs.contains(tessera_guest_sdk::AovSet::NORMAL);
+        let want_depth = req.aovs.contains(tessera_guest_sdk::AovSet::DEPTH);
+        let mut albedo = if want_albedo { vec![0.0f32; 3 * n] } else { Vec::new() };
+        let mut normal = if want_normal { vec![0.0f32; 3 * n] } else { Vec::new() };
+        let mut depth = if want_depth { vec![0.0f32; n] } else { Vec::new() };
+
+        for row in 0..r.height {
+            for col in 0..r.width {
+                let (x, y) = (r.x + col, r.y + row);
+                let i = (row * r.width + col) as usize;
+                for s in req.samples.start..req.samples.start.saturating_add(req.samples.count) {
+                    let mut rng = PixelRng::new(req.seed, req.frame, x, y, s);
+                    let film = Vec2::new(
+                        x as f32 + 0.5 + self.filter.sample(rng.next_f32()),
+                        y as f32 + 0.5 + self.filter.sample(rng.next_f32()),
+                    );
+                    let ray = frame.camera.ray(film, self.width, self.height);
+                    let p = integrator::trace(&self.scene, frame, &self.settings, ray, &mut rng);
+                    // A NaN or infinite sample would poison the pixel: drop it
+                    // (its weight too, so the pixel stays an average).
+                    if !p.radiance.is_finite() {
+                        continue;
+                    }
+                    out.add_sample(i, p.radiance.to_array(), 1.0);
+                    if want_albedo {
+                        for c in 0..3 {
+                            albedo[3 * i + c] += p.albedo[c];
+                        }
+                    }
+                    if want_normal {
+                        for c in 0..3 {
+                            normal[3 * i + c] += p.normal[c];
+                        }
+                    }
+                    if want_depth && p.depth.is_finite() {
+                        depth[i] += p.depth;
+                    }
+                }
+            }
+        }
+        for (name, channels, data) in [("albedo", 3u8, albedo), ("normal", 3, normal), ("depth", 1, depth)] {
+            if !data.is_empty() {
+                out.aovs.push(AovPlane { name: name.into(), channels, data });
+            }
+        }
+        Ok(out)
+    }
+}
+
+export_job!(PathTracer);

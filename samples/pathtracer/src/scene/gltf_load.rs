@@ -1,0 +1,521 @@
+//! glTF 2.0 (`.glb`, or `.gltf` with data URIs) → [`Scene`].
+//!
+//! Everything read is untrusted: indices are range-checked, images are
+//! decoded under size limits read from their headers, node graphs are
+//! checked for cycles, and a required extension we do not implement is
+//! refused by name rather than rendered wrongly.
+
+use std::collections::BTreeSet;
+use std::io::Cursor;
+
+use base64::Engine as _;
+use glam::{Mat4, Quat, Vec2, Vec3, Vec4};
+use gltf::animation::util::ReadOutputs;
+use gltf::khr_lights_punctual::Kind;
+
+use super::anim::{Animation, Channel, Interpolation, Property};
+use super::texture::{Texture, TextureRef, Wrap};
+use super::*;
+
+/// Extensions this renderer implements; any other *required* one is refused.
+pub const SUPPORTED_REQUIRED: &[&str] = &["KHR_lights_punctual", "KHR_materials_emissive_strength"];
+
+/// Refuse images larger than this on either side (from the header, before
+/// any pixel is allocated).
+pub const MAX_IMAGE_SIDE: u32 = 16384;
+/// Total decoded texture memory for one scene.
+pub const MAX_TEXTURE_BYTES: u64 = 1 << 30;
+/// Total triangles in one scene.
+pub const MAX_TRIANGLES: usize = 50_000_000;
+/// Deepest node hierarchy accepted.
+pub const MAX_NODE_DEPTH: usize = 256;
+
+/// Why a scene could not be loaded; maps onto the WIT `job-error`.
+#[derive(Debug, PartialEq)]
+pub enum LoadError {
+    Invalid(String),
+    Unsupported(String),
+}
+
+type Result<T> = std::result::Result<T, LoadError>;
+
+fn invalid(msg: impl Into<String>) -> LoadError {
+    LoadError::Invalid(msg.into())
+}
+
+/// Parses a glTF document and all its data into a [`Scene`]. `scene_name`
+/// picks a glTF scene by name (default: the document's default scene, else
+/// the first).
+pub fn load(bytes: &[u8], scene_name: Option<&str>) -> Result<Scene> {
+    let gltf = gltf::Gltf::from_slice(bytes).map_err(|e| invalid(describe_gltf_error(bytes, e)))?;
+    let doc = &gltf.document;
+
+    let unsupported: Vec<&str> = doc.extensions_required().filter(|e| !SUPPORTED_REQUIRED.contains(e)).collect();
+    if !unsupported.is_empty() {
+        return Err(LoadError::Unsupported(format!(
+            "the scene requires the glTF extension{} {} which this renderer does not support (supported: {}); \
+             export without it (e.g. untick Draco compression in Blender's glTF exporter)",
+            if unsupported.len() > 1 { "s" } else { "" },
+            unsupported.join(", "),
+            SUPPORTED_REQUIRED.join(", ")
+        )));
+    }
+
+    let buffers = load_buffers(doc, gltf.blob.as_deref())?;
+    let mut scene = Scene::default();
+    scene.textures = load_textures(doc, &buffers)?;
+    scene.materials = doc.materials().map(|m| material(&m, &scene.textures)).collect::<Result<_>>()?;
+    let default_material = scene.materials.len();
+    scene.materials.push(Material::default());
+
+    let mut triangles = 0usize;
+    for mesh in doc.meshes() {
+        let mut group =
+            MeshGroup { primitives: Vec::new(), weights: mesh.weights().map(<[f32]>::to_vec).unwrap_or_default() };
+        for prim in mesh.primitives() {
+            let Some(m) = primitive(&prim, &buffers, default_material, mesh.index())? else { continue };
+            triangles += m.triangle_count();
+            if triangles > MAX_TRIANGLES {
+                return Err(LoadError::Unsupported(format!("the scene has more than {MAX_TRIANGLES} triangles")));
+            }
+            group.primitives.push(scene.meshes.len());
+            scene.meshes.push(m);
+        }
+        scene.groups.push(group);
+    }
+
+    scene.cameras = doc
+        .cameras()
+        .map(|c| match c.projection() {
+            gltf::camera::Projection::Perspective(p) => {
+                CameraDef { name: c.name().unwrap_or("").to_string(), yfov: p.yfov(), aspect: p.aspect_ratio() }
+            }
+            // Orthographic cameras are rare in Blender exports; render them
+            // with a perspective of similar framing rather than refusing.
+            gltf::camera::Projection::Orthographic(_) => {
+                CameraDef { name: c.name().unwrap_or("").to_string(), yfov: 0.69, aspect: None }
+            }
+        })
+        .collect();
+    scene.lights = doc.lights().map(|ls| ls.map(light).collect()).unwrap_or_default();
+
+    scene.nodes = doc
+        .nodes()
+        .map(|n| {
+            let (t, r, s) = n.transform().decomposed();
+            let rest =
+                Trs { translation: Vec3::from(t), rotation: Quat::from_array(r).normalize(), scale: Vec3::from(s) };
+            let weights = n
+                .weights()
+                .map(<[f32]>::to_vec)
+                .or_else(|| n.mesh().and_then(|m| m.weights().map(<[f32]>::to_vec)))
+                .unwrap_or_default();
+            Node {
+                name: n.name().unwrap_or("").to_string(),
+                rest,
+                children: n.children().map(|c| c.index()).collect(),
+                mesh: n.mesh().map(|m| m.index()),
+                camera: n.camera().map(|c| c.index()),
+                light: n.light().map(|l| l.index()),
+                skin: n.skin().map(|s| s.index()),
+                weights,
+            }
+        })
+        .collect();
+
+    scene.skins = doc
+        .skins()
+        .map(|skin| {
+            let joints: Vec<usize> = skin.joints().map(|j| j.index()).collect();
+            let reader = skin.reader(|b| buffers.get(b.index()).map(Vec::as_slice));
+            let inverse_bind: Vec<Mat4> = match reader.read_inverse_bind_matrices() {
+                Some(m) => m.map(|m| Mat4::from_cols_array_2d(&m)).collect(),
+                None => vec![Mat4::IDENTITY; joints.len()],
+            };
+            if inverse_bind.len() < joints.len() {
+                return Err(invalid(format!("skin {} has fewer inverse bind matrices than joints", skin.index())));
+            }
+            Ok(Skin { joints, inverse_bind })
+        })
+        .collect::<Result<_>>()?;
+
+    scene.animations = doc.animations().map(|a| animation(&a, &buffers)).collect::<Result<_>>()?;
+
+    let gltf_scene = match scene_name {
+        Some(name) => doc
+            .scenes()
+            .find(|s| s.name() == Some(name))
+            .ok_or_else(|| invalid(format!("no glTF scene named {name:?}")))?,
+        None => doc.default_scene().or_else(|| doc.scenes().next()).ok_or_else(|| invalid("the file has no scene"))?,
+    };
+    scene.roots = gltf_scene.nodes().map(|n| n.index()).collect();
+    check_hierarchy(&scene)?;
+    check_skins(&scene)?;
+    Ok(scene)
+}
+
+fn describe_gltf_error(bytes: &[u8], e: gltf::Error) -> String {
+    let kind = if bytes.starts_with(b"glTF") {
+        "binary glTF (.glb)"
+    } else if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        "glTF JSON"
+    } else {
+        return "not a glTF file (neither .glb nor glTF JSON)".to_string();
+    };
+    format!("invalid {kind}: {e}")
+}
+
+fn load_buffers(doc: &gltf::Document, blob: Option<&[u8]>) -> Result<Vec<Vec<u8>>> {
+    doc.buffers()
+        .map(|b| {
+            let data = match b.source() {
+                gltf::buffer::Source::Bin => {
+                    blob.ok_or_else(|| invalid("buffer 0 refers to a GLB BIN chunk but there is none"))?.to_vec()
+                }
+                gltf::buffer::Source::Uri(uri) => {
+                    decode_data_uri(uri).map_err(|e| invalid(format!("buffer {}: {e}", b.index())))?
+                }
+            };
+            if data.len() < b.length() {
+                return Err(invalid(format!(
+                    "buffer {} has {} bytes but declares {}",
+                    b.index(),
+                    data.len(),
+                    b.length()
+                )));
+            }
+            Ok(data)
+        })
+        .collect()
+}
+
+/// Decodes a `data:` URI. External files must have been packed into the
+/// scene by the host (the `tessera` CLI does this).
+pub fn decode_data_uri(uri: &str) -> std::result::Result<Vec<u8>, String> {
+    let Some(rest) = uri.strip_prefix("data:") else {
+        return Err(format!(
+            "refers to the external file {:?}; pack external files into the scene first \
+             (`tessera render` and `tessera submit` do this for .gltf files)",
+            uri.chars().take(200).collect::<String>()
+        ));
+    };
+    let (meta, data) = rest.split_once(',').ok_or("malformed data URI (no comma)")?;
+    if meta.ends_with(";base64") {
+        base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| format!("bad base64 in data URI: {e}"))
+    } else {
+        Ok(data.as_bytes().to_vec())
+    }
+}
+
+fn load_textures(doc: &gltf::Document, buffers: &[Vec<u8>]) -> Result<Vec<Texture>> {
+    let mut budget = MAX_TEXTURE_BYTES;
+    let mut images: Vec<Option<(u32, u32, std::sync::Arc<Vec<[u8; 4]>>)>> = vec![None; doc.images().len()];
+    let mut out = Vec::new();
+    for tex in doc.textures() {
+        let img = tex.source();
+        let slot = img.index();
+        if images[slot].is_none() {
+            let bytes = match img.source() {
+                gltf::image::Source::View { view, .. } => {
+                    let buf =
+                        buffers.get(view.buffer().index()).ok_or_else(|| invalid("image view's buffer is missing"))?;
+                    let end = view.offset().checked_add(view.length()).filter(|e| *e <= buf.len());
+                    let end = end.ok_or_else(|| invalid(format!("image {slot}'s buffer view is out of range")))?;
+                    buf[view.offset()..end].to_vec()
+                }
+                gltf::image::Source::Uri { uri, .. } => {
+                    decode_data_uri(uri).map_err(|e| invalid(format!("image {slot}: {e}")))?
+                }
+            };
+            let (w, h, px) = decode_image(&bytes, &mut budget).map_err(|e| {
+                let name = img.name().map(|n| format!(" ({n})")).unwrap_or_default();
+                invalid(format!("image {slot}{name}: {e}"))
+            })?;
+            images[slot] = Some((w, h, std::sync::Arc::new(px)));
+        }
+        let (width, height, texels) = images[slot].clone().expect("decoded above");
+        let sampler = tex.sampler();
+        let wrap = |m: gltf::texture::WrappingMode| match m {
+            gltf::texture::WrappingMode::Repeat => Wrap::Repeat,
+            gltf::texture::WrappingMode::ClampToEdge => Wrap::Clamp,
+            gltf::texture::WrappingMode::MirroredRepeat => Wrap::Mirror,
+        };
+        out.push(Texture {
+            width,
+            height,
+            texels,
+            wrap_s: wrap(sampler.wrap_s()),
+            wrap_t: wrap(sampler.wrap_t()),
+            linear: sampler.mag_filter() != Some(gltf::texture::MagFilter::Nearest),
+        });
+    }
+    Ok(out)
+}
+
+/// Decodes a PNG or JPEG, refusing from the header alone anything larger
+/// than [`MAX_IMAGE_SIDE`] or than what is left of the scene's budget.
+fn decode_image(bytes: &[u8], budget: &mut u64) -> std::result::Result<(u32, u32, Vec<[u8; 4]>), String> {
+    let reader = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
+    match reader.format() {
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg) => {}
+        Some(f) => return Err(format!("{f:?} images are not supported (glTF allows PNG and JPEG)")),
+        None => return Err("not a PNG or JPEG image".into()),
+    }
+    let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
+    if w == 0 || h == 0 || w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+        return Err(format!(
+            "its header claims {w}×{h} pixels; at most {MAX_IMAGE_SIDE}×{MAX_IMAGE_SIDE} are accepted"
+        ));
+    }
+    let need = u64::from(w) * u64::from(h) * 4;
+    if need > *budget {
+        return Err(format!("decoding it would exceed the scene's {MAX_TEXTURE_BYTES}-byte texture budget"));
+    }
+    let mut reader = image::ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    // Decoders allocate a few times the output; the header check above
+    // already bounds the output itself.
+    limits.max_alloc = Some(need.saturating_mul(4).max(1 << 20));
+    reader.limits(limits);
+    let rgba = reader.decode().map_err(|e| e.to_string())?.into_rgba8();
+    *budget -= need;
+    let px = rgba.pixels().map(|p| p.0).collect();
+    Ok((w, h, px))
+}
+
+fn tex_ref(info: Option<gltf::texture::Info<'_>>, textures: &[Texture]) -> Result<Option<TextureRef>> {
+    let Some(info) = info else { return Ok(None) };
+    let texture = info.texture().index();
+    if texture >= textures.len() {
+        return Err(invalid(format!("texture {texture} is out of range")));
+    }
+    if info.tex_coord() > 1 {
+        return Err(LoadError::Unsupported(format!(
+            "texture coordinate set {} (only TEXCOORD_0 and _1 are read)",
+            info.tex_coord()
+        )));
+    }
+    Ok(Some(TextureRef { texture, tex_coord: info.tex_coord() }))
+}
+
+fn material(m: &gltf::Material<'_>, textures: &[Texture]) -> Result<Material> {
+    let pbr = m.pbr_metallic_roughness();
+    let normal = m.normal_texture();
+    let normal_tex = match &normal {
+        Some(n) => Some(TextureRef { texture: n.texture().index(), tex_coord: n.tex_coord() }),
+        None => None,
+    };
+    let emissive_tex = tex_ref(m.emissive_texture(), textures)?;
+    let strength = m.emissive_strength().unwrap_or(1.0);
+    let (alpha, cutoff) = match m.alpha_mode() {
+        gltf::material::AlphaMode::Opaque => (AlphaMode::Opaque, 0.5),
+        gltf::material::AlphaMode::Mask => {
+            let c = m.alpha_cutoff().unwrap_or(0.5);
+            (AlphaMode::Mask, c)
+        }
+        gltf::material::AlphaMode::Blend => (AlphaMode::Blend, 0.5),
+    };
+    let emissive = Vec3::from(m.emissive_factor()) * strength;
+    if !emissive.is_finite() || emissive.min_element() < 0.0 {
+        return Err(invalid(format!("material {:?} has a negative or non-finite emission", m.name().unwrap_or(""))));
+    }
+    Ok(Material {
+        base_color: Vec4::from(pbr.base_color_factor()),
+        base_color_tex: tex_ref(pbr.base_color_texture(), textures)?,
+        metallic: pbr.metallic_factor().clamp(0.0, 1.0),
+        roughness: pbr.roughness_factor().clamp(0.0, 1.0),
+        metallic_roughness_tex: tex_ref(pbr.metallic_roughness_texture(), textures)?,
+        normal_tex: normal_tex.filter(|t| t.texture < textures.len() && t.tex_coord <= 1),
+        normal_scale: normal.as_ref().map_or(1.0, |n| n.scale()),
+        emissive,
+        emissive_tex,
+        alpha,
+        alpha_cutoff: cutoff,
+        double_sided: m.double_sided(),
+    })
+}
+
+fn primitive(
+    prim: &gltf::Primitive<'_>,
+    buffers: &[Vec<u8>],
+    default_material: usize,
+    mesh_index: usize,
+) -> Result<Option<Mesh>> {
+    let where_ = || format!("mesh {mesh_index} primitive {}", prim.index());
+    let reader = prim.reader(|b| buffers.get(b.index()).map(Vec::as_slice));
+    let positions: Vec<Vec3> = reader
+        .read_positions()
+        .ok_or_else(|| invalid(format!("{} has no POSITION", where_())))?
+        .map(Vec3::from)
+        .collect();
+    let n = positions.len();
+    if positions.iter().any(|p| !p.is_finite()) {
+        return Err(invalid(format!("{} has non-finite positions", where_())));
+    }
+    let mut indices: Vec<u32> = match reader.read_indices() {
+        Some(i) => i.into_u32().collect(),
+        None => (0..n as u32).collect(),
+    };
+    if let Some(bad) = indices.iter().find(|i| **i as usize >= n) {
+        return Err(invalid(format!("{} has index {bad} but only {n} vertices", where_())));
+    }
+    use gltf::mesh::Mode;
+    indices = match prim.mode() {
+        Mode::Triangles => indices,
+        Mode::TriangleStrip => {
+            let mut out = Vec::new();
+            for i in 2..indices.len() {
+                let (a, b, c) = (indices[i - 2], indices[i - 1], indices[i]);
+                if i % 2 == 0 {
+                    out.extend([a, b, c])
+                } else {
+                    out.extend([b, a, c])
+                }
+            }
+            out
+        }
+        Mode::TriangleFan => {
+            let mut out = Vec::new();
+            for i in 2..indices.len() {
+                out.extend([indices[i - 1], indices[i], indices[0]]);
+            }
+            out
+        }
+        // Points and lines have no surface to hit.
+        _ => return Ok(None),
+    };
+    indices.truncate(indices.len() / 3 * 3);
+
+    let vec_or_empty = |v: Vec<Vec3>, what: &str| -> Result<Vec<Vec3>> {
+        if !v.is_empty() && v.len() != n {
+            return Err(invalid(format!("{} has {} {what} for {n} vertices", where_(), v.len())));
+        }
+        Ok(v)
+    };
+    let normals =
+        vec_or_empty(reader.read_normals().map(|i| i.map(Vec3::from).collect()).unwrap_or_default(), "normals")?;
+    let tangents: Vec<Vec4> = reader.read_tangents().map(|i| i.map(Vec4::from).collect()).unwrap_or_default();
+    let uv = |set| -> Vec<Vec2> {
+        reader.read_tex_coords(set).map(|t| t.into_f32().map(Vec2::from).collect()).unwrap_or_default()
+    };
+    let (uv0, uv1) = (uv(0), uv(1));
+    for (what, len) in [("tangents", tangents.len()), ("TEXCOORD_0", uv0.len()), ("TEXCOORD_1", uv1.len())] {
+        if len != 0 && len != n {
+            return Err(invalid(format!("{} has {len} {what} for {n} vertices", where_())));
+        }
+    }
+    let joints: Vec<[u16; 4]> = reader.read_joints(0).map(|j| j.into_u16().collect()).unwrap_or_default();
+    let weights: Vec<[f32; 4]> = reader.read_weights(0).map(|w| w.into_f32().collect()).unwrap_or_default();
+    if joints.len() != weights.len() || (!joints.is_empty() && joints.len() != n) {
+        return Err(invalid(format!("{} has mismatched JOINTS_0/WEIGHTS_0", where_())));
+    }
+    let mut targets = Vec::new();
+    for (p, nrm, _) in reader.read_morph_targets() {
+        let positions = vec_or_empty(p.map(|i| i.map(Vec3::from).collect()).unwrap_or_default(), "morph positions")?;
+        let normals = vec_or_empty(nrm.map(|i| i.map(Vec3::from).collect()).unwrap_or_default(), "morph normals")?;
+        targets.push(MorphTarget { positions, normals });
+    }
+    let material = prim.material().index().unwrap_or(default_material);
+    Ok(Some(Mesh { positions, normals, tangents, uv0, uv1, indices, material, joints, weights, targets }))
+}
+
+fn light(l: gltf::khr_lights_punctual::Light<'_>) -> LightDef {
+    // glTF gives candela (point, spot) and lux (directional); Blender's
+    // importer divides by 683 lm/W to get its watts-based units, in which
+    // Cycles renders. Doing the same keeps Blender scenes' brightness.
+    let power = Vec3::from(l.color()) * l.intensity().max(0.0) / 683.0;
+    let kind = match l.kind() {
+        Kind::Directional => LightKind::Directional,
+        Kind::Point => LightKind::Point,
+        Kind::Spot { inner_cone_angle, outer_cone_angle } => {
+            LightKind::Spot { cos_inner: inner_cone_angle.cos(), cos_outer: outer_cone_angle.cos() }
+        }
+    };
+    LightDef { kind, power, range: l.range() }
+}
+
+fn animation(a: &gltf::Animation<'_>, buffers: &[Vec<u8>]) -> Result<Animation> {
+    let mut channels = Vec::new();
+    for ch in a.channels() {
+        let reader = ch.reader(|b| buffers.get(b.index()).map(Vec::as_slice));
+        let times: Vec<f32> =
+            reader.read_inputs().ok_or_else(|| invalid("animation channel without inputs"))?.collect();
+        if times.windows(2).any(|w| !(w[0] <= w[1])) || times.iter().any(|t| !t.is_finite()) {
+            return Err(invalid(format!("animation {} has keyframe times that are not increasing", a.index())));
+        }
+        let (property, values): (Property, Vec<f32>) = match reader.read_outputs() {
+            Some(ReadOutputs::Translations(t)) => (Property::Translation, t.flatten().collect()),
+            Some(ReadOutputs::Rotations(r)) => (Property::Rotation, r.into_f32().flatten().collect()),
+            Some(ReadOutputs::Scales(s)) => (Property::Scale, s.flatten().collect()),
+            Some(ReadOutputs::MorphTargetWeights(w)) => (Property::Weights, w.into_f32().collect()),
+            None => return Err(invalid("animation channel without outputs")),
+        };
+        let interpolation = match ch.sampler().interpolation() {
+            gltf::animation::Interpolation::Linear => Interpolation::Linear,
+            gltf::animation::Interpolation::Step => Interpolation::Step,
+            gltf::animation::Interpolation::CubicSpline => Interpolation::CubicSpline,
+        };
+        let channel = Channel { node: ch.target().node().index(), property, interpolation, times, values };
+        channel.check().map_err(invalid)?;
+        channels.push(channel);
+    }
+    Ok(Animation { name: a.name().unwrap_or("").to_string(), channels })
+}
+
+/// Refuses cycles, nodes with two parents and absurd depth: a hostile file
+/// must not make the per-frame traversal loop or explode.
+fn check_hierarchy(scene: &Scene) -> Result<()> {
+    let mut parent: Vec<Option<usize>> = vec![None; scene.nodes.len()];
+    for (i, n) in scene.nodes.iter().enumerate() {
+        for &c in &n.children {
+            if c >= scene.nodes.len() {
+                return Err(invalid(format!("node {i} has a child {c} that does not exist")));
+            }
+            if parent[c].replace(i).is_some() {
+                return Err(invalid(format!("node {c} has more than one parent")));
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<(usize, usize)> = scene.roots.iter().map(|&r| (r, 0)).collect();
+    while let Some((n, depth)) = stack.pop() {
+        if depth > MAX_NODE_DEPTH {
+            return Err(LoadError::Unsupported(format!("the node hierarchy is deeper than {MAX_NODE_DEPTH}")));
+        }
+        if !seen.insert(n) {
+            return Err(invalid(format!("the node graph has a cycle through node {n}")));
+        }
+        stack.extend(scene.nodes[n].children.iter().map(|&c| (c, depth + 1)));
+    }
+    // A cycle not reachable from a root still means a broken file.
+    for start in 0..scene.nodes.len() {
+        let mut n = start;
+        for _ in 0..=scene.nodes.len() {
+            match parent[n] {
+                Some(p) if p == start => {
+                    return Err(invalid(format!("the node graph has a cycle through node {start}")))
+                }
+                Some(p) => n = p,
+                None => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_skins(scene: &Scene) -> Result<()> {
+    for (i, n) in scene.nodes.iter().enumerate() {
+        let (Some(skin), Some(mesh)) = (n.skin, n.mesh) else { continue };
+        let joints = scene.skins[skin].joints.len();
+        for &p in &scene.groups[mesh].primitives {
+            if let Some(bad) = scene.meshes[p].joints.iter().flatten().find(|j| usize::from(**j) >= joints) {
+                return Err(invalid(format!("node {i}'s mesh uses joint {bad} but its skin has {joints}")));
+            }
+        }
+    }
+    Ok(())
+}

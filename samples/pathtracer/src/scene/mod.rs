@@ -1,0 +1,222 @@
+//! The render-ready scene: what the glTF file said, decoded once per
+//! instance in `load-scene`, with no per-frame state.
+//!
+//! Parsing (`gltf_load`) is apart from animation (`anim`) and from the
+//! per-frame world (`crate::frame`), as in pbrt's parser → scene split.
+
+pub mod anim;
+pub mod gltf_load;
+pub mod texture;
+
+use glam::{Mat4, Quat, Vec2, Vec3, Vec4};
+
+pub use texture::{Texture, TextureRef, Wrap};
+
+/// One glTF primitive: triangles with one material.
+#[derive(Debug, Default)]
+pub struct Mesh {
+    pub positions: Vec<Vec3>,
+    pub normals: Vec<Vec3>,
+    /// xyz tangent, w handedness (glTF `TANGENT`); empty when absent.
+    pub tangents: Vec<Vec4>,
+    pub uv0: Vec<Vec2>,
+    pub uv1: Vec<Vec2>,
+    /// Triangle vertex indices, 3 per triangle.
+    pub indices: Vec<u32>,
+    pub material: usize,
+    /// Skinning: 4 joint indices and weights per vertex (empty if unskinned).
+    pub joints: Vec<[u16; 4]>,
+    pub weights: Vec<[f32; 4]>,
+    /// Morph targets: position and normal deltas per vertex.
+    pub targets: Vec<MorphTarget>,
+}
+
+#[derive(Debug, Default)]
+pub struct MorphTarget {
+    pub positions: Vec<Vec3>,
+    pub normals: Vec<Vec3>,
+}
+
+impl Mesh {
+    pub fn triangle_count(&self) -> usize {
+        self.indices.len() / 3
+    }
+
+    pub fn is_deformable(&self) -> bool {
+        !self.joints.is_empty() || !self.targets.is_empty()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlphaMode {
+    Opaque,
+    /// Discard where base-colour alpha < `Material::alpha_cutoff`.
+    Mask,
+    /// Rendered as opaque: a path tracer has no draw order to blend in.
+    Blend,
+}
+
+/// A glTF metallic-roughness material.
+#[derive(Clone, Debug)]
+pub struct Material {
+    pub base_color: Vec4,
+    pub base_color_tex: Option<TextureRef>,
+    pub metallic: f32,
+    pub roughness: f32,
+    /// glTF: G = roughness, B = metallic.
+    pub metallic_roughness_tex: Option<TextureRef>,
+    pub normal_tex: Option<TextureRef>,
+    pub normal_scale: f32,
+    /// Linear emitted radiance factor: `emissiveFactor × emissive_strength`.
+    pub emissive: Vec3,
+    pub emissive_tex: Option<TextureRef>,
+    pub alpha: AlphaMode,
+    pub alpha_cutoff: f32,
+    pub double_sided: bool,
+}
+
+impl Default for Material {
+    /// The material glTF prescribes for primitives without one: white,
+    /// metallic 1, roughness 1.
+    fn default() -> Self {
+        Material {
+            base_color: Vec4::ONE,
+            base_color_tex: None,
+            metallic: 1.0,
+            roughness: 1.0,
+            metallic_roughness_tex: None,
+            normal_tex: None,
+            normal_scale: 1.0,
+            emissive: Vec3::ZERO,
+            emissive_tex: None,
+            alpha: AlphaMode::Opaque,
+            alpha_cutoff: 0.5,
+            double_sided: false,
+        }
+    }
+}
+
+impl Material {
+    pub fn is_emissive(&self) -> bool {
+        self.emissive.max_element() > 0.0
+    }
+}
+
+/// Local transform of a node, as translation-rotation-scale.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Trs {
+    pub translation: Vec3,
+    pub rotation: Quat,
+    pub scale: Vec3,
+}
+
+impl Trs {
+    pub fn matrix(&self) -> Mat4 {
+        Mat4::from_scale_rotation_translation(self.scale, self.rotation, self.translation)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    pub rest: Trs,
+    pub children: Vec<usize>,
+    /// Indices into `Scene::meshes` (the glTF mesh's primitives).
+    pub mesh: Option<usize>,
+    pub camera: Option<usize>,
+    pub light: Option<usize>,
+    pub skin: Option<usize>,
+    /// Default morph weights (node's, else the mesh's).
+    pub weights: Vec<f32>,
+}
+
+/// A glTF mesh: its primitives, as indices into `Scene::meshes`.
+#[derive(Clone, Debug, Default)]
+pub struct MeshGroup {
+    pub primitives: Vec<usize>,
+    pub weights: Vec<f32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Skin {
+    pub joints: Vec<usize>,
+    pub inverse_bind: Vec<Mat4>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CameraDef {
+    pub name: String,
+    pub yfov: f32,
+    pub aspect: Option<f32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LightKind {
+    /// Intensity in W/sr (glTF candela / 683).
+    Point,
+    Spot {
+        cos_inner: f32,
+        cos_outer: f32,
+    },
+    /// Irradiance in W/m² (glTF lux / 683).
+    Directional,
+}
+
+#[derive(Clone, Debug)]
+pub struct LightDef {
+    pub kind: LightKind,
+    /// Colour × intensity, converted from photometric glTF units to
+    /// radiometric ones the way Blender's importer does (÷ 683 lm/W).
+    pub power: Vec3,
+    pub range: Option<f32>,
+}
+
+/// The whole scene, read-only after load.
+#[derive(Debug, Default)]
+pub struct Scene {
+    pub meshes: Vec<Mesh>,
+    pub groups: Vec<MeshGroup>,
+    pub materials: Vec<Material>,
+    pub textures: Vec<Texture>,
+    pub nodes: Vec<Node>,
+    /// Root nodes of the rendered glTF scene.
+    pub roots: Vec<usize>,
+    pub cameras: Vec<CameraDef>,
+    pub lights: Vec<LightDef>,
+    pub skins: Vec<Skin>,
+    pub animations: Vec<anim::Animation>,
+}
+
+impl Scene {
+    /// (start, end) of all animations in seconds; (0, 0) when static.
+    pub fn time_range(&self) -> (f32, f32) {
+        let mut range: Option<(f32, f32)> = None;
+        for a in &self.animations {
+            for c in &a.channels {
+                if let (Some(first), Some(last)) = (c.times.first(), c.times.last()) {
+                    range = Some(match range {
+                        Some((s, e)) => (s.min(*first), e.max(*last)),
+                        None => (*first, *last),
+                    });
+                }
+            }
+        }
+        range.unwrap_or((0.0, 0.0))
+    }
+
+    /// Camera nodes in depth-first scene order, with the camera's name
+    /// (the node's name if the camera has none).
+    pub fn camera_nodes(&self) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        let mut stack: Vec<usize> = self.roots.iter().rev().copied().collect();
+        while let Some(n) = stack.pop() {
+            let node = &self.nodes[n];
+            if let Some(c) = node.camera {
+                let name = if node.name.is_empty() { self.cameras[c].name.clone() } else { node.name.clone() };
+                out.push((n, name));
+            }
+            stack.extend(node.children.iter().rev().copied());
+        }
+        out
+    }
+}

@@ -1,0 +1,141 @@
+//! Textures: decoded once at load into 8-bit RGBA, sampled bilinearly with
+//! glTF's wrap modes.
+
+use glam::{Vec2, Vec4};
+
+/// How texture coordinates outside [0, 1] are mapped back in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wrap {
+    Repeat,
+    Clamp,
+    Mirror,
+}
+
+/// A decoded image with its sampler settings.
+#[derive(Debug)]
+pub struct Texture {
+    pub width: u32,
+    pub height: u32,
+    /// RGBA, 8 bits per channel, row-major from the top; shared by the
+    /// textures that use the same image.
+    pub texels: std::sync::Arc<Vec<[u8; 4]>>,
+    pub wrap_s: Wrap,
+    pub wrap_t: Wrap,
+    /// `false` for a NEAREST magnification filter.
+    pub linear: bool,
+}
+
+/// A material's use of a texture: which one and which UV set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextureRef {
+    pub texture: usize,
+    pub tex_coord: u32,
+}
+
+/// sRGB-encoded byte → linear float, exact for all 256 values.
+pub fn srgb_to_linear(b: u8) -> f32 {
+    let c = f32::from(b) / 255.0;
+    if c <= 0.04045 {
+        c / 12.92
+    } else {
+        ((c + 0.055) / 1.055).powf(2.4)
+    }
+}
+
+fn wrap(i: i64, n: u32, mode: Wrap) -> u32 {
+    let n = i64::from(n);
+    let v = match mode {
+        Wrap::Repeat => i.rem_euclid(n),
+        Wrap::Clamp => i.clamp(0, n - 1),
+        Wrap::Mirror => {
+            let period = 2 * n;
+            let m = i.rem_euclid(period);
+            if m < n {
+                m
+            } else {
+                period - 1 - m
+            }
+        }
+    };
+    v as u32
+}
+
+impl Texture {
+    fn texel(&self, x: i64, y: i64, srgb: &[f32; 256], srgb_rgb: bool) -> Vec4 {
+        let x = wrap(x, self.width, self.wrap_s);
+        let y = wrap(y, self.height, self.wrap_t);
+        let t = self.texels[(y * self.width + x) as usize];
+        if srgb_rgb {
+            Vec4::new(srgb[t[0] as usize], srgb[t[1] as usize], srgb[t[2] as usize], f32::from(t[3]) / 255.0)
+        } else {
+            Vec4::new(f32::from(t[0]), f32::from(t[1]), f32::from(t[2]), f32::from(t[3])) / 255.0
+        }
+    }
+
+    /// Samples at `uv` (glTF: origin top left). With `srgb`, RGB is decoded
+    /// from sRGB to linear before filtering (alpha is always linear).
+    pub fn sample(&self, uv: Vec2, srgb: bool, lut: &[f32; 256]) -> Vec4 {
+        if !uv.is_finite() {
+            return self.texel(0, 0, lut, srgb);
+        }
+        let x = uv.x * self.width as f32 - 0.5;
+        let y = uv.y * self.height as f32 - 0.5;
+        if !self.linear {
+            return self.texel((x + 0.5).floor() as i64, (y + 0.5).floor() as i64, lut, srgb);
+        }
+        let (x0, y0) = (x.floor(), y.floor());
+        let (fx, fy) = (x - x0, y - y0);
+        let (x0, y0) = (x0 as i64, y0 as i64);
+        let a = self.texel(x0, y0, lut, srgb);
+        let b = self.texel(x0 + 1, y0, lut, srgb);
+        let c = self.texel(x0, y0 + 1, lut, srgb);
+        let d = self.texel(x0 + 1, y0 + 1, lut, srgb);
+        a.lerp(b, fx).lerp(c.lerp(d, fx), fy)
+    }
+}
+
+/// The sRGB decode table, shared by all textures.
+pub fn srgb_lut() -> [f32; 256] {
+    let mut t = [0.0; 256];
+    for (i, v) in t.iter_mut().enumerate() {
+        *v = srgb_to_linear(i as u8);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tex(wrap_mode: Wrap) -> Texture {
+        Texture {
+            width: 2,
+            height: 1,
+            texels: std::sync::Arc::new(vec![[0, 0, 0, 255], [255, 255, 255, 255]]),
+            wrap_s: wrap_mode,
+            wrap_t: wrap_mode,
+            linear: true,
+        }
+    }
+
+    #[test]
+    fn wrap_modes() {
+        assert_eq!(wrap(-1, 4, Wrap::Repeat), 3);
+        assert_eq!(wrap(5, 4, Wrap::Clamp), 3);
+        assert_eq!(wrap(4, 4, Wrap::Mirror), 3);
+        assert_eq!(wrap(-1, 4, Wrap::Mirror), 0);
+        assert_eq!(wrap(8, 4, Wrap::Mirror), 0);
+    }
+
+    #[test]
+    fn bilinear_between_texels() {
+        let lut = srgb_lut();
+        let t = tex(Wrap::Clamp);
+        assert_eq!(t.sample(Vec2::new(0.25, 0.5), false, &lut).x, 0.0);
+        assert_eq!(t.sample(Vec2::new(0.75, 0.5), false, &lut).x, 1.0);
+        assert!((t.sample(Vec2::new(0.5, 0.5), false, &lut).x - 0.5).abs() < 1e-6);
+        // Repeat wraps the right edge onto the left texel.
+        assert!((tex(Wrap::Repeat).sample(Vec2::new(1.0, 0.5), false, &lut).x - 0.5).abs() < 1e-6);
+        assert!((srgb_to_linear(188) - 0.5029).abs() < 1e-3);
+    }
+}

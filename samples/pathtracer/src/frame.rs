@@ -52,6 +52,8 @@ pub struct Deformed {
 
 #[derive(Debug)]
 pub struct Instance {
+    /// The glTF node this instance of a mesh belongs to.
+    pub node: usize,
     /// Index into `Scene::meshes`.
     pub mesh: usize,
     pub blas: Arc<Blas>,
@@ -126,9 +128,9 @@ impl Frame {
                 if mesh.is_deformable() && (skin.is_some() || weights[n].iter().any(|w| *w != 0.0)) {
                     let d = deform(scene, m, &world, world[n], skin, &weights[n]);
                     let blas = Arc::new(Blas::build(&d.positions, &mesh.indices));
-                    instances.push(Instance::new(m, blas, Mat4::IDENTITY, Some(d)));
+                    instances.push(Instance::new(n, m, blas, Mat4::IDENTITY, Some(d)));
                 } else {
-                    instances.push(Instance::new(m, static_blas[m].clone(), world[n], None));
+                    instances.push(Instance::new(n, m, static_blas[m].clone(), world[n], None));
                 }
             }
         }
@@ -316,11 +318,16 @@ pub struct Hit {
 }
 
 impl Instance {
-    fn new(mesh: usize, blas: Arc<Blas>, to_world: Mat4, deformed: Option<Deformed>) -> Instance {
+    /// World-space bounds of the instance this frame.
+    pub fn world_bounds(&self) -> Aabb {
+        self.blas.bvh.bounds().transformed(&self.to_world)
+    }
+
+    fn new(node: usize, mesh: usize, blas: Arc<Blas>, to_world: Mat4, deformed: Option<Deformed>) -> Instance {
         let to_object = to_world.inverse();
         let normal_to_world = Mat3::from_mat4(to_object).transpose();
         let mirrored = to_world.determinant() < 0.0;
-        Instance { mesh, blas, to_world, to_object, normal_to_world, deformed, first_emitter: None, mirrored }
+        Instance { node, mesh, blas, to_world, to_object, normal_to_world, deformed, first_emitter: None, mirrored }
     }
 }
 

@@ -47,10 +47,38 @@ fn invalid(msg: impl Into<String>) -> LoadError {
 /// picks a glTF scene by name (default: the document's default scene, else
 /// the first).
 pub fn load(bytes: &[u8], scene_name: Option<&str>) -> Result<Scene> {
+    // Required extensions first: the glTF crate's validation reports an
+    // unknown one as a generic error, and the artist needs its name.
+    check_required_extensions(bytes)?;
     let gltf = gltf::Gltf::from_slice(bytes).map_err(|e| invalid(describe_gltf_error(bytes, e)))?;
-    let doc = &gltf.document;
+    let buffers = load_buffers(&gltf.document, gltf.blob.as_deref())?;
+    load_document(&gltf.document, buffers, scene_name)
+}
 
-    let unsupported: Vec<&str> = doc.extensions_required().filter(|e| !SUPPORTED_REQUIRED.contains(e)).collect();
+/// Refuses a file whose `extensionsRequired` names one we do not implement.
+/// Reads only the JSON (the GLB's JSON chunk); malformed input is left for
+/// the full parse to report.
+fn check_required_extensions(bytes: &[u8]) -> Result<()> {
+    let json: &[u8] = if bytes.starts_with(b"glTF") {
+        match gltf::Glb::from_slice(bytes) {
+            Ok(glb) => return check_required_in(&glb.json),
+            Err(_) => return Ok(()),
+        }
+    } else {
+        bytes
+    };
+    check_required_in(json)
+}
+
+fn check_required_in(json: &[u8]) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Root {
+        #[serde(default, rename = "extensionsRequired")]
+        required: Vec<String>,
+    }
+    let Ok(root) = serde_json::from_slice::<Root>(json) else { return Ok(()) };
+    let unsupported: Vec<&str> =
+        root.required.iter().map(String::as_str).filter(|e| !SUPPORTED_REQUIRED.contains(e)).collect();
     if !unsupported.is_empty() {
         return Err(LoadError::Unsupported(format!(
             "the scene requires the glTF extension{} {} which this renderer does not support (supported: {}); \
@@ -60,8 +88,11 @@ pub fn load(bytes: &[u8], scene_name: Option<&str>) -> Result<Scene> {
             SUPPORTED_REQUIRED.join(", ")
         )));
     }
+    Ok(())
+}
 
-    let buffers = load_buffers(doc, gltf.blob.as_deref())?;
+/// Loads the document's data; see [`load`].
+fn load_document(doc: &gltf::Document, buffers: Vec<Vec<u8>>, scene_name: Option<&str>) -> Result<Scene> {
     let mut scene = Scene::default();
     scene.textures = load_textures(doc, &buffers)?;
     scene.materials = doc.materials().map(|m| material(&m, &scene.textures)).collect::<Result<_>>()?;

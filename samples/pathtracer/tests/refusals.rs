@@ -1,0 +1,147 @@
+//! Scenes and settings the path tracer must refuse, each with a message
+//! that tells the artist what is wrong — and never a panic.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use tessera_guest_sdk::JobError;
+
+fn cornell_json() -> Value {
+    serde_json::from_slice(&scene("cornell.gltf")).unwrap()
+}
+
+fn refuse(bytes: &[u8], extra: &str) -> JobError {
+    match load(bytes, 32, 32, extra) {
+        Ok(_) => panic!("the scene was accepted"),
+        Err(e) => e,
+    }
+}
+
+fn scene_error(e: JobError) -> String {
+    match e {
+        JobError::InvalidScene(m) => m,
+        other => panic!("expected invalid-scene, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_unsupported_required_extension_is_named() {
+    match refuse(&scene("turntable-draco.gltf"), "{}") {
+        JobError::Unsupported(m) => assert!(m.contains("KHR_draco_mesh_compression"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn not_a_gltf() {
+    let m = scene_error(refuse(b"PK\x03\x04 a zip file", "{}"));
+    assert!(m.contains("not a glTF"), "{m}");
+    let m = scene_error(refuse(b"", "{}"));
+    assert!(m.contains("not a glTF"), "{m}");
+}
+
+#[test]
+fn truncated_and_corrupt_files() {
+    let glb = scene("turntable.glb");
+    let m = scene_error(refuse(&glb[..glb.len() / 2], "{}"));
+    assert!(m.contains(".glb"), "{m}");
+    let json = scene("cornell.gltf");
+    let m = scene_error(refuse(&json[..json.len() - 10], "{}"));
+    assert!(m.contains("glTF JSON"), "{m}");
+}
+
+#[test]
+fn out_of_range_accessors_are_refused() {
+    let mut doc = cornell_json();
+    doc["accessors"][0]["count"] = json!(1_000_000_000u64);
+    let m = scene_error(refuse(&serde_json::to_vec(&doc).unwrap(), "{}"));
+    assert!(!m.is_empty());
+    let mut doc = cornell_json();
+    doc["meshes"][0]["primitives"][0]["indices"] = json!(9999);
+    scene_error(refuse(&serde_json::to_vec(&doc).unwrap(), "{}"));
+}
+
+#[test]
+fn indices_past_the_vertex_count_are_refused() {
+    let mut g = GltfBuilder::default();
+    let m = g.material(json!({}));
+    let mesh = g.mesh(&[[0.0; 3], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], &[], &[0, 1, 7], m);
+    g.root(json!({"mesh": mesh}));
+    let msg = scene_error(refuse(&g.build(), "{}"));
+    assert!(msg.contains("index 7") && msg.contains("3 vertices"), "{msg}");
+}
+
+#[test]
+fn cyclic_node_graphs_are_refused() {
+    let mut doc = cornell_json();
+    // CornellBox (4) → Room (0) → CornellBox.
+    doc["nodes"][0]["children"] = json!([4]);
+    let m = scene_error(refuse(&serde_json::to_vec(&doc).unwrap(), "{}"));
+    assert!(m.contains("cycle") || m.contains("parent"), "{m}");
+}
+
+#[test]
+fn an_image_header_claiming_65536_squared_is_refused_before_decoding() {
+    // A PNG signature and IHDR chunk for 65536×65536 RGBA, and nothing else.
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(65536u32.to_be_bytes());
+    ihdr.extend(65536u32.to_be_bytes());
+    ihdr.extend([8, 6, 0, 0, 0]);
+    png.extend(13u32.to_be_bytes());
+    png.extend(&ihdr);
+    png.extend(crc32(&ihdr).to_be_bytes());
+    // A tiny IDAT (an empty zlib stream) and IEND, as a hostile file would
+    // have: the header alone must be enough to refuse it.
+    for (kind, data) in [(&b"IDAT"[..], &b"\x78\x9c\x03\x00\x00\x00\x00\x01"[..]), (b"IEND", b"")] {
+        let mut chunk = kind.to_vec();
+        chunk.extend_from_slice(data);
+        png.extend((data.len() as u32).to_be_bytes());
+        png.extend(&chunk);
+        png.extend(crc32(&chunk).to_be_bytes());
+    }
+    use base64::Engine as _;
+    let mut doc = cornell_json();
+    doc["images"] =
+        json!([{"uri": format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png))}]);
+    doc["textures"] = json!([{"source": 0}]);
+    doc["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"] = json!({"index": 0});
+    let m = scene_error(refuse(&serde_json::to_vec(&doc).unwrap(), "{}"));
+    assert!(m.contains("65536"), "{m}");
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn external_files_must_be_packed() {
+    let mut doc = cornell_json();
+    doc["buffers"][0]["uri"] = json!("cornell.bin");
+    let m = scene_error(refuse(&serde_json::to_vec(&doc).unwrap(), "{}"));
+    assert!(m.contains("cornell.bin") && m.contains("pack"), "{m}");
+}
+
+#[test]
+fn bad_settings() {
+    let cornell = scene("cornell.gltf");
+    for (extra, want) in [
+        (r#"{"camera": "Nope"}"#, "Nope"),
+        (r#"{"max_bounces": 100000}"#, "max_bounces"),
+        (r#"{"backgrund": [1, 1, 1]}"#, "unknown field"),
+        ("{not json", "key must be a string"),
+    ] {
+        match refuse(&cornell, extra) {
+            JobError::InvalidSettings(m) => assert!(m.contains(want), "{extra}: {m}"),
+            other => panic!("{extra}: {other:?}"),
+        }
+    }
+    assert!(matches!(load(&cornell, 0, 10, "{}"), Err(JobError::InvalidSettings(_))));
+}

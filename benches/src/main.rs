@@ -3,13 +3,16 @@
 //!
 //! `--quick` runs each measurement briefly (for a smoke run, not figures).
 
+mod pathtracer;
 mod sandbox;
 
 use std::time::{Duration, Instant};
 
 fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
-    let rows = sandbox::run(if quick { Effort::Quick } else { Effort::Full })?;
+    let effort = if quick { Effort::Quick } else { Effort::Full };
+    let mut rows = sandbox::run(effort)?;
+    rows.extend(pathtracer::run(effort)?);
     print_table(&rows);
     Ok(())
 }
@@ -71,5 +74,7 @@ mod tests {
         let rows = super::sandbox::run(super::Effort::Quick).expect("bench");
         assert!(rows.len() >= 10, "{} rows", rows.len());
         assert!(rows.iter().any(|r| r.name.contains("strict-NaN")));
+        let rows = super::pathtracer::run(super::Effort::Quick).expect("path tracer bench");
+        assert_eq!(rows.len(), 6);
     }
 }

@@ -7,4 +7,6 @@
 //! see ARCHITECTURE.md.
 
 pub mod assemble;
+pub mod frames;
 pub mod local;
+pub mod pack;

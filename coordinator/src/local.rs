@@ -1,14 +1,15 @@
 //! Rendering on this machine's cores through the same sandbox the workers
-//! use: one job instance per thread, tiles handed out from a shared queue.
+//! use: one job instance per thread, kept across frames, tiles handed out
+//! from a shared counter.
 //!
-//! This is what `tessera demo` (and later `tessera render`) runs, so an
-//! artist's local check and the farm render the same pixels.
+//! This is what `tessera render` and `tessera demo` run, so an artist's
+//! local check and the farm render the same pixels.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use tessera_protocol::Rect;
-use tessera_worker::sandbox::{GuestModule, JobSpec, SandboxError, TileOutput, TileRequest};
+use tessera_worker::sandbox::{GuestModule, JobInstance, JobSpec, SandboxError, SceneInfo, TileOutput, TileRequest};
 
 use crate::assemble::FrameBuffer;
 
@@ -26,8 +27,8 @@ pub struct FrameJob {
 /// Why a local render failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalRenderError {
-    #[error("tile at {x},{y}: {source}")]
-    Tile { x: u32, y: u32, source: SandboxError },
+    #[error("frame {frame}, tile at {x},{y}: {source}")]
+    Tile { frame: i32, x: u32, y: u32, source: SandboxError },
     #[error("loading the scene: {0}")]
     Load(SandboxError),
     #[error("assembling the frame: {0}")]
@@ -42,69 +43,117 @@ pub struct FrameStats {
     pub nans: usize,
 }
 
-/// Renders one frame with `job.threads` instances of `module`, calling
-/// `on_tile` after each tile is added to the frame.
+/// A job loaded into one sandbox instance per thread.
+pub struct LocalRenderer {
+    instances: Vec<JobInstance>,
+    width: u32,
+    height: u32,
+}
+
+impl LocalRenderer {
+    /// Instantiates `threads` instances of the job (in parallel: each parses
+    /// the scene).
+    pub fn new(module: &GuestModule, spec: &JobSpec, threads: usize) -> Result<LocalRenderer, LocalRenderError> {
+        let instances = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads.max(1))
+                .map(|slot| {
+                    let mut spec = spec.clone();
+                    spec.label = format!("{} slot {slot}", spec.label);
+                    scope.spawn(move || module.instantiate(&spec))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| Err(SandboxError::Host("an instantiation thread panicked".into())))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(LocalRenderError::Load)?;
+        Ok(LocalRenderer { instances, width: spec.settings.width, height: spec.settings.height })
+    }
+
+    /// What the job reported about the scene.
+    pub fn scene_info(&self) -> &SceneInfo {
+        self.instances[0].scene_info()
+    }
+
+    /// Renders one frame, calling `on_tile(tile, done, total)` as tiles land.
+    /// An instance that fails is replaced by nothing: the render stops with
+    /// the first error.
+    pub fn render(
+        &mut self,
+        module: &GuestModule,
+        spec: &JobSpec,
+        job: &FrameJob,
+        mut on_tile: impl FnMut(&TileOutput, usize, usize),
+    ) -> Result<(FrameBuffer, FrameStats), LocalRenderError> {
+        let tiles = Rect::tiles(self.width, self.height, job.tile_size);
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let (tx, rx) = mpsc::channel::<Result<TileOutput, LocalRenderError>>();
+        let mut frame = FrameBuffer::new(self.width, self.height);
+        let mut stats = FrameStats::default();
+
+        // A poisoned instance (a trap on an earlier frame) is remade first.
+        for (slot, inst) in self.instances.iter_mut().enumerate() {
+            if inst.is_poisoned() {
+                let mut spec = spec.clone();
+                spec.label = format!("{} slot {slot}", spec.label);
+                *inst = module.instantiate(&spec).map_err(LocalRenderError::Load)?;
+            }
+        }
+
+        std::thread::scope(|scope| -> Result<(), LocalRenderError> {
+            for instance in self.instances.iter_mut() {
+                let (tx, tiles, next, stop) = (tx.clone(), &tiles, &next, &stop);
+                scope.spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(rect) = tiles.get(i) else { break };
+                        let req = TileRequest::new(job.frame, *rect, 0, job.samples, job.seed);
+                        let result = instance.render_tile(&req).map_err(|source| LocalRenderError::Tile {
+                            frame: job.frame,
+                            x: rect.x,
+                            y: rect.y,
+                            source,
+                        });
+                        let failed = result.is_err();
+                        if tx.send(result).is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            let mut done = 0;
+            for result in rx {
+                let tile = match result {
+                    Ok(t) => t,
+                    Err(e) => {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                };
+                frame.add_tile(&tile.accumulators)?;
+                stats.fuel += tile.fuel_used;
+                stats.nans += tile.nans;
+                done += 1;
+                on_tile(&tile, done, tiles.len());
+            }
+            stats.tiles = done;
+            Ok(())
+        })?;
+        Ok((frame, stats))
+    }
+}
+
+/// Renders one frame with `job.threads` fresh instances of `module`.
 pub fn render_frame(
     module: &GuestModule,
     spec: &JobSpec,
     job: &FrameJob,
-    mut on_tile: impl FnMut(&TileOutput, usize, usize),
+    on_tile: impl FnMut(&TileOutput, usize, usize),
 ) -> Result<(FrameBuffer, FrameStats), LocalRenderError> {
-    let (width, height) = (spec.settings.width, spec.settings.height);
-    let tiles = Rect::tiles(width, height, job.tile_size);
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let (tx, rx) = mpsc::channel::<Result<TileOutput, LocalRenderError>>();
-    let mut frame = FrameBuffer::new(width, height);
-    let mut stats = FrameStats::default();
-
-    std::thread::scope(|scope| -> Result<(), LocalRenderError> {
-        for slot in 0..job.threads.max(1) {
-            let (tx, tiles, next, stop) = (tx.clone(), &tiles, &next, &stop);
-            let mut spec = spec.clone();
-            spec.label = format!("{} slot {slot}", spec.label);
-            scope.spawn(move || {
-                let mut instance = match module.instantiate(&spec) {
-                    Ok(i) => i,
-                    Err(e) => {
-                        let _ = tx.send(Err(LocalRenderError::Load(e)));
-                        return;
-                    }
-                };
-                while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(rect) = tiles.get(i) else { break };
-                    let req = TileRequest::new(job.frame, *rect, 0, job.samples, job.seed);
-                    let result = instance.render_tile(&req).map_err(|source| LocalRenderError::Tile {
-                        x: rect.x,
-                        y: rect.y,
-                        source,
-                    });
-                    let failed = result.is_err();
-                    if tx.send(result).is_err() || failed {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let mut done = 0;
-        for result in rx {
-            let tile = match result {
-                Ok(t) => t,
-                Err(e) => {
-                    stop.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-            };
-            frame.add_tile(&tile.accumulators)?;
-            stats.fuel += tile.fuel_used;
-            stats.nans += tile.nans;
-            done += 1;
-            on_tile(&tile, done, tiles.len());
-        }
-        stats.tiles = done;
-        Ok(())
-    })?;
-    Ok((frame, stats))
+    LocalRenderer::new(module, spec, job.threads)?.render(module, spec, job, on_tile)
 }

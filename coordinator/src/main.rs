@@ -1,5 +1,7 @@
 //! `tessera`: the command line of Tessera's coordinator.
 
+mod render;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -18,17 +20,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Renders a glTF scene on this machine through the same wasm path
+    /// tracer the farm runs: check a scene before submitting it.
+    Render(render::RenderArgs),
     /// Renders the sample job on this machine's cores through the wasm
-    /// sandbox and says where the frame is. (Until the farm exists, this is
-    /// the whole demo.)
+    /// sandbox and says where the frame is.
     Demo(DemoArgs),
 }
 
 #[derive(clap::Args)]
 struct DemoArgs {
-    /// The job's component (built by `cargo xtask build-guests`).
-    #[arg(long, default_value_os_t = default_module())]
-    module: PathBuf,
+    /// The job's component; default: the spheres sample built into this binary.
+    #[arg(long)]
+    module: Option<PathBuf>,
     /// Where frames are written.
     #[arg(long, default_value = "tessera-out/demo")]
     out: PathBuf,
@@ -50,8 +54,31 @@ struct DemoArgs {
     seed: u64,
 }
 
-fn default_module() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/guests/components/spheres.wasm")
+/// The bytes of a job module: `--module`, else the one built into the binary.
+pub fn module_bytes(path: Option<&PathBuf>, embedded: Option<&'static [u8]>, name: &str) -> Result<Vec<u8>> {
+    match (path, embedded) {
+        (Some(p), _) => std::fs::read(p).with_context(|| {
+            format!("reading the job module {} (build it with `cargo xtask build-guests`)", p.display())
+        }),
+        (None, Some(bytes)) => Ok(bytes.to_vec()),
+        (None, None) => bail!(
+            "this tessera binary was built without the {name} job embedded (no wasm toolchain at build time): \
+             pass --module PATH (build it with `cargo xtask build-guests {name}`)"
+        ),
+    }
+}
+
+/// Job modules built into this binary by build.rs, when a wasm toolchain
+/// was available.
+pub mod embedded {
+    #[cfg(tessera_embedded)]
+    pub const PATHTRACER: Option<&[u8]> = Some(include_bytes!(env!("TESSERA_PATHTRACER_WASM")));
+    #[cfg(tessera_embedded)]
+    pub const SPHERES: Option<&[u8]> = Some(include_bytes!(env!("TESSERA_SPHERES_WASM")));
+    #[cfg(not(tessera_embedded))]
+    pub const PATHTRACER: Option<&[u8]> = None;
+    #[cfg(not(tessera_embedded))]
+    pub const SPHERES: Option<&[u8]> = None;
 }
 
 fn main() -> Result<()> {
@@ -60,22 +87,25 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Render(args) => render::run(args),
         Command::Demo(args) => demo(args),
     }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn demo(args: DemoArgs) -> Result<()> {
     if args.width == 0 || args.height == 0 || args.spp == 0 || args.tile_size == 0 {
         bail!("--width, --height, --spp and --tile-size must be positive");
     }
-    let wasm = std::fs::read(&args.module).with_context(|| {
-        format!("reading the job module {} (build it with `cargo xtask build-guests`)", args.module.display())
-    })?;
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let wasm = module_bytes(args.module.as_ref(), embedded::SPHERES, "spheres")?;
+    let threads = args.threads.unwrap_or_else(default_threads);
 
     let started = Instant::now();
     let sandbox = Sandbox::new(SandboxConfig::default())?;
-    let module = sandbox.load(&wasm).with_context(|| format!("loading {}", args.module.display()))?;
+    let module = sandbox.load(&wasm).context("loading the job module")?;
     let compiled = started.elapsed();
 
     let spec = JobSpec::new(Vec::new(), JobSettings::new(args.width, args.height));

@@ -46,7 +46,7 @@ fn run() -> Result<()> {
             cargo(&["run", "--quiet", "--package", "tessera-coordinator", "--bin", "tessera", "--", "demo"], &rest)
         }
         "bench" => {
-            build_guests(setup()?, &["spheres".into()])?;
+            build_guests(setup()?, &["spheres".into(), "gradient".into(), "pathtracer".into()])?;
             cargo(&["run", "--release", "--quiet", "--package", "tessera-benches", "--"], &rest)
         }
         "-h" | "--help" | "help" => {

@@ -1,11 +1,13 @@
 //! Tiles in, frames out: sums tile accumulators into a frame buffer and
-//! writes images.
+//! writes images ([`output`]: view transforms, PNG and EXR).
 //!
 //! **Invariant:** accumulators are added in the order tiles are inserted for
 //! a pixel; each pixel belongs to exactly one tile per sample range, so a
 //! frame's bytes do not depend on which tile arrived first.
 
-use std::path::Path;
+pub mod output;
+
+pub use output::{OutputOptions, ParseViewTransformError, ViewTransform, WriteError};
 
 use tessera_protocol::TileAccumulators;
 
@@ -28,15 +30,6 @@ pub struct TileOutsideFrame {
     pub height: u32,
     pub frame_width: u32,
     pub frame_height: u32,
-}
-
-/// Writing an image failed.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    #[error("creating {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("encoding {path}: {source}")]
-    Encode { path: String, source: image::ImageError },
 }
 
 impl FrameBuffer {
@@ -84,32 +77,10 @@ impl FrameBuffer {
         }
     }
 
-    /// 8-bit sRGB, clipped (the "Standard" view transform).
+    /// 8-bit sRGB, clipped: the Standard view transform at 0 EV
+    /// (see [`FrameBuffer::to_display8`] for the others).
     pub fn to_srgb8(&self) -> Vec<u8> {
-        let n = self.weight.len();
-        let mut out = Vec::with_capacity(3 * n);
-        for i in 0..n {
-            for c in self.pixel(i) {
-                out.push((linear_to_srgb(c) * 255.0 + 0.5) as u8);
-            }
-        }
-        out
-    }
-
-    /// Writes the frame as an sRGB PNG.
-    pub fn write_png(&self, path: &Path) -> Result<(), WriteError> {
-        image::save_buffer_with_format(
-            path,
-            &self.to_srgb8(),
-            self.width,
-            self.height,
-            image::ExtendedColorType::Rgb8,
-            image::ImageFormat::Png,
-        )
-        .map_err(|source| match source {
-            image::ImageError::IoError(source) => WriteError::Io { path: path.display().to_string(), source },
-            source => WriteError::Encode { path: path.display().to_string(), source },
-        })
+        self.to_display8(&OutputOptions::default())
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod cli;
 mod local;
+mod render;
 
 use std::sync::Arc;
 

@@ -230,6 +230,9 @@ pub fn build(name: &str, toolchain: Toolchain, verbose: bool) -> Result<PathBuf,
         .args(["build", "--package", name, "--profile", "guest", "--target", "wasm32-unknown-unknown"])
         .arg("--target-dir")
         .arg(&target_dir);
+    // 128-bit SIMD is deterministic in wasm (only relaxed SIMD is not, and
+    // the sandbox refuses it); it lets LLVM vectorise the guests' float math.
+    cmd.env("RUSTFLAGS", "-C target-feature=+simd128");
     if toolchain == Toolchain::Debian {
         cmd.env("RUSTC", "/usr/bin/rustc").env("RUSTC_BOOTSTRAP", "1").args(["-Zbuild-std=std,panic_abort"]);
     }

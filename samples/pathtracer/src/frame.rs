@@ -65,6 +65,8 @@ pub struct Instance {
     pub first_emitter: Option<u32>,
     /// The transform flips handedness, so winding (and front faces) flip.
     pub mirrored: bool,
+    /// The transform is the identity: rays need no transforming.
+    pub identity: bool,
 }
 
 /// A light with no area, in world space.
@@ -274,7 +276,7 @@ impl Frame {
         let inst = &self.instances[ii];
         // Transform the ray, not the triangles; the direction is left
         // unnormalised so `t` stays a world-space distance.
-        let local = if inst.deformed.is_some() || inst.to_world == Mat4::IDENTITY {
+        let local = if inst.identity {
             *ray
         } else {
             Ray::new(inst.to_object.transform_point3(ray.origin), inst.to_object.transform_vector3(ray.dir))
@@ -327,7 +329,19 @@ impl Instance {
         let to_object = to_world.inverse();
         let normal_to_world = Mat3::from_mat4(to_object).transpose();
         let mirrored = to_world.determinant() < 0.0;
-        Instance { node, mesh, blas, to_world, to_object, normal_to_world, deformed, first_emitter: None, mirrored }
+        let identity = to_world == Mat4::IDENTITY;
+        Instance {
+            node,
+            mesh,
+            blas,
+            to_world,
+            to_object,
+            normal_to_world,
+            deformed,
+            first_emitter: None,
+            mirrored,
+            identity,
+        }
     }
 }
 

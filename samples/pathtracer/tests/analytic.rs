@@ -61,16 +61,18 @@ fn emissive_only() {
 /// share, which at normal incidence and roughness 1 is small).
 #[test]
 fn point_light_falloff() {
+    // A quarter turn about −X: the plane faces up, the camera looks down.
+    const S: f32 = std::f32::consts::FRAC_1_SQRT_2;
     let render = |height: f32| {
         let mut g = GltfBuilder::default();
         let grey = g.material(json!({"pbrMetallicRoughness": {"baseColorFactor": [0.5, 0.5, 0.5, 1], "metallicFactor": 0.0, "roughnessFactor": 1.0}}));
         let (p, n, i) = quad(1000.0);
         let mesh = g.mesh(&p, &n, &i, grey);
-        g.root(json!({"mesh": mesh, "rotation": [-0.7071068, 0, 0, 0.7071068]}));
+        g.root(json!({"mesh": mesh, "rotation": [-S, 0, 0, S]}));
         g.lights.push(json!({"type": "point", "intensity": 683.0 * 10.0}));
         g.root(json!({"extensions": {"KHR_lights_punctual": {"light": 0}}, "translation": [0, height, 0]}));
         let cam = g.camera(0.002); // sees ±5 cm of the plane
-        g.root(json!({"camera": cam, "translation": [0, 50, 0], "rotation": [-0.7071068, 0, 0, 0.7071068]}));
+        g.root(json!({"camera": cam, "translation": [0, 50, 0], "rotation": [-S, 0, 0, S]}));
         let mut job = load(&g.build(), 4, 4, r#"{"background": [0, 0, 0], "max_bounces": 1}"#).unwrap();
         mean(&tile(&mut job, 1, Rect { x: 0, y: 0, width: 4, height: 4 }, 16))[0]
     };

@@ -240,9 +240,12 @@ pub fn decode_data_uri(uri: &str) -> std::result::Result<Vec<u8>, String> {
     }
 }
 
+/// Width, height and RGBA texels of an image, shared by its textures.
+type DecodedImage = (u32, u32, std::sync::Arc<Vec<[u8; 4]>>);
+
 fn load_textures(doc: &gltf::Document, buffers: &[Vec<u8>]) -> Result<Vec<Texture>> {
     let mut budget = MAX_TEXTURE_BYTES;
-    let mut images: Vec<Option<(u32, u32, std::sync::Arc<Vec<[u8; 4]>>)>> = vec![None; doc.images().len()];
+    let mut images: Vec<Option<DecodedImage>> = vec![None; doc.images().len()];
     let mut out = Vec::new();
     for tex in doc.textures() {
         let img = tex.source();
@@ -336,10 +339,7 @@ fn tex_ref(info: Option<gltf::texture::Info<'_>>, textures: &[Texture]) -> Resul
 fn material(m: &gltf::Material<'_>, textures: &[Texture]) -> Result<Material> {
     let pbr = m.pbr_metallic_roughness();
     let normal = m.normal_texture();
-    let normal_tex = match &normal {
-        Some(n) => Some(TextureRef { texture: n.texture().index(), tex_coord: n.tex_coord() }),
-        None => None,
-    };
+    let normal_tex = normal.as_ref().map(|n| TextureRef { texture: n.texture().index(), tex_coord: n.tex_coord() });
     let emissive_tex = tex_ref(m.emissive_texture(), textures)?;
     let strength = m.emissive_strength().unwrap_or(1.0);
     let (alpha, cutoff) = match m.alpha_mode() {
@@ -475,7 +475,7 @@ fn animation(a: &gltf::Animation<'_>, buffers: &[Vec<u8>]) -> Result<Animation> 
         let reader = ch.reader(|b| buffers.get(b.index()).map(Vec::as_slice));
         let times: Vec<f32> =
             reader.read_inputs().ok_or_else(|| invalid("animation channel without inputs"))?.collect();
-        if times.windows(2).any(|w| !(w[0] <= w[1])) || times.iter().any(|t| !t.is_finite()) {
+        if times.iter().any(|t| !t.is_finite()) || times.windows(2).any(|w| w[0] > w[1]) {
             return Err(invalid(format!("animation {} has keyframe times that are not increasing", a.index())));
         }
         let (property, values): (Property, Vec<f32>) = match reader.read_outputs() {

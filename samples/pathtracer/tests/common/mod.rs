@@ -32,8 +32,8 @@ pub fn mean(t: &TileResult) -> [f32; 3] {
     let n = t.weight.len();
     let mut m = [0.0f64; 3];
     for i in 0..n {
-        for c in 0..3 {
-            m[c] += f64::from(t.color[3 * i + c] / t.weight[i]);
+        for (c, acc) in m.iter_mut().enumerate() {
+            *acc += f64::from(t.color[3 * i + c] / t.weight[i]);
         }
     }
     m.map(|v| (v / n as f64) as f32)

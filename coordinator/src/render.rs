@@ -1,0 +1,189 @@
+//! `tessera render`: a scene rendered on this machine through the same wasm
+//! path tracer and sandbox the farm uses, one file per frame.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use tessera_coordinator::assemble::output::{OutputOptions, ViewTransform};
+use tessera_coordinator::frames::{format_frames, parse_frames};
+use tessera_coordinator::local::{FrameJob, LocalRenderer};
+use tessera_coordinator::pack::pack_scene;
+use tessera_worker::sandbox::{JobSettings, JobSpec, Sandbox, SandboxConfig};
+
+/// An output file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// 8-bit sRGB after the view transform and exposure.
+    Png,
+    /// Linear 32-bit float, no view transform.
+    Exr,
+}
+
+#[derive(clap::Args)]
+pub struct RenderArgs {
+    /// The scene: a .glb, or a .gltf (its external files are packed in).
+    scene: PathBuf,
+    /// Frames to render, e.g. "1-48" or "1,5,9-12"; default: the scene's
+    /// animation range (a still scene renders frame 1).
+    #[arg(long)]
+    frames: Option<String>,
+    /// Samples per pixel.
+    #[arg(long, default_value_t = 64, env = "TESSERA_SPP")]
+    spp: u32,
+    /// Image width; default: 1920, or the scene camera's aspect-derived size.
+    #[arg(long)]
+    width: Option<u32>,
+    /// Image height; default: from the camera's aspect ratio, else 1080.
+    #[arg(long)]
+    height: Option<u32>,
+    /// Camera node to render through; default: the scene's first camera.
+    #[arg(long)]
+    camera: Option<String>,
+    /// Directory for the frames.
+    #[arg(long, default_value = "tessera-out")]
+    out: PathBuf,
+    /// Output formats, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "png")]
+    format: Vec<Format>,
+    /// View transform for PNG: standard, filmic or agx (Blender 4's default).
+    #[arg(long, default_value = "agx")]
+    view: ViewTransform,
+    /// Exposure in stops, applied before the view transform (PNG only).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    exposure: f32,
+    /// World colour as linear R,G,B (glTF has no world); default: Blender's grey.
+    #[arg(long, value_delimiter = ',', num_args = 3)]
+    background: Option<Vec<f32>>,
+    /// World strength.
+    #[arg(long, default_value_t = 1.0)]
+    background_strength: f32,
+    /// Longest light path, in bounces.
+    #[arg(long, default_value_t = 8)]
+    bounces: u32,
+    /// Frames per second: frame N shows the scene at time N / fps.
+    #[arg(long, default_value_t = 24.0)]
+    fps: f64,
+    /// Tile edge in pixels.
+    #[arg(long, default_value_t = 64)]
+    tile_size: u32,
+    /// Threads (one sandbox instance each); default: all cores.
+    #[arg(long, env = "TESSERA_THREADS")]
+    threads: Option<usize>,
+    /// Seed of the sample streams (same seed, same pixels).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The path tracer component; default: the one built into this binary.
+    #[arg(long)]
+    module: Option<PathBuf>,
+}
+
+fn guest_settings(args: &RenderArgs) -> String {
+    let mut s = serde_json::json!({ "max_bounces": args.bounces, "background_strength": args.background_strength });
+    if let Some(c) = &args.camera {
+        s["camera"] = c.clone().into();
+    }
+    if let Some(bg) = &args.background {
+        s["background"] = serde_json::json!(bg);
+    }
+    s.to_string()
+}
+
+pub fn run(args: RenderArgs) -> Result<()> {
+    if args.spp == 0 || args.tile_size == 0 {
+        bail!("--spp and --tile-size must be positive");
+    }
+    // Check what needs no scene first, so a typo fails at once.
+    let requested_frames = args.frames.as_deref().map(parse_frames).transpose()?;
+    let scene = pack_scene(&args.scene).with_context(|| format!("reading the scene {}", args.scene.display()))?;
+    let wasm = crate::module_bytes(args.module.as_ref(), crate::embedded::PATHTRACER, "pathtracer")?;
+    let threads = args.threads.unwrap_or_else(crate::default_threads).max(1);
+    let started = Instant::now();
+
+    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let module = sandbox.load(&wasm).context("loading the path tracer module")?;
+    let extra = guest_settings(&args);
+
+    // Load once to learn the scene's range, cameras and aspect; the final
+    // instances are made at the chosen resolution.
+    let probe =
+        JobSpec::new(scene.clone(), JobSettings { fps: args.fps, extra: extra.clone(), ..JobSettings::new(16, 16) });
+    let info = module.instantiate(&probe).context("loading the scene")?.scene_info().clone();
+    let (width, height) = match (args.width, args.height) {
+        (Some(w), Some(h)) => (w, h),
+        (Some(w), None) if info.width > 0 => {
+            (w, ((u64::from(w) * u64::from(info.height)) / u64::from(info.width)).max(1) as u32)
+        }
+        (None, Some(h)) if info.height > 0 => {
+            (((u64::from(h) * u64::from(info.width)) / u64::from(info.height)).max(1) as u32, h)
+        }
+        (w, h) if info.width > 0 => (w.unwrap_or(info.width), h.unwrap_or(info.height)),
+        (w, h) => (w.unwrap_or(1920), h.unwrap_or(1080)),
+    };
+    let frames = requested_frames.unwrap_or_else(|| (info.frame_start..=info.frame_end).collect());
+    let spec = JobSpec {
+        label: args.scene.file_name().map_or("scene".into(), |n| n.to_string_lossy().into_owned()),
+        ..JobSpec::new(scene, JobSettings { width, height, fps: args.fps, extra })
+    };
+    let mut renderer = LocalRenderer::new(&module, &spec, threads)?;
+    eprintln!(
+        "tessera: {} — {}x{}, {} spp, frames {}, {} threads (cameras: {})",
+        args.scene.display(),
+        width,
+        height,
+        args.spp,
+        format_frames(&frames),
+        threads,
+        if info.cameras.is_empty() { "none, using a default framing".to_string() } else { info.cameras.join(", ") },
+    );
+
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let stem = args.scene.file_stem().map_or("frame".into(), |s| s.to_string_lossy().into_owned());
+    let tiles_per_frame = tessera_protocol::Rect::tiles(width, height, args.tile_size).len() as u64;
+    let bar = ProgressBar::new(tiles_per_frame * frames.len() as u64).with_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {percent}% {elapsed_precise} ETA {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let options = OutputOptions { view: args.view, exposure: args.exposure };
+    let mut written = Vec::new();
+    let render_started = Instant::now();
+    for (k, &frame_no) in frames.iter().enumerate() {
+        bar.set_message(format!("frame {frame_no} ({}/{})", k + 1, frames.len()));
+        let job = FrameJob { frame: frame_no, tile_size: args.tile_size, samples: args.spp, seed: args.seed, threads };
+        let base = k as u64 * tiles_per_frame;
+        let (frame, _) = renderer.render(&module, &spec, &job, |_, done, _| bar.set_position(base + done as u64))?;
+        for format in &args.format {
+            let path = args.out.join(format!(
+                "{stem}-{frame_no:04}.{}",
+                match format {
+                    Format::Png => "png",
+                    Format::Exr => "exr",
+                }
+            ));
+            match format {
+                Format::Png => frame.write_png_with(&path, &options)?,
+                Format::Exr => frame.write_exr(&path)?,
+            }
+            written.push(path);
+        }
+    }
+    bar.finish_and_clear();
+    let secs = render_started.elapsed().as_secs_f64();
+    let paths = u64::from(width) * u64::from(height) * u64::from(args.spp) * frames.len() as u64;
+    println!(
+        "rendered {} frame{} of {}x{} at {} spp in {:.1} s ({:.2} Mpaths/s on {threads} threads; {:.1} s in all)",
+        frames.len(),
+        if frames.len() == 1 { "" } else { "s" },
+        width,
+        height,
+        args.spp,
+        secs,
+        paths as f64 / secs / 1e6,
+        started.elapsed().as_secs_f64(),
+    );
+    let dir = args.out.canonicalize().unwrap_or(args.out.clone());
+    println!("frames written to {} ({} files, first {})", dir.display(), written.len(), written[0].display());
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! `tessera render` and the path tracer through the sandbox: real wasm,
+//! real scenes, real files.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tessera_coordinator::local::{render_frame, FrameJob};
+use tessera_worker::sandbox::*;
+
+use crate::guest;
+
+fn scenes() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/scenes")
+}
+
+fn tessera() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+}
+
+#[test]
+fn wasm_frames_are_identical_across_runs_instances_and_tilings() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let module = sandbox.load(&guest("pathtracer")).unwrap();
+    let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
+    let spec = JobSpec::new(scene, JobSettings::new(48, 27));
+    let job = |tile_size, threads| FrameJob { frame: 30, tile_size, samples: 2, seed: 5, threads };
+    let (a, _) = render_frame(&module, &spec, &job(64, 1), |_, _, _| {}).unwrap();
+    let (b, _) = render_frame(&module, &spec, &job(8, 2), |_, _, _| {}).unwrap();
+    let (c, _) = render_frame(&module, &spec, &job(13, 3), |_, _, _| {}).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    assert!(a.color.iter().any(|v| *v > 0.0));
+}
+
+#[test]
+fn the_wasm_path_tracer_refuses_bad_scenes_with_their_reason() {
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let module = sandbox.load(&guest("pathtracer")).unwrap();
+    let draco = std::fs::read(scenes().join("turntable-draco.gltf")).unwrap();
+    let err = module.instantiate(&JobSpec::new(draco, JobSettings::new(8, 8))).err().expect("refused");
+    assert!(
+        matches!(&err, SandboxError::Job(GuestJobError::Unsupported(m)) if m.contains("KHR_draco_mesh_compression")),
+        "{err}"
+    );
+    let err =
+        module.instantiate(&JobSpec::new(b"not a scene".to_vec(), JobSettings::new(8, 8))).err().expect("refused");
+    assert!(matches!(&err, SandboxError::Job(GuestJobError::InvalidScene(_))), "{err}");
+}
+
+#[test]
+fn render_writes_png_and_exr_per_frame() {
+    let out = tempfile::tempdir().unwrap();
+    let run = tessera()
+        .arg("render")
+        .arg(scenes().join("turntable.glb"))
+        .args(["--frames", "3,5-6", "--spp", "2", "--width", "32", "--height", "18", "--format", "png,exr"])
+        .args(["--view", "standard", "--threads", "2"])
+        .arg("--module")
+        .arg(tessera_guest_build::components_dir().join("pathtracer.wasm"))
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("rendered 3 frames of 32x18 at 2 spp"), "{stdout}");
+    for f in [3, 5, 6] {
+        let png = image::open(out.path().join(format!("turntable-{f:04}.png"))).unwrap();
+        assert_eq!((png.width(), png.height()), (32, 18));
+        let exr = std::fs::read(out.path().join(format!("turntable-{f:04}.exr"))).unwrap();
+        assert_eq!(exr[..4], [0x76, 0x2f, 0x31, 0x01], "OpenEXR magic");
+    }
+    assert!(!out.path().join("turntable-0004.png").exists());
+}
+
+#[test]
+fn render_refuses_a_bad_scene_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.glb");
+    std::fs::write(&bad, b"glTF\x02\x00\x00\x00garbage").unwrap();
+    let run = tessera()
+        .arg("render")
+        .arg(&bad)
+        .arg("--module")
+        .arg(tessera_guest_build::components_dir().join("pathtracer.wasm"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("broken.glb") && stderr.contains("malformed GLB"), "{stderr}");
+
+    let run = tessera()
+        .arg("render")
+        .arg(scenes().join("turntable-draco.gltf"))
+        .arg("--module")
+        .arg(tessera_guest_build::components_dir().join("pathtracer.wasm"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && stderr.contains("KHR_draco_mesh_compression"), "{stderr}");
+
+    let run = tessera().arg("render").arg(scenes().join("cornell.gltf")).args(["--frames", "9-1"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && stderr.contains("9-1"), "{stderr}");
+}

@@ -7,6 +7,8 @@
 //! - `cargo xtask test [ARGS...]`: setup, guests, then the whole test suite.
 //! - `cargo xtask demo [ARGS...]`: setup, guests, then `tessera demo`.
 //! - `cargo xtask bench [ARGS...]`: setup, guests, then the benchmark table.
+//! - `cargo xtask bench-cycles [ARGS...]`: the path tracer beside Blender
+//!   Cycles on the same scene (installs Debian's `blender`).
 
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -48,6 +50,34 @@ fn run() -> Result<()> {
         "bench" => {
             build_guests(setup()?, &["spheres".into(), "gradient".into(), "pathtracer".into()])?;
             cargo(&["run", "--release", "--quiet", "--package", "tessera-benches", "--"], &rest)
+        }
+        "bench-cycles" => {
+            // Tessera beside Blender Cycles on the same scene (Debian's
+            // `blender`); prints a Markdown table. Not part of CI.
+            build_guests(setup()?, &["pathtracer".into(), "spheres".into()])?;
+            tessera_guest_build::apt_install(&["blender", "python3-numpy"])?;
+            cargo(&["build", "--release", "--quiet", "--package", "tessera-coordinator", "--bin", "tessera"], &[])?;
+            let root = tessera_guest_build::workspace_root();
+            let mut args: Vec<String> = vec![
+                "-b".into(),
+                "--factory-startup".into(),
+                "--python-exit-code".into(),
+                "1".into(),
+                "--python".into(),
+                root.join("benches/cycles/compare.py").display().to_string(),
+                "--".into(),
+                "--tessera".into(),
+                root.join("target/release/tessera").display().to_string(),
+            ];
+            if !rest.iter().any(|a| a == "--scene") {
+                args.extend(["--scene".into(), root.join("samples/scenes/cornell.gltf").display().to_string()]);
+            }
+            args.extend(rest.iter().cloned());
+            let status = Command::new("blender").args(&args).current_dir(&root).status().context("running blender")?;
+            if !status.success() {
+                bail!("the Cycles comparison failed ({status})");
+            }
+            Ok(())
         }
         "-h" | "--help" | "help" => {
             println!("{USAGE}");

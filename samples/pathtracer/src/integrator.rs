@@ -3,11 +3,11 @@
 //! heuristic) between light and BSDF sampling, and Russian roulette.
 
 use glam::Vec3;
-use tessera_guest_sdk::PixelRng;
 
 use crate::bsdf::Bsdf;
 use crate::bvh::Ray;
 use crate::frame::{world_triangle, Frame};
+use crate::sampler::Sampler;
 use crate::scene::{LightKind, Scene};
 use crate::settings::Settings;
 use crate::shade;
@@ -42,7 +42,7 @@ fn offset(p: glam::Vec3, ng: Vec3, dir: Vec3) -> Vec3 {
 }
 
 /// Traces one camera path.
-pub fn trace(scene: &Scene, frame: &Frame, settings: &Settings, mut ray: Ray, rng: &mut PixelRng) -> PathResult {
+pub fn trace(scene: &Scene, frame: &Frame, settings: &Settings, mut ray: Ray, rng: &mut Sampler) -> PathResult {
     let mut out = PathResult::default();
     let mut beta = Vec3::ONE;
     let mut prev_bsdf_pdf = 0.0f32;
@@ -90,11 +90,11 @@ pub fn trace(scene: &Scene, frame: &Frame, settings: &Settings, mut ray: Ray, rn
         let bsdf = Bsdf::new(sp.n, sp.base_color, sp.metallic, sp.roughness);
 
         // Next-event estimation: one emissive triangle, chosen by power.
-        if let Some(e) = frame.pick_emitter(rng.next_f32()) {
+        if let Some(e) = frame.pick_emitter(rng.next_1d()) {
             let emitter = frame.emitters[e];
             let inst = &frame.instances[emitter.instance as usize];
             let [a, b, c] = world_triangle(scene, inst, emitter.tri);
-            let (mut s, mut t) = (rng.next_f32(), rng.next_f32());
+            let (mut s, mut t) = rng.next_2d();
             if s + t > 1.0 {
                 (s, t) = (1.0 - s, 1.0 - t);
             }
@@ -165,7 +165,9 @@ pub fn trace(scene: &Scene, frame: &Frame, settings: &Settings, mut ray: Ray, rn
         }
 
         // Continue the path by sampling the BSDF.
-        let Some(s) = bsdf.sample(wo, rng.next_f32(), rng.next_f32(), rng.next_f32()) else { break };
+        let lobe = rng.next_1d();
+        let (u1, u2) = rng.next_2d();
+        let Some(s) = bsdf.sample(wo, lobe, u1, u2) else { break };
         if s.wi.dot(sp.ng) <= 0.0 {
             break;
         }
@@ -174,7 +176,7 @@ pub fn trace(scene: &Scene, frame: &Frame, settings: &Settings, mut ray: Ray, rn
         prev_origin = sp.position;
         if depth >= 3 {
             let q = beta.max_element().clamp(0.05, 0.95);
-            if rng.next_f32() >= q {
+            if rng.next_1d() >= q {
                 break;
             }
             beta /= q;

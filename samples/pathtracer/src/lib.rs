@@ -8,7 +8,7 @@
 //! - `camera`, `shade`, `bsdf`, `integrator`: from a pixel sample to radiance.
 //!
 //! **Pixels are pure** (DESIGN.md invariant 1): every sample draws from a
-//! `PixelRng` addressed by (seed, frame, x, y, sample index); the film
+//! `Sampler` addressed by (seed, frame, x, y, sample index); the film
 //! position is importance-sampled from the pixel filter and lands in its
 //! own pixel only; samples are summed in index order. So a tile equals the
 //! same region of a full-frame render bit for bit, and any pixel can be
@@ -22,6 +22,7 @@ pub mod bvh;
 pub mod camera;
 pub mod frame;
 pub mod integrator;
+pub mod sampler;
 pub mod scene;
 pub mod settings;
 pub mod shade;
@@ -29,12 +30,11 @@ pub mod shade;
 use std::sync::{Arc, OnceLock};
 
 use glam::Vec2;
-use tessera_guest_sdk::{
-    export_job, AovPlane, Job, JobError, JobSettings, PixelRng, SceneInfo, TileRequest, TileResult,
-};
+use tessera_guest_sdk::{export_job, AovPlane, Job, JobError, JobSettings, SceneInfo, TileRequest, TileResult};
 
 use crate::camera::FilterTable;
 use crate::frame::{Blas, CameraChoice, Frame};
+use crate::sampler::Sampler;
 use crate::scene::gltf_load::{self, LoadError};
 use crate::scene::Scene;
 use crate::settings::Settings;
@@ -169,11 +169,10 @@ impl Job for PathTracer {
                 let (x, y) = (r.x + col, r.y + row);
                 let i = (row * r.width + col) as usize;
                 for s in req.samples.start..req.samples.start.saturating_add(req.samples.count) {
-                    let mut rng = PixelRng::new(req.seed, req.frame, x, y, s);
-                    let film = Vec2::new(
-                        x as f32 + 0.5 + self.filter.sample(rng.next_f32()),
-                        y as f32 + 0.5 + self.filter.sample(rng.next_f32()),
-                    );
+                    let mut rng = Sampler::new(req.seed, req.frame, x, y, s);
+                    let (fx, fy) = rng.next_2d();
+                    let film =
+                        Vec2::new(x as f32 + 0.5 + self.filter.sample(fx), y as f32 + 0.5 + self.filter.sample(fy));
                     let ray = frame.camera.ray(film, self.width, self.height);
                     let p = integrator::trace(&self.scene, frame, &self.settings, ray, &mut rng);
                     // A NaN or infinite sample would poison the pixel: drop it

@@ -75,8 +75,16 @@ fn check_required_in(json: &[u8]) -> Result<()> {
     struct Root {
         #[serde(default, rename = "extensionsRequired")]
         required: Vec<String>,
+        #[serde(default, rename = "extensionsUsed")]
+        used: Vec<String>,
     }
     let Ok(root) = serde_json::from_slice::<Root>(json) else { return Ok(()) };
+    for ext in root.used.iter().filter(|e| !SUPPORTED_REQUIRED.contains(&e.as_str()) && !root.required.contains(e)) {
+        tessera_guest_sdk::log(
+            tessera_guest_sdk::Level::Warn,
+            &format!("the scene uses the glTF extension {ext}, which this renderer ignores: the render may differ"),
+        );
+    }
     let unsupported: Vec<&str> =
         root.required.iter().map(String::as_str).filter(|e| !SUPPORTED_REQUIRED.contains(e)).collect();
     if !unsupported.is_empty() {

@@ -1,0 +1,189 @@
+"""Tessera's path tracer side by side with Blender Cycles (CPU).
+
+Run inside Blender (`cargo xtask bench-cycles` does this):
+
+    blender -b --factory-startup --python benches/cycles/compare.py -- \
+        --tessera target/release/tessera --scene samples/scenes/cornell.gltf \
+        --size 128 --spp 4,16,64 --ref-spp 1024 --bounces 8 --threads 2 --out target/cycles
+
+What it does, so that both renderers see the same scene and settings:
+1. Imports the glTF into Blender and exports it again with Blender's own
+   exporter: Tessera renders what Blender exports, Cycles what Blender holds.
+2. Renders with Cycles: CPU, fixed thread count, no denoising, no adaptive
+   sampling, no light clamping, no glossy filter, the same max bounces,
+   Standard view, linear EXR out.
+3. Renders the exported file with `tessera render` at the same resolution,
+   samples and bounces, linear EXR out.
+4. For each renderer, measures wall time per sample count and the relative
+   MSE against that renderer's own high-sample reference, and prints a
+   Markdown table: paths/s, and the time each needs to reach the error
+   Cycles reaches at the middle sample count.
+"""
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import time
+
+import bpy
+import numpy as np
+
+
+def parse_args():
+    argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
+    p = argparse.ArgumentParser()
+    p.add_argument("--tessera", required=True)
+    p.add_argument("--scene", required=True)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--spp", default="4,16,64")
+    p.add_argument("--ref-spp", type=int, default=1024)
+    p.add_argument("--bounces", type=int, default=8)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="target/cycles")
+    return p.parse_args(argv)
+
+
+def setup_scene(args):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.import_scene.gltf(filepath=os.path.abspath(args.scene))
+    scene = bpy.context.scene
+    cams = [o for o in scene.objects if o.type == "CAMERA"]
+    if not cams:
+        raise SystemExit("the scene has no camera")
+    scene.camera = cams[0]
+    if scene.world is None:
+        scene.world = bpy.data.worlds.new("World")
+    # Blender's default world: grey 0.0508, strength 1 (Tessera's default too).
+    scene.world.use_nodes = True
+    bg = scene.world.node_tree.nodes.get("Background")
+    bg.inputs["Color"].default_value = (0.0508, 0.0508, 0.0508, 1.0)
+    bg.inputs["Strength"].default_value = 1.0
+
+    r = scene.render
+    r.engine = "CYCLES"
+    r.resolution_x = r.resolution_y = args.size
+    r.resolution_percentage = 100
+    r.threads_mode = "FIXED"
+    r.threads = args.threads
+    r.image_settings.file_format = "OPEN_EXR"
+    r.image_settings.color_depth = "32"
+    r.use_persistent_data = False
+    c = scene.cycles
+    c.device = "CPU"
+    c.use_adaptive_sampling = False
+    c.use_denoising = False
+    c.max_bounces = args.bounces
+    c.diffuse_bounces = args.bounces
+    c.glossy_bounces = args.bounces
+    c.transmission_bounces = args.bounces
+    c.transparent_max_bounces = args.bounces
+    c.volume_bounces = 0
+    c.sample_clamp_direct = 0.0
+    c.sample_clamp_indirect = 0.0
+    c.blur_glossy = 0.0
+    c.caustics_reflective = True
+    c.caustics_refractive = True
+    c.seed = 0
+    c.tile_size = 64
+    scene.view_settings.view_transform = "Standard"
+    return scene
+
+
+def export_gltf(path):
+    bpy.ops.export_scene.gltf(
+        filepath=path, export_format="GLB", export_cameras=True, export_lights=True, export_apply=True
+    )
+
+
+def render_cycles(scene, spp, path):
+    scene.cycles.samples = spp
+    scene.render.filepath = path
+    t = time.perf_counter()
+    bpy.ops.render.render(write_still=True)
+    return time.perf_counter() - t
+
+
+def render_tessera(args, glb, spp, out_dir):
+    cmd = [
+        args.tessera, "render", glb, "--frames", "1", "--width", str(args.size), "--height", str(args.size),
+        "--spp", str(spp), "--bounces", str(args.bounces), "--format", "exr", "--view", "standard",
+        "--threads", str(args.threads), "--out", out_dir,
+    ]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - t
+    stem = os.path.splitext(os.path.basename(glb))[0]
+    return elapsed, os.path.join(out_dir, f"{stem}-0001.exr")
+
+
+def load_rgb(path):
+    img = bpy.data.images.load(path, check_existing=False)
+    w, h = img.size
+    px = np.array(img.pixels[:], dtype=np.float64).reshape(h, w, 4)[:, :, :3]
+    bpy.data.images.remove(img)
+    return px
+
+
+def rel_mse(img, ref):
+    return float(np.mean((img - ref) ** 2 / (ref ** 2 + 1e-2)))
+
+
+def time_to_reach(points, target):
+    """Log-log interpolation of time at which relMSE falls to `target`."""
+    pts = sorted(points)  # (time, err)
+    for (t0, e0), (t1, e1) in zip(pts, pts[1:]):
+        if e0 >= target >= e1 and e0 > 0 and e1 > 0:
+            if e0 == e1:
+                return t0
+            a = (math.log(target) - math.log(e0)) / (math.log(e1) - math.log(e0))
+            return math.exp(math.log(t0) + a * (math.log(t1) - math.log(t0)))
+    # Outside the measured range: extrapolate with MSE ∝ 1/time.
+    t_last, e_last = pts[-1]
+    return t_last * e_last / target
+
+
+def main():
+    args = parse_args()
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    scene = setup_scene(args)
+    glb = os.path.join(out, "exported.glb")
+    export_gltf(glb)
+    levels = [int(s) for s in args.spp.split(",")]
+
+    results = {"Cycles": [], "Tessera": []}
+    cyc_ref = os.path.join(out, "cycles-ref.exr")
+    render_cycles(scene, args.ref_spp, cyc_ref)
+    _, tes_ref = render_tessera(args, glb, args.ref_spp, os.path.join(out, "tessera-ref"))
+    refs = {"Cycles": load_rgb(cyc_ref), "Tessera": load_rgb(tes_ref)}
+    for spp in levels:
+        path = os.path.join(out, f"cycles-{spp}.exr")
+        t = render_cycles(scene, spp, path)
+        results["Cycles"].append((spp, t, rel_mse(load_rgb(path), refs["Cycles"])))
+        t, path = render_tessera(args, glb, spp, os.path.join(out, f"tessera-{spp}"))
+        results["Tessera"].append((spp, t, rel_mse(load_rgb(path), refs["Tessera"])))
+
+    pixels = args.size * args.size
+    print()
+    print(f"Scene {os.path.basename(args.scene)} (imported and re-exported by Blender {bpy.app.version_string}), "
+          f"{args.size}x{args.size}, {args.bounces} bounces, {args.threads} threads, references at {args.ref_spp} spp.")
+    print()
+    print("| renderer | spp | wall time | paths/s | relMSE vs own reference |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, rows in results.items():
+        for spp, t, err in rows:
+            print(f"| {name} | {spp} | {t:.2f} s | {pixels * spp / t:,.0f} | {err:.5f} |")
+    mid = levels[len(levels) // 2]
+    target = next(err for spp, _, err in results["Cycles"] if spp == mid)
+    tc = time_to_reach([(t, e) for _, t, e in results["Cycles"]], target)
+    tt = time_to_reach([(t, e) for _, t, e in results["Tessera"]], target)
+    print()
+    print(f"Time to reach Cycles' relMSE at {mid} spp ({target:.5f}): Cycles {tc:.2f} s, Tessera {tt:.2f} s "
+          f"(Tessera/Cycles = {tt / tc:.2f}).")
+    # Wall times include each renderer's start-up (Cycles: scene sync and
+    # BVH; Tessera: process start, module load from its cache, scene parse).
+
+
+main()

@@ -23,12 +23,18 @@ What it does, so that both renderers see the same scene and settings:
 import argparse
 import math
 import os
+import re
 import subprocess
 import sys
 import time
 
 import bpy
 import numpy as np
+
+# Debian 12's Blender 3.4 glTF importer still uses `np.bool`, which NumPy
+# 1.24 (Debian's) removed: restore the alias it means.
+if "bool" not in np.__dict__:
+    np.bool = bool
 
 
 def parse_args():
@@ -112,10 +118,14 @@ def render_tessera(args, glb, spp, out_dir):
         "--threads", str(args.threads), "--out", out_dir,
     ]
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    elapsed = time.perf_counter() - t
+    run = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t
+    # Tessera reports its render time alone ("... at N spp in X s ..."):
+    # the wall time also counts process start and loading the module/scene.
+    m = re.search(r" spp in ([0-9.]+) s", run.stdout)
+    render = float(m.group(1)) if m else wall
     stem = os.path.splitext(os.path.basename(glb))[0]
-    return elapsed, os.path.join(out_dir, f"{stem}-0001.exr")
+    return render, wall, os.path.join(out_dir, f"{stem}-0001.exr")
 
 
 def load_rgb(path):
@@ -156,34 +166,34 @@ def main():
     results = {"Cycles": [], "Tessera": []}
     cyc_ref = os.path.join(out, "cycles-ref.exr")
     render_cycles(scene, args.ref_spp, cyc_ref)
-    _, tes_ref = render_tessera(args, glb, args.ref_spp, os.path.join(out, "tessera-ref"))
+    _, _, tes_ref = render_tessera(args, glb, args.ref_spp, os.path.join(out, "tessera-ref"))
     refs = {"Cycles": load_rgb(cyc_ref), "Tessera": load_rgb(tes_ref)}
     for spp in levels:
         path = os.path.join(out, f"cycles-{spp}.exr")
         t = render_cycles(scene, spp, path)
-        results["Cycles"].append((spp, t, rel_mse(load_rgb(path), refs["Cycles"])))
-        t, path = render_tessera(args, glb, spp, os.path.join(out, f"tessera-{spp}"))
-        results["Tessera"].append((spp, t, rel_mse(load_rgb(path), refs["Tessera"])))
+        results["Cycles"].append((spp, t, t, rel_mse(load_rgb(path), refs["Cycles"])))
+        t, wall, path = render_tessera(args, glb, spp, os.path.join(out, f"tessera-{spp}"))
+        results["Tessera"].append((spp, t, wall, rel_mse(load_rgb(path), refs["Tessera"])))
 
     pixels = args.size * args.size
     print()
     print(f"Scene {os.path.basename(args.scene)} (imported and re-exported by Blender {bpy.app.version_string}), "
           f"{args.size}x{args.size}, {args.bounces} bounces, {args.threads} threads, references at {args.ref_spp} spp.")
     print()
-    print("| renderer | spp | wall time | paths/s | relMSE vs own reference |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| renderer | spp | render time | paths/s | wall time | relMSE vs own reference |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, rows in results.items():
-        for spp, t, err in rows:
-            print(f"| {name} | {spp} | {t:.2f} s | {pixels * spp / t:,.0f} | {err:.5f} |")
+        for spp, t, wall, err in rows:
+            print(f"| {name} | {spp} | {t:.2f} s | {pixels * spp / t:,.0f} | {wall:.2f} s | {err:.5f} |")
     mid = levels[len(levels) // 2]
-    target = next(err for spp, _, err in results["Cycles"] if spp == mid)
-    tc = time_to_reach([(t, e) for _, t, e in results["Cycles"]], target)
-    tt = time_to_reach([(t, e) for _, t, e in results["Tessera"]], target)
+    target = next(err for spp, _, _, err in results["Cycles"] if spp == mid)
+    tc = time_to_reach([(t, e) for _, t, _, e in results["Cycles"]], target)
+    tt = time_to_reach([(t, e) for _, t, _, e in results["Tessera"]], target)
     print()
     print(f"Time to reach Cycles' relMSE at {mid} spp ({target:.5f}): Cycles {tc:.2f} s, Tessera {tt:.2f} s "
           f"(Tessera/Cycles = {tt / tc:.2f}).")
-    # Wall times include each renderer's start-up (Cycles: scene sync and
-    # BVH; Tessera: process start, module load from its cache, scene parse).
+    print("Render time: Cycles' render operator (scene sync, BVH, sampling); Tessera's own report "
+          "(sampling and frame assembly). Wall time adds, for Tessera, process start, module load and scene parse.")
 
 
 main()

@@ -90,6 +90,17 @@ fn guest_settings(args: &RenderArgs) -> String {
     s.to_string()
 }
 
+/// Where compiled job modules are kept between runs, so a render does not
+/// start with a compile: `TESSERA_CACHE_DIR`, else `$XDG_CACHE_HOME/tessera`,
+/// else `~/.cache/tessera` (`modules/` below it). None if there is no home.
+fn module_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("TESSERA_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("tessera")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tessera")))?;
+    Some(base.join("modules"))
+}
+
 pub fn run(args: RenderArgs) -> Result<()> {
     if args.spp == 0 || args.tile_size == 0 {
         bail!("--spp and --tile-size must be positive");
@@ -101,7 +112,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let threads = args.threads.unwrap_or_else(crate::default_threads).max(1);
     let started = Instant::now();
 
-    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let sandbox = Sandbox::new(SandboxConfig { cache_dir: module_cache_dir(), ..SandboxConfig::default() })?;
     let module = sandbox.load(&wasm).context("loading the path tracer module")?;
     let extra = guest_settings(&args);
 
@@ -173,7 +184,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let secs = render_started.elapsed().as_secs_f64();
     let paths = u64::from(width) * u64::from(height) * u64::from(args.spp) * frames.len() as u64;
     println!(
-        "rendered {} frame{} of {}x{} at {} spp in {:.1} s ({:.2} Mpaths/s on {threads} threads; {:.1} s in all)",
+        "rendered {} frame{} of {}x{} at {} spp in {:.3} s ({:.2} Mpaths/s on {threads} threads; {:.1} s in all)",
         frames.len(),
         if frames.len() == 1 { "" } else { "s" },
         width,

@@ -132,7 +132,16 @@ pub fn run(args: RenderArgs) -> Result<()> {
         (w, h) if info.width > 0 => (w.unwrap_or(info.width), h.unwrap_or(info.height)),
         (w, h) => (w.unwrap_or(1920), h.unwrap_or(1080)),
     };
+    // The frame buffer holds 16 bytes a pixel: keep it to what a machine
+    // can hold rather than let a typo allocate tens of gigabytes.
+    const MAX_PIXELS: u64 = 100_000_000;
+    if width == 0 || height == 0 || u64::from(width) * u64::from(height) > MAX_PIXELS {
+        bail!("{width}x{height} is out of range: frames may have 1 to {MAX_PIXELS} pixels");
+    }
     let frames = requested_frames.unwrap_or_else(|| (info.frame_start..=info.frame_end).collect());
+    if frames.is_empty() {
+        bail!("the scene reports an empty frame range ({}..={}); pass --frames", info.frame_start, info.frame_end);
+    }
     let spec = JobSpec {
         label: args.scene.file_name().map_or("scene".into(), |n| n.to_string_lossy().into_owned()),
         ..JobSpec::new(scene, JobSettings { width, height, fps: args.fps, extra })

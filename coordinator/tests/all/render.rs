@@ -103,3 +103,17 @@ fn render_refuses_a_bad_scene_clearly() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success() && stderr.contains("9-1"), "{stderr}");
 }
+
+#[test]
+fn render_refuses_frames_too_big_to_hold() {
+    let run = tessera()
+        .arg("render")
+        .arg(scenes().join("cornell.gltf"))
+        .args(["--width", "20000", "--height", "20000"])
+        .arg("--module")
+        .arg(tessera_guest_build::components_dir().join("pathtracer.wasm"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && stderr.contains("20000x20000 is out of range"), "{stderr}");
+}

@@ -10,3 +10,4 @@ pub mod assemble;
 pub mod frames;
 pub mod local;
 pub mod pack;
+pub mod scheduler;

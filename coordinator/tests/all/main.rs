@@ -3,6 +3,7 @@
 mod cli;
 mod local;
 mod render;
+mod sim;
 
 use std::sync::Arc;
 

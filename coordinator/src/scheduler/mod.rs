@@ -1,0 +1,693 @@
+//! The scheduler: which worker renders which tile, as a pure state machine.
+//!
+//! **Architecture Invariant:** no sockets, no clock, no threads, no
+//! `HashMap` iteration (DESIGN.md invariant 4). Time comes in with every
+//! call (`now`, milliseconds on any monotonic clock); decisions go out as
+//! [`Action`]s the caller performs. The same events in the same order give
+//! the same actions, so the scheduler can be simulated with thousands of
+//! fake workers in one process (`tests/all/sim.rs`).
+//!
+//! Method taxonomy, as in quinn-proto's `Connection`:
+//! - `handle(now, Event)`: something happened (a worker joined, a tile
+//!   came back, a job was submitted...).
+//! - `handle_timeout(now)`: call when the deadline of `poll_timeout` passes.
+//! - `poll_action() -> Option<Action>`: drain after each call.
+//! - `poll_timeout() -> Option<u64>`: the next deadline to wake up for.
+//!
+//! Dispatch is **push**: a worker advertises `slots`, and the scheduler
+//! keeps up to `slots × (1 + prefetch)` tiles leased to it, so a slot that
+//! finishes has its next tile already on the worker.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// A job, as the store numbers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobId(pub u64);
+
+/// A connected worker (a connection, not an identity: a reconnect is a new id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkerId(pub u64);
+
+/// One grant of one tile to one worker. A tile may have two leases at once
+/// when a straggler is re-dispatched speculatively.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaseId(pub u64);
+
+/// A tile of a job: `index` counts tiles across all of the job's frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TileRef {
+    pub job: JobId,
+    pub index: u32,
+}
+
+/// Tunables, each with the default it has and why.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Extra tiles leased per slot beyond the one rendering. Default 1: a
+    /// slot never waits a round trip for its next tile.
+    pub prefetch: u32,
+    /// A worker silent for this long is gone; its leases return to the
+    /// queue. Default 15 s (heartbeats come every 5 s).
+    pub heartbeat_timeout_ms: u64,
+    /// A lease not finished by then is re-queued (the worker keeps living).
+    /// Default 10 min.
+    pub lease_timeout_ms: u64,
+    /// Failures of one tile before the job fails. Default 3.
+    pub max_tile_failures: u32,
+    /// Failures on one job after which a worker gets no more of its tiles.
+    /// Default 2.
+    pub blocklist_after: u32,
+    /// Near the end of a job, a tile running longer than this many times
+    /// the job's median tile time is also given to an idle worker; the
+    /// first result wins. Default 3.
+    pub straggler_factor: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            prefetch: 1,
+            heartbeat_timeout_ms: 15_000,
+            lease_timeout_ms: 600_000,
+            max_tile_failures: 3,
+            blocklist_after: 2,
+            straggler_factor: 3,
+        }
+    }
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    WorkerJoined {
+        worker: WorkerId,
+        slots: u32,
+    },
+    /// The worker closed its connection or was dropped.
+    WorkerLeft {
+        worker: WorkerId,
+    },
+    Heartbeat {
+        worker: WorkerId,
+    },
+    /// A job of `tiles` tiles; higher `priority` first, then submission order.
+    JobSubmitted {
+        job: JobId,
+        tiles: u32,
+        priority: i32,
+    },
+    /// Tiles already done (from the store, after a restart): not dispatched.
+    TilesAlreadyDone {
+        job: JobId,
+        tiles: Vec<u32>,
+    },
+    JobCancelled {
+        job: JobId,
+    },
+    /// The worker's result for `lease` passed verification.
+    TileDone {
+        worker: WorkerId,
+        lease: LeaseId,
+    },
+    /// The worker reported failure, or its result failed verification.
+    TileFailed {
+        worker: WorkerId,
+        lease: LeaseId,
+    },
+}
+
+/// What the caller must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send the tile to the worker.
+    Dispatch {
+        worker: WorkerId,
+        lease: LeaseId,
+        tile: TileRef,
+    },
+    /// Tell the worker to drop the lease (cancelled job, lost race, timeout).
+    Revoke {
+        worker: WorkerId,
+        lease: LeaseId,
+    },
+    /// The tile is done: persist it before acknowledging (invariant 6).
+    TileCompleted {
+        tile: TileRef,
+        worker: WorkerId,
+    },
+    JobCompleted {
+        job: JobId,
+    },
+    JobFailed {
+        job: JobId,
+        tile: u32,
+    },
+    /// Close the worker's connection: it missed its heartbeats.
+    DisconnectWorker {
+        worker: WorkerId,
+    },
+}
+
+#[derive(Debug)]
+struct Worker {
+    slots: u32,
+    last_seen: u64,
+    leases: BTreeSet<LeaseId>,
+}
+
+#[derive(Debug)]
+struct Lease {
+    tile: TileRef,
+    worker: WorkerId,
+    started: u64,
+}
+
+#[derive(Debug)]
+struct Job {
+    priority: i32,
+    seq: u64,
+    /// Tiles waiting for a worker, in order.
+    queue: VecDeque<u32>,
+    done: BTreeSet<u32>,
+    total: u32,
+    /// Live leases per tile (two during speculation).
+    running: BTreeMap<u32, Vec<LeaseId>>,
+    failures: BTreeMap<u32, u32>,
+    worker_failures: BTreeMap<WorkerId, u32>,
+    /// Durations of finished tiles, for the straggler rule.
+    durations: Vec<u64>,
+}
+
+impl Job {
+    fn median_duration(&self) -> Option<u64> {
+        if self.durations.len() < 3 {
+            return None;
+        }
+        let mut d = self.durations.clone();
+        d.sort_unstable();
+        Some(d[d.len() / 2])
+    }
+
+    fn blocked(&self, worker: WorkerId, config: &Config) -> bool {
+        self.worker_failures.get(&worker).is_some_and(|n| *n >= config.blocklist_after)
+    }
+}
+
+/// A deadline the scheduler waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Heartbeat(WorkerId),
+    Lease(LeaseId),
+}
+
+/// The scheduler's state. See the module docs.
+#[derive(Debug, Default)]
+pub struct Scheduler {
+    config: Config,
+    workers: BTreeMap<WorkerId, Worker>,
+    jobs: BTreeMap<JobId, Job>,
+    leases: BTreeMap<LeaseId, Lease>,
+    actions: VecDeque<Action>,
+    /// Workers holding fewer leases than their capacity: only these are
+    /// visited when tiles are handed out, so an event costs O(log n), not O(n).
+    hungry: BTreeSet<WorkerId>,
+    /// Every deadline, ordered: heartbeats and leases.
+    timers: BTreeSet<(u64, Timer)>,
+    /// Tiles waiting in all queues.
+    queued: usize,
+    next_lease: u64,
+    next_seq: u64,
+}
+
+impl Scheduler {
+    pub fn new(config: Config) -> Scheduler {
+        Scheduler { config, ..Scheduler::default() }
+    }
+
+    /// Feeds one event; then drain [`Self::poll_action`].
+    pub fn handle(&mut self, now: u64, event: Event) {
+        match event {
+            Event::WorkerJoined { worker, slots } => {
+                if self.workers.contains_key(&worker) {
+                    return;
+                }
+                self.workers.insert(worker, Worker { slots: slots.max(1), last_seen: now, leases: BTreeSet::new() });
+                self.timers.insert((now + self.config.heartbeat_timeout_ms, Timer::Heartbeat(worker)));
+                self.hungry.insert(worker);
+            }
+            Event::WorkerLeft { worker } => self.remove_worker(worker, false),
+            Event::Heartbeat { worker } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    let timeout = self.config.heartbeat_timeout_ms;
+                    self.timers.remove(&(w.last_seen + timeout, Timer::Heartbeat(worker)));
+                    w.last_seen = w.last_seen.max(now);
+                    self.timers.insert((w.last_seen + timeout, Timer::Heartbeat(worker)));
+                }
+            }
+            Event::JobSubmitted { job, tiles, priority } => {
+                if self.jobs.contains_key(&job) {
+                    return;
+                }
+                self.next_seq += 1;
+                self.jobs.insert(
+                    job,
+                    Job {
+                        priority,
+                        seq: self.next_seq,
+                        queue: (0..tiles).collect(),
+                        done: BTreeSet::new(),
+                        total: tiles,
+                        running: BTreeMap::new(),
+                        failures: BTreeMap::new(),
+                        worker_failures: BTreeMap::new(),
+                        durations: Vec::new(),
+                    },
+                );
+                self.queued += tiles as usize;
+                if tiles == 0 {
+                    self.finish_job(job);
+                }
+            }
+            Event::TilesAlreadyDone { job, tiles } => {
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    for t in tiles.into_iter().filter(|t| *t < j.total) {
+                        j.done.insert(t);
+                    }
+                    let done = &j.done;
+                    let before = j.queue.len();
+                    j.queue.retain(|t| !done.contains(t));
+                    self.queued -= before - j.queue.len();
+                    if j.done.len() as u32 == j.total && j.running.is_empty() {
+                        self.finish_job(job);
+                    }
+                }
+            }
+            Event::JobCancelled { job } => self.remove_job(job),
+            Event::TileDone { worker, lease } => self.tile_done(now, worker, lease),
+            Event::TileFailed { worker, lease } => self.tile_failed(worker, lease),
+        }
+        self.dispatch(now);
+    }
+
+    /// Handles every deadline up to `now`: silent workers, expired leases.
+    pub fn handle_timeout(&mut self, now: u64) {
+        while let Some(&(deadline, timer)) = self.timers.first() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Heartbeat(worker) => self.remove_worker(worker, true),
+                Timer::Lease(lease) => {
+                    if let Some(l) = self.leases.get(&lease) {
+                        let tile = l.tile;
+                        self.drop_lease(lease, true);
+                        self.requeue_if_orphaned(tile);
+                    }
+                }
+            }
+        }
+        self.dispatch(now);
+    }
+
+    /// The next action to perform, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When `handle_timeout` must next be called.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// Live leases (for tests and metrics).
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Tiles of `job` done so far, if the job is still known.
+    pub fn done_count(&self, job: JobId) -> Option<usize> {
+        self.jobs.get(&job).map(|j| j.done.len())
+    }
+
+    /// Leases held by a worker (for tests and metrics).
+    pub fn worker_leases(&self, worker: WorkerId) -> usize {
+        self.workers.get(&worker).map_or(0, |w| w.leases.len())
+    }
+
+    fn remove_worker(&mut self, worker: WorkerId, disconnect: bool) {
+        let Some(w) = self.workers.remove(&worker) else { return };
+        self.hungry.remove(&worker);
+        self.timers.remove(&(w.last_seen + self.config.heartbeat_timeout_ms, Timer::Heartbeat(worker)));
+        if disconnect {
+            self.actions.push_back(Action::DisconnectWorker { worker });
+        }
+        for lease in w.leases {
+            if let Some(l) = self.leases.get(&lease) {
+                let tile = l.tile;
+                self.drop_lease(lease, false);
+                self.requeue_if_orphaned(tile);
+            }
+        }
+    }
+
+    /// Forgets a lease everywhere; with `revoke`, tells its worker.
+    fn drop_lease(&mut self, lease: LeaseId, revoke: bool) {
+        let Some(l) = self.leases.remove(&lease) else { return };
+        self.timers.remove(&(l.started + self.config.lease_timeout_ms, Timer::Lease(lease)));
+        if let Some(w) = self.workers.get_mut(&l.worker) {
+            w.leases.remove(&lease);
+            self.hungry.insert(l.worker);
+            if revoke {
+                self.actions.push_back(Action::Revoke { worker: l.worker, lease });
+            }
+        }
+        if let Some(j) = self.jobs.get_mut(&l.tile.job) {
+            if let Some(list) = j.running.get_mut(&l.tile.index) {
+                list.retain(|x| *x != lease);
+                if list.is_empty() {
+                    j.running.remove(&l.tile.index);
+                }
+            }
+        }
+    }
+
+    /// Puts a tile back at the front of its queue if nothing renders it.
+    fn requeue_if_orphaned(&mut self, tile: TileRef) {
+        if let Some(j) = self.jobs.get_mut(&tile.job) {
+            if !j.done.contains(&tile.index) && !j.running.contains_key(&tile.index) && !j.queue.contains(&tile.index) {
+                j.queue.push_front(tile.index);
+                self.queued += 1;
+            }
+        }
+    }
+
+    fn tile_done(&mut self, now: u64, worker: WorkerId, lease: LeaseId) {
+        // A result for a lease this worker does not hold is ignored: the
+        // lease was revoked, timed out, or never given to it.
+        let Some(l) = self.leases.get(&lease).filter(|l| l.worker == worker) else { return };
+        let (tile, started) = (l.tile, l.started);
+        self.drop_lease(lease, false);
+        let Some(j) = self.jobs.get_mut(&tile.job) else { return };
+        if !j.done.insert(tile.index) {
+            return;
+        }
+        j.durations.push(now.saturating_sub(started));
+        // The speculative twin, if any, lost the race.
+        let twins = j.running.remove(&tile.index).unwrap_or_default();
+        for twin in twins {
+            self.drop_lease(twin, true);
+        }
+        self.actions.push_back(Action::TileCompleted { tile, worker });
+        if let Some(j) = self.jobs.get(&tile.job) {
+            if j.done.len() as u32 == j.total {
+                self.finish_job(tile.job);
+            }
+        }
+    }
+
+    fn tile_failed(&mut self, worker: WorkerId, lease: LeaseId) {
+        let Some(l) = self.leases.get(&lease).filter(|l| l.worker == worker) else { return };
+        let tile = l.tile;
+        self.drop_lease(lease, false);
+        let config = self.config.clone();
+        let Some(j) = self.jobs.get_mut(&tile.job) else { return };
+        *j.worker_failures.entry(worker).or_default() += 1;
+        let failures = j.failures.entry(tile.index).or_default();
+        *failures += 1;
+        if *failures >= config.max_tile_failures {
+            self.remove_job(tile.job);
+            self.actions.push_back(Action::JobFailed { job: tile.job, tile: tile.index });
+            return;
+        }
+        self.requeue_if_orphaned(tile);
+    }
+
+    fn finish_job(&mut self, job: JobId) {
+        self.remove_job(job);
+        self.actions.push_back(Action::JobCompleted { job });
+    }
+
+    /// Forgets a job: its queue and, revoking them, its leases.
+    fn remove_job(&mut self, job: JobId) {
+        if let Some(j) = self.jobs.remove(&job) {
+            self.queued -= j.queue.len();
+            for lease in j.running.values().flatten() {
+                self.drop_lease(*lease, true);
+            }
+        }
+    }
+
+    /// Fills every worker up to its capacity: queued tiles first (highest
+    /// priority, then oldest job), then speculative copies of stragglers.
+    fn dispatch(&mut self, now: u64) {
+        if self.hungry.is_empty() {
+            return;
+        }
+        let order: Vec<JobId> = {
+            let mut jobs: Vec<(&JobId, &Job)> = self.jobs.iter().collect();
+            jobs.sort_by_key(|(_, j)| (std::cmp::Reverse(j.priority), j.seq));
+            jobs.into_iter().map(|(id, _)| *id).collect()
+        };
+        // Round-robin one tile per hungry worker per pass, so a big worker
+        // does not take a whole queue that others could share.
+        while self.queued > 0 {
+            let hungry: Vec<WorkerId> = self.hungry.iter().copied().collect();
+            let mut progressed = false;
+            for w in hungry {
+                if self.queued == 0 {
+                    break;
+                }
+                if let Some(tile) = self.next_tile_for(w, &order) {
+                    self.grant(now, w, tile);
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.speculate(now, &order);
+    }
+
+    fn next_tile_for(&mut self, worker: WorkerId, order: &[JobId]) -> Option<TileRef> {
+        for &job in order {
+            let Some(j) = self.jobs.get_mut(&job) else { continue };
+            if j.blocked(worker, &self.config) {
+                continue;
+            }
+            if let Some(index) = j.queue.pop_front() {
+                self.queued -= 1;
+                return Some(TileRef { job, index });
+            }
+        }
+        None
+    }
+
+    fn grant(&mut self, now: u64, worker: WorkerId, tile: TileRef) {
+        self.next_lease += 1;
+        let lease = LeaseId(self.next_lease);
+        self.leases.insert(lease, Lease { tile, worker, started: now });
+        self.timers.insert((now + self.config.lease_timeout_ms, Timer::Lease(lease)));
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.leases.insert(lease);
+            if w.leases.len() as u32 >= w.slots * (1 + self.config.prefetch) {
+                self.hungry.remove(&worker);
+            }
+        }
+        if let Some(j) = self.jobs.get_mut(&tile.job) {
+            j.running.entry(tile.index).or_default().push(lease);
+        }
+        self.actions.push_back(Action::Dispatch { worker, lease, tile });
+    }
+
+    /// With nothing queued, an idle worker takes a copy of a tile that has
+    /// run far longer than its job's median: a slow worker then delays the
+    /// end of a job by at most about one tile's time.
+    fn speculate(&mut self, now: u64, order: &[JobId]) {
+        let idle: Vec<WorkerId> =
+            self.hungry.iter().copied().filter(|w| self.workers.get(w).is_some_and(|w| w.leases.is_empty())).collect();
+        if idle.is_empty() {
+            return;
+        }
+        // Stragglers, oldest first within job priority order.
+        let mut stragglers: Vec<(TileRef, WorkerId)> = Vec::new();
+        for &job in order {
+            let Some(j) = self.jobs.get(&job) else { continue };
+            if !j.queue.is_empty() {
+                continue;
+            }
+            let Some(median) = j.median_duration() else { continue };
+            let limit = median.saturating_mul(u64::from(self.config.straggler_factor)).max(1);
+            let mut late: Vec<(u64, TileRef, WorkerId)> = j
+                .running
+                .iter()
+                .filter(|(_, leases)| leases.len() == 1)
+                .filter_map(|(index, leases)| {
+                    let l = &self.leases[&leases[0]];
+                    (now.saturating_sub(l.started) > limit).then_some((
+                        l.started,
+                        TileRef { job, index: *index },
+                        l.worker,
+                    ))
+                })
+                .collect();
+            late.sort();
+            stragglers.extend(late.into_iter().map(|(_, t, w)| (t, w)));
+        }
+        let mut idle = idle.into_iter();
+        for (tile, holder) in stragglers {
+            let Some(w) = idle.by_ref().find(|w| *w != holder && !self.jobs[&tile.job].blocked(*w, &self.config))
+            else {
+                break;
+            };
+            self.grant(now, w, tile);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(s: &mut Scheduler) -> Vec<Action> {
+        std::iter::from_fn(|| s.poll_action()).collect()
+    }
+
+    fn dispatches(actions: &[Action]) -> Vec<(WorkerId, LeaseId, TileRef)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Dispatch { worker, lease, tile } => Some((*worker, *lease, *tile)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn push_dispatch_fills_slots_plus_prefetch() {
+        let mut s = Scheduler::new(Config::default());
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 100, priority: 0 });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 2 });
+        let d = dispatches(&drain(&mut s));
+        assert_eq!(d.len(), 4, "2 slots × (1 running + 1 prefetched)");
+        assert_eq!(d.iter().map(|x| x.2.index).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        // Each result frees a slot, which is refilled at once.
+        s.handle(10, Event::TileDone { worker: WorkerId(1), lease: d[0].1 });
+        let a = drain(&mut s);
+        assert!(a.contains(&Action::TileCompleted { tile: d[0].2, worker: WorkerId(1) }));
+        assert_eq!(dispatches(&a).len(), 1);
+    }
+
+    #[test]
+    fn priorities_then_submission_order() {
+        let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 5, priority: 0 });
+        s.handle(0, Event::JobSubmitted { job: JobId(2), tiles: 5, priority: 10 });
+        s.handle(0, Event::JobSubmitted { job: JobId(3), tiles: 5, priority: 10 });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1 });
+        let d = dispatches(&drain(&mut s));
+        assert_eq!(d[0].2.job, JobId(2));
+    }
+
+    #[test]
+    fn a_silent_worker_loses_its_tiles_to_others() {
+        let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 2, priority: 0 });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 2 });
+        drain(&mut s);
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 2 });
+        assert!(dispatches(&drain(&mut s)).is_empty());
+        s.handle(10_000, Event::Heartbeat { worker: WorkerId(2) });
+        assert_eq!(s.poll_timeout(), Some(15_000));
+        s.handle_timeout(15_000);
+        let a = drain(&mut s);
+        assert!(a.contains(&Action::DisconnectWorker { worker: WorkerId(1) }));
+        let d = dispatches(&a);
+        assert_eq!(d.len(), 2);
+        assert!(d.iter().all(|x| x.0 == WorkerId(2)));
+        assert_eq!(s.lease_count(), 2);
+    }
+
+    #[test]
+    fn failures_blocklist_the_worker_then_fail_the_job() {
+        let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 1, priority: 0 });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1 });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 1 });
+        let mut failed_by = Vec::new();
+        for _ in 0..3 {
+            let d = dispatches(&drain(&mut s));
+            let (w, l, _) = d[0];
+            failed_by.push(w);
+            s.handle(1, Event::TileFailed { worker: w, lease: l });
+        }
+        // Worker 1 failed twice and was blocklisted; the third try went to 2.
+        assert_eq!(failed_by, [WorkerId(1), WorkerId(1), WorkerId(2)]);
+        assert!(drain(&mut s).contains(&Action::JobFailed { job: JobId(1), tile: 0 }));
+        assert_eq!(s.lease_count(), 0);
+    }
+
+    #[test]
+    fn results_for_leases_not_held_are_ignored() {
+        let mut s = Scheduler::new(Config::default());
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 1, priority: 0 });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1 });
+        let d = dispatches(&drain(&mut s));
+        s.handle(1, Event::TileDone { worker: WorkerId(9), lease: d[0].1 });
+        s.handle(1, Event::TileDone { worker: WorkerId(1), lease: LeaseId(999) });
+        assert!(!drain(&mut s).iter().any(|a| matches!(a, Action::TileCompleted { .. })));
+        s.handle(2, Event::TileDone { worker: WorkerId(1), lease: d[0].1 });
+        let a = drain(&mut s);
+        assert!(a.contains(&Action::JobCompleted { job: JobId(1) }));
+    }
+
+    #[test]
+    fn stragglers_are_copied_and_the_loser_revoked() {
+        let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 5, priority: 0 });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 4 });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 1 });
+        let d = dispatches(&drain(&mut s));
+        let slow = d.iter().find(|x| x.0 == WorkerId(2)).copied().unwrap();
+        // Worker 1 finishes its four tiles in 10 ms each.
+        for &(w, l, _) in d.iter().filter(|x| x.0 == WorkerId(1)) {
+            s.handle(10, Event::TileDone { worker: w, lease: l });
+        }
+        drain(&mut s);
+        s.handle(100, Event::Heartbeat { worker: WorkerId(1) });
+        let copy = dispatches(&drain(&mut s));
+        assert_eq!(copy.len(), 1, "the idle worker takes a copy of the straggler");
+        assert_eq!((copy[0].0, copy[0].2), (WorkerId(1), slow.2));
+        s.handle(110, Event::TileDone { worker: WorkerId(1), lease: copy[0].1 });
+        let a = drain(&mut s);
+        assert!(a.contains(&Action::Revoke { worker: WorkerId(2), lease: slow.1 }));
+        assert!(a.contains(&Action::JobCompleted { job: JobId(1) }));
+        // The slow worker's late result changes nothing.
+        s.handle(500, Event::TileDone { worker: WorkerId(2), lease: slow.1 });
+        assert!(drain(&mut s).is_empty());
+    }
+
+    #[test]
+    fn a_restart_skips_tiles_already_done() {
+        let mut s = Scheduler::new(Config::default());
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 4, priority: 0 });
+        s.handle(0, Event::TilesAlreadyDone { job: JobId(1), tiles: vec![0, 2] });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 4 });
+        let d = dispatches(&drain(&mut s));
+        assert_eq!(d.iter().map(|x| x.2.index).collect::<Vec<_>>(), [1, 3]);
+    }
+
+    #[test]
+    fn cancel_revokes_everything() {
+        let mut s = Scheduler::new(Config::default());
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 10, priority: 0 });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 2 });
+        drain(&mut s);
+        s.handle(1, Event::JobCancelled { job: JobId(1) });
+        let a = drain(&mut s);
+        assert_eq!(a.iter().filter(|x| matches!(x, Action::Revoke { .. })).count(), 4);
+        assert_eq!(s.lease_count(), 0);
+        assert_eq!(s.worker_leases(WorkerId(1)), 0);
+    }
+}

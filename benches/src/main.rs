@@ -5,6 +5,7 @@
 
 mod pathtracer;
 mod sandbox;
+mod scheduler;
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ fn main() -> anyhow::Result<()> {
     let effort = if quick { Effort::Quick } else { Effort::Full };
     let mut rows = sandbox::run(effort)?;
     rows.extend(pathtracer::run(effort)?);
+    rows.extend(scheduler::run(effort)?);
     print_table(&rows);
     Ok(())
 }
@@ -76,5 +78,7 @@ mod tests {
         assert!(rows.iter().any(|r| r.name.contains("strict-NaN")));
         let rows = super::pathtracer::run(super::Effort::Quick).expect("path tracer bench");
         assert_eq!(rows.len(), 6);
+        let rows = super::scheduler::run(super::Effort::Quick).expect("scheduler bench");
+        assert!(rows[0].value.ends_with("events/s"));
     }
 }

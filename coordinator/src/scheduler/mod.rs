@@ -174,9 +174,16 @@ struct Job {
     running: BTreeMap<u32, Vec<LeaseId>>,
     failures: BTreeMap<u32, u32>,
     worker_failures: BTreeMap<WorkerId, u32>,
-    /// Durations of finished tiles, for the straggler rule.
+    /// Durations of the last finished tiles (a ring of `RECENT`), for the
+    /// straggler rule.
     durations: Vec<u64>,
+    next_duration: usize,
+    /// Live leases by start time: the oldest are the straggler candidates.
+    by_start: BTreeSet<(u64, LeaseId)>,
 }
+
+/// Finished-tile durations kept per job for the median.
+const RECENT: usize = 255;
 
 impl Job {
     fn median_duration(&self) -> Option<u64> {
@@ -184,8 +191,17 @@ impl Job {
             return None;
         }
         let mut d = self.durations.clone();
-        d.sort_unstable();
-        Some(d[d.len() / 2])
+        let mid = d.len() / 2;
+        Some(*d.select_nth_unstable(mid).1)
+    }
+
+    fn record_duration(&mut self, d: u64) {
+        if self.durations.len() < RECENT {
+            self.durations.push(d);
+        } else {
+            self.durations[self.next_duration] = d;
+            self.next_duration = (self.next_duration + 1) % RECENT;
+        }
     }
 
     fn blocked(&self, worker: WorkerId, config: &Config) -> bool {
@@ -261,6 +277,8 @@ impl Scheduler {
                         failures: BTreeMap::new(),
                         worker_failures: BTreeMap::new(),
                         durations: Vec::new(),
+                        next_duration: 0,
+                        by_start: BTreeSet::new(),
                     },
                 );
                 self.queued += tiles as usize;
@@ -363,6 +381,7 @@ impl Scheduler {
             }
         }
         if let Some(j) = self.jobs.get_mut(&l.tile.job) {
+            j.by_start.remove(&(l.started, lease));
             if let Some(list) = j.running.get_mut(&l.tile.index) {
                 list.retain(|x| *x != lease);
                 if list.is_empty() {
@@ -392,7 +411,7 @@ impl Scheduler {
         if !j.done.insert(tile.index) {
             return;
         }
-        j.durations.push(now.saturating_sub(started));
+        j.record_duration(now.saturating_sub(started));
         // The speculative twin, if any, lost the race.
         let twins = j.running.remove(&tile.index).unwrap_or_default();
         for twin in twins {
@@ -497,6 +516,7 @@ impl Scheduler {
         }
         if let Some(j) = self.jobs.get_mut(&tile.job) {
             j.running.entry(tile.index).or_default().push(lease);
+            j.by_start.insert((now, lease));
         }
         self.actions.push_back(Action::Dispatch { worker, lease, tile });
     }
@@ -510,7 +530,9 @@ impl Scheduler {
         if idle.is_empty() {
             return;
         }
-        // Stragglers, oldest first within job priority order.
+        // Stragglers, oldest first within job priority order: walk each
+        // job's leases by start time and stop at the first that is not late,
+        // or once there are as many as idle workers.
         let mut stragglers: Vec<(TileRef, WorkerId)> = Vec::new();
         for &job in order {
             let Some(j) = self.jobs.get(&job) else { continue };
@@ -519,21 +541,15 @@ impl Scheduler {
             }
             let Some(median) = j.median_duration() else { continue };
             let limit = median.saturating_mul(u64::from(self.config.straggler_factor)).max(1);
-            let mut late: Vec<(u64, TileRef, WorkerId)> = j
-                .running
-                .iter()
-                .filter(|(_, leases)| leases.len() == 1)
-                .filter_map(|(index, leases)| {
-                    let l = &self.leases[&leases[0]];
-                    (now.saturating_sub(l.started) > limit).then_some((
-                        l.started,
-                        TileRef { job, index: *index },
-                        l.worker,
-                    ))
-                })
-                .collect();
-            late.sort();
-            stragglers.extend(late.into_iter().map(|(_, t, w)| (t, w)));
+            for &(started, lease) in &j.by_start {
+                if now.saturating_sub(started) <= limit || stragglers.len() >= idle.len() {
+                    break;
+                }
+                let l = &self.leases[&lease];
+                if j.running.get(&l.tile.index).is_some_and(|ls| ls.len() == 1) {
+                    stragglers.push((l.tile, l.worker));
+                }
+            }
         }
         let mut idle = idle.into_iter();
         for (tile, holder) in stragglers {

@@ -140,7 +140,7 @@ fn run(seed: u64, workers_total: u64, jobs: u64, tiles_per_job: u32) -> Outcome 
             if w.crashed {
                 continue;
             }
-            if now % 1_000 == 0 {
+            if now.is_multiple_of(1_000) {
                 s.handle(now, Event::Heartbeat { worker: id });
             }
             let due: Vec<(LeaseId, TileRef)> =

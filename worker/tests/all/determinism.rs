@@ -11,6 +11,11 @@ fn spheres_spec() -> JobSpec {
     JobSpec::new(Vec::new(), JobSettings::new(48, 32))
 }
 
+/// Renders `req` of the spheres job in a fresh instance of a fresh engine.
+fn fresh_spheres_tile(sandbox: &Sandbox, req: &TileRequest) -> TileOutput {
+    sandbox.load(&guest("spheres")).unwrap().instantiate(&spheres_spec()).unwrap().render_tile(req).unwrap()
+}
+
 fn bytes(out: &TileOutput) -> Vec<u8> {
     out.accumulators.canonical_bytes()
 }
@@ -28,13 +33,7 @@ fn the_same_tile_twice_gives_identical_bytes() {
     let again = one.render_tile(&req).unwrap();
 
     let fresh = module.instantiate(&spheres_spec()).unwrap().render_tile(&req).unwrap();
-    let other_engine = sandbox(test_limits())
-        .load(&guest("spheres"))
-        .unwrap()
-        .instantiate(&spheres_spec())
-        .unwrap()
-        .render_tile(&req)
-        .unwrap();
+    let other_engine = fresh_spheres_tile(&sandbox(test_limits()), &req);
 
     assert!(first.accumulators.weight.iter().all(|w| *w == 4.0));
     let hash = ContentHash::of(&bytes(&first));
@@ -95,24 +94,13 @@ fn seeds_and_frames_change_the_pixels() {
 #[test]
 fn strict_nan_mode_gives_the_same_bytes_for_a_nan_free_guest() {
     let req = TileRequest::new(1, rect(0, 0, 16, 16), 0, 2, 4);
-    let plain = sandbox(test_limits())
-        .load(&guest("spheres"))
-        .unwrap()
-        .instantiate(&spheres_spec())
-        .unwrap()
-        .render_tile(&req)
-        .unwrap();
-    let strict = Sandbox::new(SandboxConfig {
+    let plain = fresh_spheres_tile(&sandbox(test_limits()), &req);
+    let strict_engine = Sandbox::new(SandboxConfig {
         limits: test_limits(),
         determinism: Determinism::StrictNan,
         ..SandboxConfig::default()
     })
-    .unwrap()
-    .load(&guest("spheres"))
-    .unwrap()
-    .instantiate(&spheres_spec())
-    .unwrap()
-    .render_tile(&req)
     .unwrap();
+    let strict = fresh_spheres_tile(&strict_engine, &req);
     assert_eq!(bytes(&plain), bytes(&strict));
 }

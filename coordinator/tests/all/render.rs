@@ -117,3 +117,23 @@ fn render_refuses_frames_too_big_to_hold() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success() && stderr.contains("20000x20000 is out of range"), "{stderr}");
 }
+
+/// Built with a wasm toolchain (as CI is), the binary carries the path
+/// tracer and renders from any directory with no other file.
+#[test]
+fn render_works_from_anywhere_with_the_embedded_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tessera()
+        .current_dir(dir.path())
+        .env("TESSERA_CACHE_DIR", dir.path().join("cache"))
+        .arg("render")
+        .arg(scenes().join("cornell.gltf"))
+        .args(["--spp", "1", "--width", "8", "--height", "8"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(dir.path().join("tessera-out/cornell-0001.png").exists());
+    // The compiled module was cached for the next run.
+    assert_eq!(std::fs::read_dir(dir.path().join("cache/modules")).unwrap().count(), 1);
+}

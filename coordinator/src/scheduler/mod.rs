@@ -429,12 +429,12 @@ impl Scheduler {
         let Some(l) = self.leases.get(&lease).filter(|l| l.worker == worker) else { return };
         let tile = l.tile;
         self.drop_lease(lease, false);
-        let config = self.config.clone();
+        let max_failures = self.config.max_tile_failures;
         let Some(j) = self.jobs.get_mut(&tile.job) else { return };
         *j.worker_failures.entry(worker).or_default() += 1;
         let failures = j.failures.entry(tile.index).or_default();
         *failures += 1;
-        if *failures >= config.max_tile_failures {
+        if *failures >= max_failures {
             self.remove_job(tile.job);
             self.actions.push_back(Action::JobFailed { job: tile.job, tile: tile.index });
             return;

@@ -116,10 +116,15 @@ impl Frame {
         let world = world_matrices(scene, &pose);
 
         let mut instances = Vec::new();
+        // Light nodes met on the way: only lights in the rendered scene shine.
+        let mut light_nodes = Vec::new();
         let mut stack: Vec<usize> = scene.roots.iter().rev().copied().collect();
         while let Some(n) = stack.pop() {
             let node = &scene.nodes[n];
             stack.extend(node.children.iter().rev().copied());
+            if node.light.is_some() {
+                light_nodes.push(n);
+            }
             let Some(group) = node.mesh else { continue };
             for &m in &scene.groups[group].primitives {
                 let mesh = &scene.meshes[m];
@@ -162,13 +167,11 @@ impl Frame {
             },
         };
 
+        // In node order, so light contributions are summed in a fixed order.
+        light_nodes.sort_unstable();
         let mut lights = Vec::new();
-        for (n, node) in scene.nodes.iter().enumerate() {
-            let Some(l) = node.light else { continue };
-            let Some(def) = scene.lights.get(l) else { continue };
-            if !is_in_scene(scene, n) {
-                continue;
-            }
+        for n in light_nodes {
+            let Some(def) = scene.nodes[n].light.and_then(|l| scene.lights.get(l)) else { continue };
             lights.push(PunctualLight {
                 kind: def.kind,
                 position: world[n].transform_point3(Vec3::ZERO),
@@ -377,17 +380,6 @@ fn world_matrices(scene: &Scene, pose: &[crate::scene::Trs]) -> Vec<Mat4> {
         }
     }
     world
-}
-
-fn is_in_scene(scene: &Scene, node: usize) -> bool {
-    let mut stack: Vec<usize> = scene.roots.clone();
-    while let Some(n) = stack.pop() {
-        if n == node {
-            return true;
-        }
-        stack.extend(&scene.nodes[n].children);
-    }
-    false
 }
 
 /// Applies morph weights, then skinning (or the node transform), giving

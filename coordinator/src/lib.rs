@@ -11,3 +11,4 @@ pub mod frames;
 pub mod local;
 pub mod pack;
 pub mod scheduler;
+pub mod store;

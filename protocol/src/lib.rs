@@ -1,5 +1,6 @@
 //! Types that cross a boundary between Tessera's processes: content hashes,
-//! tile geometry and the canonical byte form of a tile's pixels.
+//! tile geometry, the canonical byte form of a tile's pixels, and the farm's
+//! wire messages ([`wire`]).
 //!
 //! **Invariant:** this crate does no I/O and reads no clock. Everything here is
 //! a pure function of its inputs, so the coordinator, the worker and an
@@ -7,6 +8,7 @@
 
 mod hash;
 mod tile;
+pub mod wire;
 
 pub use hash::ContentHash;
 pub use tile::{canonicalize_nans, AovPlane, Rect, SampleRange, TileAccumulators, TileShapeError};

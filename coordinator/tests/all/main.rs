@@ -4,6 +4,7 @@ mod cli;
 mod local;
 mod render;
 mod sim;
+mod store;
 
 use std::sync::Arc;
 

@@ -1,0 +1,294 @@
+//! The farm's wire messages and their framing. No I/O: the QUIC shells in
+//! the coordinator and the worker move these bytes.
+//!
+//! **Format.** Each message is a little-endian `u32` length, then the
+//! message encoded with `postcard` (serde, varint integers, no field names):
+//! a 64×64 tile's result is its float bytes plus a few dozen. The reader
+//! checks the length against a limit chosen by what it expects *before*
+//! reading the body, so a peer cannot make it allocate more.
+//!
+//! **Versioning.** The QUIC ALPN names the major version (`tessera/1`);
+//! `Hello::version` carries [`PROTOCOL_VERSION`]. Within a major version,
+//! new enum variants and new messages are added at the end only, and a
+//! peer that receives an unknown variant rejects that one message.
+//!
+//! **Streams.** The worker opens a control stream (first message
+//! [`WorkerOpen::Control`]) and one stream per blob it fetches
+//! ([`WorkerOpen::Blob`]). The coordinator opens one bidirectional stream
+//! per tile: [`TileTask`] one way, [`TileReply`] back, then [`TileAck`]
+//! once the result is durable.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{ContentHash, Rect, SampleRange, TileAccumulators};
+
+/// The protocol version a worker announces in its [`Hello`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The QUIC ALPN protocol id: the major version is part of the handshake.
+pub const ALPN: &[u8] = b"tessera/1";
+
+/// Largest control-plane message (hello, heartbeats, revokes, tasks).
+pub const MAX_CONTROL_MESSAGE: usize = 64 * 1024;
+
+/// Length of the frame header.
+pub const HEADER_LEN: usize = 4;
+
+/// The first message on a stream the worker opens: what the stream is for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum WorkerOpen {
+    /// The control stream, opened once per connection.
+    Control(Hello),
+    /// Fetch a content-addressed blob (a scene or a guest module). The
+    /// reply is a [`BlobHeader`] and then the raw bytes.
+    Blob { hash: ContentHash },
+}
+
+/// A worker introducing itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    /// The join token the farm's operator gave the worker's owner.
+    pub token: String,
+    /// A name for people (host name by default); identity comes from the
+    /// worker's TLS key, not from this.
+    pub name: String,
+    pub capabilities: Capabilities,
+}
+
+/// What a worker offers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Tiles it renders at once (default: its cores).
+    pub slots: u32,
+    pub cores: u32,
+    pub memory_bytes: u64,
+    /// The GPU adapter wgpu would use, if any (`"llvmpipe"` on lavapipe).
+    pub gpu: Option<String>,
+    /// The worker build (`tessera-worker 0.1.0`).
+    pub agent: String,
+}
+
+/// Coordinator → worker on the control stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CoordinatorMsg {
+    /// The hello was accepted.
+    Welcome {
+        /// The worker's identity as the coordinator sees it (its key's fingerprint).
+        identity: String,
+        /// Send a heartbeat at least this often.
+        heartbeat_ms: u64,
+    },
+    /// The hello was refused; the connection closes after this.
+    Refused { reason: String },
+    /// Drop this lease: don't start it, and drop its result if started.
+    Revoke { lease: u64 },
+}
+
+/// Worker → coordinator on the control stream, after the hello.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum WorkerMsg {
+    Heartbeat,
+    /// The worker is going: it has sent every result it will send, and the
+    /// leases it still holds go back to the queue.
+    Leaving,
+}
+
+/// What a worker needs to instantiate a job: everything is addressed by
+/// hash, so a worker that has the blobs cached fetches nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobDescriptor {
+    pub job: u64,
+    pub module: ContentHash,
+    pub scene: ContentHash,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    /// Job-type specific settings (JSON), passed to the guest as they are.
+    pub extra: String,
+    /// Fuel per tile (fixed part) and per pixel-sample: the job's budget.
+    pub fuel_per_tile: u64,
+    pub fuel_per_pixel_sample: u64,
+}
+
+/// One tile leased to a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TileTask {
+    pub lease: u64,
+    pub job: JobDescriptor,
+    /// The tile's number within the job (all frames counted).
+    pub tile: u32,
+    pub frame: i32,
+    pub rect: Rect,
+    pub samples: SampleRange,
+    pub seed: u64,
+}
+
+/// The worker's answer on a tile stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TileReply {
+    Done(TileResult),
+    /// Rendering failed (a trap, a limit, a refused scene). `retryable` is
+    /// false when the same input would fail anywhere (a deterministic trap).
+    Failed { lease: u64, error: String, retryable: bool },
+}
+
+/// A rendered tile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TileResult {
+    pub lease: u64,
+    pub tile: u32,
+    pub accumulators: TileAccumulators,
+    /// Fuel the guest used: deterministic, the basis for credit.
+    pub fuel: u64,
+    /// Wall time on the worker.
+    pub millis: u64,
+}
+
+/// The coordinator's last word on a tile stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TileAck {
+    /// Stored durably: credit will count it.
+    Accepted,
+    /// Not counted (revoked, lost a race, or failed a check).
+    Rejected { reason: String },
+}
+
+/// Reply to [`WorkerOpen::Blob`]; `Found` is followed by exactly `size` bytes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum BlobHeader {
+    Found { size: u64 },
+    NotFound,
+}
+
+/// A message that could not be framed or decoded.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum WireError {
+    #[error("message of {len} bytes is over the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("message truncated: {got} of {expected} bytes")]
+    Truncated { got: usize, expected: usize },
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// The largest [`TileReply`] for a tile of `pixels` pixels: its colour and
+/// weight accumulators, room for AOV planes (albedo, normal, depth: 7 more
+/// floats a pixel), and a little framing.
+pub fn max_tile_reply(pixels: u64) -> usize {
+    let floats = pixels.saturating_mul(4 + 7);
+    usize::try_from(floats.saturating_mul(5).saturating_add(4096)).unwrap_or(usize::MAX)
+}
+
+/// Encodes `msg` with its length header.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut out = vec![0; HEADER_LEN];
+    // Writing to a Vec cannot fail; a type serde cannot encode is a bug here.
+    out = postcard::to_extend(msg, out).expect("wire types always encode");
+    let len = (out.len() - HEADER_LEN) as u32;
+    out[..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+    out
+}
+
+/// Reads a frame header: the body's length, checked against `max`.
+pub fn body_len(header: [u8; HEADER_LEN], max: usize) -> Result<usize, WireError> {
+    let len = u32::from_le_bytes(header) as usize;
+    if len > max {
+        return Err(WireError::TooLarge { len, max });
+    }
+    Ok(len)
+}
+
+/// Decodes a message body (without its header). Trailing bytes are an error:
+/// a frame holds exactly one message.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+    let (msg, rest) = postcard::take_from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(WireError::Malformed(format!("{} bytes after the message", rest.len())));
+    }
+    Ok(msg)
+}
+
+/// Decodes one whole frame (header and body) from `bytes`.
+pub fn decode_frame<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, WireError> {
+    let header: [u8; HEADER_LEN] = bytes
+        .get(..HEADER_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(WireError::Truncated { got: bytes.len(), expected: HEADER_LEN })?;
+    let len = body_len(header, max)?;
+    let body = &bytes[HEADER_LEN..];
+    if body.len() < len {
+        return Err(WireError::Truncated { got: body.len(), expected: len });
+    }
+    decode(&body[..len])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> TileTask {
+        TileTask {
+            lease: 7,
+            job: JobDescriptor {
+                job: 1,
+                module: ContentHash::of(b"m"),
+                scene: ContentHash::of(b"s"),
+                width: 640,
+                height: 360,
+                fps: 24.0,
+                extra: "{}".into(),
+                fuel_per_tile: 1_000_000_000,
+                fuel_per_pixel_sample: 5_000_000,
+            },
+            tile: 3,
+            frame: 2,
+            rect: Rect { x: 64, y: 0, width: 64, height: 64 },
+            samples: SampleRange { start: 0, count: 16 },
+            seed: 9,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let t = task();
+        let bytes = encode(&t);
+        assert_eq!(decode_frame::<TileTask>(&bytes, MAX_CONTROL_MESSAGE).unwrap(), t);
+    }
+
+    #[test]
+    fn a_tile_costs_its_floats_and_a_little() {
+        let rect = Rect { x: 0, y: 0, width: 64, height: 64 };
+        let n = rect.pixel_count() as usize;
+        let reply = TileReply::Done(TileResult {
+            lease: 1,
+            tile: 0,
+            accumulators: TileAccumulators { rect, color: vec![0.5; n * 3], weight: vec![1.0; n], aovs: vec![] },
+            fuel: 123_456_789,
+            millis: 40,
+        });
+        let bytes = encode(&reply);
+        assert!(bytes.len() >= n * 16);
+        assert!(bytes.len() < n * 16 + 64, "{} bytes", bytes.len());
+        assert!(bytes.len() <= max_tile_reply(n as u64));
+    }
+
+    #[test]
+    fn refusals() {
+        let bytes = encode(&task());
+        assert_eq!(
+            decode_frame::<TileTask>(&bytes, 10),
+            Err(WireError::TooLarge { len: bytes.len() - HEADER_LEN, max: 10 })
+        );
+        assert!(matches!(
+            decode_frame::<TileTask>(&bytes[..bytes.len() - 1], MAX_CONTROL_MESSAGE),
+            Err(WireError::Truncated { .. })
+        ));
+        assert!(matches!(decode::<TileTask>(&bytes[HEADER_LEN..bytes.len() - 1]), Err(WireError::Malformed(_))));
+        let mut extra = bytes[HEADER_LEN..].to_vec();
+        extra.push(0);
+        assert!(matches!(decode::<TileTask>(&extra), Err(WireError::Malformed(_))));
+        assert!(matches!(decode::<WorkerOpen>(&[200, 1, 2]), Err(WireError::Malformed(_))));
+    }
+}

@@ -7,6 +7,7 @@
 //! see ARCHITECTURE.md.
 
 pub mod assemble;
+pub mod farm;
 pub mod frames;
 pub mod local;
 pub mod pack;

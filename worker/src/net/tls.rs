@@ -60,6 +60,33 @@ impl Identity {
         }
     }
 
+    /// The coordinator's identity: key and certificate both kept in `dir`
+    /// (`coordinator.key`, owner-only, and `coordinator.crt`), so the
+    /// fingerprint workers pinned stays the same across restarts. Returns
+    /// whether it was made now.
+    pub fn load_or_create_pinned(dir: &Path, name: &str) -> Result<(Identity, bool), NetError> {
+        let (key_path, cert_path) = (dir.join("coordinator.key"), dir.join("coordinator.crt"));
+        match (std::fs::read(&key_path), std::fs::read(&cert_path)) {
+            (Ok(key_der), Ok(cert_der)) => {
+                identity_of(&cert_der)?;
+                Ok((Identity { key_der, cert_der }, false))
+            }
+            (Err(e), _) | (_, Err(e)) if e.kind() != std::io::ErrorKind::NotFound => Err(NetError::io(&key_path, e)),
+            (Ok(_), Err(_)) => Err(NetError::Tls(format!(
+                "{} exists but {} does not: restore it, or remove both to make a new identity (workers must then pin the new fingerprint)",
+                key_path.display(),
+                cert_path.display()
+            ))),
+            _ => {
+                std::fs::create_dir_all(dir).map_err(|e| NetError::io(dir, e))?;
+                let id = Identity::generate(name)?;
+                write_private(&key_path, &id.key_der)?;
+                std::fs::write(&cert_path, &id.cert_der).map_err(|e| NetError::io(&cert_path, e))?;
+                Ok((id, true))
+            }
+        }
+    }
+
     fn with_key(key: rcgen::KeyPair, name: &str) -> Result<Identity, NetError> {
         let params = rcgen::CertificateParams::new(vec![name.to_string()]).map_err(tls_err)?;
         let cert = params.self_signed(&key).map_err(tls_err)?;

@@ -1,0 +1,283 @@
+//! One worker's connection, coordinator side: the join handshake, the
+//! control stream, one stream per tile, and blob fetches.
+//!
+//! Everything a worker sends is untrusted: each message is read with a
+//! size limit chosen before reading (the tile's own pixel count for a
+//! result), a result must answer the lease its stream was opened for and
+//! match that tile's rectangle, and its accumulators are shape-checked and
+//! their NaNs made canonical before the core sees them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tessera_protocol::wire::{
+    max_tile_reply, BlobHeader, CoordinatorMsg, TileAck, TileReply, TileTask, WorkerMsg, WorkerOpen,
+    MAX_CONTROL_MESSAGE, PROTOCOL_VERSION,
+};
+use tessera_worker::net::{read_msg, tls, within, write_msg, NetError};
+use tokio::sync::{mpsc, oneshot};
+
+use super::core::{ConnCmd, CoreMsg};
+use crate::scheduler::WorkerId;
+use crate::store::{Blobs, Store, TokenKind};
+
+/// What every connection task shares.
+pub struct ConnContext {
+    pub core: mpsc::UnboundedSender<CoreMsg>,
+    pub store: Arc<Mutex<Store>>,
+    pub blobs: Blobs,
+    pub heartbeat: Duration,
+    /// How long a leased tile may take before its stream is abandoned (the
+    /// scheduler's lease deadline re-queues it).
+    pub lease_timeout: Duration,
+    pub next_worker: AtomicU64,
+}
+
+/// Codes the coordinator closes a connection with.
+pub mod close {
+    pub const REFUSED: u32 = 1;
+    pub const PROTOCOL: u32 = 2;
+    pub const SILENT: u32 = 3;
+    pub const SHUTDOWN: u32 = 4;
+}
+
+fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Serves one incoming connection until it ends.
+pub async fn serve(incoming: quinn::Incoming, ctx: Arc<ConnContext>) {
+    let remote = incoming.remote_address();
+    let conn = match within(Duration::from_secs(10), async { incoming.await.map_err(NetError::from) }).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(%remote, error = %e, "handshake failed");
+            return;
+        }
+    };
+    if let Err(e) = serve_worker(&conn, &ctx).await {
+        tracing::info!(%remote, error = %e, "worker connection ended");
+    }
+}
+
+async fn refuse(conn: &quinn::Connection, send: &mut quinn::SendStream, reason: &str) -> NetError {
+    let _ = write_msg(send, &CoordinatorMsg::Refused { reason: reason.to_string() }).await;
+    let _ = send.finish();
+    // Give the refusal a moment to arrive before the close frame.
+    let _ = tokio::time::timeout(Duration::from_millis(500), send.stopped()).await;
+    conn.close(close::REFUSED.into(), reason.as_bytes());
+    NetError::Refused(reason.to_string())
+}
+
+async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Result<(), NetError> {
+    let identity = tls::peer_identity(conn)?;
+    let (mut control_tx, mut control_rx) = within(Duration::from_secs(10), async { Ok(conn.accept_bi().await?) }).await?;
+    let hello = match within(Duration::from_secs(10), read_msg::<WorkerOpen>(&mut control_rx, MAX_CONTROL_MESSAGE)).await {
+        Ok(WorkerOpen::Control(hello)) => hello,
+        Ok(WorkerOpen::Blob { .. }) => return Err(refuse(conn, &mut control_tx, "say hello first").await),
+        Err(e) => {
+            conn.close(close::PROTOCOL.into(), e.to_string().as_bytes());
+            return Err(e);
+        }
+    };
+    if hello.version != PROTOCOL_VERSION {
+        let reason = format!("protocol version {} is not supported (this coordinator speaks {PROTOCOL_VERSION})", hello.version);
+        return Err(refuse(conn, &mut control_tx, &reason).await);
+    }
+    let token_ok = {
+        let store = ctx.store.clone();
+        let token = hello.token.clone();
+        tokio::task::spawn_blocking(move || lock(&store).check_token(TokenKind::Worker, &token))
+            .await
+            .map_err(|e| NetError::Protocol(e.to_string()))?
+    };
+    match token_ok {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(refuse(conn, &mut control_tx, "unknown or revoked join token").await),
+        Err(e) => {
+            tracing::error!(error = %e, "checking a join token");
+            return Err(refuse(conn, &mut control_tx, "the coordinator could not check the token").await);
+        }
+    }
+    let caps = &hello.capabilities;
+    let slots = caps.slots.clamp(1, 1024);
+    {
+        let (store, identity, name) = (ctx.store.clone(), identity.clone(), hello.name.clone());
+        let caps_json = serde_json::json!({
+            "slots": caps.slots, "cores": caps.cores, "memory_bytes": caps.memory_bytes,
+            "gpu": caps.gpu, "agent": caps.agent,
+        })
+        .to_string();
+        let _ = tokio::task::spawn_blocking(move || {
+            lock(&store).upsert_worker(&identity, &name, &caps_json, super::writer::unix_ms())
+        })
+        .await;
+    }
+    write_msg(
+        &mut control_tx,
+        &CoordinatorMsg::Welcome { identity: identity.clone(), heartbeat_ms: ctx.heartbeat.as_millis() as u64 },
+    )
+    .await?;
+
+    let worker = WorkerId(ctx.next_worker.fetch_add(1, Ordering::Relaxed));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _ = ctx.core.send(CoreMsg::Joined { worker, identity, name: hello.name.clone(), slots, tx });
+    let mut heartbeats: u64 = 0;
+    let result = loop {
+        tokio::select! {
+            msg = read_msg::<WorkerMsg>(&mut control_rx, MAX_CONTROL_MESSAGE) => match msg {
+                Ok(WorkerMsg::Heartbeat) => {
+                    heartbeats += 1;
+                    let _ = ctx.core.send(CoreMsg::Heartbeat { worker });
+                    // A revoked token ends the connection within a few heartbeats.
+                    if heartbeats.is_multiple_of(4) && !token_valid(ctx, &hello.token).await {
+                        conn.close(close::REFUSED.into(), b"join token revoked");
+                        break Err(NetError::Refused("join token revoked".into()));
+                    }
+                }
+                Ok(WorkerMsg::Leaving) => {
+                    tracing::info!(worker = worker.0, "worker is leaving");
+                    break Ok(());
+                }
+                Err(e) => break Err(e),
+            },
+            cmd = rx.recv() => match cmd {
+                Some(ConnCmd::Dispatch(task)) => {
+                    let (conn, ctx) = (conn.clone(), ctx.clone());
+                    tokio::spawn(async move { run_tile(&conn, &ctx, worker, task).await });
+                }
+                Some(ConnCmd::Revoke(lease)) => {
+                    if let Err(e) = write_msg(&mut control_tx, &CoordinatorMsg::Revoke { lease }).await {
+                        break Err(e);
+                    }
+                }
+                Some(ConnCmd::Disconnect) | None => {
+                    conn.close(close::SILENT.into(), b"missed heartbeats");
+                    break Ok(());
+                }
+            },
+            stream = conn.accept_bi() => match stream {
+                Ok((send, recv)) => {
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_blob(&ctx, send, recv).await {
+                            tracing::debug!(error = %e, "blob stream failed");
+                        }
+                    });
+                }
+                Err(e) => break Err(e.into()),
+            },
+        }
+    };
+    let _ = ctx.core.send(CoreMsg::Left { worker });
+    result
+}
+
+async fn token_valid(ctx: &ConnContext, token: &str) -> bool {
+    let (store, token) = (ctx.store.clone(), token.to_string());
+    tokio::task::spawn_blocking(move || lock(&store).check_token(TokenKind::Worker, &token))
+        .await
+        .map(|r| !matches!(r, Ok(None)))
+        .unwrap_or(true)
+}
+
+/// One tile's stream: send the task, read and check the result, hand it to
+/// the core, and send the ack once the core says it is durable.
+async fn run_tile(conn: &quinn::Connection, ctx: &ConnContext, worker: WorkerId, task: TileTask) {
+    let lease = task.lease;
+    let error = match tile_exchange(conn, ctx, worker, &task).await {
+        Ok(()) => return,
+        Err(e) => e,
+    };
+    // A lost connection is not the tile's fault: the worker's leases go
+    // back to the queue when the connection task reports it gone.
+    if conn.close_reason().is_some() || is_connection_loss(&error) {
+        return;
+    }
+    tracing::debug!(worker = worker.0, lease, error = %error, "tile stream failed");
+    // An unknown or already-finished lease is ignored by the scheduler.
+    let _ = ctx.core.send(CoreMsg::TileFailed { worker, lease, error: error.to_string() });
+}
+
+fn is_connection_loss(e: &NetError) -> bool {
+    matches!(
+        e,
+        NetError::Connection(_)
+            | NetError::Read(quinn::ReadError::ConnectionLost(_))
+            | NetError::Write(quinn::WriteError::ConnectionLost(_))
+    )
+}
+
+async fn tile_exchange(conn: &quinn::Connection, ctx: &ConnContext, worker: WorkerId, task: &TileTask) -> Result<(), NetError> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    write_msg(&mut send, task).await?;
+    let max = max_tile_reply(task.rect.pixel_count());
+    let reply = within(ctx.lease_timeout, read_msg::<TileReply>(&mut recv, max)).await;
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e @ NetError::Wire(_)) => {
+            let _ = write_msg(&mut send, &TileAck::Rejected { reason: e.to_string() }).await;
+            let _ = send.finish();
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut result = match reply {
+        TileReply::Done(r) => r,
+        TileReply::Failed { lease, error, .. } if lease == task.lease => {
+            let _ = send.finish();
+            let _ = ctx.core.send(CoreMsg::TileFailed { worker, lease, error });
+            return Ok(());
+        }
+        TileReply::Failed { lease, .. } => return Err(reject(&mut send, format!("a failure for lease {lease}, which this stream is not")).await),
+    };
+    if result.lease != task.lease || result.tile != task.tile {
+        return Err(reject(
+            &mut send,
+            format!("a result for lease {} tile {}, which this worker was not given here", result.lease, result.tile),
+        )
+        .await);
+    }
+    if result.accumulators.rect != task.rect {
+        return Err(reject(&mut send, format!("a result for {:?}, not the tile's {:?}", result.accumulators.rect, task.rect)).await);
+    }
+    if let Err(e) = result.accumulators.check_shape() {
+        return Err(reject(&mut send, format!("a malformed tile: {e}")).await);
+    }
+    result.accumulators.canonicalize_nans();
+    let (ack_tx, ack_rx) = oneshot::channel();
+    let _ = ctx.core.send(CoreMsg::TileDone { worker, lease: task.lease, result, ack: ack_tx });
+    let ack = ack_rx.await.unwrap_or(TileAck::Rejected { reason: "the coordinator is stopping".into() });
+    write_msg(&mut send, &ack).await?;
+    let _ = send.finish();
+    Ok(())
+}
+
+async fn reject(send: &mut quinn::SendStream, reason: String) -> NetError {
+    let _ = write_msg(send, &TileAck::Rejected { reason: reason.clone() }).await;
+    let _ = send.finish();
+    NetError::Protocol(reason)
+}
+
+/// Sends a blob a worker asked for.
+async fn serve_blob(ctx: &ConnContext, mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Result<(), NetError> {
+    let hash = match read_msg::<WorkerOpen>(&mut recv, MAX_CONTROL_MESSAGE).await? {
+        WorkerOpen::Blob { hash } => hash,
+        WorkerOpen::Control(_) => return Err(NetError::Protocol("a second control stream".into())),
+    };
+    let blobs = ctx.blobs.clone();
+    let bytes = tokio::task::spawn_blocking(move || blobs.get(&hash.0)).await.map_err(|e| NetError::Protocol(e.to_string()))?;
+    match bytes {
+        Ok(bytes) => {
+            write_msg(&mut send, &BlobHeader::Found { size: bytes.len() as u64 }).await?;
+            send.write_all(&bytes).await?;
+        }
+        Err(e) => {
+            tracing::warn!(%hash, error = %e, "a worker asked for a blob we cannot serve");
+            write_msg(&mut send, &BlobHeader::NotFound).await?;
+        }
+    }
+    let _ = send.finish();
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! A farm job: what was asked for (kept in the store as JSON), and the plan
+//! that numbers its tiles across frames.
+
+use serde::{Deserialize, Serialize};
+use tessera_protocol::wire::JobDescriptor;
+use tessera_protocol::{ContentHash, Rect, SampleRange};
+use tessera_worker::sandbox::{FuelBudget, SceneInfo};
+
+use crate::assemble::{OutputOptions, ViewTransform};
+
+/// Everything that decides a job's pixels and files. Stored as JSON in the
+/// job's row, so a restarted coordinator plans the job exactly as before.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub name: String,
+    /// The guest module (a wasm component), by hash; its bytes are a blob.
+    pub module: String,
+    /// The packed scene, by hash; its bytes are a blob.
+    pub scene: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    /// The guest's own settings (JSON), e.g. bounces and background.
+    pub extra: String,
+    pub spp: u32,
+    pub seed: u64,
+    /// Tile edge in pixels (see [`tile_size_for`]).
+    pub tile_size: u32,
+    pub frames: Vec<i32>,
+    pub priority: i32,
+    /// PNG view transform name and exposure (EXR is always linear).
+    pub view: String,
+    pub exposure: f32,
+    pub fuel_per_tile: u64,
+    pub fuel_per_pixel_sample: u64,
+}
+
+/// A spec that cannot be planned.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SpecError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Frames may have 1 to this many pixels: a frame buffer holds 16 bytes a
+/// pixel, and a typo should not allocate tens of gigabytes.
+pub const MAX_PIXELS: u64 = 100_000_000;
+/// Most frames in one job.
+pub const MAX_FRAMES: usize = 100_000;
+/// Most tiles in one job (the scheduler numbers them with `u32`).
+pub const MAX_TILES: u64 = 10_000_000;
+
+impl JobSpec {
+    /// Checks the spec and numbers its tiles.
+    pub fn plan(&self) -> Result<JobPlan, SpecError> {
+        let bad = |m: String| Err(SpecError::Invalid(m));
+        if self.width == 0 || self.height == 0 || u64::from(self.width) * u64::from(self.height) > MAX_PIXELS {
+            return bad(format!("{}x{} is out of range: frames may have 1 to {MAX_PIXELS} pixels", self.width, self.height));
+        }
+        if self.spp == 0 || self.tile_size == 0 {
+            return bad("spp and tile size must be positive".into());
+        }
+        if self.frames.is_empty() || self.frames.len() > MAX_FRAMES {
+            return bad(format!("a job has 1 to {MAX_FRAMES} frames, not {}", self.frames.len()));
+        }
+        if !(self.fps.is_finite() && self.fps > 0.0) {
+            return bad(format!("fps must be positive, not {}", self.fps));
+        }
+        for h in [&self.module, &self.scene] {
+            h.parse::<ContentHash>().map_err(|e| SpecError::Invalid(format!("bad hash {h:?}: {e}")))?;
+        }
+        self.view.parse::<ViewTransform>().map_err(|e| SpecError::Invalid(e.to_string()))?;
+        let rects = Rect::tiles(self.width, self.height, self.tile_size);
+        if rects.len() as u64 * self.frames.len() as u64 > MAX_TILES {
+            return bad(format!("{} tiles a frame × {} frames is over {MAX_TILES} tiles", rects.len(), self.frames.len()));
+        }
+        Ok(JobPlan { rects, frames: self.frames.clone() })
+    }
+
+    /// What workers are told about the job.
+    pub fn descriptor(&self, job: u64) -> JobDescriptor {
+        JobDescriptor {
+            job,
+            module: self.module.parse().unwrap_or(ContentHash([0; 32])),
+            scene: self.scene.parse().unwrap_or(ContentHash([0; 32])),
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+            extra: self.extra.clone(),
+            fuel_per_tile: self.fuel_per_tile,
+            fuel_per_pixel_sample: self.fuel_per_pixel_sample,
+        }
+    }
+
+    pub fn output_options(&self) -> OutputOptions {
+        OutputOptions { view: self.view.parse().unwrap_or_default(), exposure: self.exposure }
+    }
+
+    /// The job's default fuel budget (the sandbox's defaults).
+    pub fn default_fuel() -> (u64, u64) {
+        let f = FuelBudget::default();
+        (f.per_tile, f.per_pixel_sample)
+    }
+}
+
+/// A job's tiles: tile `i` is frame `frames[i / tiles_per_frame]`,
+/// rectangle `rects[i % tiles_per_frame]`, all samples.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobPlan {
+    pub rects: Vec<Rect>,
+    pub frames: Vec<i32>,
+}
+
+/// Where a tile lies.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TilePlace {
+    pub frame: i32,
+    /// Position of the frame in the job's frame list.
+    pub frame_slot: usize,
+    pub rect: Rect,
+}
+
+impl JobPlan {
+    pub fn tiles_per_frame(&self) -> u32 {
+        self.rects.len() as u32
+    }
+
+    pub fn total_tiles(&self) -> u32 {
+        self.rects.len() as u32 * self.frames.len() as u32
+    }
+
+    pub fn place(&self, tile: u32) -> Option<TilePlace> {
+        let per = self.rects.len();
+        let slot = tile as usize / per;
+        Some(TilePlace { frame: *self.frames.get(slot)?, frame_slot: slot, rect: self.rects[tile as usize % per] })
+    }
+
+    /// The tiles of the frame at `frame_slot`.
+    pub fn frame_tiles(&self, frame_slot: usize) -> std::ops::Range<u32> {
+        let per = self.tiles_per_frame();
+        frame_slot as u32 * per..(frame_slot as u32 + 1) * per
+    }
+
+    pub fn samples(&self, spec: &JobSpec) -> SampleRange {
+        SampleRange { start: 0, count: spec.spp }
+    }
+}
+
+/// Picks a tile edge so a tile takes about `target_ms` on one core at
+/// `paths_per_sec` (the path tracer renders 0.4–0.5 M paths/s/core in wasm
+/// on the sample scenes: BENCHMARKS.md), a multiple of 16 between 16 and
+/// 256, and no larger than needed for every slot of a `slots`-slot farm to
+/// get two tiles of each frame.
+pub fn tile_size_for(width: u32, height: u32, spp: u32, target_ms: u64, paths_per_sec: f64, slots: u32) -> u32 {
+    let pixels = paths_per_sec * target_ms as f64 / 1000.0 / f64::from(spp.max(1));
+    let by_time = pixels.sqrt();
+    let per_slot = (f64::from(width) * f64::from(height) / f64::from(2 * slots.max(1))).sqrt();
+    let edge = by_time.min(per_slot).clamp(16.0, 256.0);
+    ((edge / 16.0).round() as u32).max(1) * 16
+}
+
+/// Width and height from what was asked and what the scene's camera says:
+/// one side given keeps the camera's aspect, none gives the camera's size
+/// (or 1920×1080 without a camera).
+pub fn resolve_size(width: Option<u32>, height: Option<u32>, info: &SceneInfo) -> (u32, u32) {
+    match (width, height) {
+        (Some(w), Some(h)) => (w, h),
+        (Some(w), None) if info.width > 0 => (w, ((u64::from(w) * u64::from(info.height)) / u64::from(info.width)).max(1) as u32),
+        (None, Some(h)) if info.height > 0 => (((u64::from(h) * u64::from(info.width)) / u64::from(info.height)).max(1) as u32, h),
+        (w, h) if info.width > 0 => (w.unwrap_or(info.width), h.unwrap_or(info.height)),
+        (w, h) => (w.unwrap_or(1920), h.unwrap_or(1080)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_size_follows_cost_and_farm() {
+        // 64 spp at 0.45 Mpaths/s, 2 s a tile: ~118 px → 112.
+        assert_eq!(tile_size_for(1920, 1080, 64, 2000, 450_000.0, 8), 112);
+        // A small frame on a big farm: smaller tiles so every slot works.
+        assert_eq!(tile_size_for(320, 180, 16, 2000, 450_000.0, 16), 48);
+        assert_eq!(tile_size_for(10, 10, 1, 2000, 450_000.0, 1000), 16);
+    }
+}

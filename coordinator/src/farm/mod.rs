@@ -1,0 +1,399 @@
+//! The farm: the coordinator's QUIC endpoint, its core loop and its store,
+//! started together by [`Farm::start`].
+//!
+//! ```text
+//!  QUIC connections ──CoreMsg──► core (scheduler) ──WriterMsg──► writer ──► SQLite
+//!        ▲   (conn.rs)               (core.rs)                  (writer.rs)   │
+//!        └────────── ConnCmd: dispatch, revoke ◄──── Persisted ◄──────────────┘
+//! ```
+//!
+//! Workers authenticate with TLS keys and join tokens (`conn.rs`); the
+//! scheduler decides (`crate::scheduler`, no I/O); results become durable
+//! before their ack (`writer.rs`); complete frames are assembled from the
+//! stored tiles with the same code `tessera render` uses.
+
+pub mod conn;
+pub mod core;
+pub mod job;
+pub mod writer;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tessera_protocol::ContentHash;
+use tessera_worker::net::tls::Identity;
+use tessera_worker::net::{self, NetError};
+use tessera_worker::sandbox::{JobSettings, JobSpec as SandboxJob, Sandbox, SandboxConfig, SandboxError};
+use tokio::sync::{mpsc, oneshot};
+
+pub use self::core::{FarmStatus, JobStatus, WorkerStatus};
+pub use job::JobSpec;
+use crate::store::{NewJob, Store, StoreError, TokenKind};
+
+/// How a farm is set up.
+#[derive(Clone, Debug)]
+pub struct FarmConfig {
+    /// SQLite database, blobs, frames, the QUIC identity.
+    pub data_dir: PathBuf,
+    /// Where workers connect (UDP).
+    pub quic: SocketAddr,
+    /// How often workers send heartbeats (the scheduler drops a worker
+    /// after three missed).
+    pub heartbeat: Duration,
+    /// A silent connection (a killed worker) is closed after this.
+    pub idle_timeout: Duration,
+    pub scheduler: crate::scheduler::Config,
+}
+
+impl FarmConfig {
+    pub fn new(data_dir: PathBuf, quic: SocketAddr) -> FarmConfig {
+        FarmConfig {
+            data_dir,
+            quic,
+            heartbeat: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(10),
+            scheduler: crate::scheduler::Config::default(),
+        }
+    }
+}
+
+/// Why the farm could not start or do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum FarmError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Net(#[from] NetError),
+    #[error("binding the QUIC endpoint on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Spec(#[from] job::SpecError),
+    #[error("the job's module or scene: {0}")]
+    Sandbox(#[from] SandboxError),
+    #[error("the farm is shutting down")]
+    Stopped,
+}
+
+/// A running farm. Dropping it stops accepting connections; call
+/// [`Farm::shutdown`] to also close them cleanly.
+pub struct Farm {
+    core: mpsc::UnboundedSender<CoreMsg>,
+    store: Arc<Mutex<Store>>,
+    endpoint: quinn::Endpoint,
+    fingerprint: String,
+    frames_dir: PathBuf,
+    first_token: Option<String>,
+    sandbox: Mutex<Option<Sandbox>>,
+}
+
+use self::core::{Core, CoreMsg};
+
+impl Farm {
+    /// Opens the store in `config.data_dir` (making the QUIC identity and a
+    /// first worker join token on first start), binds the endpoint, and
+    /// resumes every unfinished job: tiles already stored are not rendered
+    /// again.
+    pub async fn start(config: FarmConfig) -> Result<Farm, FarmError> {
+        let data = config.data_dir.clone();
+        let (store, identity, first_token) = tokio::task::spawn_blocking(move || -> Result<_, FarmError> {
+            let mut store = Store::open(&data)?;
+            let (identity, fresh) = Identity::load_or_create_pinned(&data, "tessera-coordinator")?;
+            let first_token = if fresh && store.tokens()?.is_empty() {
+                Some(store.create_token(TokenKind::Worker, "first worker token", writer::unix_ms())?.1)
+            } else {
+                None
+            };
+            Ok((store, identity, first_token))
+        })
+        .await
+        .map_err(|_| FarmError::Stopped)??;
+        let store = Arc::new(Mutex::new(store));
+        let blobs = lock(&store).blobs().clone();
+
+        let server = net::tls::server_config(&identity, net::transport(config.idle_timeout, 16))?;
+        let endpoint =
+            quinn::Endpoint::server(server, config.quic).map_err(|source| FarmError::Bind { addr: config.quic, source })?;
+
+        let (core_tx, core_rx) = mpsc::unbounded_channel();
+        let frames_dir = config.data_dir.join("frames");
+        let (writer_tx, _threads) = writer::spawn(store.clone(), core_tx.clone(), frames_dir.clone());
+        let mut scheduler_config = config.scheduler.clone();
+        scheduler_config.heartbeat_timeout_ms = (config.heartbeat * 3).as_millis() as u64;
+        tokio::spawn(Core::new(scheduler_config, writer_tx).run(core_rx));
+
+        let ctx = Arc::new(conn::ConnContext {
+            core: core_tx.clone(),
+            store: store.clone(),
+            blobs,
+            heartbeat: config.heartbeat,
+            lease_timeout: Duration::from_millis(config.scheduler.lease_timeout_ms),
+            next_worker: AtomicU64::new(1),
+        });
+        let accept = endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = accept.accept().await {
+                tokio::spawn(conn::serve(incoming, ctx.clone()));
+            }
+        });
+
+        let farm = Farm {
+            core: core_tx,
+            store,
+            endpoint,
+            fingerprint: identity.fingerprint(),
+            frames_dir,
+            first_token,
+            sandbox: Mutex::new(None),
+        };
+        farm.resume().await?;
+        Ok(farm)
+    }
+
+    async fn resume(&self) -> Result<(), FarmError> {
+        let store = self.store.clone();
+        let jobs = tokio::task::spawn_blocking(move || -> Result<_, FarmError> {
+            let store = lock(&store);
+            let mut out = Vec::new();
+            for record in store.unfinished_jobs()? {
+                let done = store.done_tiles(record.id)?;
+                let frames: Vec<i32> = store.frames(record.id)?.iter().map(|f| f.frame).collect();
+                out.push((record, done, frames));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|_| FarmError::Stopped)??;
+        for (record, done, frames_written) in jobs {
+            let spec: JobSpec = match serde_json::from_str(&record.spec_json) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(job = record.id, error = %e, "unreadable job spec; failing the job");
+                    let _ = lock(&self.store).set_job_state(
+                        record.id,
+                        crate::store::JobState::Failed,
+                        Some(&format!("unreadable spec: {e}")),
+                        writer::unix_ms(),
+                    );
+                    continue;
+                }
+            };
+            tracing::info!(job = record.id, done = done.len(), tiles = record.tiles, "resuming job");
+            self.send(CoreMsg::Load { id: record.id, spec, done, frames_written })?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, msg: CoreMsg) -> Result<(), FarmError> {
+        self.core.send(msg).map_err(|_| FarmError::Stopped)
+    }
+
+    /// The certificate fingerprint workers pin.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Where workers connect (the bound port, if 0 was asked).
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The worker join token made on the data directory's first start
+    /// (only then: the store keeps tokens' hashes, not the tokens).
+    pub fn first_token(&self) -> Option<&str> {
+        self.first_token.as_deref()
+    }
+
+    /// Where finished frames are exported, per job (`job-N/`).
+    pub fn frames_dir(&self) -> &Path {
+        &self.frames_dir
+    }
+
+    pub fn job_dir(&self, job: u64) -> PathBuf {
+        writer::job_dir(&self.frames_dir, job)
+    }
+
+    /// The store, for the API and the CLI.
+    pub fn store(&self) -> &Arc<Mutex<Store>> {
+        &self.store
+    }
+
+    /// Makes a token (`tw_…` for workers, `ta_…` for the API).
+    pub async fn create_token(&self, kind: TokenKind, label: &str) -> Result<String, FarmError> {
+        let (store, label) = (self.store.clone(), label.to_string());
+        let (_, secret) = tokio::task::spawn_blocking(move || lock(&store).create_token(kind, &label, writer::unix_ms()))
+            .await
+            .map_err(|_| FarmError::Stopped)??;
+        Ok(secret)
+    }
+
+    /// Stores a blob (a scene, a module) and returns its hash.
+    pub async fn put_blob(&self, bytes: Vec<u8>) -> Result<ContentHash, FarmError> {
+        let blobs = lock(&self.store).blobs().clone();
+        let hash = tokio::task::spawn_blocking(move || blobs.put(&bytes)).await.map_err(|_| FarmError::Stopped)??;
+        Ok(ContentHash(hash))
+    }
+
+    /// Submits a job whose module and scene are already stored: durable
+    /// (in the store) before this returns its id.
+    pub async fn submit(&self, spec: JobSpec) -> Result<u64, FarmError> {
+        let plan = spec.plan()?;
+        let store = self.store.clone();
+        let record = NewJob {
+            name: spec.name.clone(),
+            spec_json: serde_json::to_string(&spec).map_err(|e| job::SpecError::Invalid(e.to_string()))?,
+            priority: spec.priority,
+            tiles: plan.total_tiles(),
+            frames: spec.frames.clone(),
+        };
+        let (module, scene) = (spec.module.clone(), spec.scene.clone());
+        let id = tokio::task::spawn_blocking(move || -> Result<u64, FarmError> {
+            let mut store = lock(&store);
+            for h in [&module, &scene] {
+                let hash: ContentHash = h.parse().map_err(|_| job::SpecError::Invalid(format!("bad hash {h}")))?;
+                if !store.has_blob(&hash.0)? {
+                    return Err(job::SpecError::Invalid(format!("blob {h} is not stored: upload it first")).into());
+                }
+            }
+            Ok(store.insert_job(&record, writer::unix_ms())?)
+        })
+        .await
+        .map_err(|_| FarmError::Stopped)??;
+        self.send(CoreMsg::Load { id, spec, done: Vec::new(), frames_written: Vec::new() })?;
+        Ok(id)
+    }
+
+    /// Stores `scene` and `module`, asks the module about the scene (frame
+    /// range, camera size) as `tessera render` does, and submits the job.
+    pub async fn submit_scene(&self, request: JobRequest, scene: Vec<u8>, module: Vec<u8>) -> Result<u64, FarmError> {
+        let sandbox = {
+            let mut s = self.sandbox.lock().unwrap_or_else(|e| e.into_inner());
+            match &*s {
+                Some(sb) => sb.clone(),
+                None => {
+                    let sb = Sandbox::new(SandboxConfig::default())?;
+                    *s = Some(sb.clone());
+                    sb
+                }
+            }
+        };
+        let (scene_probe, module_probe, req) = (scene.clone(), module.clone(), request.clone());
+        let info = tokio::task::spawn_blocking(move || -> Result<_, SandboxError> {
+            let m = sandbox.load(&module_probe)?;
+            let probe = SandboxJob::new(
+                scene_probe,
+                JobSettings { fps: req.fps, extra: req.extra.clone(), ..JobSettings::new(16, 16) },
+            );
+            Ok(m.instantiate(&probe)?.scene_info().clone())
+        })
+        .await
+        .map_err(|_| FarmError::Stopped)??;
+        let (width, height) = job::resolve_size(request.width, request.height, &info);
+        let frames = request.frames.clone().unwrap_or_else(|| (info.frame_start..=info.frame_end).collect());
+        let scene_hash = self.put_blob(scene).await?;
+        let module_hash = self.put_blob(module).await?;
+        let (fuel_per_tile, fuel_per_pixel_sample) = JobSpec::default_fuel();
+        let tile_size = request.tile_size.unwrap_or_else(|| {
+            job::tile_size_for(width, height, request.spp, request.target_tile_ms, 450_000.0, request.farm_slots)
+        });
+        self.submit(JobSpec {
+            name: request.name,
+            module: module_hash.to_hex(),
+            scene: scene_hash.to_hex(),
+            width,
+            height,
+            fps: request.fps,
+            extra: request.extra,
+            spp: request.spp,
+            seed: request.seed,
+            tile_size,
+            frames,
+            priority: request.priority,
+            view: request.view,
+            exposure: request.exposure,
+            fuel_per_tile,
+            fuel_per_pixel_sample,
+        })
+        .await
+    }
+
+    /// Cancels a job: its leases are revoked, nothing more is rendered.
+    pub fn cancel(&self, job: u64) -> Result<(), FarmError> {
+        self.send(CoreMsg::Cancel { job })
+    }
+
+    /// Workers and jobs as the core sees them now.
+    pub async fn status(&self) -> Result<FarmStatus, FarmError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(CoreMsg::Status { reply: tx })?;
+        rx.await.map_err(|_| FarmError::Stopped)
+    }
+
+    /// Waits until `job` is finished (done, failed or cancelled) and returns
+    /// its final status.
+    pub async fn wait_job(&self, job: u64) -> Result<JobStatus, FarmError> {
+        loop {
+            let status = self.status().await?;
+            if let Some(j) = status.jobs.iter().find(|j| j.id == job) {
+                if j.state.is_finished() {
+                    return Ok(j.clone());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Closes every connection and the endpoint.
+    pub async fn shutdown(self) {
+        self.endpoint.close(conn::close::SHUTDOWN.into(), b"coordinator shutting down");
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// A job as a person asks for it: what `tessera render` takes.
+#[derive(Clone, Debug)]
+pub struct JobRequest {
+    pub name: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Default: the scene's animation range.
+    pub frames: Option<Vec<i32>>,
+    pub spp: u32,
+    pub seed: u64,
+    pub fps: f64,
+    pub extra: String,
+    /// Default: from `target_tile_ms` and `farm_slots` ([`job::tile_size_for`]).
+    pub tile_size: Option<u32>,
+    pub target_tile_ms: u64,
+    pub farm_slots: u32,
+    pub priority: i32,
+    pub view: String,
+    pub exposure: f32,
+}
+
+impl JobRequest {
+    pub fn new(name: impl Into<String>) -> JobRequest {
+        JobRequest {
+            name: name.into(),
+            width: None,
+            height: None,
+            frames: None,
+            spp: 64,
+            seed: 0,
+            fps: 24.0,
+            extra: "{}".into(),
+            tile_size: None,
+            target_tile_ms: 2000,
+            farm_slots: 8,
+            priority: 0,
+            view: "agx".into(),
+            exposure: 0.0,
+        }
+    }
+}
+
+fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(|e| e.into_inner())
+}

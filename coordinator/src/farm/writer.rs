@@ -1,0 +1,239 @@
+//! The store writer: the one thread that owns the farm's [`Store`].
+//!
+//! Results arrive one by one from the core loop and are committed in
+//! batches (one SQLite transaction, one fsync, per batch: group commit);
+//! only then is each worker told its tile was accepted, and the core told
+//! which tiles are durable. Frames are assembled on a second thread so a
+//! PNG encode never delays a commit.
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+
+use tessera_protocol::wire::{TileAck, TileResult};
+use tessera_protocol::{ContentHash, TileAccumulators};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+use super::core::CoreMsg;
+use super::job::JobSpec;
+use crate::assemble::FrameBuffer;
+use crate::store::{FrameRecord, JobState, Store, StoreError, TileRecord};
+
+/// A verified result waiting to be made durable.
+#[derive(Debug)]
+pub struct PendingTile {
+    pub job: u64,
+    pub index: u32,
+    pub frame: i32,
+    pub worker: String,
+    pub result: TileResult,
+    pub ack: oneshot::Sender<TileAck>,
+}
+
+/// Work for the writer.
+#[derive(Debug)]
+pub enum WriterMsg {
+    Tile(PendingTile),
+    JobState { job: u64, state: JobState, error: Option<String> },
+    Frame { job: u64, frame_slot: usize, spec: Arc<JobSpec> },
+}
+
+/// Unix milliseconds, for records.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Starts the writer and the frame assembler; they end when every sender
+/// of the returned channel is dropped.
+pub fn spawn(
+    store: Arc<Mutex<Store>>,
+    core: tokio_mpsc::UnboundedSender<CoreMsg>,
+    frames_dir: PathBuf,
+) -> (mpsc::Sender<WriterMsg>, Vec<std::thread::JoinHandle<()>>) {
+    let (tx, rx) = mpsc::channel::<WriterMsg>();
+    let (frame_tx, frame_rx) = mpsc::channel::<(u64, usize, Arc<JobSpec>)>();
+    let writer = {
+        let (store, core) = (store.clone(), core.clone());
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(&store, &core, rx, frame_tx))
+            .expect("spawning the store writer")
+    };
+    let assembler = std::thread::Builder::new()
+        .name("frame-assembler".into())
+        .spawn(move || {
+            for (job, slot, spec) in frame_rx {
+                let error = write_frame(&store, &frames_dir, job, slot, &spec).err().map(|e| e.to_string());
+                let _ = core.send(CoreMsg::FrameWritten { job, frame_slot: slot, error });
+            }
+        })
+        .expect("spawning the frame assembler");
+    (tx, vec![writer, assembler])
+}
+
+fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    // A panic mid-call leaves SQLite's own state consistent (the
+    // transaction rolls back), so the store stays usable.
+    store.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn writer_loop(
+    store: &Mutex<Store>,
+    core: &tokio_mpsc::UnboundedSender<CoreMsg>,
+    rx: mpsc::Receiver<WriterMsg>,
+    frames: mpsc::Sender<(u64, usize, Arc<JobSpec>)>,
+) {
+    let mut batch: Vec<PendingTile> = Vec::new();
+    let handle = |msg: WriterMsg, batch: &mut Vec<PendingTile>| match msg {
+        WriterMsg::Tile(t) => batch.push(t),
+        WriterMsg::JobState { job, state, error } => {
+            // Tiles before the state change: a job is never Done in the
+            // store while its last tiles are not.
+            commit(store, core, batch);
+            if let Err(e) = lock(store).set_job_state(job, state, error.as_deref(), unix_ms()) {
+                tracing::error!(job, error = %e, "recording the job's state");
+            }
+        }
+        WriterMsg::Frame { job, frame_slot, spec } => {
+            commit(store, core, batch);
+            let _ = frames.send((job, frame_slot, spec));
+        }
+    };
+    while let Ok(msg) = rx.recv() {
+        handle(msg, &mut batch);
+        // Group commit: whatever arrived during the last fsync goes into
+        // this one transaction.
+        while let Ok(msg) = rx.try_recv() {
+            handle(msg, &mut batch);
+        }
+        commit(store, core, &mut batch);
+    }
+}
+
+/// Commits `batch` in one transaction, then acknowledges it.
+fn commit(store: &Mutex<Store>, core: &tokio_mpsc::UnboundedSender<CoreMsg>, batch: &mut Vec<PendingTile>) {
+    if batch.is_empty() {
+        return;
+    }
+    let records: Vec<TileRecord> = batch
+        .iter()
+        .map(|t| {
+            let data = postcard::to_allocvec(&t.result.accumulators).unwrap_or_default();
+            TileRecord {
+                job: t.job,
+                index: t.index,
+                frame: t.frame,
+                hash: ContentHash::of(&data).0,
+                data,
+                worker: t.worker.clone(),
+                fuel: t.result.fuel,
+                millis: t.result.millis,
+            }
+        })
+        .collect();
+    let outcome = lock(store).record_tiles(&records);
+    match outcome {
+        Ok(_) => {
+            let tiles = batch.iter().map(|t| (t.job, t.index)).collect();
+            for t in batch.drain(..) {
+                let _ = t.ack.send(TileAck::Accepted);
+            }
+            let _ = core.send(CoreMsg::Persisted { tiles });
+        }
+        Err(e) => {
+            // Not durable, so not acknowledged; the scheduler already counts
+            // these tiles done, so the job cannot finish without them: say so.
+            tracing::error!(error = %e, tiles = batch.len(), "could not store tile results");
+            for t in batch.drain(..) {
+                let _ = t.ack.send(TileAck::Rejected { reason: format!("the coordinator could not store it: {e}") });
+                let _ = core.send(CoreMsg::TileLost { job: t.job, error: e.to_string() });
+            }
+        }
+    }
+}
+
+/// Why a frame could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("tile {index} of the frame is missing")]
+    Missing { index: u32 },
+    #[error("tile {index}: stored bytes do not decode: {detail}")]
+    Decode { index: u32, detail: String },
+    #[error("{0}")]
+    Assemble(#[from] crate::assemble::TileOutsideFrame),
+    #[error("{0}")]
+    Write(#[from] crate::assemble::WriteError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// The directory a job's frames are exported to.
+pub fn job_dir(frames_dir: &Path, job: u64) -> PathBuf {
+    frames_dir.join(format!("job-{job}"))
+}
+
+/// A frame's exported file name: as `tessera render` names it.
+pub fn frame_file(spec: &JobSpec, frame: i32, ext: &str) -> String {
+    let stem = Path::new(&spec.name).file_stem().map_or("frame".into(), |s| s.to_string_lossy().into_owned());
+    let stem: String = stem.chars().map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    format!("{stem}-{frame:04}.{ext}")
+}
+
+/// Assembles a frame from its stored tiles, writes EXR, PNG and a
+/// thumbnail as blobs, exports the EXR and PNG under `frames_dir`, and
+/// records the frame.
+fn write_frame(store: &Mutex<Store>, frames_dir: &Path, job: u64, slot: usize, spec: &JobSpec) -> Result<(), FrameError> {
+    let plan = spec.plan().map_err(|e| FrameError::Decode { index: 0, detail: e.to_string() })?;
+    let frame = plan.frames[slot];
+    let tiles = lock(store).frame_tiles(job, frame)?;
+    let mut buffer = FrameBuffer::new(spec.width, spec.height);
+    let mut seen = 0;
+    for t in &tiles {
+        if ContentHash::of(&t.data).0 != t.hash {
+            return Err(FrameError::Decode { index: t.index, detail: "hash mismatch".into() });
+        }
+        let acc: TileAccumulators =
+            postcard::from_bytes(&t.data).map_err(|e| FrameError::Decode { index: t.index, detail: e.to_string() })?;
+        buffer.add_tile(&acc)?;
+        seen += 1;
+    }
+    if seen < plan.tiles_per_frame() {
+        let have: std::collections::BTreeSet<u32> = tiles.iter().map(|t| t.index).collect();
+        let index = plan.frame_tiles(slot).find(|i| !have.contains(i)).unwrap_or(0);
+        return Err(FrameError::Missing { index });
+    }
+
+    let dir = job_dir(frames_dir, job);
+    std::fs::create_dir_all(&dir).map_err(|source| FrameError::Io { path: dir.clone(), source })?;
+    let png_path = dir.join(frame_file(spec, frame, "png"));
+    let exr_path = dir.join(frame_file(spec, frame, "exr"));
+    buffer.write_png_with(&png_path, &spec.output_options())?;
+    buffer.write_exr(&exr_path)?;
+    let read = |p: &Path| std::fs::read(p).map_err(|source| FrameError::Io { path: p.to_path_buf(), source });
+    let png = lock(store).blobs().put(&read(&png_path)?)?;
+    let exr = lock(store).blobs().put(&read(&exr_path)?)?;
+    let thumbnail = lock(store).blobs().put(&thumbnail_png(&buffer, spec))?;
+    lock(store).record_frame(&FrameRecord { job, frame, exr, png, thumbnail, finished_ms: unix_ms() })?;
+    tracing::info!(job, frame, path = %png_path.display(), "frame written");
+    Ok(())
+}
+
+/// Longest side of a thumbnail, in pixels.
+const THUMBNAIL: u32 = 256;
+
+fn thumbnail_png(buffer: &FrameBuffer, spec: &JobSpec) -> Vec<u8> {
+    use image::ImageEncoder;
+    let pixels = buffer.to_display8(&spec.output_options());
+    let Some(img) = image::RgbImage::from_raw(buffer.width, buffer.height, pixels) else { return Vec::new() };
+    let scale = f64::from(THUMBNAIL) / f64::from(buffer.width.max(buffer.height));
+    let (w, h) = if scale < 1.0 {
+        (((f64::from(buffer.width) * scale) as u32).max(1), ((f64::from(buffer.height) * scale) as u32).max(1))
+    } else {
+        (buffer.width, buffer.height)
+    };
+    let small = image::imageops::thumbnail(&img, w, h);
+    let mut out = Vec::new();
+    let _ = image::codecs::png::PngEncoder::new(&mut out).write_image(&small, w, h, image::ExtendedColorType::Rgb8);
+    out
+}

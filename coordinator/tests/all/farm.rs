@@ -1,0 +1,193 @@
+//! The farm end to end on loopback: a real coordinator (QUIC endpoint,
+//! SQLite store, writer) and real workers (QUIC client, sandbox, blob
+//! cache), in this process or as separate processes that the tests kill.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tessera_coordinator::farm::{Farm, FarmConfig, JobRequest};
+use tessera_coordinator::store::{JobState, Store, TokenKind};
+use tessera_worker::client::{Worker, WorkerConfig, WorkerError};
+
+use crate::guest;
+
+pub fn scenes() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/scenes")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    crate::init_logs();
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A farm config for tests: any free port, quick to notice a dead peer.
+fn test_config(data: &Path) -> FarmConfig {
+    let mut c = FarmConfig::new(data.to_path_buf(), "127.0.0.1:0".parse().unwrap());
+    c.heartbeat = Duration::from_millis(500);
+    c.idle_timeout = Duration::from_secs(2);
+    c
+}
+
+fn worker_config(farm: &Farm, token: &str, data: &Path) -> WorkerConfig {
+    let mut c = WorkerConfig::new(farm.quic_addr().to_string(), token, farm.fingerprint(), data.to_path_buf());
+    c.slots = 1;
+    c.idle_timeout = Duration::from_secs(2);
+    c.max_backoff = Duration::from_millis(500);
+    c
+}
+
+/// The settings `tessera render` sends the path tracer by default.
+const RENDER_EXTRA: &str = r#"{"background_strength":1.0,"max_bounces":8}"#;
+
+/// What the farm tests render: 3 frames of the turntable, small and quick.
+pub fn small_request() -> JobRequest {
+    let mut r = JobRequest::new("turntable.glb");
+    r.width = Some(48);
+    r.height = Some(27);
+    r.frames = Some(vec![1, 12, 24]);
+    r.spp = 4;
+    r.tile_size = Some(16);
+    r.extra = RENDER_EXTRA.into();
+    r
+}
+
+/// `tessera render` of the same job, for comparison.
+pub fn reference_render(out: &Path) {
+    let module = tessera_guest_build::components_dir().join("pathtracer.wasm");
+    let _ = guest("pathtracer");
+    let status = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("render")
+        .arg(scenes().join("turntable.glb"))
+        .args(["--frames", "1,12,24", "--spp", "4", "--width", "48", "--height", "27", "--format", "png,exr"])
+        .args(["--tile-size", "32", "--threads", "1", "--module"])
+        .arg(&module)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+}
+
+/// Every frame file the farm wrote equals `tessera render`'s, byte for byte.
+pub fn assert_frames_equal(farm_dir: &Path, reference: &Path) {
+    let mut compared = 0;
+    for frame in [1, 12, 24] {
+        for ext in ["png", "exr"] {
+            let name = format!("turntable-{frame:04}.{ext}");
+            let a = std::fs::read(farm_dir.join(&name)).unwrap_or_else(|e| panic!("farm {name}: {e}"));
+            let b = std::fs::read(reference.join(&name)).unwrap();
+            assert!(a == b, "{name} differs between the farm and tessera render");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 6);
+}
+
+#[test]
+fn a_job_on_two_workers_equals_tessera_render_bit_for_bit() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    reference_render(&reference);
+    rt.block_on(async {
+        let farm = Farm::start(test_config(&dir.path().join("coord"))).await.unwrap();
+        let token = farm.first_token().expect("a first token on a new data dir").to_string();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut workers = Vec::new();
+        for i in 0..2 {
+            let w = Worker::new(worker_config(&farm, &token, &dir.path().join(format!("w{i}")))).unwrap();
+            let rx = stopped.clone();
+            workers.push(tokio::spawn(async move { w.run(rx).await }));
+        }
+        let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
+        let job = farm.submit_scene(small_request(), scene, guest("pathtracer").to_vec()).await.unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(120), farm.wait_job(job)).await.unwrap().unwrap();
+        assert_eq!(status.state, JobState::Done, "{status:?}");
+        assert_eq!(status.tiles_done, status.tiles);
+        let farm_status = farm.status().await.unwrap();
+        // Both joined; which one rendered what is the scheduler's business
+        // (a worker still compiling the module may lose its tiles to an
+        // idle one near the end: speculative re-dispatch).
+        assert_eq!(farm_status.workers.len(), 2);
+        assert_eq!(farm_status.workers.iter().map(|w| w.tiles_done).sum::<u64>(), 18, "{farm_status:?}");
+        assert_frames_equal(&farm.job_dir(job), &reference);
+        let _ = stop.send(true);
+        for w in workers {
+            tokio::time::timeout(Duration::from_secs(30), w).await.unwrap().unwrap().unwrap();
+        }
+        // Leaving cleanly is seen by the coordinator at once.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(farm.status().await.unwrap().workers.is_empty());
+        let store = farm.store().clone();
+        let frames = store.lock().unwrap().frames(job).unwrap();
+        assert_eq!(frames.len(), 3);
+        farm.shutdown().await;
+    });
+}
+
+#[test]
+fn refusals_bad_token_revoked_token_and_wrong_pin() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let farm = Farm::start(test_config(&dir.path().join("coord"))).await.unwrap();
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+
+        let w = Worker::new(worker_config(&farm, "tw_not-a-token", &dir.path().join("w1"))).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), w.run(stopped.clone())).await.unwrap().unwrap_err();
+        assert!(matches!(&err, WorkerError::Refused(r) if r.contains("unknown or revoked")), "{err}");
+
+        let token = farm.create_token(TokenKind::Worker, "to revoke").await.unwrap();
+        let id = {
+            let store = farm.store().lock().unwrap();
+            store.check_token(TokenKind::Worker, &token).unwrap().unwrap()
+        };
+        farm.store().lock().unwrap().revoke_token(id).unwrap();
+        let w = Worker::new(worker_config(&farm, &token, &dir.path().join("w2"))).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), w.run(stopped.clone())).await.unwrap().unwrap_err();
+        assert!(matches!(&err, WorkerError::Refused(_)), "{err}");
+
+        // An API token is not a join token.
+        let api = farm.create_token(TokenKind::Api, "api").await.unwrap();
+        let w = Worker::new(worker_config(&farm, &api, &dir.path().join("w3"))).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), w.run(stopped.clone())).await.unwrap().unwrap_err();
+        assert!(matches!(&err, WorkerError::Refused(_)), "{err}");
+
+        // A coordinator with another certificate than the pinned one.
+        let good = farm.first_token().unwrap().to_string();
+        let mut config = worker_config(&farm, &good, &dir.path().join("w4"));
+        config.pin = "0".repeat(64);
+        let w = Worker::new(config).unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), w.run(stopped.clone())).await.unwrap().unwrap_err();
+        assert!(matches!(&err, WorkerError::PinMismatch(_)), "{err}");
+        assert!(farm.status().await.unwrap().workers.is_empty());
+        farm.shutdown().await;
+    });
+}
+
+#[test]
+fn a_restarted_coordinator_keeps_its_fingerprint_and_its_jobs() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("coord");
+    rt.block_on(async {
+        let farm = Farm::start(test_config(&data)).await.unwrap();
+        let fingerprint = farm.fingerprint().to_string();
+        let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
+        // No workers: the job waits.
+        let job = farm.submit_scene(small_request(), scene, guest("pathtracer").to_vec()).await.unwrap();
+        farm.shutdown().await;
+
+        let farm = Farm::start(test_config(&data)).await.unwrap();
+        assert_eq!(farm.fingerprint(), fingerprint);
+        assert!(farm.first_token().is_none(), "the first token is made once");
+        let status = farm.status().await.unwrap();
+        assert_eq!(status.jobs.len(), 1);
+        assert_eq!(status.jobs[0].id, job);
+        assert_eq!(status.jobs[0].state, JobState::Running);
+        farm.shutdown().await;
+    });
+    let store = Store::open(&data).unwrap();
+    assert_eq!(store.unfinished_jobs().unwrap().len(), 1);
+}

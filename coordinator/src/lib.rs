@@ -9,6 +9,7 @@
 pub mod assemble;
 pub mod farm;
 pub mod frames;
+pub mod http;
 pub mod local;
 pub mod pack;
 pub mod scheduler;

@@ -1,6 +1,7 @@
 //! `tessera`: the command line of Tessera's coordinator.
 
 mod render;
+mod serve;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -23,9 +24,17 @@ enum Command {
     /// Renders a glTF scene on this machine through the same wasm path
     /// tracer the farm runs: check a scene before submitting it.
     Render(render::RenderArgs),
-    /// Renders the sample job on this machine's cores through the wasm
-    /// sandbox and says where the frame is.
-    Demo(DemoArgs),
+    /// Starts a coordinator: QUIC endpoint for workers, HTTP for the web
+    /// page and the API, jobs kept in SQLite under --data.
+    Coordinator(serve::CoordinatorArgs),
+    /// Starts a coordinator and local workers, renders the sample
+    /// animation on the farm, and serves it until Ctrl-C.
+    Demo(serve::DemoArgs),
+    /// Makes, lists and revokes worker and API tokens.
+    Token(serve::TokenArgs),
+    /// Renders the spheres sample on this machine's cores through the wasm
+    /// sandbox (no farm): a quick check that the sandbox works here.
+    LocalDemo(DemoArgs),
 }
 
 #[derive(clap::Args)]
@@ -71,6 +80,8 @@ pub fn module_bytes(path: Option<&PathBuf>, embedded: Option<&'static [u8]>, nam
 /// Job modules built into this binary by build.rs, when a wasm toolchain
 /// was available.
 pub mod embedded {
+    /// The demo's scene (77 KB).
+    pub const TURNTABLE: &[u8] = include_bytes!("../../samples/scenes/turntable.glb");
     #[cfg(tessera_embedded)]
     pub const PATHTRACER: Option<&[u8]> = Some(include_bytes!(env!("TESSERA_PATHTRACER_WASM")));
     #[cfg(tessera_embedded)]
@@ -88,7 +99,12 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Render(args) => render::run(args),
-        Command::Demo(args) => demo(args),
+        Command::Coordinator(args) => serve::coordinator(args, embedded::PATHTRACER),
+        Command::Demo(args) => {
+            serve::demo(args, serve::DemoInputs { scene: embedded::TURNTABLE, module: embedded::PATHTRACER })
+        }
+        Command::Token(args) => serve::token(args),
+        Command::LocalDemo(args) => demo(args),
     }
 }
 

@@ -131,7 +131,11 @@ pub enum TileReply {
     Done(TileResult),
     /// Rendering failed (a trap, a limit, a refused scene). `retryable` is
     /// false when the same input would fail anywhere (a deterministic trap).
-    Failed { lease: u64, error: String, retryable: bool },
+    Failed {
+        lease: u64,
+        error: String,
+        retryable: bool,
+    },
 }
 
 /// A rendered tile.

@@ -15,3 +15,4 @@ pub mod blobs;
 pub mod client;
 pub mod net;
 pub mod sandbox;
+pub mod settings;

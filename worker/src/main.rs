@@ -12,9 +12,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use tessera_worker::client::{default_slots, Worker, WorkerConfig};
+use tessera_worker::settings::read_config;
 
 #[derive(Parser, Debug)]
 #[command(name = "tessera-worker", version, about = "Render tiles for a Tessera farm.")]
@@ -48,28 +49,6 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-/// Reads `key = value` lines; `#` starts a comment, values may be quoted.
-fn read_config(path: &PathBuf) -> Result<std::collections::BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut out = std::collections::BTreeMap::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            bail!("{}:{}: expected key = value", path.display(), n + 1)
-        };
-        let key = k.trim().replace('_', "-");
-        const KEYS: [&str; 8] = ["coordinator", "token", "pin", "data", "slots", "name", "cache-mib", "idle-timeout"];
-        if !KEYS.contains(&key.as_str()) {
-            bail!("{}:{}: unknown setting {key:?} (known: {})", path.display(), n + 1, KEYS.join(", "));
-        }
-        out.insert(key, v.trim().trim_matches('"').to_string());
-    }
-    Ok(out)
-}
-
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -79,7 +58,8 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let file = args.config.as_ref().map(read_config).transpose()?.unwrap_or_default();
+    const KEYS: [&str; 8] = ["coordinator", "token", "pin", "data", "slots", "name", "cache-mib", "idle-timeout"];
+    let file = args.config.as_ref().map(|p| read_config(p, &KEYS)).transpose()?.unwrap_or_default();
     let pick = |flag: &Option<String>, key: &str| flag.clone().or_else(|| file.get(key).cloned());
     let number = |flag: Option<u64>, key: &str| -> Result<Option<u64>> {
         match flag {

@@ -72,17 +72,20 @@ async fn refuse(conn: &quinn::Connection, send: &mut quinn::SendStream, reason: 
 
 async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Result<(), NetError> {
     let identity = tls::peer_identity(conn)?;
-    let (mut control_tx, mut control_rx) = within(Duration::from_secs(10), async { Ok(conn.accept_bi().await?) }).await?;
-    let hello = match within(Duration::from_secs(10), read_msg::<WorkerOpen>(&mut control_rx, MAX_CONTROL_MESSAGE)).await {
-        Ok(WorkerOpen::Control(hello)) => hello,
-        Ok(WorkerOpen::Blob { .. }) => return Err(refuse(conn, &mut control_tx, "say hello first").await),
-        Err(e) => {
-            conn.close(close::PROTOCOL.into(), e.to_string().as_bytes());
-            return Err(e);
-        }
-    };
+    let (mut control_tx, mut control_rx) =
+        within(Duration::from_secs(10), async { Ok(conn.accept_bi().await?) }).await?;
+    let hello =
+        match within(Duration::from_secs(10), read_msg::<WorkerOpen>(&mut control_rx, MAX_CONTROL_MESSAGE)).await {
+            Ok(WorkerOpen::Control(hello)) => hello,
+            Ok(WorkerOpen::Blob { .. }) => return Err(refuse(conn, &mut control_tx, "say hello first").await),
+            Err(e) => {
+                conn.close(close::PROTOCOL.into(), e.to_string().as_bytes());
+                return Err(e);
+            }
+        };
     if hello.version != PROTOCOL_VERSION {
-        let reason = format!("protocol version {} is not supported (this coordinator speaks {PROTOCOL_VERSION})", hello.version);
+        let reason =
+            format!("protocol version {} is not supported (this coordinator speaks {PROTOCOL_VERSION})", hello.version);
         return Err(refuse(conn, &mut control_tx, &reason).await);
     }
     let token_ok = {
@@ -209,7 +212,12 @@ fn is_connection_loss(e: &NetError) -> bool {
     )
 }
 
-async fn tile_exchange(conn: &quinn::Connection, ctx: &ConnContext, worker: WorkerId, task: &TileTask) -> Result<(), NetError> {
+async fn tile_exchange(
+    conn: &quinn::Connection,
+    ctx: &ConnContext,
+    worker: WorkerId,
+    task: &TileTask,
+) -> Result<(), NetError> {
     let (mut send, mut recv) = conn.open_bi().await?;
     write_msg(&mut send, task).await?;
     let max = max_tile_reply(task.rect.pixel_count());
@@ -230,7 +238,9 @@ async fn tile_exchange(conn: &quinn::Connection, ctx: &ConnContext, worker: Work
             let _ = ctx.core.send(CoreMsg::TileFailed { worker, lease, error });
             return Ok(());
         }
-        TileReply::Failed { lease, .. } => return Err(reject(&mut send, format!("a failure for lease {lease}, which this stream is not")).await),
+        TileReply::Failed { lease, .. } => {
+            return Err(reject(&mut send, format!("a failure for lease {lease}, which this stream is not")).await)
+        }
     };
     if result.lease != task.lease || result.tile != task.tile {
         return Err(reject(
@@ -240,7 +250,11 @@ async fn tile_exchange(conn: &quinn::Connection, ctx: &ConnContext, worker: Work
         .await);
     }
     if result.accumulators.rect != task.rect {
-        return Err(reject(&mut send, format!("a result for {:?}, not the tile's {:?}", result.accumulators.rect, task.rect)).await);
+        return Err(reject(
+            &mut send,
+            format!("a result for {:?}, not the tile's {:?}", result.accumulators.rect, task.rect),
+        )
+        .await);
     }
     if let Err(e) = result.accumulators.check_shape() {
         return Err(reject(&mut send, format!("a malformed tile: {e}")).await);
@@ -261,13 +275,18 @@ async fn reject(send: &mut quinn::SendStream, reason: String) -> NetError {
 }
 
 /// Sends a blob a worker asked for.
-async fn serve_blob(ctx: &ConnContext, mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Result<(), NetError> {
+async fn serve_blob(
+    ctx: &ConnContext,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<(), NetError> {
     let hash = match read_msg::<WorkerOpen>(&mut recv, MAX_CONTROL_MESSAGE).await? {
         WorkerOpen::Blob { hash } => hash,
         WorkerOpen::Control(_) => return Err(NetError::Protocol("a second control stream".into())),
     };
     let blobs = ctx.blobs.clone();
-    let bytes = tokio::task::spawn_blocking(move || blobs.get(&hash.0)).await.map_err(|e| NetError::Protocol(e.to_string()))?;
+    let bytes =
+        tokio::task::spawn_blocking(move || blobs.get(&hash.0)).await.map_err(|e| NetError::Protocol(e.to_string()))?;
     match bytes {
         Ok(bytes) => {
             write_msg(&mut send, &BlobHeader::Found { size: bytes.len() as u64 }).await?;

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::job::{JobPlan, JobSpec};
-use super::writer::{WriterMsg, PendingTile};
+use super::writer::{PendingTile, WriterMsg};
 use crate::scheduler::{Action, Event, JobId, LeaseId, Scheduler, TileRef, WorkerId};
 use crate::store::JobState;
 
@@ -31,23 +31,60 @@ pub enum ConnCmd {
 /// Everything the core loop reacts to.
 #[derive(Debug)]
 pub enum CoreMsg {
-    Joined { worker: WorkerId, identity: String, name: String, slots: u32, tx: mpsc::UnboundedSender<ConnCmd> },
-    Left { worker: WorkerId },
-    Heartbeat { worker: WorkerId },
+    Joined {
+        worker: WorkerId,
+        identity: String,
+        name: String,
+        slots: u32,
+        tx: mpsc::UnboundedSender<ConnCmd>,
+    },
+    Left {
+        worker: WorkerId,
+    },
+    Heartbeat {
+        worker: WorkerId,
+    },
     /// A result that passed the connection's checks (its lease, tile and
     /// rectangle match what was sent; its shape is sound).
-    TileDone { worker: WorkerId, lease: u64, result: TileResult, ack: oneshot::Sender<TileAck> },
-    TileFailed { worker: WorkerId, lease: u64, error: String },
+    TileDone {
+        worker: WorkerId,
+        lease: u64,
+        result: TileResult,
+        ack: oneshot::Sender<TileAck>,
+    },
+    TileFailed {
+        worker: WorkerId,
+        lease: u64,
+        error: String,
+    },
     /// A job already in the store (submitted, or unfinished at start-up).
-    Load { id: u64, spec: JobSpec, done: Vec<u32>, frames_written: Vec<i32> },
-    Cancel { job: u64 },
+    Load {
+        id: u64,
+        spec: JobSpec,
+        done: Vec<u32>,
+        frames_written: Vec<i32>,
+    },
+    Cancel {
+        job: u64,
+    },
     /// The writer committed these tiles.
-    Persisted { tiles: Vec<(u64, u32)> },
+    Persisted {
+        tiles: Vec<(u64, u32)>,
+    },
     /// The writer wrote (or failed to write) a frame.
-    FrameWritten { job: u64, frame_slot: usize, error: Option<String> },
+    FrameWritten {
+        job: u64,
+        frame_slot: usize,
+        error: Option<String>,
+    },
     /// The writer could not store a tile the scheduler counts as done.
-    TileLost { job: u64, error: String },
-    Status { reply: oneshot::Sender<FarmStatus> },
+    TileLost {
+        job: u64,
+        error: String,
+    },
+    Status {
+        reply: oneshot::Sender<FarmStatus>,
+    },
 }
 
 /// A snapshot for pages, the API and tests.
@@ -220,7 +257,11 @@ impl Core {
         let plan = match spec.plan() {
             Ok(p) => p,
             Err(e) => {
-                let _ = self.writer.send(WriterMsg::JobState { job: id, state: JobState::Failed, error: Some(e.to_string()) });
+                let _ = self.writer.send(WriterMsg::JobState {
+                    job: id,
+                    state: JobState::Failed,
+                    error: Some(e.to_string()),
+                });
                 return;
             }
         };
@@ -268,7 +309,9 @@ impl Core {
         while let Some(action) = self.scheduler.poll_action() {
             match action {
                 Action::Dispatch { worker, lease, tile } => {
-                    let (Some(w), Some(job)) = (self.workers.get(&worker), self.jobs.get(&tile.job.0)) else { continue };
+                    let (Some(w), Some(job)) = (self.workers.get(&worker), self.jobs.get(&tile.job.0)) else {
+                        continue;
+                    };
                     let Some(place) = job.plan.place(tile.index) else { continue };
                     self.leases.insert(lease, (worker, tile));
                     let task = TileTask {
@@ -318,7 +361,11 @@ impl Core {
                     }
                     let error = format!("tile {tile} failed on every attempt");
                     tracing::error!(job = job.0, %error, "job failed");
-                    let _ = self.writer.send(WriterMsg::JobState { job: job.0, state: JobState::Failed, error: Some(error) });
+                    let _ = self.writer.send(WriterMsg::JobState {
+                        job: job.0,
+                        state: JobState::Failed,
+                        error: Some(error),
+                    });
                 }
                 Action::DisconnectWorker { worker } => {
                     if let Some(w) = self.workers.remove(&worker) {

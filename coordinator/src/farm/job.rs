@@ -55,7 +55,10 @@ impl JobSpec {
     pub fn plan(&self) -> Result<JobPlan, SpecError> {
         let bad = |m: String| Err(SpecError::Invalid(m));
         if self.width == 0 || self.height == 0 || u64::from(self.width) * u64::from(self.height) > MAX_PIXELS {
-            return bad(format!("{}x{} is out of range: frames may have 1 to {MAX_PIXELS} pixels", self.width, self.height));
+            return bad(format!(
+                "{}x{} is out of range: frames may have 1 to {MAX_PIXELS} pixels",
+                self.width, self.height
+            ));
         }
         if self.spp == 0 || self.tile_size == 0 {
             return bad("spp and tile size must be positive".into());
@@ -72,7 +75,11 @@ impl JobSpec {
         self.view.parse::<ViewTransform>().map_err(|e| SpecError::Invalid(e.to_string()))?;
         let rects = Rect::tiles(self.width, self.height, self.tile_size);
         if rects.len() as u64 * self.frames.len() as u64 > MAX_TILES {
-            return bad(format!("{} tiles a frame × {} frames is over {MAX_TILES} tiles", rects.len(), self.frames.len()));
+            return bad(format!(
+                "{} tiles a frame × {} frames is over {MAX_TILES} tiles",
+                rects.len(),
+                self.frames.len()
+            ));
         }
         Ok(JobPlan { rects, frames: self.frames.clone() })
     }
@@ -165,8 +172,12 @@ pub fn tile_size_for(width: u32, height: u32, spp: u32, target_ms: u64, paths_pe
 pub fn resolve_size(width: Option<u32>, height: Option<u32>, info: &SceneInfo) -> (u32, u32) {
     match (width, height) {
         (Some(w), Some(h)) => (w, h),
-        (Some(w), None) if info.width > 0 => (w, ((u64::from(w) * u64::from(info.height)) / u64::from(info.width)).max(1) as u32),
-        (None, Some(h)) if info.height > 0 => (((u64::from(h) * u64::from(info.width)) / u64::from(info.height)).max(1) as u32, h),
+        (Some(w), None) if info.width > 0 => {
+            (w, ((u64::from(w) * u64::from(info.height)) / u64::from(info.width)).max(1) as u32)
+        }
+        (None, Some(h)) if info.height > 0 => {
+            (((u64::from(h) * u64::from(info.width)) / u64::from(info.height)).max(1) as u32, h)
+        }
         (w, h) if info.width > 0 => (w.unwrap_or(info.width), h.unwrap_or(info.height)),
         (w, h) => (w.unwrap_or(1920), h.unwrap_or(1080)),
     }

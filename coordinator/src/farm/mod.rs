@@ -30,8 +30,8 @@ use tessera_worker::sandbox::{JobSettings, JobSpec as SandboxJob, Sandbox, Sandb
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::core::{FarmStatus, JobStatus, WorkerStatus};
-pub use job::JobSpec;
 use crate::store::{NewJob, Store, StoreError, TokenKind};
+pub use job::JobSpec;
 
 /// How a farm is set up.
 #[derive(Clone, Debug)]
@@ -114,8 +114,8 @@ impl Farm {
         let blobs = lock(&store).blobs().clone();
 
         let server = net::tls::server_config(&identity, net::transport(config.idle_timeout, 16))?;
-        let endpoint =
-            quinn::Endpoint::server(server, config.quic).map_err(|source| FarmError::Bind { addr: config.quic, source })?;
+        let endpoint = quinn::Endpoint::server(server, config.quic)
+            .map_err(|source| FarmError::Bind { addr: config.quic, source })?;
 
         let (core_tx, core_rx) = mpsc::unbounded_channel();
         let frames_dir = config.data_dir.join("frames");
@@ -223,9 +223,10 @@ impl Farm {
     /// Makes a token (`tw_…` for workers, `ta_…` for the API).
     pub async fn create_token(&self, kind: TokenKind, label: &str) -> Result<String, FarmError> {
         let (store, label) = (self.store.clone(), label.to_string());
-        let (_, secret) = tokio::task::spawn_blocking(move || lock(&store).create_token(kind, &label, writer::unix_ms()))
-            .await
-            .map_err(|_| FarmError::Stopped)??;
+        let (_, secret) =
+            tokio::task::spawn_blocking(move || lock(&store).create_token(kind, &label, writer::unix_ms()))
+                .await
+                .map_err(|_| FarmError::Stopped)??;
         Ok(secret)
     }
 

@@ -183,7 +183,13 @@ pub fn frame_file(spec: &JobSpec, frame: i32, ext: &str) -> String {
 /// Assembles a frame from its stored tiles, writes EXR, PNG and a
 /// thumbnail as blobs, exports the EXR and PNG under `frames_dir`, and
 /// records the frame.
-fn write_frame(store: &Mutex<Store>, frames_dir: &Path, job: u64, slot: usize, spec: &JobSpec) -> Result<(), FrameError> {
+fn write_frame(
+    store: &Mutex<Store>,
+    frames_dir: &Path,
+    job: u64,
+    slot: usize,
+    spec: &JobSpec,
+) -> Result<(), FrameError> {
     let plan = spec.plan().map_err(|e| FrameError::Decode { index: 0, detail: e.to_string() })?;
     let frame = plan.frames[slot];
     let tiles = lock(store).frame_tiles(job, frame)?;

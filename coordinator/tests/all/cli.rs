@@ -14,7 +14,7 @@ fn demo_writes_a_frame_and_says_where() {
     let module = tessera_guest_build::components_dir().join("spheres.wasm");
     let out = tempfile::tempdir().unwrap();
     let run = tessera()
-        .args(["demo", "--width", "48", "--height", "20", "--spp", "2", "--tile-size", "16", "--frame", "7"])
+        .args(["local-demo", "--width", "48", "--height", "20", "--spp", "2", "--tile-size", "16", "--frame", "7"])
         .arg("--module")
         .arg(&module)
         .arg("--out")
@@ -31,7 +31,7 @@ fn demo_writes_a_frame_and_says_where() {
 
 #[test]
 fn demo_with_a_missing_module_says_how_to_build_it() {
-    let run = tessera().args(["demo", "--module", "/nonexistent/job.wasm"]).output().unwrap();
+    let run = tessera().args(["local-demo", "--module", "/nonexistent/job.wasm"]).output().unwrap();
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("/nonexistent/job.wasm") && stderr.contains("cargo xtask build-guests"), "{stderr}");
@@ -42,7 +42,7 @@ fn demo_with_a_bad_module_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let bogus = dir.path().join("scene.glb");
     std::fs::write(&bogus, b"glTF not a job").unwrap();
-    let run = tessera().arg("demo").arg("--module").arg(&bogus).output().unwrap();
+    let run = tessera().arg("local-demo").arg("--module").arg(&bogus).output().unwrap();
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("not a WebAssembly module"), "{stderr}");

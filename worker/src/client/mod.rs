@@ -51,7 +51,12 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    pub fn new(coordinator: impl Into<String>, token: impl Into<String>, pin: impl Into<String>, data_dir: PathBuf) -> Self {
+    pub fn new(
+        coordinator: impl Into<String>,
+        token: impl Into<String>,
+        pin: impl Into<String>,
+        data_dir: PathBuf,
+    ) -> Self {
         WorkerConfig {
             coordinator: coordinator.into(),
             token: token.into(),

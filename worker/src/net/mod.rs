@@ -92,6 +92,9 @@ pub async fn write_msg<T: Serialize>(send: &mut quinn::SendStream, msg: &T) -> R
 }
 
 /// Runs `fut` with a deadline.
-pub async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = Result<T, NetError>>) -> Result<T, NetError> {
+pub async fn within<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, NetError>>,
+) -> Result<T, NetError> {
     tokio::time::timeout(limit, fut).await.unwrap_or(Err(NetError::Timeout(limit)))
 }

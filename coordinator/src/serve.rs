@@ -1,0 +1,381 @@
+//! `tessera coordinator`, `tessera demo` and `tessera token`: the farm's
+//! commands. The work is in the library (`farm`, `http`); this file turns
+//! flags, environment and config files into its settings and reports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use tessera_coordinator::farm::{Farm, FarmConfig, FarmError, JobRequest};
+use tessera_coordinator::http::{app, AppState};
+use tessera_coordinator::store::{Store, TokenKind};
+use tessera_worker::client::{Worker, WorkerConfig};
+use tessera_worker::settings::read_config;
+
+#[derive(clap::Args)]
+pub struct CoordinatorArgs {
+    /// Data directory: SQLite database, blobs, frames, QUIC identity
+    /// [default: ~/.local/share/tessera].
+    #[arg(long, env = "TESSERA_DATA")]
+    data: Option<PathBuf>,
+    /// HTTP address (web page and API) [default: 127.0.0.1:7878].
+    #[arg(long, env = "TESSERA_HTTP")]
+    http: Option<SocketAddr>,
+    /// QUIC address workers connect to (UDP) [default: 0.0.0.0:7879].
+    #[arg(long, env = "TESSERA_QUIC")]
+    quic: Option<SocketAddr>,
+    /// Seconds between worker heartbeats [default: 5].
+    #[arg(long, env = "TESSERA_HEARTBEAT")]
+    heartbeat: Option<u64>,
+    /// Seconds of silence after which a worker counts as gone [default: 10].
+    #[arg(long, env = "TESSERA_IDLE_TIMEOUT")]
+    idle_timeout: Option<u64>,
+    /// A config file of `key = value` lines (keys as the long flags above).
+    #[arg(long, env = "TESSERA_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn default_data_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(|d| PathBuf::from(d).join("tessera"))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/tessera")))
+}
+
+struct Settings {
+    data: PathBuf,
+    http: SocketAddr,
+    quic: SocketAddr,
+    heartbeat: Duration,
+    idle_timeout: Duration,
+}
+
+impl CoordinatorArgs {
+    fn settings(&self) -> Result<Settings> {
+        const KEYS: [&str; 5] = ["data", "http", "quic", "heartbeat", "idle-timeout"];
+        let file = self.config.as_ref().map(|p| read_config(p, &KEYS)).transpose()?.unwrap_or_default();
+        let get = |k: &str| file.get(k).cloned();
+        let parse_addr = |v: String, k: &str| v.parse::<SocketAddr>().with_context(|| format!("config {k} = {v:?}"));
+        let parse_secs = |v: String, k: &str| v.parse::<u64>().with_context(|| format!("config {k} = {v:?}"));
+        Ok(Settings {
+            data: self
+                .data
+                .clone()
+                .or_else(|| get("data").map(PathBuf::from))
+                .or_else(default_data_dir)
+                .context("no --data directory and no home directory")?,
+            http: match self.http {
+                Some(a) => a,
+                None => {
+                    get("http").map(|v| parse_addr(v, "http")).transpose()?.unwrap_or(([127, 0, 0, 1], 7878).into())
+                }
+            },
+            quic: match self.quic {
+                Some(a) => a,
+                None => get("quic").map(|v| parse_addr(v, "quic")).transpose()?.unwrap_or(([0, 0, 0, 0], 7879).into()),
+            },
+            heartbeat: Duration::from_secs(
+                match self.heartbeat {
+                    Some(s) => s,
+                    None => get("heartbeat").map(|v| parse_secs(v, "heartbeat")).transpose()?.unwrap_or(5),
+                }
+                .max(1),
+            ),
+            idle_timeout: Duration::from_secs(
+                match self.idle_timeout {
+                    Some(s) => s,
+                    None => get("idle-timeout").map(|v| parse_secs(v, "idle-timeout")).transpose()?.unwrap_or(10),
+                }
+                .max(1),
+            ),
+        })
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Binds the HTTP listener, on any free port if `addr`'s is taken and
+/// `fallback` allows it.
+async fn bind_http(addr: SocketAddr, fallback: bool) -> Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(e) if fallback => {
+            tracing::info!(%addr, error = %e, "HTTP port taken; using a free one");
+            Ok(tokio::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0)).await?)
+        }
+        Err(e) => Err(e).with_context(|| format!("binding HTTP on {addr}")),
+    }
+}
+
+async fn start_farm(config: FarmConfig, fallback: bool) -> Result<Farm> {
+    match Farm::start(config.clone()).await {
+        Err(FarmError::Bind { addr, .. }) if fallback => {
+            tracing::info!(%addr, "QUIC port taken; using a free one");
+            let mut c = config;
+            c.quic = SocketAddr::new(addr.ip(), 0);
+            Ok(Farm::start(c).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn serve_http(listener: tokio::net::TcpListener, state: AppState) {
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app(state)).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+}
+
+fn local(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new([127, 0, 0, 1].into(), addr.port())
+    } else {
+        addr
+    }
+}
+
+/// `tessera coordinator`.
+pub fn coordinator(args: CoordinatorArgs, module: Option<&'static [u8]>) -> Result<()> {
+    let s = args.settings()?;
+    runtime()?.block_on(async move {
+        let mut config = FarmConfig::new(s.data.clone(), s.quic);
+        config.heartbeat = s.heartbeat;
+        config.idle_timeout = s.idle_timeout;
+        let farm = Arc::new(start_farm(config, false).await.context("starting the coordinator")?);
+        let listener = bind_http(s.http, false).await?;
+        let http = listener.local_addr()?;
+        println!("tessera coordinator: data in {}", s.data.display());
+        println!("quic: {} (workers connect here)", farm.quic_addr());
+        println!("web: http://{http}");
+        println!("fingerprint: {}", farm.fingerprint());
+        if let Some(token) = farm.first_token() {
+            let api = farm.create_token(TokenKind::Api, "first API token").await?;
+            println!("worker token: {token}");
+            println!("token: {api}");
+            println!(
+                "join a worker: tessera-worker --coordinator {} --token {token} --pin {}",
+                local(farm.quic_addr()),
+                farm.fingerprint()
+            );
+        } else {
+            println!("tokens: `tessera token create --data {}` makes more", s.data.display());
+        }
+        serve_http(listener, AppState { farm: farm.clone(), default_module: module.map(|m| Arc::new(m.to_vec())) });
+        tokio::signal::ctrl_c().await?;
+        eprintln!("tessera coordinator: shutting down");
+        if let Ok(farm) = Arc::try_unwrap(farm) {
+            farm.shutdown().await;
+        }
+        Ok(())
+    })
+}
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Local workers to start.
+    #[arg(long, default_value_t = 2)]
+    workers: u32,
+    /// Slots per worker [default: this machine's cores divided among the workers].
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Frames to render, e.g. "1-48" [default: the sample's whole animation].
+    #[arg(long)]
+    frames: Option<String>,
+    #[arg(long, default_value_t = 320)]
+    width: u32,
+    #[arg(long, default_value_t = 16)]
+    spp: u32,
+    /// HTTP address; a free port is used if it is taken.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    http: SocketAddr,
+    /// QUIC address; a free port is used if it is taken.
+    #[arg(long, default_value = "127.0.0.1:7879")]
+    quic: SocketAddr,
+    /// Data directory [default: a new one under the system's temp dir].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Exit once the frames are written instead of serving until Ctrl-C.
+    #[arg(long)]
+    exit: bool,
+}
+
+/// The sample the demo renders.
+pub struct DemoInputs {
+    pub scene: &'static [u8],
+    pub module: Option<&'static [u8]>,
+}
+
+/// `tessera demo`: a coordinator, local workers, the sample animation.
+pub fn demo(args: DemoArgs, inputs: DemoInputs) -> Result<()> {
+    let module = inputs.module.context(
+        "this tessera binary was built without the path tracer embedded (no wasm toolchain at build time): \
+         run `cargo xtask demo`, which builds it",
+    )?;
+    if args.workers == 0 || args.width == 0 || args.spp == 0 {
+        bail!("--workers, --width and --spp must be positive");
+    }
+    let frames = args.frames.as_deref().map(tessera_coordinator::frames::parse_frames).transpose()?;
+    let data = match &args.data {
+        Some(d) => d.clone(),
+        None => tempfile::Builder::new().prefix("tessera-demo-").tempdir()?.keep(),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let slots = args.slots.unwrap_or((cores / args.workers).max(1));
+    runtime()?.block_on(async move {
+        let farm = Arc::new(start_farm(FarmConfig::new(data.clone(), args.quic), true).await?);
+        let listener = bind_http(args.http, true).await?;
+        let http = listener.local_addr()?;
+        let api_token = farm.create_token(TokenKind::Api, "demo").await?;
+        let worker_token = match farm.first_token() {
+            Some(t) => t.to_string(),
+            None => farm.create_token(TokenKind::Worker, "demo workers").await?,
+        };
+        serve_http(listener, AppState { farm: farm.clone(), default_module: Some(Arc::new(module.to_vec())) });
+
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut workers = Vec::new();
+        for i in 0..args.workers {
+            let mut c = WorkerConfig::new(
+                local(farm.quic_addr()).to_string(),
+                worker_token.clone(),
+                farm.fingerprint(),
+                data.join(format!("worker-{i}")),
+            );
+            c.slots = slots;
+            c.name = format!("local-{i}");
+            let worker = Worker::new(c)?;
+            let rx = stopped.clone();
+            workers.push(tokio::spawn(async move { worker.run(rx).await }));
+        }
+
+        let mut request = JobRequest::new("turntable.glb");
+        request.width = Some(args.width);
+        request.frames = frames;
+        request.spp = args.spp;
+        request.farm_slots = slots * args.workers;
+        request.extra = r#"{"background_strength":1.0,"max_bounces":8}"#.into();
+        let started = std::time::Instant::now();
+        let job = farm.submit_scene(request, inputs.scene.to_vec(), module.to_vec()).await?;
+        eprintln!(
+            "tessera demo: {} workers × {slots} slots rendering the turntable; watch at http://{http}",
+            args.workers
+        );
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template(
+                "{spinner} job {prefix} [{bar:30}] {pos}/{len} tiles, {msg} {elapsed_precise}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(job.to_string());
+        let status = loop {
+            let status = farm.status().await?;
+            let Some(j) = status.jobs.iter().find(|j| j.id == job) else { bail!("job {job} vanished") };
+            bar.set_length(u64::from(j.tiles));
+            bar.set_position(u64::from(j.tiles_done));
+            bar.set_message(format!("{}/{} frames", j.frames_done, j.frames));
+            if j.state.is_finished() {
+                break j.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        bar.finish_and_clear();
+        if status.state != tessera_coordinator::store::JobState::Done {
+            bail!("the demo job ended {}", status.state.as_str());
+        }
+        println!(
+            "rendered {} frames ({} tiles) on {} local workers in {:.1} s",
+            status.frames,
+            status.tiles,
+            args.workers,
+            started.elapsed().as_secs_f64()
+        );
+        println!("frames: {}", farm.job_dir(job).display());
+        println!("web: http://{http}");
+        println!("token: {api_token}");
+        println!(
+            "join another worker: tessera-worker --coordinator {} --token {worker_token} --pin {}",
+            local(farm.quic_addr()),
+            farm.fingerprint()
+        );
+        if !args.exit {
+            println!("serving until Ctrl-C");
+            tokio::signal::ctrl_c().await?;
+        }
+        let _ = stop.send(true);
+        for w in workers {
+            let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
+        }
+        Ok(())
+    })
+}
+
+#[derive(clap::Subcommand)]
+pub enum TokenCommand {
+    /// Makes a token and prints it (it is shown only this once).
+    Create {
+        /// `worker` (join the farm) or `api` (the HTTP API).
+        #[arg(long, default_value = "worker")]
+        kind: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Lists tokens (ids, kinds, labels; never the secrets).
+    List,
+    /// Revokes a token: workers using it are disconnected within seconds.
+    Revoke { id: u64 },
+}
+
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    /// The coordinator's data directory [default: ~/.local/share/tessera].
+    #[arg(long, env = "TESSERA_DATA", global = true)]
+    data: Option<PathBuf>,
+    #[command(subcommand)]
+    command: TokenCommand,
+}
+
+/// `tessera token`: works beside a running coordinator (SQLite WAL).
+pub fn token(args: TokenArgs) -> Result<()> {
+    let data = args.data.or_else(default_data_dir).context("no --data directory and no home directory")?;
+    if !data.join(tessera_coordinator::store::DB_FILE).exists() {
+        bail!("{} holds no coordinator data: start `tessera coordinator --data {0}` first", data.display());
+    }
+    let mut store = Store::open(&data)?;
+    match args.command {
+        TokenCommand::Create { kind, label } => {
+            let kind = match kind.as_str() {
+                "worker" => TokenKind::Worker,
+                "api" => TokenKind::Api,
+                other => bail!("--kind is worker or api, not {other:?}"),
+            };
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+            let (id, secret) = store.create_token(kind, &label, now)?;
+            eprintln!("token {id} ({}):", kind.as_str());
+            println!("{secret}");
+        }
+        TokenCommand::List => {
+            for t in store.tokens()? {
+                println!(
+                    "{:>4}  {:<6}  {:<8}  {}",
+                    t.id,
+                    t.kind.as_str(),
+                    if t.revoked { "revoked" } else { "active" },
+                    t.label
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            if !store.revoke_token(id)? {
+                bail!("no active token {id}");
+            }
+            println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}

@@ -56,6 +56,7 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| "info,quinn=warn,wasmtime=warn,cranelift=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     const KEYS: [&str; 8] = ["coordinator", "token", "pin", "data", "slots", "name", "cache-mib", "idle-timeout"];

@@ -16,13 +16,13 @@ pub fn scenes() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/scenes")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime() -> tokio::runtime::Runtime {
     crate::init_logs();
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 /// A farm config for tests: any free port, quick to notice a dead peer.
-fn test_config(data: &Path) -> FarmConfig {
+pub fn test_config(data: &Path) -> FarmConfig {
     let mut c = FarmConfig::new(data.to_path_buf(), "127.0.0.1:0".parse().unwrap());
     c.heartbeat = Duration::from_millis(500);
     c.idle_timeout = Duration::from_secs(2);
@@ -42,11 +42,17 @@ const RENDER_EXTRA: &str = r#"{"background_strength":1.0,"max_bounces":8}"#;
 
 /// What the farm tests render: 3 frames of the turntable, small and quick.
 pub fn small_request() -> JobRequest {
+    request_with_spp(4)
+}
+
+/// The same at `spp` samples (more makes tiles long enough to kill a
+/// process in the middle of one).
+pub fn request_with_spp(spp: u32) -> JobRequest {
     let mut r = JobRequest::new("turntable.glb");
     r.width = Some(48);
     r.height = Some(27);
     r.frames = Some(vec![1, 12, 24]);
-    r.spp = 4;
+    r.spp = spp;
     r.tile_size = Some(16);
     r.extra = RENDER_EXTRA.into();
     r
@@ -54,14 +60,16 @@ pub fn small_request() -> JobRequest {
 
 /// `tessera render` of the same job, for comparison.
 pub fn reference_render(out: &Path) {
-    let module = tessera_guest_build::components_dir().join("pathtracer.wasm");
-    let _ = guest("pathtracer");
+    reference_render_spp(out, 4)
+}
+
+/// `tessera render` at `spp` samples, with the job module built into the binary.
+pub fn reference_render_spp(out: &Path, spp: u32) {
     let status = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .arg("render")
         .arg(scenes().join("turntable.glb"))
-        .args(["--frames", "1,12,24", "--spp", "4", "--width", "48", "--height", "27", "--format", "png,exr"])
-        .args(["--tile-size", "32", "--threads", "1", "--module"])
-        .arg(&module)
+        .args(["--frames", "1,12,24", "--spp", &spp.to_string(), "--width", "48", "--height", "27"])
+        .args(["--format", "png,exr", "--tile-size", "32", "--threads", "2"])
         .arg("--out")
         .arg(out)
         .output()

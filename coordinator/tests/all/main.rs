@@ -2,6 +2,7 @@
 
 mod cli;
 mod farm;
+mod farm_kill;
 mod local;
 mod render;
 mod sim;

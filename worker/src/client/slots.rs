@@ -88,7 +88,16 @@ fn slot_loop(slot: u32, rx: &Mutex<std::sync::mpsc::Receiver<SlotTask>>, revoked
         }
         let result = render(slot, &mut current, &task, &context);
         let _ = reply.send(match result {
-            Ok(r) => TileReply::Done(r),
+            Ok(r) => {
+                tracing::debug!(
+                    job = task.job.job,
+                    tile = task.tile,
+                    lease = task.lease,
+                    millis = r.millis,
+                    "tile rendered"
+                );
+                TileReply::Done(r)
+            }
             Err(e) => {
                 tracing::warn!(lease = task.lease, job = task.job.job, tile = task.tile, error = %e, "tile failed");
                 TileReply::Failed { lease: task.lease, retryable: is_retryable(&e), error: e.to_string() }

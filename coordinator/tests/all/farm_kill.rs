@@ -1,0 +1,240 @@
+//! Processes killed with SIGKILL in the middle of a job: a worker, then the
+//! coordinator. The job completes, every frame equals `tessera render`'s,
+//! and tiles stored before the coordinator died are not rendered again.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tessera_coordinator::farm::Farm;
+use tessera_coordinator::store::{JobState, Store};
+
+use crate::farm::{assert_frames_equal, reference_render_spp, request_with_spp, runtime, scenes, test_config};
+use crate::guest;
+
+/// Samples per pixel in these tests: tiles of 16×16 px take tens of
+/// milliseconds, so a kill lands in the middle of one.
+const SPP: u32 = 96;
+
+/// The `tessera-worker` binary, built beside `tessera` (cargo builds every
+/// binary of the workspace for `cargo test --workspace`; alone, it is
+/// built here).
+pub fn worker_binary() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_tessera")).parent().unwrap().to_path_buf();
+    let bin = dir.join("tessera-worker");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--package", "tessera-worker", "--bin", "tessera-worker"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    bin
+}
+
+/// A child process killed when dropped (a failing test leaves no orphans).
+pub struct Proc {
+    pub child: Child,
+    /// Lines of its stderr, as they come.
+    pub stderr: mpsc::Receiver<String>,
+    pub stdout: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let lines = |r: Box<dyn Read + Send>| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        };
+        let stderr = lines(Box::new(child.stderr.take().unwrap()));
+        let stdout = lines(Box::new(child.stdout.take().unwrap()));
+        Proc { child, stderr, stdout }
+    }
+
+    /// SIGKILL: no goodbye, no flush.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The first stdout line starting with `prefix`, without it.
+    pub fn stdout_value(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(line) = self.stdout.recv_timeout(Duration::from_millis(100)) {
+                if let Some(v) = line.strip_prefix(prefix) {
+                    return v.trim().to_string();
+                }
+            }
+        }
+        panic!("no {prefix:?} line on stdout");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn spawn_worker(addr: &str, token: &str, pin: &str, data: &Path) -> Proc {
+    let mut cmd = Command::new(worker_binary());
+    cmd.args(["--coordinator", addr, "--token", token, "--pin", pin, "--slots", "1", "--idle-timeout", "2"])
+        .arg("--data")
+        .arg(data)
+        .env("RUST_LOG", "info,tessera_worker::client=debug,quinn=warn");
+    Proc::spawn(cmd)
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_tile_loses_nothing() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    reference_render_spp(&reference, SPP);
+    rt.block_on(async {
+        let farm = Farm::start(test_config(&dir.path().join("coord"))).await.unwrap();
+        let token = farm.first_token().unwrap().to_string();
+        let addr = farm.quic_addr().to_string();
+        let mut victim = spawn_worker(&addr, &token, farm.fingerprint(), &dir.path().join("w1"));
+        let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
+        let job = farm.submit_scene(request_with_spp(SPP), scene, guest("pathtracer").to_vec()).await.unwrap();
+        // Kill it once it has finished a tile and holds more (one rendering,
+        // one prefetched).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = farm.status().await.unwrap();
+            let holding = s.workers.first().is_some_and(|w| w.leases > 0);
+            if s.jobs[0].tiles_done >= 1 && holding {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the worker never started: {s:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        victim.kill();
+        let rendered_before = farm.status().await.unwrap().jobs[0].tiles_done;
+        assert!(rendered_before < 18, "the job finished before the kill");
+        let _survivor = spawn_worker(&addr, &token, farm.fingerprint(), &dir.path().join("w2"));
+        let status = tokio::time::timeout(Duration::from_secs(120), farm.wait_job(job)).await.unwrap().unwrap();
+        assert_eq!(status.state, JobState::Done, "{status:?}");
+        assert_frames_equal(&farm.job_dir(job), &reference);
+        farm.shutdown().await;
+    });
+}
+
+/// A free port on loopback for both TCP and UDP (bound, then released).
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn spawn_coordinator(data: &Path, http: u16, quic: u16) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.arg("coordinator")
+        .arg("--data")
+        .arg(data)
+        .args(["--http", &format!("127.0.0.1:{http}"), "--quic", &format!("127.0.0.1:{quic}")])
+        .args(["--heartbeat", "1", "--idle-timeout", "2"])
+        .env("TESSERA_LOG", "info,quinn=warn");
+    Proc::spawn(cmd)
+}
+
+/// POSTs `body` over plain HTTP/1.1; returns the status code and body.
+pub fn http_post(port: u16, path_and_query: &str, token: &str, body: &[u8]) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
+
+fn tiles_rendered_after_reconnect(worker_log: &[String]) -> BTreeSet<u32> {
+    let joins: Vec<usize> =
+        worker_log.iter().enumerate().filter(|(_, l)| l.contains("joined the farm")).map(|(i, _)| i).collect();
+    assert!(joins.len() >= 2, "the worker did not reconnect:\n{}", worker_log.join("\n"));
+    worker_log[joins[1]..]
+        .iter()
+        .filter(|l| l.contains("tile rendered"))
+        .filter_map(|l| l.split("tile=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_coordinator_killed_mid_job_restarts_and_finishes_without_rerendering() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    reference_render_spp(&reference, SPP);
+    let data = dir.path().join("coord");
+    let (http, quic) = (free_port(), free_port());
+
+    let mut coordinator = spawn_coordinator(&data, http, quic);
+    let pin = coordinator.stdout_value("fingerprint:");
+    let worker_token = coordinator.stdout_value("worker token:");
+    let api_token = coordinator.stdout_value("token:");
+    let mut worker = spawn_worker(&format!("127.0.0.1:{quic}"), &worker_token, &pin, &dir.path().join("w"));
+    let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
+    let (code, body) = http_post(
+        http,
+        &format!("/api/v1/jobs?name=turntable.glb&frames=1,12,24&spp={SPP}&width=48&height=27&tile_size=16"),
+        &api_token,
+        &scene,
+    );
+    assert_eq!(code, 201, "{body}");
+
+    let store = Store::open(&data).unwrap();
+    wait_for("some tiles to be stored", Duration::from_secs(60), || store.done_tiles(1).unwrap().len() >= 3);
+    coordinator.kill();
+    let before: BTreeSet<u32> = store.done_tiles(1).unwrap().into_iter().collect();
+    let rows_before: Vec<_> = before.iter().map(|t| store.tile(1, *t).unwrap().unwrap()).collect();
+    assert!(before.len() < 18, "the job finished before the kill");
+
+    let _coordinator = spawn_coordinator(&data, http, quic);
+    wait_for("the job to finish", Duration::from_secs(120), || {
+        store.job(1).unwrap().is_some_and(|j| j.state == JobState::Done)
+    });
+    assert_frames_equal(&data.join("frames/job-1"), &reference);
+    // Stored tiles are untouched, and the worker rendered none of them again.
+    for row in rows_before {
+        assert_eq!(store.tile(1, row.index).unwrap().unwrap(), row);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    worker.kill();
+    let log: Vec<String> = worker.stderr.try_iter().collect();
+    let again = tiles_rendered_after_reconnect(&log);
+    assert!(!again.is_empty(), "the worker rendered nothing after the restart:\n{}", log.join("\n"));
+    let overlap: Vec<_> = again.intersection(&before).collect();
+    assert!(overlap.is_empty(), "tiles {overlap:?} were stored before the kill and rendered again");
+}

@@ -40,6 +40,7 @@ pub mod close {
     pub const PROTOCOL: u32 = 2;
     pub const SILENT: u32 = 3;
     pub const SHUTDOWN: u32 = 4;
+    pub const LEFT: u32 = 5;
 }
 
 fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
@@ -174,6 +175,12 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
         }
     };
     let _ = ctx.core.send(CoreMsg::Left { worker });
+    // The worker is gone as far as the scheduler knows: end the connection
+    // too, so nothing more arrives from it.
+    match &result {
+        Ok(()) => conn.close(close::LEFT.into(), b"goodbye"),
+        Err(e) => conn.close(close::PROTOCOL.into(), e.to_string().as_bytes()),
+    }
     result
 }
 

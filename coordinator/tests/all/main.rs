@@ -3,6 +3,7 @@
 mod cli;
 mod farm;
 mod farm_kill;
+mod farm_wire;
 mod local;
 mod render;
 mod sim;

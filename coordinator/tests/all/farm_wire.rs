@@ -1,0 +1,161 @@
+//! A worker that breaks the protocol, driven by hand over real QUIC: each
+//! breach is refused with a reason, and the farm keeps going.
+
+use std::time::Duration;
+
+use tessera_coordinator::farm::Farm;
+use tessera_coordinator::store::JobState;
+use tessera_protocol::wire::{
+    self, Capabilities, CoordinatorMsg, Hello, TileAck, TileReply, TileResult, TileTask, WorkerOpen,
+    MAX_CONTROL_MESSAGE, PROTOCOL_VERSION,
+};
+use tessera_worker::client::Worker;
+use tessera_worker::net::{read_msg, tls, transport, write_msg};
+
+use crate::farm::{request_with_spp, runtime, scenes, test_config};
+use crate::guest;
+
+/// A hand-driven worker connection that has said hello.
+struct RawWorker {
+    conn: quinn::Connection,
+    control: (quinn::SendStream, quinn::RecvStream),
+    _endpoint: quinn::Endpoint,
+}
+
+async fn raw_connect(farm: &Farm, token: &str) -> RawWorker {
+    let identity = tls::Identity::generate("raw").unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(
+        tls::client_config(&identity, farm.fingerprint(), transport(Duration::from_secs(5), 64)).unwrap(),
+    );
+    let conn = endpoint.connect(farm.quic_addr(), "tessera").unwrap().await.unwrap();
+    let (mut tx, mut rx) = conn.open_bi().await.unwrap();
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        token: token.into(),
+        name: "raw".into(),
+        capabilities: Capabilities { slots: 1, cores: 1, memory_bytes: 0, gpu: None, agent: "test".into() },
+    };
+    write_msg(&mut tx, &WorkerOpen::Control(hello)).await.unwrap();
+    let welcome: CoordinatorMsg = read_msg(&mut rx, MAX_CONTROL_MESSAGE).await.unwrap();
+    assert!(matches!(welcome, CoordinatorMsg::Welcome { .. }), "{welcome:?}");
+    RawWorker { conn, control: (tx, rx), _endpoint: endpoint }
+}
+
+impl RawWorker {
+    async fn next_task(&self) -> (quinn::SendStream, quinn::RecvStream, TileTask) {
+        let (send, mut recv) =
+            tokio::time::timeout(Duration::from_secs(30), self.conn.accept_bi()).await.unwrap().unwrap();
+        let task: TileTask = read_msg(&mut recv, MAX_CONTROL_MESSAGE).await.unwrap();
+        (send, recv, task)
+    }
+}
+
+fn result_for(task: &TileTask) -> TileResult {
+    let n = task.rect.pixel_count() as usize;
+    TileResult {
+        lease: task.lease,
+        tile: task.tile,
+        accumulators: tessera_protocol::TileAccumulators {
+            rect: task.rect,
+            color: vec![0.5; 3 * n],
+            weight: vec![1.0; n],
+            aovs: vec![],
+        },
+        fuel: 1,
+        millis: 1,
+    }
+}
+
+async fn ack(recv: &mut quinn::RecvStream) -> TileAck {
+    tokio::time::timeout(Duration::from_secs(10), read_msg(recv, MAX_CONTROL_MESSAGE)).await.unwrap().unwrap()
+}
+
+#[test]
+fn protocol_breaches_are_refused_and_the_job_still_completes() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        // The raw worker sends no heartbeats: give it time.
+        let mut config = test_config(&dir.path().join("coord"));
+        config.heartbeat = Duration::from_secs(60);
+        // Each breach counts as a failure of the worker on the job; keep
+        // it off the blocklist so it gets the next tile to break.
+        config.scheduler.blocklist_after = 100;
+        config.scheduler.max_tile_failures = 100;
+        let farm = Farm::start(config).await.unwrap();
+        let token = farm.first_token().unwrap().to_string();
+        let raw = raw_connect(&farm, &token).await;
+        let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
+        let job = farm.submit_scene(request_with_spp(4), scene, guest("pathtracer").to_vec()).await.unwrap();
+
+        // 1. A result for a tile this stream was not given.
+        let (mut send, mut recv, task) = raw.next_task().await;
+        let mut wrong = result_for(&task);
+        wrong.tile += 1;
+        write_msg(&mut send, &TileReply::Done(wrong)).await.unwrap();
+        match ack(&mut recv).await {
+            TileAck::Rejected { reason } => assert!(reason.contains("was not given"), "{reason}"),
+            other => panic!("accepted a result for another tile: {other:?}"),
+        }
+
+        // 2. A result for another lease.
+        let (mut send, mut recv, task) = raw.next_task().await;
+        let mut wrong = result_for(&task);
+        wrong.lease += 1000;
+        write_msg(&mut send, &TileReply::Done(wrong)).await.unwrap();
+        assert!(matches!(ack(&mut recv).await, TileAck::Rejected { .. }));
+
+        // 3. A message larger than any result for the tile could be: refused
+        //    from its header, before the body is read.
+        let (mut send, mut recv, task) = raw.next_task().await;
+        let claimed = wire::max_tile_reply(task.rect.pixel_count()) as u32 + 1;
+        send.write_all(&claimed.to_le_bytes()).await.unwrap();
+        match ack(&mut recv).await {
+            TileAck::Rejected { reason } => assert!(reason.contains("over the"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+
+        // 4. A truncated message: half a result, then the stream ends.
+        let (mut send, mut recv, task) = raw.next_task().await;
+        let bytes = wire::encode(&TileReply::Done(result_for(&task)));
+        send.write_all(&bytes[..bytes.len() / 2]).await.unwrap();
+        send.finish().unwrap();
+        match ack(&mut recv).await {
+            TileAck::Rejected { reason } => assert!(reason.contains("truncated"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+
+        // 5. A malformed tile: the right lease, the wrong number of floats.
+        let (mut send, mut recv, task) = raw.next_task().await;
+        let mut bad = result_for(&task);
+        bad.accumulators.weight.pop();
+        write_msg(&mut send, &TileReply::Done(bad)).await.unwrap();
+        match ack(&mut recv).await {
+            TileAck::Rejected { reason } => assert!(reason.contains("malformed"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+
+        // 6. An oversized control message closes the connection.
+        let (mut tx, _rx) = raw.control;
+        tx.write_all(&(MAX_CONTROL_MESSAGE as u32 + 1).to_le_bytes()).await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(10), raw.conn.closed()).await.unwrap();
+        assert!(matches!(closed, quinn::ConnectionError::ApplicationClosed(_)), "{closed:?}");
+
+        // Nothing the raw worker sent was stored; a real worker finishes the job.
+        assert!(farm.store().lock().unwrap().done_tiles(job).unwrap().is_empty());
+        let mut config = tessera_worker::client::WorkerConfig::new(
+            farm.quic_addr().to_string(),
+            token,
+            farm.fingerprint(),
+            dir.path().join("w"),
+        );
+        config.slots = 2;
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let worker = Worker::new(config).unwrap();
+        tokio::spawn(async move { worker.run(stopped).await });
+        let status = tokio::time::timeout(Duration::from_secs(120), farm.wait_job(job)).await.unwrap().unwrap();
+        assert_eq!(status.state, JobState::Done, "{status:?}");
+        farm.shutdown().await;
+    });
+}

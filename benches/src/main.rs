@@ -1,8 +1,10 @@
 //! Tessera's benchmarks. `cargo xtask bench` runs them in the release
 //! profile and prints a Markdown table (copied into BENCHMARKS.md).
 //!
-//! `--quick` runs each measurement briefly (for a smoke run, not figures).
+//! `--quick` runs each measurement briefly (for a smoke run, not figures);
+//! `--only sandbox|pathtracer|scheduler|farm` runs one group.
 
+mod farm;
 mod pathtracer;
 mod sandbox;
 mod scheduler;
@@ -10,11 +12,30 @@ mod scheduler;
 use std::time::{Duration, Instant};
 
 fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--sim-workers") {
+        return farm::sim_workers_main(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some("--memory-probe") {
+        return farm::memory_probe_main(&args[2..]);
+    }
+    let only: Option<String> = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1).cloned());
     let quick = std::env::args().any(|a| a == "--quick");
     let effort = if quick { Effort::Quick } else { Effort::Full };
-    let mut rows = sandbox::run(effort)?;
-    rows.extend(pathtracer::run(effort)?);
-    rows.extend(scheduler::run(effort)?);
+    let want = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let mut rows = Vec::new();
+    if want("sandbox") {
+        rows.extend(sandbox::run(effort)?);
+    }
+    if want("pathtracer") {
+        rows.extend(pathtracer::run(effort)?);
+    }
+    if want("scheduler") {
+        rows.extend(scheduler::run(effort)?);
+    }
+    if want("farm") {
+        rows.extend(farm::run(effort)?);
+    }
     print_table(&rows);
     Ok(())
 }

@@ -83,7 +83,7 @@ async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError
     })
     .await
     .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))?
-    .map_err(|e| FarmError::Store(e))?;
+    .map_err(FarmError::Store)?;
     match ok {
         Some(_) => Ok(()),
         None => Err(ApiError(StatusCode::UNAUTHORIZED, "unknown or revoked API token".into())),

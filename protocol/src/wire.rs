@@ -15,8 +15,10 @@
 //! **Streams.** The worker opens a control stream (first message
 //! [`WorkerOpen::Control`]) and one stream per blob it fetches
 //! ([`WorkerOpen::Blob`]). The coordinator opens one bidirectional stream
-//! per tile: [`TileTask`] one way, [`TileReply`] back, then [`TileAck`]
-//! once the result is durable.
+//! per tile: [`TileTask`] one way, [`TileReply`] back. Acknowledgements come
+//! on the control stream, several per message ([`CoordinatorMsg::Acks`]),
+//! once the results they acknowledge are durable: one store commit covers
+//! many tiles, and one ack message answers them all.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -84,6 +86,8 @@ pub enum CoordinatorMsg {
     Refused { reason: String },
     /// Drop this lease: don't start it, and drop its result if started.
     Revoke { lease: u64 },
+    /// Verdicts on results, by lease: accepted ones are durable.
+    Acks(Vec<(u64, TileAck)>),
 }
 
 /// Worker → coordinator on the control stream, after the hello.
@@ -150,7 +154,7 @@ pub struct TileResult {
     pub millis: u64,
 }
 
-/// The coordinator's last word on a tile stream.
+/// The coordinator's verdict on a result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TileAck {
     /// Stored durably: credit will count it.

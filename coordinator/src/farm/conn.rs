@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tessera_protocol::wire::{
-    max_tile_reply, BlobHeader, CoordinatorMsg, TileAck, TileReply, TileTask, WorkerMsg, WorkerOpen,
-    MAX_CONTROL_MESSAGE, PROTOCOL_VERSION,
+    max_tile_reply, BlobHeader, CoordinatorMsg, TileReply, TileTask, WorkerMsg, WorkerOpen, MAX_CONTROL_MESSAGE,
+    PROTOCOL_VERSION,
 };
 use tessera_worker::net::{read_msg, tls, within, write_msg, NetError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::core::{ConnCmd, CoreMsg};
 use crate::scheduler::WorkerId;
@@ -146,19 +146,40 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
                 }
                 Err(e) => break Err(e),
             },
-            cmd = rx.recv() => match cmd {
-                Some(ConnCmd::Dispatch(task)) => {
-                    let (conn, ctx) = (conn.clone(), ctx.clone());
-                    tokio::spawn(async move { run_tile(&conn, &ctx, worker, task).await });
+            cmd = rx.recv() => {
+                // Take every command already waiting: acks that one store
+                // commit released go out as one message.
+                let mut cmds = vec![cmd];
+                while let Ok(more) = rx.try_recv() {
+                    cmds.push(Some(more));
                 }
-                Some(ConnCmd::Revoke(lease)) => {
-                    if let Err(e) = write_msg(&mut control_tx, &CoordinatorMsg::Revoke { lease }).await {
-                        break Err(e);
+                let mut acks = Vec::new();
+                let mut end = None;
+                for cmd in cmds {
+                    match cmd {
+                        Some(ConnCmd::Dispatch(task)) => {
+                            let (conn, ctx) = (conn.clone(), ctx.clone());
+                            tokio::spawn(async move { run_tile(&conn, &ctx, worker, task).await });
+                        }
+                        Some(ConnCmd::Ack(lease, ack)) => acks.push((lease, ack)),
+                        Some(ConnCmd::Revoke(lease)) => {
+                            if let Err(e) = write_msg(&mut control_tx, &CoordinatorMsg::Revoke { lease }).await {
+                                end = Some(Err(e));
+                            }
+                        }
+                        Some(ConnCmd::Disconnect) | None => {
+                            conn.close(close::SILENT.into(), b"missed heartbeats");
+                            end = Some(Ok(()));
+                        }
                     }
                 }
-                Some(ConnCmd::Disconnect) | None => {
-                    conn.close(close::SILENT.into(), b"missed heartbeats");
-                    break Ok(());
+                if !acks.is_empty() {
+                    if let Err(e) = write_msg(&mut control_tx, &CoordinatorMsg::Acks(acks)).await {
+                        end = end.or(Some(Err(e)));
+                    }
+                }
+                if let Some(end) = end {
+                    break end;
                 }
             },
             stream = conn.accept_bi() => match stream {
@@ -202,7 +223,8 @@ async fn run_tile(conn: &quinn::Connection, ctx: &ConnContext, worker: WorkerId,
     };
     // A lost connection is not the tile's fault: the worker's leases go
     // back to the queue when the connection task reports it gone.
-    if conn.close_reason().is_some() || is_connection_loss(&error) {
+    // A refused result was reported by the exchange itself.
+    if conn.close_reason().is_some() || is_connection_loss(&error) || matches!(error, NetError::Protocol(_)) {
         return;
     }
     tracing::debug!(worker = worker.0, lease, error = %error, "tile stream failed");
@@ -227,58 +249,40 @@ async fn tile_exchange(
 ) -> Result<(), NetError> {
     let (mut send, mut recv) = conn.open_bi().await?;
     write_msg(&mut send, task).await?;
+    let _ = send.finish();
     let max = max_tile_reply(task.rect.pixel_count());
     let reply = within(ctx.lease_timeout, read_msg::<TileReply>(&mut recv, max)).await;
-    let reply = match reply {
-        Ok(r) => r,
-        Err(e @ NetError::Wire(_)) => {
-            let _ = write_msg(&mut send, &TileAck::Rejected { reason: e.to_string() }).await;
-            let _ = send.finish();
-            return Err(e);
-        }
-        Err(e) => return Err(e),
+    let reject = |reason: String| {
+        let _ = ctx.core.send(CoreMsg::Reject { worker, lease: task.lease, reason: reason.clone() });
+        NetError::Protocol(reason)
     };
     let mut result = match reply {
-        TileReply::Done(r) => r,
-        TileReply::Failed { lease, error, .. } if lease == task.lease => {
-            let _ = send.finish();
+        Ok(TileReply::Done(r)) => r,
+        Ok(TileReply::Failed { lease, error, .. }) if lease == task.lease => {
             let _ = ctx.core.send(CoreMsg::TileFailed { worker, lease, error });
             return Ok(());
         }
-        TileReply::Failed { lease, .. } => {
-            return Err(reject(&mut send, format!("a failure for lease {lease}, which this stream is not")).await)
+        Ok(TileReply::Failed { lease, .. }) => {
+            return Err(reject(format!("a failure for lease {lease}, which this stream is not")))
         }
+        Err(e @ NetError::Wire(_)) => return Err(reject(e.to_string())),
+        Err(e) => return Err(e),
     };
     if result.lease != task.lease || result.tile != task.tile {
-        return Err(reject(
-            &mut send,
-            format!("a result for lease {} tile {}, which this worker was not given here", result.lease, result.tile),
-        )
-        .await);
+        return Err(reject(format!(
+            "a result for lease {} tile {}, which this worker was not given here",
+            result.lease, result.tile
+        )));
     }
     if result.accumulators.rect != task.rect {
-        return Err(reject(
-            &mut send,
-            format!("a result for {:?}, not the tile's {:?}", result.accumulators.rect, task.rect),
-        )
-        .await);
+        return Err(reject(format!("a result for {:?}, not the tile's {:?}", result.accumulators.rect, task.rect)));
     }
     if let Err(e) = result.accumulators.check_shape() {
-        return Err(reject(&mut send, format!("a malformed tile: {e}")).await);
+        return Err(reject(format!("a malformed tile: {e}")));
     }
     result.accumulators.canonicalize_nans();
-    let (ack_tx, ack_rx) = oneshot::channel();
-    let _ = ctx.core.send(CoreMsg::TileDone { worker, lease: task.lease, result, ack: ack_tx });
-    let ack = ack_rx.await.unwrap_or(TileAck::Rejected { reason: "the coordinator is stopping".into() });
-    write_msg(&mut send, &ack).await?;
-    let _ = send.finish();
+    let _ = ctx.core.send(CoreMsg::TileDone { worker, lease: task.lease, result });
     Ok(())
-}
-
-async fn reject(send: &mut quinn::SendStream, reason: String) -> NetError {
-    let _ = write_msg(send, &TileAck::Rejected { reason: reason.clone() }).await;
-    let _ = send.finish();
-    NetError::Protocol(reason)
 }
 
 /// Sends a blob a worker asked for.

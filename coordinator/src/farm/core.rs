@@ -25,6 +25,8 @@ use crate::store::JobState;
 pub enum ConnCmd {
     Dispatch(TileTask),
     Revoke(u64),
+    /// A verdict on a result (sent once it is durable, if accepted).
+    Ack(u64, TileAck),
     Disconnect,
 }
 
@@ -50,7 +52,6 @@ pub enum CoreMsg {
         worker: WorkerId,
         lease: u64,
         result: TileResult,
-        ack: oneshot::Sender<TileAck>,
     },
     TileFailed {
         worker: WorkerId,
@@ -66,6 +67,13 @@ pub enum CoreMsg {
     },
     Cancel {
         job: u64,
+    },
+    /// A result the connection refused (wrong lease or tile, too large,
+    /// malformed): the worker is told why, and the lease counts as failed.
+    Reject {
+        worker: WorkerId,
+        lease: u64,
+        reason: String,
     },
     /// The writer committed these tiles.
     Persisted {
@@ -209,17 +217,19 @@ impl Core {
                 self.scheduler.handle(now, Event::WorkerLeft { worker });
             }
             CoreMsg::Heartbeat { worker } => self.scheduler.handle(now, Event::Heartbeat { worker }),
-            CoreMsg::TileDone { worker, lease, result, ack } => {
+            CoreMsg::TileDone { worker, lease, result } => {
                 let lease = LeaseId(lease);
                 match self.leases.get(&lease) {
                     Some((w, _)) if *w == worker => {
                         self.scheduler.handle(now, Event::TileDone { worker, lease });
-                        self.apply(Some((result, ack)));
+                        self.apply(Some((worker, result)));
                         return;
                     }
-                    _ => {
-                        let _ = ack.send(TileAck::Rejected { reason: "the lease was revoked or lost a race".into() });
-                    }
+                    _ => self.ack(
+                        worker,
+                        lease.0,
+                        TileAck::Rejected { reason: "the lease was revoked or lost a race".into() },
+                    ),
                 }
             }
             CoreMsg::TileFailed { worker, lease, error } => {
@@ -227,6 +237,13 @@ impl Core {
                 if let Some((_, tile)) = self.leases.get(&lease).filter(|(w, _)| *w == worker) {
                     tracing::warn!(worker = worker.0, job = tile.job.0, tile = tile.index, %error, "tile failed");
                     self.scheduler.handle(now, Event::TileFailed { worker, lease });
+                }
+            }
+            CoreMsg::Reject { worker, lease, reason } => {
+                tracing::warn!(worker = worker.0, lease, %reason, "result refused");
+                self.ack(worker, lease, TileAck::Rejected { reason: reason.clone() });
+                if self.leases.get(&LeaseId(lease)).is_some_and(|(w, _)| *w == worker) {
+                    self.scheduler.handle(now, Event::TileFailed { worker, lease: LeaseId(lease) });
                 }
             }
             CoreMsg::Load { id, spec, done, frames_written } => self.load(now, id, spec, done, frames_written),
@@ -305,7 +322,13 @@ impl Core {
 
     /// Performs the scheduler's actions. `result` is the tile result whose
     /// `TileDone` was just handled: a `TileCompleted` for it persists it.
-    fn apply(&mut self, mut result: Option<(TileResult, oneshot::Sender<TileAck>)>) {
+    fn ack(&self, worker: WorkerId, lease: u64, ack: TileAck) {
+        if let Some(w) = self.workers.get(&worker) {
+            let _ = w.tx.send(ConnCmd::Ack(lease, ack));
+        }
+    }
+
+    fn apply(&mut self, mut result: Option<(WorkerId, TileResult)>) {
         while let Some(action) = self.scheduler.poll_action() {
             match action {
                 Action::Dispatch { worker, lease, tile } => {
@@ -332,24 +355,23 @@ impl Core {
                     }
                 }
                 Action::TileCompleted { tile, worker } => {
-                    let Some((result, ack)) = result.take() else {
+                    let Some((_, result)) = result.take() else {
                         tracing::error!(job = tile.job.0, tile = tile.index, "completed tile without a result");
                         continue;
                     };
                     self.leases.remove(&LeaseId(result.lease));
-                    let identity = self.workers.get_mut(&worker).map(|w| {
-                        w.tiles_done += 1;
-                        w.identity.clone()
-                    });
+                    let Some(w) = self.workers.get_mut(&worker) else { continue };
+                    w.tiles_done += 1;
+                    let (identity, acks) = (w.identity.clone(), w.tx.clone());
                     let Some(job) = self.jobs.get(&tile.job.0) else { continue };
                     let Some(place) = job.plan.place(tile.index) else { continue };
                     let _ = self.writer.send(WriterMsg::Tile(PendingTile {
                         job: tile.job.0,
                         index: tile.index,
                         frame: place.frame,
-                        worker: identity.unwrap_or_default(),
+                        worker: identity,
                         result,
-                        ack,
+                        acks,
                     }));
                 }
                 Action::JobCompleted { job } => {
@@ -375,8 +397,8 @@ impl Core {
                 }
             }
         }
-        if let Some((_, ack)) = result {
-            let _ = ack.send(TileAck::Rejected { reason: "the tile was already done".into() });
+        if let Some((worker, result)) = result {
+            self.ack(worker, result.lease, TileAck::Rejected { reason: "the tile was already done".into() });
         }
     }
 

@@ -11,9 +11,9 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use tessera_protocol::wire::{TileAck, TileResult};
 use tessera_protocol::{ContentHash, TileAccumulators};
-use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+use tokio::sync::mpsc as tokio_mpsc;
 
-use super::core::CoreMsg;
+use super::core::{ConnCmd, CoreMsg};
 use super::job::JobSpec;
 use crate::assemble::FrameBuffer;
 use crate::store::{FrameRecord, JobState, Store, StoreError, TileRecord};
@@ -26,7 +26,8 @@ pub struct PendingTile {
     pub frame: i32,
     pub worker: String,
     pub result: TileResult,
-    pub ack: oneshot::Sender<TileAck>,
+    /// The worker's connection, told once the tile is durable.
+    pub acks: tokio_mpsc::UnboundedSender<ConnCmd>,
 }
 
 /// Work for the writer.
@@ -51,11 +52,25 @@ pub fn spawn(
 ) -> (mpsc::Sender<WriterMsg>, Vec<std::thread::JoinHandle<()>>) {
     let (tx, rx) = mpsc::channel::<WriterMsg>();
     let (frame_tx, frame_rx) = mpsc::channel::<(u64, usize, Arc<JobSpec>)>();
+    let (alive, checkpoints) = mpsc::channel::<()>();
+    let checkpointer = {
+        let dir = lock(&store).data_dir().to_path_buf();
+        if let Err(e) = lock(&store).disable_autocheckpoint() {
+            tracing::warn!(error = %e, "cannot turn off automatic checkpoints; commits may stall on them");
+        }
+        std::thread::Builder::new()
+            .name("store-checkpointer".into())
+            .spawn(move || checkpoint_loop(&dir, checkpoints))
+            .expect("spawning the checkpointer")
+    };
     let writer = {
         let (store, core) = (store.clone(), core.clone());
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&store, &core, rx, frame_tx))
+            .spawn(move || {
+                writer_loop(&store, &core, rx, frame_tx);
+                drop(alive);
+            })
             .expect("spawning the store writer")
     };
     let assembler = std::thread::Builder::new()
@@ -67,7 +82,28 @@ pub fn spawn(
             }
         })
         .expect("spawning the frame assembler");
-    (tx, vec![writer, assembler])
+    (tx, vec![writer, assembler, checkpointer])
+}
+
+/// How often the WAL is copied back into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Runs passive checkpoints on a connection of its own until the writer
+/// ends (its end of `alive` drops).
+fn checkpoint_loop(dir: &Path, alive: mpsc::Receiver<()>) {
+    let store = match Store::open(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "the checkpointer cannot open the store; the WAL will grow until restart");
+            return;
+        }
+    };
+    while let Err(mpsc::RecvTimeoutError::Timeout) = alive.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(e) = store.checkpoint() {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+    let _ = store.checkpoint();
 }
 
 fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
@@ -135,7 +171,7 @@ fn commit(store: &Mutex<Store>, core: &tokio_mpsc::UnboundedSender<CoreMsg>, bat
         Ok(_) => {
             let tiles = batch.iter().map(|t| (t.job, t.index)).collect();
             for t in batch.drain(..) {
-                let _ = t.ack.send(TileAck::Accepted);
+                let _ = t.acks.send(ConnCmd::Ack(t.result.lease, TileAck::Accepted));
             }
             let _ = core.send(CoreMsg::Persisted { tiles });
         }
@@ -144,7 +180,8 @@ fn commit(store: &Mutex<Store>, core: &tokio_mpsc::UnboundedSender<CoreMsg>, bat
             // these tiles done, so the job cannot finish without them: say so.
             tracing::error!(error = %e, tiles = batch.len(), "could not store tile results");
             for t in batch.drain(..) {
-                let _ = t.ack.send(TileAck::Rejected { reason: format!("the coordinator could not store it: {e}") });
+                let reason = format!("the coordinator could not store it: {e}");
+                let _ = t.acks.send(ConnCmd::Ack(t.result.lease, TileAck::Rejected { reason }));
                 let _ = core.send(CoreMsg::TileLost { job: t.job, error: e.to_string() });
             }
         }

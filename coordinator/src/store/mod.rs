@@ -293,6 +293,21 @@ impl Store {
         &self.dir
     }
 
+    /// Turns off SQLite's automatic WAL checkpoints on this connection. The
+    /// farm's writer does this and runs [`Store::checkpoint`] on another
+    /// connection instead, so copying the log back into the database (and
+    /// its fsync) never stalls a commit that workers are waiting on.
+    pub fn disable_autocheckpoint(&self) -> Result<()> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(())
+    }
+
+    /// A passive WAL checkpoint: copies what it can without waiting for, or
+    /// blocking, the writer. Returns (log frames, frames checkpointed).
+    pub fn checkpoint(&self) -> Result<(i64, i64)> {
+        Ok(self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get(1)?, row.get(2)?)))?)
+    }
+
     /// SQLite's journal mode as it is now (`"wal"` unless SQLite refused it);
     /// for diagnostics and tests.
     pub fn journal_mode(&self) -> Result<String> {

@@ -67,8 +67,19 @@ fn result_for(task: &TileTask) -> TileResult {
     }
 }
 
-async fn ack(recv: &mut quinn::RecvStream) -> TileAck {
-    tokio::time::timeout(Duration::from_secs(10), read_msg(recv, MAX_CONTROL_MESSAGE)).await.unwrap().unwrap()
+/// The verdict on `lease`, from the control stream.
+async fn ack(control: &mut quinn::RecvStream, lease: u64) -> TileAck {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), read_msg(control, MAX_CONTROL_MESSAGE))
+            .await
+            .unwrap()
+            .unwrap();
+        if let CoordinatorMsg::Acks(list) = msg {
+            if let Some((_, ack)) = list.into_iter().find(|(l, _)| *l == lease) {
+                return ack;
+            }
+        }
+    }
 }
 
 #[test]
@@ -85,53 +96,53 @@ fn protocol_breaches_are_refused_and_the_job_still_completes() {
         config.scheduler.max_tile_failures = 100;
         let farm = Farm::start(config).await.unwrap();
         let token = farm.first_token().unwrap().to_string();
-        let raw = raw_connect(&farm, &token).await;
+        let mut raw = raw_connect(&farm, &token).await;
         let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
         let job = farm.submit_scene(request_with_spp(4), scene, guest("pathtracer").to_vec()).await.unwrap();
 
         // 1. A result for a tile this stream was not given.
-        let (mut send, mut recv, task) = raw.next_task().await;
+        let (mut send, _recv, task) = raw.next_task().await;
         let mut wrong = result_for(&task);
         wrong.tile += 1;
         write_msg(&mut send, &TileReply::Done(wrong)).await.unwrap();
-        match ack(&mut recv).await {
+        match ack(&mut raw.control.1, task.lease).await {
             TileAck::Rejected { reason } => assert!(reason.contains("was not given"), "{reason}"),
             other => panic!("accepted a result for another tile: {other:?}"),
         }
 
         // 2. A result for another lease.
-        let (mut send, mut recv, task) = raw.next_task().await;
+        let (mut send, _recv, task) = raw.next_task().await;
         let mut wrong = result_for(&task);
         wrong.lease += 1000;
         write_msg(&mut send, &TileReply::Done(wrong)).await.unwrap();
-        assert!(matches!(ack(&mut recv).await, TileAck::Rejected { .. }));
+        assert!(matches!(ack(&mut raw.control.1, task.lease).await, TileAck::Rejected { .. }));
 
         // 3. A message larger than any result for the tile could be: refused
         //    from its header, before the body is read.
-        let (mut send, mut recv, task) = raw.next_task().await;
+        let (mut send, _recv, task) = raw.next_task().await;
         let claimed = wire::max_tile_reply(task.rect.pixel_count()) as u32 + 1;
         send.write_all(&claimed.to_le_bytes()).await.unwrap();
-        match ack(&mut recv).await {
+        match ack(&mut raw.control.1, task.lease).await {
             TileAck::Rejected { reason } => assert!(reason.contains("over the"), "{reason}"),
             other => panic!("{other:?}"),
         }
 
         // 4. A truncated message: half a result, then the stream ends.
-        let (mut send, mut recv, task) = raw.next_task().await;
+        let (mut send, _recv, task) = raw.next_task().await;
         let bytes = wire::encode(&TileReply::Done(result_for(&task)));
         send.write_all(&bytes[..bytes.len() / 2]).await.unwrap();
         send.finish().unwrap();
-        match ack(&mut recv).await {
+        match ack(&mut raw.control.1, task.lease).await {
             TileAck::Rejected { reason } => assert!(reason.contains("truncated"), "{reason}"),
             other => panic!("{other:?}"),
         }
 
         // 5. A malformed tile: the right lease, the wrong number of floats.
-        let (mut send, mut recv, task) = raw.next_task().await;
+        let (mut send, _recv, task) = raw.next_task().await;
         let mut bad = result_for(&task);
         bad.accumulators.weight.pop();
         write_msg(&mut send, &TileReply::Done(bad)).await.unwrap();
-        match ack(&mut recv).await {
+        match ack(&mut raw.control.1, task.lease).await {
             TileAck::Rejected { reason } => assert!(reason.contains("malformed"), "{reason}"),
             other => panic!("{other:?}"),
         }

@@ -253,6 +253,13 @@ impl Worker {
                 }
                 msg = read_msg::<CoordinatorMsg>(&mut control_rx, MAX_CONTROL_MESSAGE) => match msg {
                     Ok(CoordinatorMsg::Revoke { lease }) => slots.revoke(lease),
+                    Ok(CoordinatorMsg::Acks(acks)) => {
+                        for (lease, ack) in acks {
+                            if let TileAck::Rejected { reason } = ack {
+                                tracing::warn!(lease, %reason, "result rejected");
+                            }
+                        }
+                    }
                     Ok(other) => tracing::debug!(?other, "ignoring control message"),
                     Err(e) => break SessionEnd::Lost(e),
                 },
@@ -298,7 +305,7 @@ impl Worker {
 }
 
 /// One tile: read the task, make sure the job's blobs are here, render in a
-/// slot, send the reply, read the coordinator's ack.
+/// slot, send the reply.
 async fn serve_tile(
     shared: &Arc<Shared>,
     slots: &Slots,
@@ -329,11 +336,8 @@ async fn serve_tile(
     };
     write_msg(&mut send, &reply).await?;
     let _ = send.finish();
-    match read_msg::<TileAck>(&mut recv, MAX_CONTROL_MESSAGE).await {
-        Ok(TileAck::Accepted) => {}
-        Ok(TileAck::Rejected { reason }) => tracing::warn!(lease, %reason, "result rejected"),
-        Err(e) => tracing::debug!(lease, error = %e, "no ack"),
-    }
+    // The verdict comes on the control stream once the result is durable.
+    let _ = send.stopped().await;
     Ok(())
 }
 

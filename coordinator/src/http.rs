@@ -121,6 +121,8 @@ pub struct SubmitQuery {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub tile_size: Option<u32>,
+    /// Aim for tiles of about this many milliseconds (when no tile size is given).
+    pub target_tile_ms: Option<u64>,
     pub seed: Option<u64>,
     pub priority: Option<i32>,
     pub view: Option<String>,
@@ -146,12 +148,17 @@ async fn api_submit(
     request.width = q.width;
     request.height = q.height;
     request.tile_size = q.tile_size;
+    if let Some(ms) = q.target_tile_ms {
+        request.target_tile_ms = ms.clamp(10, 600_000);
+    }
     request.seed = q.seed.unwrap_or(0);
     request.priority = q.priority.unwrap_or(0);
     if let Some(v) = q.view {
         request.view = v;
     }
     request.extra = r#"{"background_strength":1.0,"max_bounces":8}"#.into();
+    // Tiles sized so the farm as it is now has work for every slot.
+    request.farm_slots = state.farm.status().await?.workers.iter().map(|w| w.slots).sum::<u32>().max(1);
     let id = state.farm.submit_scene(request, body.to_vec(), module.to_vec()).await?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response())
 }

@@ -47,3 +47,38 @@ fn demo_with_a_bad_module_fails_clearly() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("not a WebAssembly module"), "{stderr}");
 }
+
+#[test]
+fn demo_renders_the_sample_on_a_local_farm_and_says_where() {
+    let data = tempfile::tempdir().unwrap();
+    // Ports 0: never collide with a demo someone is running.
+    let run = tessera()
+        .args(["demo", "--exit", "--frames", "1-2", "--width", "64", "--spp", "2", "--workers", "2"])
+        .args(["--http", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .current_dir(data.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let value = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {stdout}"))
+            .trim()
+    };
+    let frames = std::path::PathBuf::from(value("frames:"));
+    for f in [1, 2] {
+        for ext in ["png", "exr"] {
+            assert!(
+                frames.join(format!("turntable-{f:04}.{ext}")).is_file(),
+                "frame {f} {ext} in {}",
+                frames.display()
+            );
+        }
+    }
+    assert!(value("web:").starts_with("http://127.0.0.1:"), "{stdout}");
+    assert!(value("token:").starts_with("ta_"), "{stdout}");
+    assert!(stdout.contains("rendered 2 frames"), "{stdout}");
+}

@@ -238,3 +238,54 @@ fn a_coordinator_killed_mid_job_restarts_and_finishes_without_rerendering() {
     let overlap: Vec<_> = again.intersection(&before).collect();
     assert!(overlap.is_empty(), "tiles {overlap:?} were stored before the kill and rendered again");
 }
+
+#[test]
+fn a_worker_interrupted_with_ctrl_c_finishes_its_tiles_and_leaves() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let mut config = test_config(&dir.path().join("coord"));
+        // A worker that vanished would take this long to be noticed.
+        config.idle_timeout = Duration::from_secs(30);
+        let farm = Farm::start(config).await.unwrap();
+        let token = farm.first_token().unwrap().to_string();
+        let mut worker = spawn_worker(&farm.quic_addr().to_string(), &token, farm.fingerprint(), &dir.path().join("w"));
+        let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
+        let job = farm.submit_scene(request_with_spp(SPP), scene, guest("pathtracer").to_vec()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = farm.status().await.unwrap();
+            if s.jobs[0].tiles_done >= 1 && s.workers.first().is_some_and(|w| w.leases > 0) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the worker never started: {s:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let status = Command::new("kill").args(["-INT", &worker.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let exited = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(s) = worker.child.try_wait().unwrap() {
+                    return (s, worker);
+                }
+                assert!(Instant::now() < deadline, "the worker did not leave after Ctrl-C");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await
+        .unwrap();
+        assert!(exited.0.success(), "exit status {:?}", exited.0);
+        // Gone at once (not after the 30 s idle timeout), its tiles handed back.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let s = farm.status().await.unwrap();
+        assert!(s.workers.is_empty(), "{s:?}");
+        let log: Vec<String> = exited.1.stderr.try_iter().collect();
+        assert!(log.iter().any(|l| l.contains("leaving")), "{}", log.join("\n"));
+        // Another worker finishes the job.
+        let _w2 = spawn_worker(&farm.quic_addr().to_string(), &token, farm.fingerprint(), &dir.path().join("w2"));
+        let status = tokio::time::timeout(Duration::from_secs(120), farm.wait_job(job)).await.unwrap().unwrap();
+        assert_eq!(status.state, JobState::Done);
+        farm.shutdown().await;
+    });
+}

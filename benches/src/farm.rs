@@ -25,7 +25,7 @@ use tessera_protocol::wire::{
 };
 use tessera_protocol::TileAccumulators;
 use tessera_worker::client::{Worker, WorkerConfig};
-use tessera_worker::net::{read_msg, tls, transport, write_msg};
+use tessera_worker::net::{read_last, read_msg, tls, transport, write_msg};
 use tessera_worker::sandbox::{JobSettings, JobSpec as SandboxJob, Sandbox, SandboxConfig};
 
 use crate::{Effort, Row};
@@ -175,7 +175,10 @@ async fn sim_worker(
         while let Ok((mut send, mut recv)) = c.accept_bi().await {
             let stats = stats.clone();
             tokio::spawn(async move {
-                let Ok(task) = read_msg::<TileTask>(&mut recv, MAX_CONTROL_MESSAGE).await else { return };
+                let Ok(task) = read_last::<TileTask>(&mut recv, MAX_CONTROL_MESSAGE, Duration::from_millis(100)).await
+                else {
+                    return;
+                };
                 stats.first.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Instant::now);
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;

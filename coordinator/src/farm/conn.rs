@@ -15,7 +15,7 @@ use tessera_protocol::wire::{
     max_tile_reply, BlobHeader, CoordinatorMsg, TileReply, TileTask, WorkerMsg, WorkerOpen, MAX_CONTROL_MESSAGE,
     PROTOCOL_VERSION,
 };
-use tessera_worker::net::{read_msg, tls, within, write_msg, NetError};
+use tessera_worker::net::{read_last, read_msg, tls, within, write_msg, NetError};
 use tokio::sync::mpsc;
 
 use super::core::{ConnCmd, CoreMsg};
@@ -251,7 +251,7 @@ async fn tile_exchange(
     write_msg(&mut send, task).await?;
     let _ = send.finish();
     let max = max_tile_reply(task.rect.pixel_count());
-    let reply = within(ctx.lease_timeout, read_msg::<TileReply>(&mut recv, max)).await;
+    let reply = within(ctx.lease_timeout, read_last::<TileReply>(&mut recv, max, Duration::from_millis(100))).await;
     let reject = |reason: String| {
         let _ = ctx.core.send(CoreMsg::Reject { worker, lease: task.lease, reason: reason.clone() });
         NetError::Protocol(reason)

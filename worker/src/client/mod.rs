@@ -24,7 +24,7 @@ use tokio::sync::{watch, OnceCell};
 
 use crate::blobs::{BlobCache, BlobError};
 use crate::net::tls::{self, Identity};
-use crate::net::{read_msg, within, write_msg, NetError};
+use crate::net::{read_last, read_msg, within, write_msg, NetError};
 use crate::sandbox::{Sandbox, SandboxConfig, SandboxError};
 pub use slots::JobContext;
 use slots::{SlotTask, Slots};
@@ -313,7 +313,7 @@ async fn serve_tile(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) -> Result<(), WorkerError> {
-    let task: TileTask = read_msg(&mut recv, MAX_CONTROL_MESSAGE).await?;
+    let task: TileTask = read_last(&mut recv, MAX_CONTROL_MESSAGE, Duration::from_millis(100)).await?;
     let lease = task.lease;
     let context = match job_context(shared, conn, &task.job).await {
         Ok(c) => c,

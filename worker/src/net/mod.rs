@@ -85,6 +85,20 @@ pub async fn read_msg<T: DeserializeOwned>(recv: &mut quinn::RecvStream, max: us
     Ok(wire::decode(&body)?)
 }
 
+/// Reads a message that is the last on its stream, then the stream's end:
+/// a stream read to its end closes quietly, where one dropped early makes
+/// QUIC send a STOP_SENDING frame back. A peer that keeps the stream open
+/// gets `grace` before it is dropped anyway.
+pub async fn read_last<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+    grace: Duration,
+) -> Result<T, NetError> {
+    let msg = read_msg(recv, max).await?;
+    let _ = tokio::time::timeout(grace, recv.read_to_end(0)).await;
+    Ok(msg)
+}
+
 /// Writes one framed message.
 pub async fn write_msg<T: Serialize>(send: &mut quinn::SendStream, msg: &T) -> Result<(), NetError> {
     send.write_all(&wire::encode(msg)).await?;

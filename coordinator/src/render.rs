@@ -121,20 +121,9 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let probe =
         JobSpec::new(scene.clone(), JobSettings { fps: args.fps, extra: extra.clone(), ..JobSettings::new(16, 16) });
     let info = module.instantiate(&probe).context("loading the scene")?.scene_info().clone();
-    let (width, height) = match (args.width, args.height) {
-        (Some(w), Some(h)) => (w, h),
-        (Some(w), None) if info.width > 0 => {
-            (w, ((u64::from(w) * u64::from(info.height)) / u64::from(info.width)).max(1) as u32)
-        }
-        (None, Some(h)) if info.height > 0 => {
-            (((u64::from(h) * u64::from(info.width)) / u64::from(info.height)).max(1) as u32, h)
-        }
-        (w, h) if info.width > 0 => (w.unwrap_or(info.width), h.unwrap_or(info.height)),
-        (w, h) => (w.unwrap_or(1920), h.unwrap_or(1080)),
-    };
-    // The frame buffer holds 16 bytes a pixel: keep it to what a machine
-    // can hold rather than let a typo allocate tens of gigabytes.
-    const MAX_PIXELS: u64 = 100_000_000;
+    let (width, height) = tessera_coordinator::farm::job::resolve_size(args.width, args.height, &info);
+    // The frame buffer holds 16 bytes a pixel: the farm's limit.
+    use tessera_coordinator::farm::job::MAX_PIXELS;
     if width == 0 || height == 0 || u64::from(width) * u64::from(height) > MAX_PIXELS {
         bail!("{width}x{height} is out of range: frames may have 1 to {MAX_PIXELS} pixels");
     }

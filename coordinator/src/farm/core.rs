@@ -141,6 +141,8 @@ struct LiveJob {
     frame_started: Vec<bool>,
     frames_written: usize,
     state: JobState,
+    /// The last tile failure, to say why if the job fails.
+    last_error: Option<String>,
 }
 
 impl LiveJob {
@@ -236,6 +238,9 @@ impl Core {
                 let lease = LeaseId(lease);
                 if let Some((_, tile)) = self.leases.get(&lease).filter(|(w, _)| *w == worker) {
                     tracing::warn!(worker = worker.0, job = tile.job.0, tile = tile.index, %error, "tile failed");
+                    if let Some(j) = self.jobs.get_mut(&tile.job.0) {
+                        j.last_error = Some(error);
+                    }
                     self.scheduler.handle(now, Event::TileFailed { worker, lease });
                 }
             }
@@ -290,6 +295,7 @@ impl Core {
             frame_started: vec![false; frames],
             frames_written: 0,
             state: JobState::Running,
+            last_error: None,
             plan,
         };
         for &t in &done {
@@ -378,10 +384,13 @@ impl Core {
                     tracing::info!(job = job.0, "all tiles rendered");
                 }
                 Action::JobFailed { job, tile } => {
+                    let mut error = format!("tile {tile} failed on every attempt");
                     if let Some(j) = self.jobs.get_mut(&job.0) {
                         j.state = JobState::Failed;
+                        if let Some(last) = &j.last_error {
+                            error += &format!("; last error: {last}");
+                        }
                     }
-                    let error = format!("tile {tile} failed on every attempt");
                     tracing::error!(job = job.0, %error, "job failed");
                     let _ = self.writer.send(WriterMsg::JobState {
                         job: job.0,

@@ -199,3 +199,43 @@ fn a_restarted_coordinator_keeps_its_fingerprint_and_its_jobs() {
     let store = Store::open(&data).unwrap();
     assert_eq!(store.unfinished_jobs().unwrap().len(), 1);
 }
+
+#[test]
+fn a_guest_that_panics_fails_its_job_with_the_reason_and_the_farm_goes_on() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let farm = Farm::start(test_config(&dir.path().join("coord"))).await.unwrap();
+        let token = farm.first_token().unwrap().to_string();
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        for i in 0..2 {
+            let w = Worker::new(worker_config(&farm, &token, &dir.path().join(format!("w{i}")))).unwrap();
+            let rx = stopped.clone();
+            tokio::spawn(async move { w.run(rx).await });
+        }
+        let hostile = guest("hostile").to_vec();
+        let request = |mode: &str| {
+            let mut r = JobRequest::new(format!("{mode}.glb"));
+            r.width = Some(32);
+            r.height = Some(16);
+            r.frames = Some(vec![1]);
+            r.spp = 1;
+            r.tile_size = Some(16);
+            r.extra = format!("\"{mode}\"");
+            r
+        };
+        let bad = farm.submit_scene(request("panic"), b"any scene".to_vec(), hostile.clone()).await.unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(60), farm.wait_job(bad)).await.unwrap().unwrap();
+        assert_eq!(status.state, JobState::Failed, "{status:?}");
+        let record = farm.store().lock().unwrap().job(bad).unwrap().unwrap();
+        assert_eq!(record.state, JobState::Failed);
+        let error = record.error.unwrap_or_default();
+        assert!(error.contains("failed on every attempt") && error.contains("panic"), "{error}");
+        // Same workers, same module, a well-behaved mode: done.
+        let good = farm.submit_scene(request("grey"), b"any scene".to_vec(), hostile).await.unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(60), farm.wait_job(good)).await.unwrap().unwrap();
+        assert_eq!(status.state, JobState::Done, "{status:?}");
+        assert_eq!(farm.status().await.unwrap().workers.len(), 2);
+        farm.shutdown().await;
+    });
+}

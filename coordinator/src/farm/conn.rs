@@ -15,7 +15,7 @@ use tessera_protocol::wire::{
     max_tile_reply, BlobHeader, CoordinatorMsg, TileReply, TileTask, WorkerMsg, WorkerOpen, MAX_CONTROL_MESSAGE,
     PROTOCOL_VERSION,
 };
-use tessera_worker::net::{read_last, read_msg, tls, within, write_msg, NetError};
+use tessera_worker::net::{read_last, read_msg, spawn_reader, tls, within, write_msg, NetError};
 use tokio::sync::mpsc;
 
 use super::core::{ConnCmd, CoreMsg};
@@ -128,9 +128,10 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
     let (tx, mut rx) = mpsc::unbounded_channel();
     let _ = ctx.core.send(CoreMsg::Joined { worker, identity, name: hello.name.clone(), slots, tx });
     let mut heartbeats: u64 = 0;
+    let mut control = spawn_reader::<WorkerMsg>(control_rx, MAX_CONTROL_MESSAGE);
     let result = loop {
         tokio::select! {
-            msg = read_msg::<WorkerMsg>(&mut control_rx, MAX_CONTROL_MESSAGE) => match msg {
+            msg = control.recv() => match msg.unwrap_or(Err(NetError::Closed)) {
                 Ok(WorkerMsg::Heartbeat) => {
                     heartbeats += 1;
                     let _ = ctx.core.send(CoreMsg::Heartbeat { worker });

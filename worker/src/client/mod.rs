@@ -244,6 +244,7 @@ impl Worker {
         // Tiles in flight on this connection: Ctrl-C waits for them.
         let mut tiles = tokio::task::JoinSet::new();
         let mut ticker = tokio::time::interval(heartbeat);
+        let mut control = crate::net::spawn_reader::<CoordinatorMsg>(control_rx, MAX_CONTROL_MESSAGE);
         let end = loop {
             tokio::select! {
                 _ = ticker.tick() => {
@@ -251,7 +252,7 @@ impl Worker {
                         break SessionEnd::Lost(e);
                     }
                 }
-                msg = read_msg::<CoordinatorMsg>(&mut control_rx, MAX_CONTROL_MESSAGE) => match msg {
+                msg = control.recv() => match msg.unwrap_or(Err(NetError::Closed)) {
                     Ok(CoordinatorMsg::Revoke { lease }) => slots.revoke(lease),
                     Ok(CoordinatorMsg::Acks(acks)) => {
                         for (lease, ack) in acks {

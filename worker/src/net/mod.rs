@@ -99,6 +99,28 @@ pub async fn read_last<T: DeserializeOwned>(
     Ok(msg)
 }
 
+/// Reads messages from `recv` on a task of its own and hands them over a
+/// channel, ending with the error that stopped it. Use this for a stream
+/// read inside `select!`: `read_msg` is not cancel-safe (a message half
+/// read when another branch wins would be lost and the stream desynced),
+/// a channel's `recv` is.
+pub fn spawn_reader<T: DeserializeOwned + Send + 'static>(
+    mut recv: quinn::RecvStream,
+    max: usize,
+) -> tokio::sync::mpsc::Receiver<Result<T, NetError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let msg = read_msg(&mut recv, max).await;
+            let failed = msg.is_err();
+            if tx.send(msg).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// Writes one framed message.
 pub async fn write_msg<T: Serialize>(send: &mut quinn::SendStream, msg: &T) -> Result<(), NetError> {
     send.write_all(&wire::encode(msg)).await?;

@@ -106,8 +106,10 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
     }
     let caps = &hello.capabilities;
     let slots = caps.slots.clamp(1, 1024);
+    // A name for pages and logs: printable and short, whatever was sent.
+    let name: String = hello.name.chars().filter(|c| !c.is_control()).take(64).collect();
     {
-        let (store, identity, name) = (ctx.store.clone(), identity.clone(), hello.name.clone());
+        let (store, identity, name) = (ctx.store.clone(), identity.clone(), name.clone());
         let caps_json = serde_json::json!({
             "slots": caps.slots, "cores": caps.cores, "memory_bytes": caps.memory_bytes,
             "gpu": caps.gpu, "agent": caps.agent,
@@ -126,7 +128,7 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
 
     let worker = WorkerId(ctx.next_worker.fetch_add(1, Ordering::Relaxed));
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let _ = ctx.core.send(CoreMsg::Joined { worker, identity, name: hello.name.clone(), slots, tx });
+    let _ = ctx.core.send(CoreMsg::Joined { worker, identity, name, slots, tx });
     let mut heartbeats: u64 = 0;
     let mut control = spawn_reader::<WorkerMsg>(control_rx, MAX_CONTROL_MESSAGE);
     let result = loop {

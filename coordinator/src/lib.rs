@@ -1,10 +1,15 @@
 //! Tessera's coordinator and the `tessera` command line.
 //!
-//! Today this crate holds the parts of the coordinator that exist so far:
-//! frame assembly ([`assemble`]) and rendering on this machine's cores
-//! through the worker's sandbox ([`local`]), which `tessera demo` uses. The
-//! farm (QUIC endpoint, scheduler, store, HTTP API) joins it issue by issue;
-//! see ARCHITECTURE.md.
+//! - [`farm`]: the coordinator at run time: QUIC endpoint, core loop over
+//!   the [`scheduler`], store writer and frame assembly;
+//! - [`store`]: SQLite and content-addressed blobs, behind one module;
+//! - [`http`]: the status page and the API routes (axum);
+//! - [`assemble`]: tiles into frames, EXR and PNG output;
+//! - [`local`]: rendering on this machine's cores through the worker's
+//!   sandbox (`tessera render`);
+//! - [`frames`], [`pack`]: frame lists and `.gltf` packing.
+//!
+//! See ARCHITECTURE.md for how they fit.
 
 pub mod assemble;
 pub mod farm;

@@ -429,7 +429,7 @@ async fn efficiency(effort: Effort) -> Result<(f64, f64, String)> {
     let wasm = tessera_guest_build::guest("pathtracer")?.to_vec();
     let scene =
         std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/scenes/turntable.glb"))?;
-    let extra = r#"{"background_strength":1.0,"max_bounces":8}"#;
+    let extra = tessera_coordinator::farm::job::RENDER_DEFAULTS;
 
     // In one process, as `tessera render` does.
     let local_secs = {

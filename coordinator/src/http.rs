@@ -78,12 +78,10 @@ async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError
         })?
         .to_string();
     let store = state.farm.store().clone();
-    let ok = tokio::task::spawn_blocking(move || {
-        store.lock().unwrap_or_else(|e| e.into_inner()).check_token(TokenKind::Api, &token)
-    })
-    .await
-    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))?
-    .map_err(FarmError::Store)?;
+    let ok = tokio::task::spawn_blocking(move || crate::farm::lock(&store).check_token(TokenKind::Api, &token))
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into()))?
+        .map_err(FarmError::Store)?;
     match ok {
         Some(_) => Ok(()),
         None => Err(ApiError(StatusCode::UNAUTHORIZED, "unknown or revoked API token".into())),
@@ -156,7 +154,7 @@ async fn api_submit(
     if let Some(v) = q.view {
         request.view = v;
     }
-    request.extra = r#"{"background_strength":1.0,"max_bounces":8}"#.into();
+    request.extra = crate::farm::job::RENDER_DEFAULTS.into();
     // Tiles sized so the farm as it is now has work for every slot.
     request.farm_slots = state.farm.status().await?.workers.iter().map(|w| w.slots).sum::<u32>().max(1);
     let id = state.farm.submit_scene(request, body.to_vec(), module.to_vec()).await?;
@@ -172,7 +170,7 @@ fn frame_number(file: &str) -> Result<i32, ApiError> {
 async fn stored_frame(state: &AppState, job: u64, frame: i32, thumbnail: bool) -> Result<Response, ApiError> {
     let store = state.farm.store().clone();
     let bytes = tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>, crate::store::StoreError> {
-        let store = store.lock().unwrap_or_else(|e| e.into_inner());
+        let store = crate::farm::lock(&store);
         let Some(f) = store.frames(job)?.into_iter().find(|f| f.frame == frame) else { return Ok(None) };
         Ok(Some(store.get_blob(if thumbnail { &f.thumbnail } else { &f.png })?))
     })
@@ -208,7 +206,7 @@ async fn index(State(state): State<AppState>) -> Result<Html<String>, ApiError> 
     let store = state.farm.store().clone();
     let ids: Vec<u64> = status.jobs.iter().map(|j| j.id).collect();
     let frames = tokio::task::spawn_blocking(move || {
-        let store = store.lock().unwrap_or_else(|e| e.into_inner());
+        let store = crate::farm::lock(&store);
         ids.iter().map(|id| (*id, store.frames(*id).unwrap_or_default())).collect::<Vec<_>>()
     })
     .await

@@ -258,7 +258,7 @@ pub fn demo(args: DemoArgs, inputs: DemoInputs) -> Result<()> {
         request.frames = frames;
         request.spp = args.spp;
         request.farm_slots = slots * args.workers;
-        request.extra = r#"{"background_strength":1.0,"max_bounces":8}"#.into();
+        request.extra = tessera_coordinator::farm::job::RENDER_DEFAULTS.into();
         let started = std::time::Instant::now();
         let job = farm.submit_scene(request, inputs.scene.to_vec(), module.to_vec()).await?;
         eprintln!(
@@ -354,8 +354,7 @@ pub fn token(args: TokenArgs) -> Result<()> {
                 "api" => TokenKind::Api,
                 other => bail!("--kind is worker or api, not {other:?}"),
             };
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
-            let (id, secret) = store.create_token(kind, &label, now)?;
+            let (id, secret) = store.create_token(kind, &label, tessera_coordinator::farm::writer::unix_ms())?;
             eprintln!("token {id} ({}):", kind.as_str());
             println!("{secret}");
         }

@@ -19,8 +19,9 @@ use tessera_worker::net::{read_last, read_msg, spawn_reader, tls, within, write_
 use tokio::sync::mpsc;
 
 use super::core::{ConnCmd, CoreMsg};
+use super::lock;
 use crate::scheduler::WorkerId;
-use crate::store::{Blobs, Store, TokenKind};
+use crate::store::{Blobs, Store, StoreError, TokenKind};
 
 /// What every connection task shares.
 pub struct ConnContext {
@@ -41,10 +42,6 @@ pub mod close {
     pub const SILENT: u32 = 3;
     pub const SHUTDOWN: u32 = 4;
     pub const LEFT: u32 = 5;
-}
-
-fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
-    store.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Serves one incoming connection until it ends.
@@ -89,14 +86,7 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
             format!("protocol version {} is not supported (this coordinator speaks {PROTOCOL_VERSION})", hello.version);
         return Err(refuse(conn, &mut control_tx, &reason).await);
     }
-    let token_ok = {
-        let store = ctx.store.clone();
-        let token = hello.token.clone();
-        tokio::task::spawn_blocking(move || lock(&store).check_token(TokenKind::Worker, &token))
-            .await
-            .map_err(|e| NetError::Protocol(e.to_string()))?
-    };
-    match token_ok {
+    match check_token(ctx, &hello.token).await {
         Ok(Some(_)) => {}
         Ok(None) => return Err(refuse(conn, &mut control_tx, "unknown or revoked join token").await),
         Err(e) => {
@@ -208,12 +198,19 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
     result
 }
 
-async fn token_valid(ctx: &ConnContext, token: &str) -> bool {
+/// The join token's id, if it exists and is not revoked (off the runtime:
+/// SQLite blocks).
+async fn check_token(ctx: &ConnContext, token: &str) -> Result<Option<u64>, StoreError> {
     let (store, token) = (ctx.store.clone(), token.to_string());
     tokio::task::spawn_blocking(move || lock(&store).check_token(TokenKind::Worker, &token))
         .await
-        .map(|r| !matches!(r, Ok(None)))
-        .unwrap_or(true)
+        .unwrap_or_else(|e| Err(StoreError::NotFound(format!("token check task: {e}"))))
+}
+
+/// Whether a connected worker's token still holds. A store error keeps the
+/// worker connected: an operator's revocation is what ends it.
+async fn token_valid(ctx: &ConnContext, token: &str) -> bool {
+    !matches!(check_token(ctx, token).await, Ok(None))
 }
 
 /// One tile's stream: send the task, read and check the result, hand it to

@@ -35,6 +35,11 @@ pub struct JobSpec {
     pub fuel_per_pixel_sample: u64,
 }
 
+/// The path tracer's settings as `tessera render` sends them by default
+/// (8 bounces, Blender's world strength): jobs submitted without settings
+/// render the same pixels as a local check.
+pub const RENDER_DEFAULTS: &str = r#"{"background_strength":1.0,"max_bounces":8}"#;
+
 /// A spec that cannot be planned.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SpecError {

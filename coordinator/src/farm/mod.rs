@@ -395,6 +395,8 @@ impl JobRequest {
     }
 }
 
-fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+/// Locks the shared store. A panic while it was held leaves SQLite's own
+/// state consistent (the transaction rolls back), so the store stays usable.
+pub fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
     store.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -15,6 +15,7 @@ use tokio::sync::mpsc as tokio_mpsc;
 
 use super::core::{ConnCmd, CoreMsg};
 use super::job::JobSpec;
+use super::lock;
 use crate::assemble::FrameBuffer;
 use crate::store::{FrameRecord, JobState, Store, StoreError, TileRecord};
 
@@ -104,12 +105,6 @@ fn checkpoint_loop(dir: &Path, alive: mpsc::Receiver<()>) {
         }
     }
     let _ = store.checkpoint();
-}
-
-fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
-    // A panic mid-call leaves SQLite's own state consistent (the
-    // transaction rolls back), so the store stays usable.
-    store.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn writer_loop(
@@ -254,9 +249,11 @@ fn write_frame(
     buffer.write_png_with(&png_path, &spec.output_options())?;
     buffer.write_exr(&exr_path)?;
     let read = |p: &Path| std::fs::read(p).map_err(|source| FrameError::Io { path: p.to_path_buf(), source });
-    let png = lock(store).blobs().put(&read(&png_path)?)?;
-    let exr = lock(store).blobs().put(&read(&exr_path)?)?;
-    let thumbnail = lock(store).blobs().put(&thumbnail_png(&buffer, spec))?;
+    // Blob files need no lock: the writer keeps committing meanwhile.
+    let blobs = lock(store).blobs().clone();
+    let png = blobs.put(&read(&png_path)?)?;
+    let exr = blobs.put(&read(&exr_path)?)?;
+    let thumbnail = blobs.put(&thumbnail_png(&buffer, spec))?;
     lock(store).record_frame(&FrameRecord { job, frame, exr, png, thumbnail, finished_ms: unix_ms() })?;
     tracing::info!(job, frame, path = %png_path.display(), "frame written");
     Ok(())

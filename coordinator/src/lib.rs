@@ -11,6 +11,7 @@
 //!
 //! See ARCHITECTURE.md for how they fit.
 
+pub mod api;
 pub mod assemble;
 pub mod farm;
 pub mod frames;

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use tessera_coordinator::farm::{Farm, FarmConfig, FarmError, JobRequest};
 use tessera_coordinator::http::{app, AppState};
-use tessera_coordinator::store::{Store, TokenKind};
+use tessera_coordinator::store::{Scope, Store, TokenKind};
 use tessera_worker::client::{Worker, WorkerConfig};
 use tessera_worker::settings::read_config;
 
@@ -165,7 +165,7 @@ pub fn coordinator(args: CoordinatorArgs, module: Option<&'static [u8]>) -> Resu
         } else {
             println!("tokens: `tessera token create --data {}` makes more", s.data.display());
         }
-        serve_http(listener, AppState { farm: farm.clone(), default_module: module.map(|m| Arc::new(m.to_vec())) });
+        serve_http(listener, AppState::new(farm.clone(), module.map(|m| Arc::new(m.to_vec()))));
         tokio::signal::ctrl_c().await?;
         eprintln!("tessera coordinator: shutting down");
         if let Ok(farm) = Arc::try_unwrap(farm) {
@@ -235,7 +235,7 @@ pub fn demo(args: DemoArgs, inputs: DemoInputs) -> Result<()> {
             Some(t) => t.to_string(),
             None => farm.create_token(TokenKind::Worker, "demo workers").await?,
         };
-        serve_http(listener, AppState { farm: farm.clone(), default_module: Some(Arc::new(module.to_vec())) });
+        serve_http(listener, AppState::new(farm.clone(), Some(Arc::new(module.to_vec()))));
 
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut workers = Vec::new();
@@ -324,8 +324,13 @@ pub enum TokenCommand {
         kind: String,
         #[arg(long, default_value = "")]
         label: String,
+        /// What an API token may do: `read`, `submit`, `admin`
+        /// (comma-separated; `admin` implies the others) [default for api
+        /// tokens: read,submit]. Not for worker tokens.
+        #[arg(long, value_delimiter = ',')]
+        scope: Vec<String>,
     },
-    /// Lists tokens (ids, kinds, labels; never the secrets).
+    /// Lists tokens (ids, kinds, states, scopes, labels; never the secrets).
     List,
     /// Revokes a token: workers using it are disconnected within seconds.
     Revoke { id: u64 },
@@ -348,23 +353,38 @@ pub fn token(args: TokenArgs) -> Result<()> {
     }
     let mut store = Store::open(&data)?;
     match args.command {
-        TokenCommand::Create { kind, label } => {
+        TokenCommand::Create { kind, label, scope } => {
             let kind = match kind.as_str() {
                 "worker" => TokenKind::Worker,
                 "api" => TokenKind::Api,
                 other => bail!("--kind is worker or api, not {other:?}"),
             };
-            let (id, secret) = store.create_token(kind, &label, tessera_coordinator::farm::writer::unix_ms())?;
+            let scopes = match kind {
+                TokenKind::Worker if !scope.is_empty() => bail!("--scope is for api tokens; worker tokens only join"),
+                TokenKind::Worker => Vec::new(),
+                TokenKind::Api if scope.is_empty() => vec![Scope::Read, Scope::Submit],
+                TokenKind::Api => scope
+                    .iter()
+                    .map(|s| {
+                        Scope::parse(s.trim())
+                            .with_context(|| format!("--scope takes read, submit or admin, not {s:?}"))
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            };
+            let now = tessera_coordinator::farm::writer::unix_ms();
+            let (id, secret) = store.create_token_scoped(kind, &label, &scopes, now)?;
             eprintln!("token {id} ({}):", kind.as_str());
             println!("{secret}");
         }
         TokenCommand::List => {
             for t in store.tokens()? {
+                let scopes = t.scopes.iter().map(Scope::as_str).collect::<Vec<_>>().join(",");
                 println!(
-                    "{:>4}  {:<6}  {:<8}  {}",
+                    "{:>4}  {:<6}  {:<8}  {:<17}  {}",
                     t.id,
                     t.kind.as_str(),
                     if t.revoked { "revoked" } else { "active" },
+                    if scopes.is_empty() { "-" } else { &scopes },
                     t.label
                 );
             }

@@ -17,8 +17,13 @@ use tokio::time::Instant;
 
 use super::job::{JobPlan, JobSpec};
 use super::writer::{PendingTile, WriterMsg};
+use crate::api::model::Event as ApiEvent;
 use crate::scheduler::{Action, Event, JobId, LeaseId, Scheduler, TileRef, WorkerId};
-use crate::store::JobState;
+use crate::store::{JobState, LogLevel};
+
+/// How many events a slow subscriber may fall behind before it is told it
+/// lagged (and misses some).
+pub const EVENT_BUFFER: usize = 4096;
 
 /// What a connection is told to do.
 #[derive(Debug)]
@@ -75,9 +80,9 @@ pub enum CoreMsg {
         lease: u64,
         reason: String,
     },
-    /// The writer committed these tiles.
+    /// The writer committed these tiles (job, tile, worker identity).
     Persisted {
-        tiles: Vec<(u64, u32)>,
+        tiles: Vec<(u64, u32, String)>,
     },
     /// The writer wrote (or failed to write) a frame.
     FrameWritten {
@@ -93,6 +98,12 @@ pub enum CoreMsg {
     Status {
         reply: oneshot::Sender<FarmStatus>,
     },
+    /// Forget a finished job (it is being deleted); replies whether the
+    /// job was finished (or unknown) and so could be forgotten.
+    Forget {
+        job: u64,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// A snapshot for pages, the API and tests.
@@ -100,6 +111,18 @@ pub enum CoreMsg {
 pub struct FarmStatus {
     pub workers: Vec<WorkerStatus>,
     pub jobs: Vec<JobStatus>,
+    pub counters: Counters,
+    /// Leases held now, over all workers.
+    pub leases: usize,
+}
+
+/// Monotonic counts since the coordinator started (Prometheus counters).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counters {
+    pub tiles_done: u64,
+    pub tiles_failed: u64,
+    pub frames_done: u64,
+    pub jobs_submitted: u64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -121,6 +144,9 @@ pub struct JobStatus {
     pub frames: usize,
     pub frames_done: usize,
     pub state: JobState,
+    /// Seconds left at the rate this job's tiles became durable since it
+    /// was loaded; `None` without a rate or once finished.
+    pub eta_s: Option<f64>,
 }
 
 struct LiveWorker {
@@ -143,6 +169,10 @@ struct LiveJob {
     state: JobState,
     /// The last tile failure, to say why if the job fails.
     last_error: Option<String>,
+    /// When the core loaded the job and how many tiles were durable then:
+    /// the ETA is measured from this session's rate only.
+    loaded_ms: u64,
+    done_at_load: u32,
 }
 
 impl LiveJob {
@@ -160,11 +190,19 @@ pub struct Core {
     /// Which tile each live lease is for, to check results against.
     leases: BTreeMap<LeaseId, (WorkerId, TileRef)>,
     writer: std::sync::mpsc::Sender<WriterMsg>,
+    events: tokio::sync::broadcast::Sender<ApiEvent>,
+    counters: Counters,
 }
 
 impl Core {
-    pub fn new(config: crate::scheduler::Config, writer: std::sync::mpsc::Sender<WriterMsg>) -> Core {
+    pub fn new(
+        config: crate::scheduler::Config,
+        writer: std::sync::mpsc::Sender<WriterMsg>,
+        events: tokio::sync::broadcast::Sender<ApiEvent>,
+    ) -> Core {
         Core {
+            events,
+            counters: Counters::default(),
             scheduler: Scheduler::new(config),
             started: Instant::now(),
             workers: BTreeMap::new(),
@@ -176,6 +214,30 @@ impl Core {
 
     fn now(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// Publishes an event to API subscribers (none listening is fine).
+    fn emit(&self, event: ApiEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Appends a line to a job's log (kept in the store, read by `tessera logs`).
+    fn log(&self, job: u64, level: LogLevel, message: String) {
+        let _ = self.writer.send(WriterMsg::Log { job, level, message });
+    }
+
+    /// Records a job's new state: store, log and subscribers.
+    fn set_state(&self, job: u64, state: JobState, error: Option<String>) {
+        let level = if state == JobState::Failed { LogLevel::Error } else { LogLevel::Info };
+        let message = match &error {
+            Some(e) => format!("job {}: {e}", state.as_str()),
+            None => format!("job {}", state.as_str()),
+        };
+        if state != JobState::Running {
+            self.log(job, level, message);
+        }
+        self.emit(ApiEvent::Job { job, state: state.as_str().into(), error: error.clone() });
+        let _ = self.writer.send(WriterMsg::JobState { job, state, error });
     }
 
     /// Runs until every sender of `rx` is gone.
@@ -209,12 +271,14 @@ impl Core {
         match msg {
             CoreMsg::Joined { worker, identity, name, slots, tx } => {
                 tracing::info!(worker = worker.0, %identity, %name, slots, "worker joined");
+                self.emit(ApiEvent::Worker { identity: identity.clone(), name: name.clone(), state: "joined".into() });
                 self.workers.insert(worker, LiveWorker { identity, name, slots, tx, tiles_done: 0 });
                 self.scheduler.handle(now, Event::WorkerJoined { worker, slots });
             }
             CoreMsg::Left { worker } => {
-                if self.workers.remove(&worker).is_some() {
+                if let Some(w) = self.workers.remove(&worker) {
                     tracing::info!(worker = worker.0, "worker left");
+                    self.emit(ApiEvent::Worker { identity: w.identity, name: w.name, state: "left".into() });
                 }
                 self.scheduler.handle(now, Event::WorkerLeft { worker });
             }
@@ -238,6 +302,9 @@ impl Core {
                 let lease = LeaseId(lease);
                 if let Some((_, tile)) = self.leases.get(&lease).filter(|(w, _)| *w == worker) {
                     tracing::warn!(worker = worker.0, job = tile.job.0, tile = tile.index, %error, "tile failed");
+                    self.counters.tiles_failed += 1;
+                    let who = self.workers.get(&worker).map_or("a worker".to_string(), |w| w.name.clone());
+                    self.log(tile.job.0, LogLevel::Warn, format!("tile {} failed on {who}: {error}", tile.index));
                     if let Some(j) = self.jobs.get_mut(&tile.job.0) {
                         j.last_error = Some(error);
                     }
@@ -247,7 +314,10 @@ impl Core {
             CoreMsg::Reject { worker, lease, reason } => {
                 tracing::warn!(worker = worker.0, lease, %reason, "result refused");
                 self.ack(worker, lease, TileAck::Rejected { reason: reason.clone() });
-                if self.leases.get(&LeaseId(lease)).is_some_and(|(w, _)| *w == worker) {
+                if let Some((_, tile)) = self.leases.get(&LeaseId(lease)).filter(|(w, _)| *w == worker) {
+                    self.counters.tiles_failed += 1;
+                    let who = self.workers.get(&worker).map_or("a worker".to_string(), |w| w.name.clone());
+                    self.log(tile.job.0, LogLevel::Warn, format!("tile {} from {who} refused: {reason}", tile.index));
                     self.scheduler.handle(now, Event::TileFailed { worker, lease: LeaseId(lease) });
                 }
             }
@@ -256,20 +326,28 @@ impl Core {
                 if let Some(j) = self.jobs.get_mut(&job) {
                     if !j.state.is_finished() {
                         j.state = JobState::Cancelled;
-                        let _ = self.writer.send(WriterMsg::JobState { job, state: JobState::Cancelled, error: None });
+                        self.set_state(job, JobState::Cancelled, None);
                     }
                 }
                 self.scheduler.handle(now, Event::JobCancelled { job: JobId(job) });
             }
             CoreMsg::Persisted { tiles } => {
-                for (job, index) in tiles {
-                    self.persisted(job, index);
+                for (job, index, worker) in tiles {
+                    self.persisted(job, index, worker);
                 }
             }
             CoreMsg::FrameWritten { job, frame_slot, error } => self.frame_written(job, frame_slot, error),
             CoreMsg::TileLost { job, error } => self.fail_job(job, format!("storing a tile: {error}")),
             CoreMsg::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            CoreMsg::Forget { job, reply } => {
+                let finished = self.jobs.get(&job).is_none_or(|j| j.state.is_finished());
+                if finished {
+                    self.jobs.remove(&job);
+                    self.scheduler.handle(now, Event::JobCancelled { job: JobId(job) });
+                }
+                let _ = reply.send(finished);
             }
         }
         self.apply(None);
@@ -279,11 +357,7 @@ impl Core {
         let plan = match spec.plan() {
             Ok(p) => p,
             Err(e) => {
-                let _ = self.writer.send(WriterMsg::JobState {
-                    job: id,
-                    state: JobState::Failed,
-                    error: Some(e.to_string()),
-                });
+                self.set_state(id, JobState::Failed, Some(e.to_string()));
                 return;
             }
         };
@@ -297,6 +371,8 @@ impl Core {
             state: JobState::Running,
             last_error: None,
             plan,
+            loaded_ms: now,
+            done_at_load: 0,
         };
         for &t in &done {
             if let Some(p) = job.plan.place(t) {
@@ -309,8 +385,21 @@ impl Core {
                 job.frames_written += 1;
             }
         }
+        job.done_at_load = job.persisted_total();
         let total = job.plan.total_tiles();
         let priority = job.spec.priority;
+        self.counters.jobs_submitted += 1;
+        let plan_line = format!(
+            "job loaded: {}x{}, {} spp, {} frame(s), {} tiles of {} px; {} already rendered",
+            job.spec.width,
+            job.spec.height,
+            job.spec.spp,
+            job.plan.frames.len(),
+            total,
+            job.spec.tile_size,
+            job.done_at_load
+        );
+        self.log(id, LogLevel::Info, plan_line);
         tracing::info!(job = id, name = %job.spec.name, tiles = total, done = done.len(), "job loaded");
         self.jobs.insert(id, job);
         self.scheduler.handle(now, Event::JobSubmitted { job: JobId(id), tiles: total, priority });
@@ -319,7 +408,7 @@ impl Core {
         }
         // Frames whose tiles were all durable but whose files were not
         // written when the coordinator stopped.
-        let _ = self.writer.send(WriterMsg::JobState { job: id, state: JobState::Running, error: None });
+        self.set_state(id, JobState::Running, None);
         for slot in 0..frames {
             self.maybe_write_frame(id, slot);
         }
@@ -392,11 +481,7 @@ impl Core {
                         }
                     }
                     tracing::error!(job = job.0, %error, "job failed");
-                    let _ = self.writer.send(WriterMsg::JobState {
-                        job: job.0,
-                        state: JobState::Failed,
-                        error: Some(error),
-                    });
+                    self.set_state(job.0, JobState::Failed, Some(error));
                 }
                 Action::DisconnectWorker { worker } => {
                     if let Some(w) = self.workers.remove(&worker) {
@@ -411,10 +496,12 @@ impl Core {
         }
     }
 
-    fn persisted(&mut self, job: u64, index: u32) {
+    fn persisted(&mut self, job: u64, index: u32, worker: String) {
         let Some(j) = self.jobs.get_mut(&job) else { return };
         let Some(place) = j.plan.place(index) else { return };
         j.persisted[place.frame_slot] += 1;
+        self.counters.tiles_done += 1;
+        self.emit(ApiEvent::Tile { job, frame: place.frame, tile: index, worker });
         self.maybe_write_frame(job, place.frame_slot);
     }
 
@@ -435,6 +522,10 @@ impl Core {
             return;
         }
         j.frames_written += 1;
+        let frame = j.plan.frames[slot];
+        self.counters.frames_done += 1;
+        self.log(job, LogLevel::Info, format!("frame {frame} written"));
+        self.emit(ApiEvent::Frame { job, frame });
         self.maybe_finish(job);
     }
 
@@ -445,7 +536,7 @@ impl Core {
         }
         j.state = JobState::Failed;
         tracing::error!(job, %error, "job failed");
-        let _ = self.writer.send(WriterMsg::JobState { job, state: JobState::Failed, error: Some(error) });
+        self.set_state(job, JobState::Failed, Some(error));
         let now = self.now();
         self.scheduler.handle(now, Event::JobCancelled { job: JobId(job) });
     }
@@ -455,12 +546,15 @@ impl Core {
         if j.frames_written == j.plan.frames.len() && !j.state.is_finished() {
             j.state = JobState::Done;
             tracing::info!(job, frames = j.frames_written, "job done");
-            let _ = self.writer.send(WriterMsg::JobState { job, state: JobState::Done, error: None });
+            self.set_state(job, JobState::Done, None);
         }
     }
 
     fn status(&self) -> FarmStatus {
+        let now = self.now();
         FarmStatus {
+            counters: self.counters,
+            leases: self.scheduler.lease_count(),
             workers: self
                 .workers
                 .iter()
@@ -484,10 +578,26 @@ impl Core {
                     frames: j.plan.frames.len(),
                     frames_done: j.frames_written,
                     state: j.state,
+                    eta_s: eta(j, now),
                 })
                 .collect(),
         }
     }
+}
+
+/// Remaining tiles over this session's rate, once a few tiles have given one.
+fn eta(j: &LiveJob, now: u64) -> Option<f64> {
+    if j.state.is_finished() {
+        return None;
+    }
+    let done = j.persisted_total();
+    let gained = done.saturating_sub(j.done_at_load);
+    let elapsed_s = now.saturating_sub(j.loaded_ms) as f64 / 1000.0;
+    if gained == 0 || elapsed_s <= 0.0 {
+        return None;
+    }
+    let rate = f64::from(gained) / elapsed_s;
+    Some(f64::from(j.plan.total_tiles().saturating_sub(done)) / rate)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

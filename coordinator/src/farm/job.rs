@@ -33,6 +33,49 @@ pub struct JobSpec {
     pub exposure: f32,
     pub fuel_per_tile: u64,
     pub fuel_per_pixel_sample: u64,
+    /// The files each frame gets (`png`, `exr`); jobs stored before this
+    /// field existed get both.
+    #[serde(default = "Format::all")]
+    pub formats: Vec<Format>,
+}
+
+/// A frame file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// 8-bit sRGB after the view transform and exposure.
+    Png,
+    /// Linear 32-bit float, no view transform.
+    Exr,
+}
+
+impl Format {
+    pub fn all() -> Vec<Format> {
+        vec![Format::Png, Format::Exr]
+    }
+
+    /// The file extension, also the API's name for it.
+    pub fn ext(self) -> &'static str {
+        match self {
+            Format::Png => "png",
+            Format::Exr => "exr",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Format> {
+        match s.to_ascii_lowercase().as_str() {
+            "png" => Some(Format::Png),
+            "exr" => Some(Format::Exr),
+            _ => None,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Png => "image/png",
+            Format::Exr => "image/x-exr",
+        }
+    }
 }
 
 /// The path tracer's settings as `tessera render` sends them by default
@@ -78,6 +121,9 @@ impl JobSpec {
             h.parse::<ContentHash>().map_err(|e| SpecError::Invalid(format!("bad hash {h:?}: {e}")))?;
         }
         self.view.parse::<ViewTransform>().map_err(|e| SpecError::Invalid(e.to_string()))?;
+        if self.formats.is_empty() {
+            return bad("a job needs at least one output format (png, exr)".into());
+        }
         let rects = Rect::tiles(self.width, self.height, self.tile_size);
         if rects.len() as u64 * self.frames.len() as u64 > MAX_TILES {
             return bad(format!(

@@ -29,7 +29,7 @@ use tessera_worker::net::{self, NetError};
 use tessera_worker::sandbox::{JobSettings, JobSpec as SandboxJob, Sandbox, SandboxConfig, SandboxError};
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::core::{FarmStatus, JobStatus, WorkerStatus};
+pub use self::core::{Counters, FarmStatus, JobStatus, WorkerStatus};
 use crate::store::{NewJob, Store, StoreError, TokenKind};
 pub use job::JobSpec;
 
@@ -75,6 +75,11 @@ pub enum FarmError {
     Sandbox(#[from] SandboxError),
     #[error("the farm is shutting down")]
     Stopped,
+    #[error("no job {0}")]
+    NoSuchJob(u64),
+    /// The request does not fit the job's state (retrying a running job).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// A running farm. Dropping it stops accepting connections; call
@@ -87,6 +92,8 @@ pub struct Farm {
     frames_dir: PathBuf,
     first_token: Option<String>,
     sandbox: Mutex<Option<Sandbox>>,
+    events: tokio::sync::broadcast::Sender<crate::api::model::Event>,
+    started: std::time::Instant,
 }
 
 use self::core::{Core, CoreMsg};
@@ -118,11 +125,12 @@ impl Farm {
             .map_err(|source| FarmError::Bind { addr: config.quic, source })?;
 
         let (core_tx, core_rx) = mpsc::unbounded_channel();
+        let (events, _) = tokio::sync::broadcast::channel(self::core::EVENT_BUFFER);
         let frames_dir = config.data_dir.join("frames");
         let (writer_tx, _threads) = writer::spawn(store.clone(), core_tx.clone(), frames_dir.clone());
         let mut scheduler_config = config.scheduler.clone();
         scheduler_config.heartbeat_timeout_ms = (config.heartbeat * 3).as_millis() as u64;
-        tokio::spawn(Core::new(scheduler_config, writer_tx).run(core_rx));
+        tokio::spawn(Core::new(scheduler_config, writer_tx, events.clone()).run(core_rx));
 
         let ctx = Arc::new(conn::ConnContext {
             core: core_tx.clone(),
@@ -147,6 +155,8 @@ impl Farm {
             frames_dir,
             first_token,
             sandbox: Mutex::new(None),
+            events,
+            started: std::time::Instant::now(),
         };
         farm.resume().await?;
         Ok(farm)
@@ -190,6 +200,18 @@ impl Farm {
         self.core.send(msg).map_err(|_| FarmError::Stopped)
     }
 
+    /// Tile, frame, job and worker events as they happen (the API's
+    /// server-sent events). A receiver that falls more than
+    /// [`core::EVENT_BUFFER`] events behind misses some and is told so.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::api::model::Event> {
+        self.events.subscribe()
+    }
+
+    /// How long this farm has run.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// The certificate fingerprint workers pin.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
@@ -220,7 +242,9 @@ impl Farm {
         &self.store
     }
 
-    /// Makes a token (`tw_…` for workers, `ta_…` for the API).
+    /// Makes a token (`tw_…` for workers, `ta_…` for the API). An API token
+    /// made here is `admin` (see `Store::create_token`): it is the one printed
+    /// on a data directory's first start and by `tessera demo`.
     pub async fn create_token(&self, kind: TokenKind, label: &str) -> Result<String, FarmError> {
         let (store, label) = (self.store.clone(), label.to_string());
         let (_, secret) =
@@ -316,8 +340,58 @@ impl Farm {
             exposure: request.exposure,
             fuel_per_tile,
             fuel_per_pixel_sample,
+            formats: request.formats,
         })
         .await
+    }
+
+    /// Runs a failed or cancelled job again: tiles already stored are kept,
+    /// the rest are queued. [`FarmError::Conflict`] for any other state.
+    pub async fn retry(&self, job: u64) -> Result<(), FarmError> {
+        let store = self.store.clone();
+        let loaded = tokio::task::spawn_blocking(move || -> Result<_, FarmError> {
+            let mut store = lock(&store);
+            let Some(record) = store.job(job)? else { return Ok(None) };
+            if !store.reset_job(job, writer::unix_ms())? {
+                return Err(FarmError::Conflict(format!(
+                    "job {job} is {}: only failed or cancelled jobs can be retried",
+                    record.state.as_str()
+                )));
+            }
+            let done = store.done_tiles(job)?;
+            let frames: Vec<i32> = store.frames(job)?.iter().map(|f| f.frame).collect();
+            Ok(Some((record, done, frames)))
+        })
+        .await
+        .map_err(|_| FarmError::Stopped)??;
+        let Some((record, done, frames_written)) = loaded else { return Err(FarmError::NoSuchJob(job)) };
+        let spec: JobSpec = serde_json::from_str(&record.spec_json)
+            .map_err(|e| job::SpecError::Invalid(format!("job {job}'s stored spec: {e}")))?;
+        self.send(CoreMsg::Load { id: job, spec, done, frames_written })
+    }
+
+    /// Deletes a finished job: its tiles, frames, log, exported files and
+    /// the blobs no other job uses. [`FarmError::Conflict`] while it runs.
+    pub async fn delete(&self, job: u64) -> Result<(), FarmError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(CoreMsg::Forget { job, reply: tx })?;
+        if !rx.await.map_err(|_| FarmError::Stopped)? {
+            return Err(FarmError::Conflict(format!("job {job} is still running: cancel it first")));
+        }
+        let store = self.store.clone();
+        let deleted = tokio::task::spawn_blocking(move || lock(&store).delete_job(job))
+            .await
+            .map_err(|_| FarmError::Stopped)??;
+        if !deleted {
+            return Err(FarmError::NoSuchJob(job));
+        }
+        let dir = self.job_dir(job);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(job, dir = %dir.display(), error = %e, "could not remove the job's exported frames");
+            }
+        }
+        Ok(())
     }
 
     /// Cancels a job: its leases are revoked, nothing more is rendered.
@@ -372,6 +446,7 @@ pub struct JobRequest {
     pub priority: i32,
     pub view: String,
     pub exposure: f32,
+    pub formats: Vec<job::Format>,
 }
 
 impl JobRequest {
@@ -391,6 +466,7 @@ impl JobRequest {
             priority: 0,
             view: "agx".into(),
             exposure: 0.0,
+            formats: job::Format::all(),
         }
     }
 }

@@ -14,10 +14,10 @@ use tessera_protocol::{ContentHash, TileAccumulators};
 use tokio::sync::mpsc as tokio_mpsc;
 
 use super::core::{ConnCmd, CoreMsg};
-use super::job::JobSpec;
+use super::job::{Format, JobSpec};
 use super::lock;
 use crate::assemble::FrameBuffer;
-use crate::store::{FrameRecord, JobState, Store, StoreError, TileRecord};
+use crate::store::{FrameRecord, LogLevel, JobState, Store, StoreError, TileRecord};
 
 /// A verified result waiting to be made durable.
 #[derive(Debug)]
@@ -37,6 +37,8 @@ pub enum WriterMsg {
     Tile(PendingTile),
     JobState { job: u64, state: JobState, error: Option<String> },
     Frame { job: u64, frame_slot: usize, spec: Arc<JobSpec> },
+    /// A line for the job's log; written with the next batch.
+    Log { job: u64, level: LogLevel, message: String },
 }
 
 /// Unix milliseconds, for records.
@@ -114,8 +116,10 @@ fn writer_loop(
     frames: mpsc::Sender<(u64, usize, Arc<JobSpec>)>,
 ) {
     let mut batch: Vec<PendingTile> = Vec::new();
-    let handle = |msg: WriterMsg, batch: &mut Vec<PendingTile>| match msg {
+    let mut logs: Vec<(u64, u64, LogLevel, String)> = Vec::new();
+    let handle = |msg: WriterMsg, batch: &mut Vec<PendingTile>, logs: &mut Vec<_>| match msg {
         WriterMsg::Tile(t) => batch.push(t),
+        WriterMsg::Log { job, level, message } => logs.push((job, unix_ms(), level, message)),
         WriterMsg::JobState { job, state, error } => {
             // Tiles before the state change: a job is never Done in the
             // store while its last tiles are not.
@@ -130,13 +134,19 @@ fn writer_loop(
         }
     };
     while let Ok(msg) = rx.recv() {
-        handle(msg, &mut batch);
+        handle(msg, &mut batch, &mut logs);
         // Group commit: whatever arrived during the last fsync goes into
         // this one transaction.
         while let Ok(msg) = rx.try_recv() {
-            handle(msg, &mut batch);
+            handle(msg, &mut batch, &mut logs);
         }
         commit(store, core, &mut batch);
+        if !logs.is_empty() {
+            if let Err(e) = lock(store).append_job_log(&logs) {
+                tracing::warn!(error = %e, lines = logs.len(), "could not store job log lines");
+            }
+            logs.clear();
+        }
     }
 }
 
@@ -164,7 +174,7 @@ fn commit(store: &Mutex<Store>, core: &tokio_mpsc::UnboundedSender<CoreMsg>, bat
     let outcome = lock(store).record_tiles(&records);
     match outcome {
         Ok(_) => {
-            let tiles = batch.iter().map(|t| (t.job, t.index)).collect();
+            let tiles = batch.iter().map(|t| (t.job, t.index, t.worker.clone())).collect();
             for t in batch.drain(..) {
                 let _ = t.acks.send(ConnCmd::Ack(t.result.lease, TileAck::Accepted));
             }
@@ -207,14 +217,24 @@ pub fn job_dir(frames_dir: &Path, job: u64) -> PathBuf {
 
 /// A frame's exported file name: as `tessera render` names it.
 pub fn frame_file(spec: &JobSpec, frame: i32, ext: &str) -> String {
-    let stem = Path::new(&spec.name).file_stem().map_or("frame".into(), |s| s.to_string_lossy().into_owned());
-    let stem: String = stem.chars().map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-    format!("{stem}-{frame:04}.{ext}")
+    format!("{}-{frame:04}.{ext}", frame_stem(spec))
 }
 
-/// Assembles a frame from its stored tiles, writes EXR, PNG and a
-/// thumbnail as blobs, exports the EXR and PNG under `frames_dir`, and
-/// records the frame.
+/// The start of a job's frame file names: the scene's file stem, with
+/// anything but letters, digits, `-`, `_` and `.` replaced, never `..` or empty.
+pub fn frame_stem(spec: &JobSpec) -> String {
+    let stem = Path::new(&spec.name).file_stem().map_or("frame".into(), |s| s.to_string_lossy().into_owned());
+    let stem: String = stem.chars().map(|c| if c.is_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    if stem.is_empty() || stem.chars().all(|c| c == '.') {
+        "frame".into()
+    } else {
+        stem
+    }
+}
+
+/// Assembles a frame from its stored tiles, writes the job's formats (PNG,
+/// EXR) and a thumbnail as blobs, exports the files under `frames_dir`,
+/// and records the frame.
 fn write_frame(
     store: &Mutex<Store>,
     frames_dir: &Path,
@@ -244,18 +264,25 @@ fn write_frame(
 
     let dir = job_dir(frames_dir, job);
     std::fs::create_dir_all(&dir).map_err(|source| FrameError::Io { path: dir.clone(), source })?;
-    let png_path = dir.join(frame_file(spec, frame, "png"));
-    let exr_path = dir.join(frame_file(spec, frame, "exr"));
-    buffer.write_png_with(&png_path, &spec.output_options())?;
-    buffer.write_exr(&exr_path)?;
     let read = |p: &Path| std::fs::read(p).map_err(|source| FrameError::Io { path: p.to_path_buf(), source });
     // Blob files need no lock: the writer keeps committing meanwhile.
     let blobs = lock(store).blobs().clone();
-    let png = blobs.put(&read(&png_path)?)?;
-    let exr = blobs.put(&read(&exr_path)?)?;
+    let (mut png, mut exr) = (None, None);
+    for &format in &spec.formats {
+        let path = dir.join(frame_file(spec, frame, format.ext()));
+        match format {
+            Format::Png => buffer.write_png_with(&path, &spec.output_options())?,
+            Format::Exr => buffer.write_exr(&path)?,
+        }
+        let hash = blobs.put(&read(&path)?)?;
+        match format {
+            Format::Png => png = Some(hash),
+            Format::Exr => exr = Some(hash),
+        }
+    }
     let thumbnail = blobs.put(&thumbnail_png(&buffer, spec))?;
     lock(store).record_frame(&FrameRecord { job, frame, exr, png, thumbnail, finished_ms: unix_ms() })?;
-    tracing::info!(job, frame, path = %png_path.display(), "frame written");
+    tracing::info!(job, frame, dir = %dir.display(), "frame written");
     Ok(())
 }
 

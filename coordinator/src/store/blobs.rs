@@ -107,6 +107,21 @@ impl Blobs {
         Ok(bytes)
     }
 
+    /// Removes the blob named `hash`. Returns whether a file was there; a
+    /// missing one is not an error (removal is idempotent, and a crash may
+    /// already have lost or never made it).
+    ///
+    /// Callers remove a blob only once no row names it (see
+    /// `Store::delete_job`). The directory is not fsynced: should the removal
+    /// be lost in a crash, the file is an orphan, which is harmless.
+    pub fn remove(&self, hash: &[u8; 32]) -> io::Result<bool> {
+        match fs::remove_file(self.path(hash)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Removes `<root>/*/.tmp-*`: writes a crash interrupted before rename.
     fn remove_temporaries(&self) -> Result<(), StoreError> {
         let entries = fs::read_dir(&self.root).map_err(|e| io_err(&self.root, e))?;

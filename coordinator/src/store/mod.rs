@@ -31,7 +31,8 @@
 mod blobs;
 mod schema;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -83,6 +84,10 @@ pub enum StoreError {
     /// The operating system had no randomness to make a token from.
     #[error("no randomness for a token: {0}")]
     Entropy(getrandom::Error),
+    /// The caller asked for something the store refuses to record (scopes on
+    /// a worker token).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Shorthand for this module's results.
@@ -180,8 +185,11 @@ pub struct TileRecord {
 pub struct FrameRecord {
     pub job: u64,
     pub frame: i32,
-    pub exr: [u8; 32],
-    pub png: [u8; 32],
+    /// The EXR file; `None` when the job did not ask for EXR.
+    pub exr: Option<[u8; 32]>,
+    /// The PNG file; `None` when the job did not ask for PNG.
+    pub png: Option<[u8; 32]>,
+    /// Always made: the status page and the API's job list show it.
     pub thumbnail: [u8; 32],
     pub finished_ms: u64,
 }
@@ -233,6 +241,51 @@ impl TokenKind {
     }
 }
 
+/// What an API token may do. Ordered `Read < Submit < Admin`, the order a
+/// token's scopes are kept and shown in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// Every `GET`: jobs, frames, logs, workers, status.
+    Read,
+    /// Submitting, cancelling and retrying jobs. Does not imply `Read`, so a
+    /// render button can hold an upload-only token.
+    Submit,
+    /// Everything, including deleting jobs.
+    Admin,
+}
+
+impl Scope {
+    /// Every scope, in order.
+    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Submit, Scope::Admin];
+
+    /// The lowercase name, as stored, typed on the command line and shown.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Submit => "submit",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// The scope named `s` (lowercase, as [`Scope::as_str`] writes it).
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == s)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a token holding `scopes` may do what needs `needed`: `Admin`
+/// grants everything, any other scope only itself (`Submit` does not imply
+/// `Read`).
+pub fn grants(scopes: &[Scope], needed: Scope) -> bool {
+    scopes.iter().any(|&s| s == Scope::Admin || s == needed)
+}
+
 /// A token's public facts. The secret itself is never stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TokenRecord {
@@ -241,6 +294,56 @@ pub struct TokenRecord {
     pub label: String,
     pub created_ms: u64,
     pub revoked: bool,
+    /// What the token may do on the API, sorted and without duplicates;
+    /// empty for worker tokens.
+    pub scopes: Vec<Scope>,
+}
+
+/// How bad a job log line is. Stored as lowercase text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    /// The lowercase name, as stored and as the API shows it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+
+    /// The level named `s` (lowercase, as [`LogLevel::as_str`] writes it).
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        Some(match s {
+            "info" => LogLevel::Info,
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line of a job's log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogEntry {
+    /// Increases over the whole store and is never reused: a reader's cursor
+    /// (`after`).
+    pub seq: u64,
+    pub job: u64,
+    pub time_ms: u64,
+    pub level: LogLevel,
+    pub message: String,
 }
 
 /// The coordinator's store: one SQLite connection and the blob directory.
@@ -257,6 +360,7 @@ pub struct Store {
 const JOB_COLUMNS: &str = "id, name, spec_json, priority, tiles, frames_json, state, error, created_ms, finished_ms";
 const TILE_COLUMNS: &str = "job, idx, frame, hash, data, worker, fuel, millis";
 const FRAME_COLUMNS: &str = "job, frame, exr, png, thumbnail, finished_ms";
+const TOKEN_COLUMNS: &str = "id, kind, label, created_ms, revoked, scopes";
 
 impl Store {
     /// Opens the store in `dir`, creating the directory, the database and
@@ -344,9 +448,9 @@ impl Store {
         Ok(self.conn.prepare_cached(&sql)?.query_row([id], job_from_row).optional()?)
     }
 
-    /// Every job, oldest first.
+    /// Every job, newest first: the order people look at a job list in.
     pub fn jobs(&self) -> Result<Vec<JobRecord>> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY id");
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY id DESC");
         query_vec(&self.conn, &sql, [], job_from_row)
     }
 
@@ -375,6 +479,92 @@ impl Store {
             return Err(StoreError::NotFound(format!("job {id}")));
         }
         Ok(())
+    }
+
+    /// Puts a failed or cancelled job `id` back in the queue for a retry:
+    /// state `queued`, no error, not finished. Returns whether it did; a job
+    /// in any other state (or none) is left alone, so a retry that races a
+    /// job finishing or starting cannot resurrect or restart it.
+    ///
+    /// Its recorded tiles and frames stay: a retry renders only what is
+    /// missing. `_now_ms` is not recorded yet (the schema has no retry time);
+    /// it keeps the signature time-aware like the other state changes.
+    pub fn reset_job(&mut self, id: u64, _now_ms: u64) -> Result<bool> {
+        let Ok(id) = i64::try_from(id) else { return Ok(false) };
+        let changed = self.conn.execute(
+            "UPDATE jobs SET state = 'queued', error = NULL, finished_ms = NULL
+             WHERE id = ?1 AND state IN ('failed', 'cancelled')",
+            [id],
+        )?;
+        Ok(changed != 0)
+    }
+
+    /// Deletes job `id` with its tiles, frames and log, and then the blob
+    /// files nothing else refers to. Returns `false` if there is no such job.
+    ///
+    /// The rows go in one transaction. The blobs considered are the deleted
+    /// frames' outputs and the job's scene and module (the `"scene"` and
+    /// `"module"` hex strings of its spec); one is removed only if no
+    /// remaining frame names it and no remaining job's spec contains its hex
+    /// (content addressing makes blobs shared: two jobs of one scene, two
+    /// identical frames). The check runs inside the transaction, on the state
+    /// being committed; the files are removed after the commit.
+    ///
+    /// A crash between the commit and the removals leaves orphan blob files.
+    /// That is harmless: a blob is content-addressed and only ever served
+    /// through a row naming it, and a later upload of the same bytes reuses
+    /// it. A file that cannot be removed is likewise only logged, since the
+    /// job is gone either way.
+    ///
+    /// The store does not police states: the caller refuses to delete a job
+    /// that may still run (its tiles would be recorded against a missing job
+    /// and fail). Blobs are written outside the store's lock, so a blob being
+    /// uploaded for a new job at this very moment can lose its file; callers
+    /// that care serialise submissions and deletions.
+    pub fn delete_job(&mut self, id: u64) -> Result<bool> {
+        let Ok(key) = i64::try_from(id) else { return Ok(false) };
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let spec: Option<String> =
+            tx.prepare_cached("SELECT spec_json FROM jobs WHERE id = ?1")?.query_row([key], |row| row.get(0)).optional()?;
+        let Some(spec) = spec else { return Ok(false) };
+        let mut candidates: BTreeSet<[u8; 32]> = BTreeSet::new();
+        {
+            let mut stmt = tx.prepare_cached("SELECT exr, png, thumbnail FROM frames WHERE job = ?1")?;
+            let mut rows = stmt.query([key])?;
+            while let Some(row) = rows.next()? {
+                let exr: Option<[u8; 32]> = row.get(0)?;
+                let png: Option<[u8; 32]> = row.get(1)?;
+                let thumbnail: [u8; 32] = row.get(2)?;
+                candidates.extend(exr.into_iter().chain(png).chain([thumbnail]));
+            }
+        }
+        candidates.extend(spec_blobs(&spec));
+        tx.execute("DELETE FROM tiles WHERE job = ?1", [key])?;
+        tx.execute("DELETE FROM frames WHERE job = ?1", [key])?;
+        tx.execute("DELETE FROM job_log WHERE job = ?1", [key])?;
+        tx.execute("DELETE FROM jobs WHERE id = ?1", [key])?;
+        let mut unreferenced = Vec::new();
+        {
+            let mut in_frames = tx.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM frames WHERE exr = ?1 OR png = ?1 OR thumbnail = ?1)",
+            )?;
+            // lower(): a spec written by hand may spell a hash in capitals.
+            let mut in_jobs =
+                tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM jobs WHERE instr(lower(spec_json), ?1) > 0)")?;
+            for hash in candidates {
+                let framed: bool = in_frames.query_row([&hash], |row| row.get(0))?;
+                if !framed && !in_jobs.query_row([hex(&hash)], |row| row.get::<_, bool>(0))? {
+                    unreferenced.push(hash);
+                }
+            }
+        }
+        tx.commit()?;
+        for hash in unreferenced {
+            if let Err(e) = self.blobs.remove(&hash) {
+                tracing::warn!(job = id, blob = %hex(&hash), error = %e, "could not remove a blob file");
+            }
+        }
+        Ok(true)
     }
 
     // ---- tiles ----
@@ -478,6 +668,61 @@ impl Store {
         query_vec(&self.conn, &sql, [job], frame_from_row)
     }
 
+    /// Frame `frame` of job `job`, if it is assembled.
+    pub fn frame(&self, job: u64, frame: i32) -> Result<Option<FrameRecord>> {
+        let Ok(job) = i64::try_from(job) else { return Ok(None) };
+        let sql = format!("SELECT {FRAME_COLUMNS} FROM frames WHERE job = ?1 AND frame = ?2");
+        Ok(self.conn.prepare_cached(&sql)?.query_row(params![job, frame], frame_from_row).optional()?)
+    }
+
+    // ---- job logs ----
+
+    /// Appends log lines `(job, time_ms, level, message)` in one transaction
+    /// (one fsync for the batch). Each gets the next `seq`.
+    ///
+    /// Lines of a job that does not exist (deleted while its lines were on
+    /// their way) are dropped: they could never be read, and `delete_job`
+    /// could not clean them up.
+    pub fn append_job_log(&mut self, entries: &[(u64, u64, LogLevel, String)]) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO job_log (job, time_ms, level, message)
+                 SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?1)",
+            )?;
+            for (job, time_ms, level, message) in entries {
+                // An id past i64 cannot name a stored job.
+                let Ok(job) = i64::try_from(*job) else { continue };
+                insert.execute(params![job, to_sql(*time_ms, "log time_ms")?, level.as_str(), message])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Up to `limit` lines of job `job`'s log with `seq > after_seq`, oldest
+    /// first. A reader passes the last `seq` it saw to get only newer lines.
+    pub fn job_log(&self, job: u64, after_seq: u64, limit: usize) -> Result<Vec<LogEntry>> {
+        let (Ok(job), Ok(after)) = (i64::try_from(job), i64::try_from(after_seq)) else { return Ok(Vec::new()) };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        query_vec(
+            &self.conn,
+            "SELECT seq, job, time_ms, level, message FROM job_log
+             WHERE job = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            params![job, after, limit],
+            |row| {
+                let level: String = row.get(3)?;
+                Ok(LogEntry {
+                    seq: get_u64(row, 0)?,
+                    job: get_u64(row, 1)?,
+                    time_ms: get_u64(row, 2)?,
+                    level: LogLevel::parse(&level).ok_or_else(|| bad_text(3, "log level", &level))?,
+                    message: row.get(4)?,
+                })
+            },
+        )
+    }
+
     // ---- workers ----
 
     /// Records that worker `identity` was seen at `now_ms` with this name and
@@ -513,20 +758,52 @@ impl Store {
 
     // ---- tokens ----
 
-    /// Creates a token of `kind` and returns its id and its secret.
+    /// Creates a token of `kind` and returns its id and its secret: an API
+    /// token gets [`Scope::Admin`] (what the first token printed on a new
+    /// data directory needs), a worker token no scopes. See
+    /// [`Store::create_token_scoped`].
+    pub fn create_token(&mut self, kind: TokenKind, label: &str, now_ms: u64) -> Result<(u64, String)> {
+        let scopes: &[Scope] = match kind {
+            TokenKind::Api => &[Scope::Admin],
+            TokenKind::Worker => &[],
+        };
+        self.create_token_scoped(kind, label, scopes, now_ms)
+    }
+
+    /// Creates a token of `kind` granting `scopes` and returns its id and its
+    /// secret. Scopes are kept sorted and without duplicates; only API tokens
+    /// have any ([`StoreError::Invalid`] for a worker token with scopes,
+    /// rather than storing rights nothing checks).
     ///
     /// The secret is the kind's prefix and 64 lowercase hex digits (32 bytes
     /// from the OS's generator). Only its blake3 hash is stored, so the
     /// secret is shown this once and a leaked database grants nothing.
-    pub fn create_token(&mut self, kind: TokenKind, label: &str, now_ms: u64) -> Result<(u64, String)> {
+    pub fn create_token_scoped(
+        &mut self,
+        kind: TokenKind,
+        label: &str,
+        scopes: &[Scope],
+        now_ms: u64,
+    ) -> Result<(u64, String)> {
+        if kind == TokenKind::Worker && !scopes.is_empty() {
+            return Err(StoreError::Invalid("worker tokens have no API scopes".into()));
+        }
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(StoreError::Entropy)?;
         let secret = format!("{}{}", kind.prefix(), hex(&random));
         self.conn.execute(
-            "INSERT INTO tokens (kind, label, secret_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![kind.as_str(), label, secret_hash(&secret), to_sql(now_ms, "created_ms")?],
+            "INSERT INTO tokens (kind, label, secret_hash, created_ms, scopes) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![kind.as_str(), label, secret_hash(&secret), to_sql(now_ms, "created_ms")?, scopes_text(scopes)],
         )?;
         Ok((from_sql(self.conn.last_insert_rowid())?, secret))
+    }
+
+    /// The live (not revoked) API token whose secret is `secret`, with its
+    /// scopes; `None` for an unknown, revoked or worker token. Looked up by
+    /// the secret's hash, as [`Store::check_token`] does.
+    pub fn api_token(&self, secret: &str) -> Result<Option<TokenRecord>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_hash = ?1 AND kind = 'api' AND revoked = 0");
+        Ok(self.conn.prepare_cached(&sql)?.query_row([secret_hash(secret)], token_from_row).optional()?)
     }
 
     /// The id of the live token of `kind` whose secret is `secret`, or `None`
@@ -552,17 +829,8 @@ impl Store {
 
     /// Every token (revoked ones too), by id.
     pub fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let sql = "SELECT id, kind, label, created_ms, revoked FROM tokens ORDER BY id";
-        query_vec(&self.conn, sql, [], |row| {
-            let kind: String = row.get(1)?;
-            Ok(TokenRecord {
-                id: get_u64(row, 0)?,
-                kind: TokenKind::parse(&kind).ok_or_else(|| bad_text(1, "token kind", &kind))?,
-                label: row.get(2)?,
-                created_ms: get_u64(row, 3)?,
-                revoked: row.get(4)?,
-            })
-        })
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id");
+        query_vec(&self.conn, &sql, [], token_from_row)
     }
 
     // ---- metadata ----
@@ -615,6 +883,38 @@ impl Store {
 /// blake3 of a token secret: what the tokens table keys on.
 fn secret_hash(secret: &str) -> [u8; 32] {
     *blake3::hash(secret.as_bytes()).as_bytes()
+}
+
+/// Scopes as stored: sorted, deduplicated names joined by commas (`""` for
+/// none).
+fn scopes_text(scopes: &[Scope]) -> String {
+    let set: BTreeSet<Scope> = scopes.iter().copied().collect();
+    set.iter().map(Scope::as_str).collect::<Vec<_>>().join(",")
+}
+
+/// The scopes stored as `text`, sorted and deduplicated; `None` if a name is
+/// unknown.
+fn parse_scopes(text: &str) -> Option<Vec<Scope>> {
+    let mut scopes = Vec::new();
+    for name in text.split(',').filter(|n| !n.is_empty()) {
+        scopes.push(Scope::parse(name)?);
+    }
+    scopes.sort();
+    scopes.dedup();
+    Some(scopes)
+}
+
+/// The blob hashes a job's spec names: its `"scene"` and `"module"` hex
+/// strings. A spec that is not JSON or lacks them names none (the store
+/// treats specs as opaque; such a job's blobs are simply kept).
+fn spec_blobs(spec_json: &str) -> Vec<[u8; 32]> {
+    let Ok(spec) = serde_json::from_str::<serde_json::Value>(spec_json) else { return Vec::new() };
+    ["scene", "module"]
+        .into_iter()
+        .filter_map(|field| spec.get(field)?.as_str())
+        .filter_map(|h| blake3::Hash::from_hex(h).ok())
+        .map(|h| *h.as_bytes())
+        .collect()
 }
 
 /// Lowercase hex of a hash.
@@ -690,6 +990,19 @@ fn tile_from_row(row: &Row<'_>) -> rusqlite::Result<TileRecord> {
         worker: row.get(5)?,
         fuel: get_u64(row, 6)?,
         millis: get_u64(row, 7)?,
+    })
+}
+
+fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let kind: String = row.get(1)?;
+    let scopes: String = row.get(5)?;
+    Ok(TokenRecord {
+        id: get_u64(row, 0)?,
+        kind: TokenKind::parse(&kind).ok_or_else(|| bad_text(1, "token kind", &kind))?,
+        label: row.get(2)?,
+        created_ms: get_u64(row, 3)?,
+        revoked: row.get(4)?,
+        scopes: parse_scopes(&scopes).ok_or_else(|| bad_text(5, "token scopes", &scopes))?,
     })
 }
 

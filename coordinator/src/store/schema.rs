@@ -18,10 +18,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The schema version this binary writes and understands.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// `MIGRATIONS[i]` upgrades a version-`i` database to version `i + 1`.
-const MIGRATIONS: [&str; VERSION as usize] = [V1];
+const MIGRATIONS: [&str; VERSION as usize] = [V1, V2];
 
 /// Version 1: jobs, tiles, frames, workers, tokens, key/value metadata.
 const V1: &str = "
@@ -92,6 +92,52 @@ CREATE TABLE meta (
 ) STRICT, WITHOUT ROWID;
 ";
 
+/// Version 2: API token scopes, frames with only some formats, job logs.
+///
+/// - `tokens.scopes`: the API token's scopes as sorted, comma-separated names
+///   (`read,submit`), empty for worker tokens. API tokens made before scopes
+///   existed could do everything, so they become `admin` rather than lose
+///   rights their holders rely on.
+/// - `frames.exr` / `frames.png` become nullable: a job may ask for only one
+///   of the formats. SQLite cannot drop a NOT NULL constraint in place, so the
+///   table is rebuilt (copy, drop, rename); nothing references `frames`, and
+///   the migration's transaction makes the swap atomic. The thumbnail is
+///   always made (the status page shows it), so it stays NOT NULL.
+/// - `job_log`: what happened to a job, for `GET /api/v1/jobs/{id}/log`.
+///   `seq` is AUTOINCREMENT so a reader's `after=SEQ` cursor never sees a
+///   number reused after a delete. No foreign key on `job`: the store drops
+///   lines of unknown jobs instead (see `Store::append_job_log`), so a late
+///   line for a deleted job neither fails its batch nor lingers.
+const V2: &str = "
+ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '';
+UPDATE tokens SET scopes = 'admin' WHERE kind = 'api';
+
+CREATE TABLE frames_v2 (
+    job         INTEGER NOT NULL REFERENCES jobs (id),
+    frame       INTEGER NOT NULL,
+    exr         BLOB    CHECK (exr IS NULL OR length(exr) = 32),
+    png         BLOB    CHECK (png IS NULL OR length(png) = 32),
+    thumbnail   BLOB    NOT NULL CHECK (length(thumbnail) = 32),
+    finished_ms INTEGER NOT NULL,
+    PRIMARY KEY (job, frame)
+) STRICT, WITHOUT ROWID;
+
+INSERT INTO frames_v2 (job, frame, exr, png, thumbnail, finished_ms)
+    SELECT job, frame, exr, png, thumbnail, finished_ms FROM frames;
+DROP TABLE frames;
+ALTER TABLE frames_v2 RENAME TO frames;
+
+CREATE TABLE job_log (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    job     INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    level   TEXT    NOT NULL CHECK (level IN ('info', 'warn', 'error')),
+    message TEXT    NOT NULL
+) STRICT;
+
+CREATE INDEX job_log_by_job ON job_log (job, seq);
+";
+
 /// Brings the database at `path` (open on `conn`) to [`VERSION`].
 ///
 /// Runs in one immediate transaction, so a second process opening the same
@@ -121,4 +167,88 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     }
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+    use crate::store::{grants, FrameRecord, JobState, Scope, Store, TokenKind, DB_FILE};
+
+    /// A database exactly as a version-1 binary left it, with rows in it,
+    /// opens as version 2 with its data intact.
+    #[test]
+    fn v1_database_migrates_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let api_hash = *blake3::hash(b"ta_old").as_bytes();
+        let worker_hash = *blake3::hash(b"tw_old").as_bytes();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(V1).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (name, spec_json, priority, tiles, frames_json, state, created_ms)
+                 VALUES ('shot', '{}', 0, 4, '[1,2]', 'done', 10)",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO frames VALUES (1, 1, ?1, ?2, ?3, 20)",
+                rusqlite::params![[1u8; 32], [2u8; 32], [3u8; 32]],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO tokens (kind, label, secret_hash, created_ms) VALUES ('api', 'old api', ?1, 5)",
+                [api_hash],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO tokens (kind, label, secret_hash, created_ms) VALUES ('worker', 'old worker', ?1, 6)",
+                [worker_hash],
+            )
+            .unwrap();
+        }
+
+        let mut store = Store::open(dir.path()).unwrap();
+        let version: i64 = store.conn.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+        assert_eq!(version, VERSION);
+        let job = store.job(1).unwrap().unwrap();
+        assert_eq!((job.name.as_str(), job.state, job.frames), ("shot", JobState::Done, vec![1, 2]));
+        assert_eq!(
+            store.frame(1, 1).unwrap(),
+            Some(FrameRecord {
+                job: 1,
+                frame: 1,
+                exr: Some([1; 32]),
+                png: Some([2; 32]),
+                thumbnail: [3; 32],
+                finished_ms: 20
+            })
+        );
+        let api = store.api_token("ta_old").unwrap().unwrap();
+        assert_eq!((api.id, api.label.as_str(), api.scopes.as_slice()), (1, "old api", &[Scope::Admin][..]));
+        assert!(grants(&api.scopes, Scope::Read));
+        let tokens = store.tokens().unwrap();
+        assert_eq!(tokens[1].scopes, vec![]);
+        assert_eq!(store.check_token(TokenKind::Worker, "tw_old").unwrap(), Some(2));
+
+        // The rebuilt frames table takes a PNG-only frame and still refuses a
+        // malformed hash and a missing thumbnail.
+        let png_only = FrameRecord { job: 1, frame: 2, exr: None, png: Some([4; 32]), thumbnail: [5; 32], finished_ms: 30 };
+        store.record_frame(&png_only).unwrap();
+        assert_eq!(store.frame(1, 2).unwrap(), Some(png_only));
+        let bad = store.conn.execute("INSERT INTO frames VALUES (1, 3, x'00', NULL, ?1, 0)", [[6u8; 32]]);
+        assert!(bad.is_err());
+        let bad = store.conn.execute("INSERT INTO frames VALUES (1, 3, NULL, NULL, NULL, 0)", []);
+        assert!(bad.is_err());
+        // The frames table still checks its job.
+        let orphan = FrameRecord { job: 99, ..store.frame(1, 1).unwrap().unwrap() };
+        assert!(store.record_frame(&orphan).is_err());
+
+        // Opening again migrates nothing twice.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.frames(1).unwrap().len(), 2);
+    }
 }

@@ -164,16 +164,30 @@ fn spawn_coordinator(data: &Path, http: u16, quic: u16) -> Proc {
 }
 
 /// POSTs `body` over plain HTTP/1.1; returns the status code and body.
-pub fn http_post(port: u16, path_and_query: &str, token: &str, body: &[u8]) -> (u16, String) {
+/// Submits `scene` with `settings` (JSON) as the API's multipart form, over
+/// a plain socket; returns the status code and body.
+pub fn http_submit(port: u16, token: &str, settings: &str, scene: &[u8]) -> (u16, String) {
+    let boundary = "tessera-test-boundary-7d1c";
+    let mut body = Vec::new();
+    write!(
+        body,
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"settings\"\r\n\r\n{settings}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"scene\"; filename=\"turntable.glb\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .unwrap();
+    body.extend_from_slice(scene);
+    write!(body, "\r\n--{boundary}--\r\n").unwrap();
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         s,
-        "POST {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+        "POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .unwrap();
-    s.write_all(body).unwrap();
+    s.write_all(&body).unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
     let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -206,12 +220,8 @@ fn a_coordinator_killed_mid_job_restarts_and_finishes_without_rerendering() {
     let api_token = coordinator.stdout_value("token:");
     let mut worker = spawn_worker(&format!("127.0.0.1:{quic}"), &worker_token, &pin, &dir.path().join("w"));
     let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
-    let (code, body) = http_post(
-        http,
-        &format!("/api/v1/jobs?name=turntable.glb&frames=1,12,24&spp={SPP}&width=48&height=27&tile_size=16"),
-        &api_token,
-        &scene,
-    );
+    let settings = format!(r#"{{"frames":"1,12,24","spp":{SPP},"width":48,"height":27,"tile_size":16}}"#);
+    let (code, body) = http_submit(http, &api_token, &settings, &scene);
     assert_eq!(code, 201, "{body}");
 
     let store = Store::open(&data).unwrap();

@@ -1,0 +1,256 @@
+//! A job's frames: the list, each file (PNG, EXR), and all of them as one
+//! ZIP archive streamed as it is written.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::auth::require;
+use super::error::ApiError;
+use super::jobs::job_id;
+use super::model::{ErrorBody, FileInfo, Frame, FrameList};
+use super::{blocking, AppState};
+use crate::farm::job::{Format, JobSpec};
+use crate::farm::writer::{frame_file, frame_stem};
+use crate::store::{FrameRecord, Scope, Store, StoreError};
+
+/// A job's spec and its finished frames; `None` if there is no such job.
+fn job_frames(store: &Store, id: u64) -> Result<Option<(JobSpec, Vec<FrameRecord>)>, StoreError> {
+    let Some(record) = store.job(id)? else { return Ok(None) };
+    let spec: JobSpec = match serde_json::from_str(&record.spec_json) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(job = id, error = %e, "unreadable job spec");
+            return Ok(None);
+        }
+    };
+    let mut frames = store.frames(id)?;
+    // The job's own frame order.
+    let order: BTreeMap<i32, usize> = spec.frames.iter().enumerate().map(|(i, f)| (*f, i)).collect();
+    frames.sort_by_key(|f| order.get(&f.frame).copied().unwrap_or(usize::MAX));
+    Ok(Some((spec, frames)))
+}
+
+fn blob_of(f: &FrameRecord, format: Format) -> Option<[u8; 32]> {
+    match format {
+        Format::Png => f.png,
+        Format::Exr => f.exr,
+    }
+}
+
+fn hex(hash: &[u8; 32]) -> String {
+    blake3::Hash::from_bytes(*hash).to_hex().to_string()
+}
+
+/// The finished frames of a job, in the job's frame order, with each
+/// file's blake3 and size.
+#[utoipa::path(get, path = "/jobs/{id}/frames", tag = "frames", params(("id" = u64, Path)),
+    responses((status = 200, body = FrameList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<FrameList>, ApiError> {
+    require(&state, &headers, Scope::Read).await?;
+    let id = job_id(&id)?;
+    let listing = blocking(&state, move |store| {
+        let Some((spec, frames)) = job_frames(store, id)? else { return Ok(None) };
+        let mut out = Vec::with_capacity(frames.len());
+        for f in &frames {
+            let mut files = BTreeMap::new();
+            for &format in &spec.formats {
+                let Some(hash) = blob_of(f, format) else { continue };
+                let bytes = std::fs::metadata(store.blob_path(&hash)).map_or(0, |m| m.len());
+                files.insert(
+                    format.ext().to_string(),
+                    FileInfo {
+                        url: format!("/api/v1/jobs/{id}/frames/{}.{}", f.frame, format.ext()),
+                        blake3: hex(&hash),
+                        bytes,
+                    },
+                );
+            }
+            out.push(Frame { frame: f.frame, finished_ms: f.finished_ms, files });
+        }
+        Ok(Some(FrameList { stem: frame_stem(&spec), frames: out }))
+    })
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    Ok(Json(listing))
+}
+
+/// One frame file: `{frame}.png` or `{frame}.exr`. The `ETag` is the file's
+/// blake3; `If-None-Match` with it gives 304.
+#[utoipa::path(get, path = "/jobs/{id}/frames/{file}", tag = "frames",
+    params(("id" = u64, Path), ("file" = String, Path, description = "`12.png` or `12.exr`")),
+    responses((status = 200, description = "the file", content_type = "application/octet-stream"),
+        (status = 304, description = "unchanged"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn file(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, file)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    require(&state, &headers, Scope::Read).await?;
+    let id = job_id(&id)?;
+    let (frame, format) = file
+        .rsplit_once('.')
+        .and_then(|(number, ext)| Some((number.parse::<i32>().ok()?, Format::parse(ext)?)))
+        .ok_or_else(|| ApiError::not_found(format!("frame files are named N.png or N.exr, not {file:?}")))?;
+    let ext = format.ext();
+    let found = blocking(&state, move |store| {
+        let Some((spec, frames)) = job_frames(store, id)? else { return Ok(Err(format!("no job {id}"))) };
+        if !spec.formats.contains(&format) {
+            return Ok(Err(format!("job {id} was not asked for {} files", format.ext())));
+        }
+        let Some(f) = frames.iter().find(|f| f.frame == frame) else {
+            return Ok(Err(if spec.frames.contains(&frame) {
+                format!("frame {frame} of job {id} is not finished yet")
+            } else {
+                format!("job {id} has no frame {frame}")
+            }));
+        };
+        let Some(hash) = blob_of(f, format) else { return Ok(Err(format!("frame {frame} has no {ext} file"))) };
+        Ok(Ok((store.blob_path(&hash), hex(&hash), frame_file(&spec, frame, format.ext()))))
+    })
+    .await?;
+    let (path, etag, name) = found.map_err(ApiError::not_found)?;
+    let etag = format!("\"{etag}\"");
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains(&etag)) {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    let file = tokio::fs::File::open(&path).await.map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
+    let len = file.metadata().await.map_err(ApiError::internal)?.len();
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+/// `?formats=png,exr` of the archive.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ArchiveQuery {
+    /// Comma-separated; default: the job's formats.
+    pub formats: Option<String>,
+}
+
+/// Every finished frame as one ZIP archive (files stored, not compressed:
+/// PNG and EXR already are), streamed while it is written.
+#[utoipa::path(get, path = "/jobs/{id}/archive", tag = "frames", params(("id" = u64, Path), ArchiveQuery),
+    responses((status = 200, description = "a ZIP archive", content_type = "application/zip"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn archive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<ArchiveQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    require(&state, &headers, Scope::Read).await?;
+    let id = job_id(&id)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let wanted: Option<Vec<Format>> = q
+        .formats
+        .as_deref()
+        .map(|list| {
+            list.split(',')
+                .map(|f| Format::parse(f.trim()).ok_or_else(|| ApiError::bad_request(format!("{f:?} is not png or exr"))))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let entries = blocking(&state, move |store| {
+        let Some((spec, frames)) = job_frames(store, id)? else { return Ok(None) };
+        let formats: Vec<Format> = spec.formats.iter().copied().filter(|f| wanted.as_ref().is_none_or(|w| w.contains(f))).collect();
+        let mut entries = Vec::new();
+        for f in &frames {
+            for &format in &formats {
+                if let Some(hash) = blob_of(f, format) {
+                    entries.push((frame_file(&spec, f.frame, format.ext()), store.blob_path(&hash)));
+                }
+            }
+        }
+        Ok(Some((frame_stem(&spec), entries)))
+    })
+    .await?;
+    let (stem, entries) = entries.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    tokio::task::spawn_blocking(move || {
+        let sink = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
+        if let Err(e) = write_zip(sink, &entries) {
+            tracing::warn!(job = id, error = %e, "archive stopped");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{stem}-job{id}.zip\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
+const CHUNK: usize = 256 << 10;
+
+fn write_zip(sink: ChannelWriter, entries: &[(String, std::path::PathBuf)]) -> zip::result::ZipResult<()> {
+    let mut zip = zip::ZipWriter::new_stream(sink);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(true);
+    for (name, path) in entries {
+        zip.start_file(name.as_str(), options)?;
+        let mut file = std::fs::File::open(path)?;
+        std::io::copy(&mut file, &mut zip)?;
+    }
+    let mut sink = zip.finish()?.into_inner();
+    sink.flush()?;
+    Ok(())
+}
+
+/// A `Write` that hands full chunks to the response body; a client that
+/// went away ends the writing with an error.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}

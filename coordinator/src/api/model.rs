@@ -1,0 +1,260 @@
+//! The API's resources as JSON: one set of types, serialised by the server,
+//! read back by the CLI, and described in the OpenAPI document (utoipa's
+//! `ToSchema`), so the three cannot disagree. See docs/api.md.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Every error: a message for a person and a code for a program.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    /// e.g. `unauthorized`, `forbidden`, `not_found`, `bad_request`,
+    /// `conflict`, `payload_too_large`, `unprocessable`, `internal`.
+    pub code: String,
+}
+
+/// A frame list as a person types it (`"1-48"`, `"1,5,9-12"`) or as a list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum FrameSelection {
+    Text(String),
+    List(Vec<i32>),
+}
+
+/// The `settings` part of a submission. Every key is optional; unknown keys
+/// are refused so a typo is not silently ignored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitSettings {
+    /// Default: the scene part's file name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Default: the scene's animation range (a still scene: frame 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<FrameSelection>,
+    /// Default: 1920, or from the camera's aspect ratio when only the height is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Samples per pixel (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spp: Option<u32>,
+    /// Tile edge in pixels; default: sized so a tile takes about `target_tile_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tile_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_tile_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Frames per second: frame N shows the scene at time N / fps (default 24).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps: Option<f64>,
+    /// Camera node to render through; default: the scene's first camera.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera: Option<String>,
+    /// World colour as linear RGB; default: Blender's grey.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<[f32; 3]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_strength: Option<f32>,
+    /// Longest light path (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounces: Option<u32>,
+    /// `agx` (default), `filmic` or `standard`; PNG only (EXR is linear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_transform: Option<String>,
+    /// Stops, before the view transform (PNG only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<f32>,
+    /// Which files each frame gets: `png`, `exr` (default both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub formats: Option<Vec<String>>,
+    /// Higher runs first (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+}
+
+/// A job's settings as resolved when it was accepted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobSettingsView {
+    pub width: u32,
+    pub height: u32,
+    pub spp: u32,
+    pub frames: Vec<i32>,
+    pub tile_size: u32,
+    pub seed: u64,
+    pub fps: f64,
+    pub priority: i32,
+    pub view_transform: String,
+    pub exposure: f32,
+    pub formats: Vec<String>,
+    pub camera: Option<String>,
+    pub background: Option<[f32; 3]>,
+    pub background_strength: f32,
+    pub bounces: u32,
+}
+
+/// How far a job is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Progress {
+    pub tiles: u32,
+    pub tiles_done: u32,
+    pub frames: usize,
+    pub frames_done: usize,
+    /// tiles_done / tiles.
+    pub fraction: f64,
+    /// Seconds left at the rate measured since the coordinator loaded the
+    /// job; null before there is a rate and once the job is finished.
+    pub eta_s: Option<f64>,
+}
+
+/// A job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    pub id: u64,
+    pub name: String,
+    /// `queued`, `running`, `done`, `failed` or `cancelled`.
+    pub state: String,
+    pub error: Option<String>,
+    pub created_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub settings: JobSettingsView,
+    pub progress: Progress,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+}
+
+/// One file of a frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FileInfo {
+    /// Path of the file on this API (`/api/v1/jobs/7/frames/12.png`).
+    pub url: String,
+    /// blake3 of the file, hex (also its `ETag`).
+    pub blake3: String,
+    pub bytes: u64,
+}
+
+/// A finished frame and its files, keyed by format (`png`, `exr`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Frame {
+    pub frame: i32,
+    pub finished_ms: u64,
+    pub files: std::collections::BTreeMap<String, FileInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FrameList {
+    /// The job's stem for file names: `<stem>-NNNN.<ext>`, as `tessera render` names frames.
+    pub stem: String,
+    pub frames: Vec<Frame>,
+}
+
+/// One line of a job's log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LogEntry {
+    /// Increasing; pass the last one seen as `after` to read only newer lines.
+    pub seq: u64,
+    pub time_ms: u64,
+    /// `info`, `warn` or `error`.
+    pub level: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LogPage {
+    pub entries: Vec<LogEntry>,
+}
+
+/// What a worker said it has.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerCapabilities {
+    pub slots: u32,
+    pub cores: u32,
+    pub memory_bytes: u64,
+    pub gpu: Option<String>,
+    pub agent: String,
+}
+
+/// A worker the farm knows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Worker {
+    /// blake3 of the worker's public key, hex: stable across restarts.
+    pub identity: String,
+    pub name: String,
+    /// `busy`, `idle` or `offline`.
+    pub state: String,
+    pub capabilities: Option<WorkerCapabilities>,
+    /// Tiles it holds now.
+    pub leases: usize,
+    /// Tiles it rendered that the farm kept, over its life.
+    pub tiles_done: u64,
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    /// Comes with proof-of-render (null until then).
+    pub reputation: Option<f64>,
+    pub credit: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerList {
+    pub workers: Vec<Worker>,
+}
+
+/// `GET /api/v1/health`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    pub version: String,
+    pub uptime_s: u64,
+    pub workers: usize,
+    pub jobs_active: usize,
+}
+
+/// `GET /api/v1/status`: the farm at a glance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FarmSummary {
+    /// Jobs by state (`queued`, `running`, `done`, `failed`, `cancelled`).
+    pub jobs: std::collections::BTreeMap<String, u64>,
+    pub workers: usize,
+    pub slots: u32,
+    pub leases: usize,
+}
+
+/// What the server-sent event streams carry (the SSE event name is the
+/// variant's `type`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Job { job: u64, state: String, error: Option<String> },
+    Tile { job: u64, frame: i32, tile: u32, worker: String },
+    Frame { job: u64, frame: i32 },
+    Worker { identity: String, name: String, state: String },
+    Lagged { missed: u64 },
+}
+
+impl Event {
+    /// The SSE event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Job { .. } => "job",
+            Event::Tile { .. } => "tile",
+            Event::Frame { .. } => "frame",
+            Event::Worker { .. } => "worker",
+            Event::Lagged { .. } => "lagged",
+        }
+    }
+
+    /// The job it is about, if any.
+    pub fn job(&self) -> Option<u64> {
+        match self {
+            Event::Job { job, .. } | Event::Tile { job, .. } | Event::Frame { job, .. } => Some(*job),
+            Event::Worker { .. } | Event::Lagged { .. } => None,
+        }
+    }
+}

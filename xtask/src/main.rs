@@ -38,6 +38,10 @@ fn run() -> Result<()> {
         "build-guests" => build_guests(setup()?, &rest),
         "test" => {
             build_guests(setup()?, &[])?;
+            // The API's Python example runs against a live coordinator.
+            if Command::new("python3").arg("--version").output().is_err() {
+                tessera_guest_build::apt_install(&["python3"])?;
+            }
             cargo(&["test", "--workspace", "--all-targets"], &rest)?;
             // Doc examples are compiled and run too (the SDK's are `ignore`d:
             // they only make sense inside a guest crate).

@@ -94,6 +94,10 @@ pub struct Farm {
     sandbox: Mutex<Option<Sandbox>>,
     events: tokio::sync::broadcast::Sender<crate::api::model::Event>,
     started: std::time::Instant,
+    /// Held from storing a job's blobs until its row exists, and while a
+    /// deletion decides which blobs nothing uses: a submission of the same
+    /// scene cannot lose its blob to a deletion running beside it.
+    blob_gc: tokio::sync::Mutex<()>,
 }
 
 use self::core::{Core, CoreMsg};
@@ -157,6 +161,7 @@ impl Farm {
             sandbox: Mutex::new(None),
             events,
             started: std::time::Instant::now(),
+            blob_gc: tokio::sync::Mutex::new(()),
         };
         farm.resume().await?;
         Ok(farm)
@@ -317,6 +322,7 @@ impl Farm {
         .map_err(|_| FarmError::Stopped)??;
         let (width, height) = job::resolve_size(request.width, request.height, &info);
         let frames = request.frames.clone().unwrap_or_else(|| (info.frame_start..=info.frame_end).collect());
+        let _gc = self.blob_gc.lock().await;
         let scene_hash = self.put_blob(scene).await?;
         let module_hash = self.put_blob(module).await?;
         let (fuel_per_tile, fuel_per_pixel_sample) = JobSpec::default_fuel();
@@ -379,6 +385,7 @@ impl Farm {
             return Err(FarmError::Conflict(format!("job {job} is still running: cancel it first")));
         }
         let store = self.store.clone();
+        let _gc = self.blob_gc.lock().await;
         let deleted = tokio::task::spawn_blocking(move || lock(&store).delete_job(job))
             .await
             .map_err(|_| FarmError::Stopped)??;

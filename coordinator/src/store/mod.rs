@@ -524,8 +524,10 @@ impl Store {
     pub fn delete_job(&mut self, id: u64) -> Result<bool> {
         let Ok(key) = i64::try_from(id) else { return Ok(false) };
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let spec: Option<String> =
-            tx.prepare_cached("SELECT spec_json FROM jobs WHERE id = ?1")?.query_row([key], |row| row.get(0)).optional()?;
+        let spec: Option<String> = tx
+            .prepare_cached("SELECT spec_json FROM jobs WHERE id = ?1")?
+            .query_row([key], |row| row.get(0))
+            .optional()?;
         let Some(spec) = spec else { return Ok(false) };
         let mut candidates: BTreeSet<[u8; 32]> = BTreeSet::new();
         {
@@ -545,9 +547,8 @@ impl Store {
         tx.execute("DELETE FROM jobs WHERE id = ?1", [key])?;
         let mut unreferenced = Vec::new();
         {
-            let mut in_frames = tx.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM frames WHERE exr = ?1 OR png = ?1 OR thumbnail = ?1)",
-            )?;
+            let mut in_frames =
+                tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM frames WHERE exr = ?1 OR png = ?1 OR thumbnail = ?1)")?;
             // lower(): a spec written by hand may spell a hash in capitals.
             let mut in_jobs =
                 tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM jobs WHERE instr(lower(spec_json), ?1) > 0)")?;

@@ -235,7 +235,8 @@ mod tests {
 
         // The rebuilt frames table takes a PNG-only frame and still refuses a
         // malformed hash and a missing thumbnail.
-        let png_only = FrameRecord { job: 1, frame: 2, exr: None, png: Some([4; 32]), thumbnail: [5; 32], finished_ms: 30 };
+        let png_only =
+            FrameRecord { job: 1, frame: 2, exr: None, png: Some([4; 32]), thumbnail: [5; 32], finished_ms: 30 };
         store.record_frame(&png_only).unwrap();
         assert_eq!(store.frame(1, 2).unwrap(), Some(png_only));
         let bad = store.conn.execute("INSERT INTO frames VALUES (1, 3, x'00', NULL, ?1, 0)", [[6u8; 32]]);

@@ -44,7 +44,7 @@ fn store_opens_in_wal_mode() {
     let mode: String = other.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let version: i64 = other.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
 }
 
 #[test]
@@ -60,8 +60,8 @@ fn store_data_survives_reopen() {
             .record_frame(&FrameRecord {
                 job: id,
                 frame: 1,
-                exr: [1; 32],
-                png: [2; 32],
+                exr: Some([1; 32]),
+                png: Some([2; 32]),
                 thumbnail: [3; 32],
                 finished_ms: 2_000,
             })
@@ -95,7 +95,7 @@ fn store_data_survives_reopen() {
     assert_eq!(store.frame_tiles(job_id, 2).unwrap(), vec![tile(job_id, 5, "fp-a")]);
     let frames = store.frames(job_id).unwrap();
     assert_eq!(frames.len(), 1);
-    assert_eq!((frames[0].frame, frames[0].png, frames[0].finished_ms), (1, [2; 32], 2_000));
+    assert_eq!((frames[0].frame, frames[0].png, frames[0].finished_ms), (1, Some([2; 32]), 2_000));
     let workers = store.workers().unwrap();
     assert_eq!(workers.len(), 1);
     assert_eq!(workers[0].tiles_done, 2);
@@ -171,7 +171,9 @@ fn store_unfinished_jobs_are_queued_or_running() {
     );
     assert!(failed.state.is_finished() && !JobState::Running.is_finished());
     assert_eq!(store.job(ids[4]).unwrap().unwrap().finished_ms, None);
-    assert_eq!(store.jobs().unwrap().iter().map(|j| j.id).collect::<Vec<_>>(), ids);
+    // Newest first.
+    let newest_first: Vec<u64> = ids.iter().rev().copied().collect();
+    assert_eq!(store.jobs().unwrap().iter().map(|j| j.id).collect::<Vec<_>>(), newest_first);
 
     assert!(matches!(store.set_job_state(9_999, JobState::Done, None, 0), Err(StoreError::NotFound(_))));
     assert_eq!(store.job(9_999).unwrap(), None);
@@ -233,9 +235,17 @@ fn store_tokens_check_kind_revocation_and_secret() {
                 kind: TokenKind::Worker,
                 label: "render room".into(),
                 created_ms: 1,
-                revoked: true
+                revoked: true,
+                scopes: vec![],
             },
-            TokenRecord { id: api_id, kind: TokenKind::Api, label: "pipeline".into(), created_ms: 2, revoked: false },
+            TokenRecord {
+                id: api_id,
+                kind: TokenKind::Api,
+                label: "pipeline".into(),
+                created_ms: 2,
+                revoked: false,
+                scopes: vec![Scope::Admin],
+            },
         ]
     );
 
@@ -328,12 +338,12 @@ fn store_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
     let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-    conn.pragma_update(None, "user_version", 2).unwrap();
+    conn.pragma_update(None, "user_version", 3).unwrap();
     drop(conn);
     let err = Store::open(dir.path()).unwrap_err();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 2, supported: 1, .. }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 3, supported: 2, .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("schema version 2 is newer") && msg.contains(DB_FILE), "{msg}");
+    assert!(msg.contains("schema version 3 is newer") && msg.contains(DB_FILE), "{msg}");
 }
 
 #[test]
@@ -344,4 +354,206 @@ fn store_refuses_a_foreign_database() {
     drop(conn);
     let err = Store::open(dir.path()).unwrap_err();
     assert!(matches!(err, StoreError::NotAStore { .. }), "{err:?}");
+}
+
+#[test]
+fn store_token_scopes_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    // Unsorted with a duplicate: kept sorted and once.
+    let (read_submit, rs_secret) =
+        store.create_token_scoped(TokenKind::Api, "pipeline", &[Scope::Submit, Scope::Read, Scope::Submit], 1).unwrap();
+    let (upload, upload_secret) = store.create_token_scoped(TokenKind::Api, "button", &[Scope::Submit], 2).unwrap();
+    let (_, admin_secret) = store.create_token(TokenKind::Api, "first", 3).unwrap();
+    let (_, worker_secret) = store.create_token(TokenKind::Worker, "room", 4).unwrap();
+    assert!(matches!(
+        store.create_token_scoped(TokenKind::Worker, "w", &[Scope::Read], 5),
+        Err(StoreError::Invalid(_))
+    ));
+
+    let token = store.api_token(&rs_secret).unwrap().unwrap();
+    assert_eq!((token.id, token.kind, token.label.as_str()), (read_submit, TokenKind::Api, "pipeline"));
+    assert_eq!(token.scopes, vec![Scope::Read, Scope::Submit]);
+    assert_eq!(store.api_token(&upload_secret).unwrap().unwrap().scopes, vec![Scope::Submit]);
+    assert_eq!(store.api_token(&admin_secret).unwrap().unwrap().scopes, vec![Scope::Admin]);
+    let scopes: Vec<Vec<Scope>> = store.tokens().unwrap().into_iter().map(|t| t.scopes).collect();
+    assert_eq!(scopes, vec![vec![Scope::Read, Scope::Submit], vec![Scope::Submit], vec![Scope::Admin], vec![]]);
+
+    // Worker tokens, unknown secrets and revoked tokens are not API tokens.
+    assert_eq!(store.api_token(&worker_secret).unwrap(), None);
+    assert_eq!(store.api_token("ta_nope").unwrap(), None);
+    assert_eq!(store.api_token("").unwrap(), None);
+    assert!(store.revoke_token(upload).unwrap());
+    assert_eq!(store.api_token(&upload_secret).unwrap(), None);
+    assert!(store.api_token(&rs_secret).unwrap().is_some());
+
+    // Admin grants everything; otherwise exact membership.
+    assert!(Scope::ALL.iter().all(|&s| grants(&[Scope::Admin], s)));
+    assert!(grants(&[Scope::Submit], Scope::Submit));
+    assert!(!grants(&[Scope::Submit], Scope::Read));
+    assert!(!grants(&[Scope::Read, Scope::Submit], Scope::Admin));
+    assert!(!grants(&[], Scope::Read));
+
+    for s in Scope::ALL {
+        assert_eq!(Scope::parse(s.as_str()), Some(s));
+        assert_eq!(s.to_string(), s.as_str());
+    }
+    assert_eq!(Scope::parse("Admin"), None);
+    assert_eq!(Scope::parse(""), None);
+}
+
+#[test]
+fn store_job_log_reads_after_a_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let a = store.insert_job(&job("a", vec![1]), 0).unwrap();
+    let b = store.insert_job(&job("b", vec![1]), 0).unwrap();
+    store
+        .append_job_log(&[
+            (a, 10, LogLevel::Info, "queued".into()),
+            (b, 11, LogLevel::Info, "queued".into()),
+            (a, 12, LogLevel::Warn, "worker fp-x timed out".into()),
+            (9_999, 12, LogLevel::Error, "a deleted job's line".into()),
+            (a, 13, LogLevel::Error, "guest trapped".into()),
+        ])
+        .unwrap();
+    store.append_job_log(&[]).unwrap();
+
+    let all = store.job_log(a, 0, 100).unwrap();
+    let lines: Vec<(u64, LogLevel, &str)> = all.iter().map(|e| (e.time_ms, e.level, e.message.as_str())).collect();
+    assert_eq!(
+        lines,
+        vec![
+            (10, LogLevel::Info, "queued"),
+            (12, LogLevel::Warn, "worker fp-x timed out"),
+            (13, LogLevel::Error, "guest trapped")
+        ]
+    );
+    assert!(all.iter().all(|e| e.job == a));
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    // After a cursor, and limited.
+    assert_eq!(store.job_log(a, all[0].seq, 100).unwrap(), all[1..].to_vec());
+    assert_eq!(store.job_log(a, all[0].seq, 1).unwrap(), all[1..2].to_vec());
+    assert_eq!(store.job_log(a, all[2].seq, 100).unwrap(), vec![]);
+    assert_eq!(store.job_log(a, 0, 0).unwrap(), vec![]);
+    assert_eq!(store.job_log(a, u64::MAX, 10).unwrap(), vec![]);
+    let b_log = store.job_log(b, 0, 100).unwrap();
+    assert_eq!((b_log.len(), b_log[0].message.as_str()), (1, "queued"));
+    // The unknown job's line was dropped, not stored.
+    assert_eq!(store.job_log(9_999, 0, 100).unwrap(), vec![]);
+
+    // Lines survive a reopen and new ones continue the sequence.
+    drop(store);
+    let mut store = Store::open(dir.path()).unwrap();
+    store.append_job_log(&[(a, 20, LogLevel::Info, "retried".into())]).unwrap();
+    let new = store.job_log(a, all[2].seq, 100).unwrap();
+    assert_eq!(new.len(), 1);
+    assert!(new[0].seq > b_log[0].seq);
+
+    for level in [LogLevel::Info, LogLevel::Warn, LogLevel::Error] {
+        assert_eq!(LogLevel::parse(level.as_str()), Some(level));
+    }
+    assert_eq!(LogLevel::parse("debug"), None);
+}
+
+#[test]
+fn store_reset_job_only_retries_failed_or_cancelled_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let states = [JobState::Queued, JobState::Running, JobState::Done, JobState::Failed, JobState::Cancelled];
+    let mut ids = Vec::new();
+    for state in states {
+        let id = store.insert_job(&job(state.as_str(), vec![1]), 0).unwrap();
+        store.set_job_state(id, state, (state == JobState::Failed).then_some("guest trapped"), 50).unwrap();
+        ids.push(id);
+    }
+    store.record_tiles(&[tile(ids[3], 0, "w")]).unwrap();
+
+    let reset: Vec<bool> = ids.iter().map(|&id| store.reset_job(id, 100).unwrap()).collect();
+    assert_eq!(reset, vec![false, false, false, true, true]);
+    for (&id, state) in ids.iter().zip(states) {
+        let j = store.job(id).unwrap().unwrap();
+        if state == JobState::Failed || state == JobState::Cancelled {
+            assert_eq!((j.state, j.error, j.finished_ms), (JobState::Queued, None, None));
+        } else {
+            assert_eq!(j.state, state);
+        }
+    }
+    // Done stays done (and finished); tiles of the retried job are kept.
+    assert_eq!(store.job(ids[2]).unwrap().unwrap().finished_ms, Some(50));
+    assert_eq!(store.done_tiles(ids[3]).unwrap(), vec![0]);
+    // A second retry of the now queued job does nothing; unknown ids neither.
+    assert!(!store.reset_job(ids[3], 200).unwrap());
+    assert!(!store.reset_job(9_999, 200).unwrap());
+    assert!(!store.reset_job(u64::MAX, 200).unwrap());
+}
+
+#[test]
+fn store_delete_job_removes_rows_and_unshared_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let shared_scene = store.put_blob(b"a scene two jobs use").unwrap();
+    let own_module = store.put_blob(b"a module only the doomed job uses").unwrap();
+    let other_module = store.put_blob(b"the kept job's module").unwrap();
+    let hex = |h: &[u8; 32]| blake3::Hash::from_bytes(*h).to_hex().to_string();
+    let spec = |scene: &[u8; 32], module: &[u8; 32]| {
+        serde_json::json!({ "scene": hex(scene), "module": hex(module), "samples": 16 }).to_string()
+    };
+    let mut doomed = job("doomed", vec![1, 2]);
+    // Capitals: the shared-scene check must still see the kept job's copy.
+    doomed.spec_json =
+        spec(&shared_scene, &own_module).replace(&hex(&shared_scene), &hex(&shared_scene).to_uppercase());
+    let mut kept = job("kept", vec![1]);
+    kept.spec_json = spec(&shared_scene, &other_module);
+    let doomed = store.insert_job(&doomed, 0).unwrap();
+    let kept = store.insert_job(&kept, 0).unwrap();
+
+    // Frame blobs: some only the doomed job has; a thumbnail and a PNG its
+    // frames share with the kept job's frame (identical black frames). Frame
+    // 2 is PNG-only.
+    let own_png = store.put_blob(b"doomed frame 1 png").unwrap();
+    let own_exr = store.put_blob(b"doomed frame 1 exr").unwrap();
+    let shared_thumb = store.put_blob(b"a black thumbnail").unwrap();
+    let own_png2 = store.put_blob(b"doomed frame 2 png").unwrap();
+    let frame = |job, frame, exr, png| FrameRecord { job, frame, exr, png, thumbnail: shared_thumb, finished_ms: 1 };
+    store.record_frame(&frame(doomed, 1, Some(own_exr), Some(own_png))).unwrap();
+    store.record_frame(&frame(doomed, 2, None, Some(own_png2))).unwrap();
+    store.record_frame(&frame(kept, 1, None, Some(own_png2))).unwrap();
+    store.record_tiles(&[tile(doomed, 0, "w"), tile(doomed, 5, "w"), tile(kept, 0, "w")]).unwrap();
+    store
+        .append_job_log(&[(doomed, 1, LogLevel::Info, "done".into()), (kept, 1, LogLevel::Info, "queued".into())])
+        .unwrap();
+
+    assert!(store.delete_job(doomed).unwrap());
+    assert_eq!(store.job(doomed).unwrap(), None);
+    assert_eq!(store.frames(doomed).unwrap(), vec![]);
+    assert_eq!(store.done_tiles(doomed).unwrap(), Vec::<u32>::new());
+    assert_eq!(store.job_log(doomed, 0, 10).unwrap(), vec![]);
+    // Unshared blobs are gone; shared ones stay.
+    assert!(!store.has_blob(&own_module).unwrap());
+    assert!(!store.has_blob(&own_exr).unwrap());
+    assert!(!store.has_blob(&own_png).unwrap());
+    assert!(store.has_blob(&shared_scene).unwrap(), "the kept job's scene");
+    assert!(store.has_blob(&shared_thumb).unwrap(), "the kept frame's thumbnail");
+    assert!(store.has_blob(&own_png2).unwrap(), "the kept frame's PNG");
+    assert!(store.has_blob(&other_module).unwrap());
+    // The kept job is untouched.
+    assert_eq!(store.jobs().unwrap().iter().map(|j| j.id).collect::<Vec<_>>(), vec![kept]);
+    assert_eq!(store.frames(kept).unwrap().len(), 1);
+    assert_eq!(store.done_tiles(kept).unwrap(), vec![0]);
+    assert_eq!(store.job_log(kept, 0, 10).unwrap().len(), 1);
+
+    // Deleting again, or an unknown job, says so.
+    assert!(!store.delete_job(doomed).unwrap());
+    assert!(!store.delete_job(u64::MAX).unwrap());
+
+    // The last user of the scene goes: now it goes too. A blob file already
+    // missing is no error.
+    std::fs::remove_file(store.blob_path(&other_module)).unwrap();
+    assert!(store.delete_job(kept).unwrap());
+    for h in [shared_scene, shared_thumb, own_png2] {
+        assert!(!store.has_blob(&h).unwrap());
+    }
+    assert_eq!(store.jobs().unwrap(), vec![]);
+    assert!(!store.blobs().remove(&shared_scene).unwrap());
 }

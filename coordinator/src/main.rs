@@ -1,5 +1,6 @@
 //! `tessera`: the command line of Tessera's coordinator.
 
+mod remote;
 mod render;
 mod serve;
 
@@ -35,6 +36,23 @@ enum Command {
     /// Renders the spheres sample on this machine's cores through the wasm
     /// sandbox (no farm): a quick check that the sandbox works here.
     LocalDemo(DemoArgs),
+    /// Submits a scene to a farm through its HTTP API (flags as `render`'s);
+    /// prints the job's id. --wait follows it, --download DIR fetches its frames.
+    Submit(remote::SubmitArgs),
+    /// Lists a farm's jobs, or shows one.
+    Status(remote::StatusArgs),
+    /// Prints a job's log; --follow keeps printing until it is finished.
+    Logs(remote::LogsArgs),
+    /// Downloads a job's finished frames, verified, named as `render` names them.
+    Download(remote::DownloadArgs),
+    /// Cancels a job.
+    Cancel(remote::JobArgs),
+    /// Retries a failed or cancelled job, keeping the tiles already rendered.
+    Retry(remote::JobArgs),
+    /// Deletes a finished job with its frames and log.
+    Delete(remote::JobArgs),
+    /// Lists a farm's workers.
+    Workers(remote::WorkersArgs),
 }
 
 #[derive(clap::Args)]
@@ -106,6 +124,14 @@ fn main() -> Result<()> {
         }
         Command::Token(args) => serve::token(args),
         Command::LocalDemo(args) => demo(args),
+        Command::Submit(args) => remote::submit(args),
+        Command::Status(args) => remote::status(args),
+        Command::Logs(args) => remote::logs(args),
+        Command::Download(args) => remote::download(args),
+        Command::Cancel(args) => remote::cancel(args),
+        Command::Retry(args) => remote::retry(args),
+        Command::Delete(args) => remote::delete(args),
+        Command::Workers(args) => remote::workers(args),
     }
 }
 

@@ -54,7 +54,9 @@ pub struct RenderArgs {
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     exposure: f32,
     /// World colour as linear R,G,B (glTF has no world); default: Blender's grey.
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    // Not `num_args = 3`: clap counts "0.1,0.2,0.3" as one value before
+    // splitting it; the count is checked in `guest_settings`.
+    #[arg(long, value_name = "R,G,B", value_delimiter = ',', allow_negative_numbers = true)]
     background: Option<Vec<f32>>,
     /// World strength.
     #[arg(long, default_value_t = 1.0)]
@@ -79,15 +81,18 @@ pub struct RenderArgs {
     module: Option<PathBuf>,
 }
 
-fn guest_settings(args: &RenderArgs) -> String {
+fn guest_settings(args: &RenderArgs) -> Result<String> {
     let mut s = serde_json::json!({ "max_bounces": args.bounces, "background_strength": args.background_strength });
     if let Some(c) = &args.camera {
         s["camera"] = c.clone().into();
     }
     if let Some(bg) = &args.background {
+        if bg.len() != 3 {
+            bail!("--background takes three linear values R,G,B, not {}", bg.len());
+        }
         s["background"] = serde_json::json!(bg);
     }
-    s.to_string()
+    Ok(s.to_string())
 }
 
 /// Where compiled job modules are kept between runs, so a render does not
@@ -114,7 +119,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
 
     let sandbox = Sandbox::new(SandboxConfig { cache_dir: module_cache_dir(), ..SandboxConfig::default() })?;
     let module = sandbox.load(&wasm).context("loading the path tracer module")?;
-    let extra = guest_settings(&args);
+    let extra = guest_settings(&args)?;
 
     // Load once to learn the scene's range, cameras and aspect; the final
     // instances are made at the chosen resolution.

@@ -15,8 +15,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-pub use crate::api::{AppState, MAX_UPLOAD};
 use crate::api::error::ApiError;
+pub use crate::api::{AppState, MAX_UPLOAD};
 
 /// The HTTP routes: the page and the API.
 pub fn app(state: AppState) -> Router {
@@ -29,9 +29,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 fn frame_number(file: &str) -> Result<i32, ApiError> {
-    file.strip_suffix(".png")
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| ApiError::not_found("frames are named N.png"))
+    file.strip_suffix(".png").and_then(|n| n.parse().ok()).ok_or_else(|| ApiError::not_found("frames are named N.png"))
 }
 
 async fn stored_frame(state: &AppState, job: u64, frame: i32, thumbnail: bool) -> Result<Response, ApiError> {

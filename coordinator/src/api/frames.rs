@@ -129,7 +129,8 @@ pub async fn file(
     if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains(&etag)) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
-    let file = tokio::fs::File::open(&path).await.map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
+    let file =
+        tokio::fs::File::open(&path).await.map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
     let len = file.metadata().await.map_err(ApiError::internal)?.len();
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     let mut response = body.into_response();
@@ -174,13 +175,16 @@ pub async fn archive(
         .as_deref()
         .map(|list| {
             list.split(',')
-                .map(|f| Format::parse(f.trim()).ok_or_else(|| ApiError::bad_request(format!("{f:?} is not png or exr"))))
+                .map(|f| {
+                    Format::parse(f.trim()).ok_or_else(|| ApiError::bad_request(format!("{f:?} is not png or exr")))
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
         .transpose()?;
     let entries = blocking(&state, move |store| {
         let Some((spec, frames)) = job_frames(store, id)? else { return Ok(None) };
-        let formats: Vec<Format> = spec.formats.iter().copied().filter(|f| wanted.as_ref().is_none_or(|w| w.contains(f))).collect();
+        let formats: Vec<Format> =
+            spec.formats.iter().copied().filter(|f| wanted.as_ref().is_none_or(|w| w.contains(f))).collect();
         let mut entries = Vec::new();
         for f in &frames {
             for &format in &formats {
@@ -215,9 +219,8 @@ const CHUNK: usize = 256 << 10;
 
 fn write_zip(sink: ChannelWriter, entries: &[(String, std::path::PathBuf)]) -> zip::result::ZipResult<()> {
     let mut zip = zip::ZipWriter::new_stream(sink);
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored)
-        .large_file(true);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
     for (name, path) in entries {
         zip.start_file(name.as_str(), options)?;
         let mut file = std::fs::File::open(path)?;

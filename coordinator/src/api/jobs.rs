@@ -185,8 +185,8 @@ pub fn request_from(s: &SubmitSettings, default_name: &str) -> Result<JobRequest
     if let Some(formats) = &s.formats {
         let mut parsed = Vec::new();
         for f in formats {
-            let f = Format::parse(f)
-                .ok_or_else(|| ApiError::unprocessable(format!("formats: {f:?} is not png or exr")))?;
+            let f =
+                Format::parse(f).ok_or_else(|| ApiError::unprocessable(format!("formats: {f:?} is not png or exr")))?;
             if !parsed.contains(&f) {
                 parsed.push(f);
             }

@@ -117,17 +117,15 @@ fn versioned() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the API as this build serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, doc) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
-        .nest("/api/v1", versioned())
-        .split_for_parts();
+    let (_, doc) =
+        OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi()).nest("/api/v1", versioned()).split_for_parts();
     doc
 }
 
 /// The API's routes (`/api/v1/…`, `/api/openapi.json`, `/metrics`), with
 /// the upload limit, JSON 404s under `/api` and request counting.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) =
-        OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", versioned()).split_for_parts();
+    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", versioned()).split_for_parts();
     let doc = Arc::new(doc);
     let counted = state.clone();
     api.route("/api/openapi.json", get(move || std::future::ready(Json(doc.as_ref().clone()))))

@@ -51,10 +51,8 @@ pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result
 async fn job_counts(state: &AppState) -> Result<BTreeMap<String, u64>, ApiError> {
     let live: BTreeMap<u64, JobState> = state.farm.status().await?.jobs.iter().map(|j| (j.id, j.state)).collect();
     blocking(state, move |store| {
-        let mut counts: BTreeMap<String, u64> = ["queued", "running", "done", "failed", "cancelled"]
-            .into_iter()
-            .map(|s| (s.to_string(), 0))
-            .collect();
+        let mut counts: BTreeMap<String, u64> =
+            ["queued", "running", "done", "failed", "cancelled"].into_iter().map(|s| (s.to_string(), 0)).collect();
         for j in store.jobs()? {
             let s = live.get(&j.id).copied().unwrap_or(j.state);
             *counts.entry(s.as_str().into()).or_default() += 1;
@@ -100,7 +98,12 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         &one(c.tiles_failed as f64),
     );
     metric("tessera_frames_done_total", "counter", "Frames written since start.", &one(c.frames_done as f64));
-    metric("tessera_jobs_loaded_total", "counter", "Jobs submitted, resumed or retried since start.", &one(c.jobs_submitted as f64));
+    metric(
+        "tessera_jobs_loaded_total",
+        "counter",
+        "Jobs submitted, resumed or retried since start.",
+        &one(c.jobs_submitted as f64),
+    );
     let requests: Vec<(String, f64)> = state
         .requests
         .iter()
@@ -111,6 +114,11 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         })
         .collect();
     metric("tessera_http_requests_total", "counter", "HTTP requests answered, by status class.", &requests);
-    metric("tessera_uptime_seconds", "gauge", "Seconds since the coordinator started.", &one(state.farm.uptime().as_secs_f64()));
+    metric(
+        "tessera_uptime_seconds",
+        "gauge",
+        "Seconds since the coordinator started.",
+        &one(state.farm.uptime().as_secs_f64()),
+    );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out))
 }

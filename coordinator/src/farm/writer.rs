@@ -17,7 +17,7 @@ use super::core::{ConnCmd, CoreMsg};
 use super::job::{Format, JobSpec};
 use super::lock;
 use crate::assemble::FrameBuffer;
-use crate::store::{FrameRecord, LogLevel, JobState, Store, StoreError, TileRecord};
+use crate::store::{FrameRecord, JobState, LogLevel, Store, StoreError, TileRecord};
 
 /// A verified result waiting to be made durable.
 #[derive(Debug)]
@@ -35,10 +35,22 @@ pub struct PendingTile {
 #[derive(Debug)]
 pub enum WriterMsg {
     Tile(PendingTile),
-    JobState { job: u64, state: JobState, error: Option<String> },
-    Frame { job: u64, frame_slot: usize, spec: Arc<JobSpec> },
+    JobState {
+        job: u64,
+        state: JobState,
+        error: Option<String>,
+    },
+    Frame {
+        job: u64,
+        frame_slot: usize,
+        spec: Arc<JobSpec>,
+    },
     /// A line for the job's log; written with the next batch.
-    Log { job: u64, level: LogLevel, message: String },
+    Log {
+        job: u64,
+        level: LogLevel,
+        message: String,
+    },
 }
 
 /// Unix milliseconds, for records.

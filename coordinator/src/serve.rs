@@ -33,6 +33,9 @@ pub struct CoordinatorArgs {
     /// Seconds of silence after which a worker counts as gone [default: 10].
     #[arg(long, env = "TESSERA_IDLE_TIMEOUT")]
     idle_timeout: Option<u64>,
+    /// Largest scene upload over the API, in MiB [default: 512].
+    #[arg(long, env = "TESSERA_MAX_UPLOAD_MIB")]
+    max_upload_mib: Option<u64>,
     /// A config file of `key = value` lines (keys as the long flags above).
     #[arg(long, env = "TESSERA_CONFIG")]
     config: Option<PathBuf>,
@@ -50,11 +53,12 @@ struct Settings {
     quic: SocketAddr,
     heartbeat: Duration,
     idle_timeout: Duration,
+    max_upload: usize,
 }
 
 impl CoordinatorArgs {
     fn settings(&self) -> Result<Settings> {
-        const KEYS: [&str; 5] = ["data", "http", "quic", "heartbeat", "idle-timeout"];
+        const KEYS: [&str; 6] = ["data", "http", "quic", "heartbeat", "idle-timeout", "max-upload-mib"];
         let file = self.config.as_ref().map(|p| read_config(p, &KEYS)).transpose()?.unwrap_or_default();
         let get = |k: &str| file.get(k).cloned();
         let parse_addr = |v: String, k: &str| v.parse::<SocketAddr>().with_context(|| format!("config {k} = {v:?}"));
@@ -90,6 +94,19 @@ impl CoordinatorArgs {
                 }
                 .max(1),
             ),
+            max_upload: {
+                let mib = match self.max_upload_mib {
+                    Some(m) => m,
+                    None => get("max-upload-mib")
+                        .map(|v| parse_secs(v, "max-upload-mib"))
+                        .transpose()?
+                        .unwrap_or((tessera_coordinator::api::MAX_UPLOAD >> 20) as u64),
+                };
+                if mib == 0 || mib > 1 << 20 {
+                    bail!("--max-upload-mib must be 1 to {}, not {mib}", 1 << 20);
+                }
+                usize::try_from(mib << 20).context("--max-upload-mib is too large for this machine")?
+            },
         })
     }
 }
@@ -165,7 +182,9 @@ pub fn coordinator(args: CoordinatorArgs, module: Option<&'static [u8]>) -> Resu
         } else {
             println!("tokens: `tessera token create --data {}` makes more", s.data.display());
         }
-        serve_http(listener, AppState::new(farm.clone(), module.map(|m| Arc::new(m.to_vec()))));
+        let mut state = AppState::new(farm.clone(), module.map(|m| Arc::new(m.to_vec())));
+        state.max_upload = s.max_upload;
+        serve_http(listener, state);
         tokio::signal::ctrl_c().await?;
         eprintln!("tessera coordinator: shutting down");
         if let Ok(farm) = Arc::try_unwrap(farm) {

@@ -44,6 +44,7 @@ const MAX_NAME: usize = 200;
         (status = 400, description = "malformed request or settings", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 413, description = "upload over the limit", body = ErrorBody),
+        (status = 415, description = "not multipart/form-data", body = ErrorBody),
         (status = 422, description = "not a usable scene, or settings out of range", body = ErrorBody),
     ),
     security(("bearer" = ["submit"])))]
@@ -53,6 +54,16 @@ pub async fn submit(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
     let token = require(&state, &headers, Scope::Submit).await?;
+    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.to_ascii_lowercase().starts_with("multipart/form-data") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "a submission is multipart/form-data (a `scene` file part and an optional `settings` JSON part), \
+                 not {content_type:?}"
+            ),
+        ));
+    }
     let mut multipart = multipart.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let (mut scene, mut settings, mut file_name) = (None, None, None);
     while let Some(field) = multipart.next_field().await? {

@@ -37,7 +37,8 @@ use self::error::ApiError;
 use crate::farm::Farm;
 use crate::store::{Store, StoreError};
 
-/// Largest request body (a scene upload), in bytes: larger is a 413.
+/// Default largest request body (a scene upload), in bytes: larger is a
+/// 413. `tessera coordinator --max-upload-mib` changes it.
 pub const MAX_UPLOAD: usize = 512 << 20;
 
 /// What handlers share.
@@ -49,11 +50,13 @@ pub struct AppState {
     pub default_module: Option<Arc<Vec<u8>>>,
     /// Requests answered, by status class (index 1 to 5), for `/metrics`.
     pub requests: Arc<[AtomicU64; 6]>,
+    /// Largest request body, in bytes ([`MAX_UPLOAD`] by default).
+    pub max_upload: usize,
 }
 
 impl AppState {
     pub fn new(farm: Arc<Farm>, default_module: Option<Arc<Vec<u8>>>) -> AppState {
-        AppState { farm, default_module, requests: Arc::new(Default::default()) }
+        AppState { farm, default_module, requests: Arc::new(Default::default()), max_upload: MAX_UPLOAD }
     }
 }
 
@@ -135,7 +138,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method: see /api/openapi.json")
         })
-        .layer(DefaultBodyLimit::max(MAX_UPLOAD))
+        .layer(DefaultBodyLimit::max(state.max_upload))
         .layer(axum::middleware::from_fn_with_state(counted, count_requests))
         .with_state(state)
 }

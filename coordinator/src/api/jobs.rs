@@ -77,6 +77,9 @@ pub async fn submit(
                 let text = field.text().await?;
                 let parsed: SubmitSettings = if text.trim().is_empty() {
                     SubmitSettings::default()
+                } else if !text.trim_start().starts_with('{') {
+                    // serde would read an array field by field, in order.
+                    return Err(ApiError::bad_request("settings must be a JSON object"));
                 } else {
                     serde_json::from_str(&text).map_err(|e| ApiError::bad_request(format!("settings: {e}")))?
                 };
@@ -275,12 +278,12 @@ pub async fn list(
     let jobs = blocking(&state, move |store| {
         let mut out = Vec::new();
         for record in store.jobs()? {
+            if out.len() >= limit {
+                break;
+            }
             let view = view(store, &record, live.get(&record.id))?;
             if wanted.is_none_or(|w| view.state == w) {
                 out.push(view);
-            }
-            if out.len() >= limit {
-                break;
             }
         }
         Ok(out)

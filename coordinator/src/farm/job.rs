@@ -124,14 +124,14 @@ impl JobSpec {
         if self.formats.is_empty() {
             return bad("a job needs at least one output format (png, exr)".into());
         }
-        let rects = Rect::tiles(self.width, self.height, self.tile_size);
-        if rects.len() as u64 * self.frames.len() as u64 > MAX_TILES {
-            return bad(format!(
-                "{} tiles a frame × {} frames is over {MAX_TILES} tiles",
-                rects.len(),
-                self.frames.len()
-            ));
+        // Counted before any rectangle is made: a tiny tile on a huge frame
+        // must be refused, not allocated.
+        let per_frame =
+            u64::from(self.width.div_ceil(self.tile_size)) * u64::from(self.height.div_ceil(self.tile_size));
+        if per_frame.saturating_mul(self.frames.len() as u64) > MAX_TILES {
+            return bad(format!("{per_frame} tiles a frame × {} frames is over {MAX_TILES} tiles", self.frames.len()));
         }
+        let rects = Rect::tiles(self.width, self.height, self.tile_size);
         Ok(JobPlan { rects, frames: self.frames.clone() })
     }
 
@@ -237,6 +237,32 @@ pub fn resolve_size(width: Option<u32>, height: Option<u32>, info: &SceneInfo) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_tile_count_is_refused_before_any_tile_is_made() {
+        let spec = JobSpec {
+            name: "big".into(),
+            module: "0".repeat(64),
+            scene: "0".repeat(64),
+            width: 10_000,
+            height: 10_000,
+            fps: 24.0,
+            extra: "{}".into(),
+            spp: 1,
+            seed: 0,
+            tile_size: 1,
+            frames: vec![1],
+            priority: 0,
+            view: "agx".into(),
+            exposure: 0.0,
+            fuel_per_tile: 1,
+            fuel_per_pixel_sample: 1,
+            formats: Format::all(),
+        };
+        let err = spec.plan().unwrap_err().to_string();
+        assert!(err.contains("100000000 tiles a frame"), "{err}");
+        assert_eq!(JobSpec { tile_size: 64, ..spec }.plan().unwrap().total_tiles(), 157 * 157);
+    }
 
     #[test]
     fn tile_size_follows_cost_and_farm() {

@@ -1,6 +1,8 @@
 //! The coordinator's integration tests, on real guests built from source.
 
+mod api;
 mod cli;
+mod client_cli;
 mod farm;
 mod farm_kill;
 mod farm_wire;

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use tessera_coordinator::farm::{Farm, FarmConfig, JobRequest, JobSpec};
 use tessera_coordinator::local::{FrameJob, LocalRenderer};
+use tessera_protocol::proof::SigningKey;
 use tessera_protocol::wire::{
-    Capabilities, CoordinatorMsg, Hello, TileAck, TileReply, TileResult, TileTask, WorkerMsg, WorkerOpen,
-    MAX_CONTROL_MESSAGE, PROTOCOL_VERSION,
+    Capabilities, CoordinatorMsg, Hello, TileAck, TileReply, TileTask, WorkerMsg, WorkerOpen, MAX_CONTROL_MESSAGE,
+    PROTOCOL_VERSION,
 };
 use tessera_protocol::TileAccumulators;
 use tessera_worker::client::{Worker, WorkerConfig};
@@ -124,7 +125,7 @@ struct SimStats {
 /// A simulated worker: joins, then answers each tile after `delay` with a
 /// result of the right shape, and records result→ack latency.
 async fn sim_worker(
-    endpoint: quinn::Endpoint,
+    (endpoint, key): (quinn::Endpoint, Arc<SigningKey>),
     addr: SocketAddr,
     token: String,
     slots: u32,
@@ -174,6 +175,7 @@ async fn sim_worker(
     tokio::spawn(async move {
         while let Ok((mut send, mut recv)) = c.accept_bi().await {
             let stats = stats.clone();
+            let key = key.clone();
             tokio::spawn(async move {
                 let Ok(task) = read_last::<TileTask>(&mut recv, MAX_CONTROL_MESSAGE, Duration::from_millis(100)).await
                 else {
@@ -184,18 +186,9 @@ async fn sim_worker(
                     tokio::time::sleep(delay).await;
                 }
                 let n = task.rect.pixel_count() as usize;
-                let reply = TileReply::Done(TileResult {
-                    lease: task.lease,
-                    tile: task.tile,
-                    accumulators: TileAccumulators {
-                        rect: task.rect,
-                        color: vec![0.25; 3 * n],
-                        weight: vec![1.0; n],
-                        aovs: vec![],
-                    },
-                    fuel: 1,
-                    millis: 0,
-                });
+                let accumulators =
+                    TileAccumulators { rect: task.rect, color: vec![0.25; 3 * n], weight: vec![1.0; n], aovs: vec![] };
+                let reply = TileReply::Done(task.seal(accumulators, 1, 0, &key));
                 stats.sent.lock().unwrap_or_else(|e| e.into_inner()).insert(task.lease, Instant::now());
                 let _ = write_msg(&mut send, &reply).await;
                 let _ = send.finish();
@@ -205,11 +198,13 @@ async fn sim_worker(
     Ok(conn)
 }
 
-fn sim_endpoint(pin: &str) -> Result<quinn::Endpoint> {
+/// A client endpoint for simulated workers and the key they sign tiles with.
+fn sim_endpoint(pin: &str) -> Result<(quinn::Endpoint, Arc<SigningKey>)> {
     let id = tls::Identity::generate("sim")?;
+    let key = Arc::new(SigningKey::from_pkcs8(&id.key_der)?);
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     ep.set_default_client_config(tls::client_config(&id, pin, transport(Duration::from_secs(30), 4096))?);
-    Ok(ep)
+    Ok((ep, key))
 }
 
 /// A job of `tiles` tiles of `edge`×`edge` px whose module and scene are

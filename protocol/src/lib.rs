@@ -8,6 +8,7 @@
 
 mod hash;
 mod tile;
+pub mod proof;
 pub mod wire;
 
 pub use hash::ContentHash;

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::{ContentHash, Rect, SampleRange, TileAccumulators};
 
 /// The protocol version a worker announces in its [`Hello`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The QUIC ALPN protocol id: the major version is part of the handshake.
 pub const ALPN: &[u8] = b"tessera/1";
@@ -152,6 +152,46 @@ pub struct TileResult {
     pub fuel: u64,
     /// Wall time on the worker.
     pub millis: u64,
+    /// [`crate::proof::commitment`] of the task's claim over the
+    /// accumulators' canonical bytes.
+    pub commitment: crate::proof::Commitment,
+    /// The worker's ed25519 signature of `commitment` (64 bytes), by the
+    /// key of its QUIC certificate.
+    pub signature: Vec<u8>,
+}
+
+impl TileTask {
+    /// What a result for this task claims (everything but its pixels).
+    pub fn claim(&self) -> crate::proof::TileClaim {
+        crate::proof::TileClaim {
+            job: self.job.job,
+            frame: self.frame,
+            tile: self.tile,
+            samples: self.samples,
+            module: self.job.module,
+            scene: self.job.scene,
+        }
+    }
+
+    /// The result for this task: the accumulators committed to and signed.
+    pub fn seal(
+        &self,
+        accumulators: crate::TileAccumulators,
+        fuel: u64,
+        millis: u64,
+        key: &crate::proof::SigningKey,
+    ) -> TileResult {
+        let commitment = crate::proof::commitment(&self.claim(), &accumulators.to_bytes());
+        TileResult {
+            lease: self.lease,
+            tile: self.tile,
+            accumulators,
+            fuel,
+            millis,
+            commitment,
+            signature: key.sign(&commitment),
+        }
+    }
 }
 
 /// The coordinator's verdict on a result.
@@ -275,10 +315,13 @@ mod tests {
             accumulators: TileAccumulators { rect, color: vec![0.5; n * 3], weight: vec![1.0; n], aovs: vec![] },
             fuel: 123_456_789,
             millis: 40,
+            commitment: [7; 32],
+            signature: vec![9; 64],
         });
         let bytes = encode(&reply);
         assert!(bytes.len() >= n * 16);
-        assert!(bytes.len() < n * 16 + 64, "{} bytes", bytes.len());
+        // The floats, a commitment and a signature, and a few bytes more.
+        assert!(bytes.len() < n * 16 + 32 + 64 + 64, "{} bytes", bytes.len());
         assert!(bytes.len() <= max_tile_reply(n as u64));
     }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tessera_protocol::proof;
 use tessera_protocol::wire::{
     max_tile_reply, BlobHeader, CoordinatorMsg, TileReply, TileTask, WorkerMsg, WorkerOpen, MAX_CONTROL_MESSAGE,
     PROTOCOL_VERSION,
@@ -280,7 +281,18 @@ async fn tile_exchange(
     if let Err(e) = result.accumulators.check_shape() {
         return Err(reject(format!("a malformed tile: {e}")));
     }
+    // Proof-of-render, first half: the commitment must cover exactly these
+    // pixels for exactly this task, signed by the key this connection
+    // authenticated with (spot checks follow in the verifier).
     result.accumulators.canonicalize_nans();
+    let bytes = result.accumulators.to_bytes();
+    if proof::commitment(&task.claim(), &bytes) != result.commitment {
+        return Err(reject("the commitment does not match the task and the pixels sent".into()));
+    }
+    let (_, key) = tls::peer_key(conn)?;
+    if let Err(e) = proof::verify(&key, &result.commitment, &result.signature) {
+        return Err(reject(format!("the tile's signature: {e}")));
+    }
     let _ = ctx.core.send(CoreMsg::TileDone { worker, lease: task.lease, result });
     Ok(())
 }

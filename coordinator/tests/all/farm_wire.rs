@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tessera_coordinator::farm::Farm;
 use tessera_coordinator::store::JobState;
+use tessera_protocol::proof::SigningKey;
 use tessera_protocol::wire::{
     self, Capabilities, CoordinatorMsg, Hello, TileAck, TileReply, TileResult, TileTask, WorkerOpen,
     MAX_CONTROL_MESSAGE, PROTOCOL_VERSION,
@@ -18,6 +19,8 @@ use crate::guest;
 /// A hand-driven worker connection that has said hello.
 struct RawWorker {
     conn: quinn::Connection,
+    /// The key of the certificate this connection presented.
+    key: SigningKey,
     control: (quinn::SendStream, quinn::RecvStream),
     _endpoint: quinn::Endpoint,
 }
@@ -39,7 +42,8 @@ async fn raw_connect(farm: &Farm, token: &str) -> RawWorker {
     write_msg(&mut tx, &WorkerOpen::Control(hello)).await.unwrap();
     let welcome: CoordinatorMsg = read_msg(&mut rx, MAX_CONTROL_MESSAGE).await.unwrap();
     assert!(matches!(welcome, CoordinatorMsg::Welcome { .. }), "{welcome:?}");
-    RawWorker { conn, control: (tx, rx), _endpoint: endpoint }
+    let key = SigningKey::from_pkcs8(&identity.key_der).unwrap();
+    RawWorker { conn, key, control: (tx, rx), _endpoint: endpoint }
 }
 
 impl RawWorker {
@@ -51,20 +55,15 @@ impl RawWorker {
     }
 }
 
-fn result_for(task: &TileTask) -> TileResult {
+fn result_for(task: &TileTask, key: &SigningKey) -> TileResult {
     let n = task.rect.pixel_count() as usize;
-    TileResult {
-        lease: task.lease,
-        tile: task.tile,
-        accumulators: tessera_protocol::TileAccumulators {
-            rect: task.rect,
-            color: vec![0.5; 3 * n],
-            weight: vec![1.0; n],
-            aovs: vec![],
-        },
-        fuel: 1,
-        millis: 1,
-    }
+    let accumulators = tessera_protocol::TileAccumulators {
+        rect: task.rect,
+        color: vec![0.5; 3 * n],
+        weight: vec![1.0; n],
+        aovs: vec![],
+    };
+    task.seal(accumulators, 1, 1, key)
 }
 
 /// The verdict on `lease`, from the control stream.
@@ -102,7 +101,7 @@ fn protocol_breaches_are_refused_and_the_job_still_completes() {
 
         // 1. A result for a tile this stream was not given.
         let (mut send, _recv, task) = raw.next_task().await;
-        let mut wrong = result_for(&task);
+        let mut wrong = result_for(&task, &raw.key);
         wrong.tile += 1;
         write_msg(&mut send, &TileReply::Done(wrong)).await.unwrap();
         match ack(&mut raw.control.1, task.lease).await {
@@ -112,7 +111,7 @@ fn protocol_breaches_are_refused_and_the_job_still_completes() {
 
         // 2. A result for another lease.
         let (mut send, _recv, task) = raw.next_task().await;
-        let mut wrong = result_for(&task);
+        let mut wrong = result_for(&task, &raw.key);
         wrong.lease += 1000;
         write_msg(&mut send, &TileReply::Done(wrong)).await.unwrap();
         assert!(matches!(ack(&mut raw.control.1, task.lease).await, TileAck::Rejected { .. }));
@@ -129,7 +128,7 @@ fn protocol_breaches_are_refused_and_the_job_still_completes() {
 
         // 4. A truncated message: half a result, then the stream ends.
         let (mut send, _recv, task) = raw.next_task().await;
-        let bytes = wire::encode(&TileReply::Done(result_for(&task)));
+        let bytes = wire::encode(&TileReply::Done(result_for(&task, &raw.key)));
         send.write_all(&bytes[..bytes.len() / 2]).await.unwrap();
         send.finish().unwrap();
         match ack(&mut raw.control.1, task.lease).await {
@@ -139,7 +138,7 @@ fn protocol_breaches_are_refused_and_the_job_still_completes() {
 
         // 5. A malformed tile: the right lease, the wrong number of floats.
         let (mut send, _recv, task) = raw.next_task().await;
-        let mut bad = result_for(&task);
+        let mut bad = result_for(&task, &raw.key);
         bad.accumulators.weight.pop();
         write_msg(&mut send, &TileReply::Done(bad)).await.unwrap();
         match ack(&mut raw.control.1, task.lease).await {
@@ -147,7 +146,39 @@ fn protocol_breaches_are_refused_and_the_job_still_completes() {
             other => panic!("{other:?}"),
         }
 
-        // 6. An oversized control message closes the connection.
+        // 6. Signed by a key other than the connection's.
+        let (mut send, _recv, task) = raw.next_task().await;
+        let stranger = SigningKey::from_pkcs8(&tls::Identity::generate("other").unwrap().key_der).unwrap();
+        write_msg(&mut send, &TileReply::Done(result_for(&task, &stranger))).await.unwrap();
+        match ack(&mut raw.control.1, task.lease).await {
+            TileAck::Rejected { reason } => assert!(reason.contains("signature"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+
+        // 7. A valid signature over other pixels: one pixel changed after signing.
+        let (mut send, _recv, task) = raw.next_task().await;
+        let mut tampered = result_for(&task, &raw.key);
+        tampered.accumulators.color[0] = 0.75;
+        write_msg(&mut send, &TileReply::Done(tampered)).await.unwrap();
+        match ack(&mut raw.control.1, task.lease).await {
+            TileAck::Rejected { reason } => assert!(reason.contains("commitment"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+
+        // 8. A replay: a signed result for another tile, relabelled as this one.
+        let (mut send, _recv, task) = raw.next_task().await;
+        let mut other_task = task.clone();
+        other_task.tile += 1;
+        other_task.frame += 1;
+        let mut replay = result_for(&other_task, &raw.key);
+        replay.tile = task.tile;
+        write_msg(&mut send, &TileReply::Done(replay)).await.unwrap();
+        match ack(&mut raw.control.1, task.lease).await {
+            TileAck::Rejected { reason } => assert!(reason.contains("commitment"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+
+        // 9. An oversized control message closes the connection.
         let (mut tx, _rx) = raw.control;
         tx.write_all(&(MAX_CONTROL_MESSAGE as u32 + 1).to_le_bytes()).await.unwrap();
         let closed = tokio::time::timeout(Duration::from_secs(10), raw.conn.closed()).await.unwrap();

@@ -112,6 +112,8 @@ pub enum WorkerError {
 struct Shared {
     config: WorkerConfig,
     identity: Identity,
+    /// The identity's key, for signing tile commitments.
+    signer: Arc<tessera_protocol::proof::SigningKey>,
     sandbox: Sandbox,
     blobs: BlobCache,
     /// Compiled modules and scenes by hash, for the jobs in flight.
@@ -141,7 +143,11 @@ impl Worker {
             ..SandboxConfig::default()
         })?;
         let blobs = BlobCache::open(&config.data_dir.join("blobs"), config.cache_bytes)?;
-        Ok(Worker { shared: Arc::new(Shared { config, identity, sandbox, blobs, jobs: Mutex::default() }) })
+        let signer = Arc::new(
+            tessera_protocol::proof::SigningKey::from_pkcs8(&identity.key_der)
+                .map_err(|e| NetError::Tls(e.to_string()))?,
+        );
+        Ok(Worker { shared: Arc::new(Shared { config, identity, signer, sandbox, blobs, jobs: Mutex::default() }) })
     }
 
     /// This worker's identity as coordinators name it.
@@ -365,7 +371,7 @@ async fn job_context(
             let module = tokio::task::spawn_blocking(move || sandbox.load(&module_bytes))
                 .await
                 .map_err(|e| SandboxError::Host(format!("compile task: {e}")))??;
-            Ok::<_, WorkerError>(Arc::new(JobContext { module, scene: scene.into() }))
+            Ok::<_, WorkerError>(Arc::new(JobContext { module, scene: scene.into(), signer: shared.signer.clone() }))
         })
         .await?;
     Ok(context.clone())

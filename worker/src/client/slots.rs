@@ -18,6 +18,8 @@ use crate::sandbox::{FuelBudget, GuestModule, JobInstance, JobSettings, JobSpec,
 pub struct JobContext {
     pub module: GuestModule,
     pub scene: Arc<[u8]>,
+    /// Signs each tile's commitment (the worker's identity key).
+    pub signer: Arc<tessera_protocol::proof::SigningKey>,
 }
 
 /// A tile waiting for a slot.
@@ -141,11 +143,6 @@ fn render(
     let started = Instant::now();
     let request = TileRequest::new(task.frame, task.rect, task.samples.start, task.samples.count, task.seed);
     let out = instance.render_tile(&request)?;
-    Ok(TileResult {
-        lease: task.lease,
-        tile: task.tile,
-        accumulators: out.accumulators,
-        fuel: out.fuel_used,
-        millis: started.elapsed().as_millis() as u64,
-    })
+    let millis = started.elapsed().as_millis() as u64;
+    Ok(task.seal(out.accumulators, out.fuel_used, millis, &context.signer))
 }

@@ -197,12 +197,22 @@ pub fn client_config(
 
 /// The peer's identity on an established connection (coordinator side).
 pub fn peer_identity(conn: &quinn::Connection) -> Result<String, NetError> {
+    Ok(peer_key(conn)?.0)
+}
+
+/// The peer's identity and its raw ed25519 public key (which checks the
+/// signatures of its tile commitments).
+pub fn peer_key(conn: &quinn::Connection) -> Result<(String, [u8; 32]), NetError> {
     let certs = conn
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or_else(|| NetError::Tls("the worker presented no certificate".into()))?;
     let first = certs.first().ok_or_else(|| NetError::Tls("the worker presented no certificate".into()))?;
-    identity_of(first)
+    let cert = webpki::EndEntityCert::try_from(first).map_err(|e| NetError::Tls(format!("bad certificate: {e:?}")))?;
+    let spki = cert.subject_public_key_info();
+    let key = tessera_protocol::proof::ed25519_key_of_spki(spki.as_ref())
+        .ok_or_else(|| NetError::Tls("the worker's key is not ed25519".into()))?;
+    Ok((blake3::hash(spki.as_ref()).to_hex().to_string(), key))
 }
 
 /// The part both verifiers share: handshake signatures are checked with the

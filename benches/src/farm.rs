@@ -198,6 +198,15 @@ async fn sim_worker(
     Ok(conn)
 }
 
+/// A farm for simulated workers, whose tiles are flat colour: spot checks
+/// (which would re-render and refuse them) are off; these runs measure
+/// dispatch, not verification.
+fn sim_config(dir: &std::path::Path) -> Result<FarmConfig> {
+    let mut config = FarmConfig::new(dir.to_path_buf(), "127.0.0.1:0".parse()?);
+    config.verify.spot_checks = false;
+    Ok(config)
+}
+
 /// A client endpoint for simulated workers and the key they sign tiles with.
 fn sim_endpoint(pin: &str) -> Result<(quinn::Endpoint, Arc<SigningKey>)> {
     let id = tls::Identity::generate("sim")?;
@@ -279,7 +288,7 @@ fn spawn_sim(
 
 async fn dispatch_run(workers: u32, slots: u32, delay: Duration, tiles_x: u32, frames: u32) -> Result<DispatchRun> {
     let dir = tempfile::tempdir()?;
-    let farm = Farm::start(FarmConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse()?)).await?;
+    let farm = Farm::start(sim_config(dir.path())?).await?;
     let token = farm.first_token().context("first token")?.to_string();
     let tiles = tiles_x * tiles_x * frames;
     let (mut child, mut lines) = spawn_sim(&farm, &token, workers, slots, delay, tiles)?;
@@ -303,7 +312,7 @@ async fn dispatch_run(workers: u32, slots: u32, delay: Duration, tiles_x: u32, f
 /// child process (`--sim-workers`), so only the coordinator is in this RSS.
 async fn memory_per_worker(workers: u32) -> Result<f64> {
     let dir = tempfile::tempdir()?;
-    let farm = Farm::start(FarmConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse()?)).await?;
+    let farm = Farm::start(sim_config(dir.path())?).await?;
     let token = farm.first_token().context("first token")?.to_string();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = rss_bytes();
@@ -395,7 +404,7 @@ pub fn sim_workers_main(args: &[String]) -> Result<()> {
 /// simulated worker's connection.
 async fn wire_bytes_per_tile() -> Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
-    let farm = Farm::start(FarmConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse()?)).await?;
+    let farm = Farm::start(sim_config(dir.path())?).await?;
     let token = farm.first_token().context("first token")?.to_string();
     let stats = Arc::new(SimStats::default());
     let conn = sim_worker(sim_endpoint(farm.fingerprint())?, farm.quic_addr(), token, 4, Duration::ZERO, stats.clone())

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use super::core::{ConnCmd, CoreMsg};
 use super::lock;
+use super::verify::{hex, TileProof, Verifier};
 use crate::scheduler::WorkerId;
 use crate::store::{Blobs, Store, StoreError, TokenKind};
 
@@ -34,6 +35,8 @@ pub struct ConnContext {
     /// scheduler's lease deadline re-queues it).
     pub lease_timeout: Duration,
     pub next_worker: AtomicU64,
+    /// Spot checks; `None` when they are turned off.
+    pub verifier: Option<Arc<Verifier>>,
 }
 
 /// Codes the coordinator closes a connection with.
@@ -289,11 +292,57 @@ async fn tile_exchange(
     if proof::commitment(&task.claim(), &bytes) != result.commitment {
         return Err(reject("the commitment does not match the task and the pixels sent".into()));
     }
-    let (_, key) = tls::peer_key(conn)?;
+    let (identity, key) = tls::peer_key(conn)?;
     if let Err(e) = proof::verify(&key, &result.commitment, &result.signature) {
         return Err(reject(format!("the tile's signature: {e}")));
     }
-    let _ = ctx.core.send(CoreMsg::TileDone { worker, lease: task.lease, result });
+    // Second half: re-render the pixels the epoch's secret picks, off the runtime.
+    let spot_check = match &ctx.verifier {
+        None => None,
+        Some(verifier) => {
+            let (verifier, t) = (verifier.clone(), task.clone());
+            let (r, verdict) = tokio::task::spawn_blocking(move || {
+                let verdict = verifier.check(&t, &result.accumulators, &result.commitment, super::writer::unix_ms());
+                (result, verdict)
+            })
+            .await
+            .map_err(|e| NetError::Protocol(format!("verifier task: {e}")))?;
+            result = r;
+            match verdict {
+                Ok(check) if check.passed() => Some(check),
+                Ok(check) => {
+                    let (x, y) = check.mismatch.unwrap_or_default();
+                    tracing::warn!(worker = worker.0, %identity, job = task.job.job, tile = task.tile, x, y, "spot check failed");
+                    return Err(reject(format!(
+                        "spot check failed: pixel ({x}, {y}) differs from the coordinator's re-render (epoch {})",
+                        check.epoch
+                    )));
+                }
+                Err(e) => {
+                    // Not the worker's fault: the tile goes back to the queue.
+                    tracing::error!(error = %e, job = task.job.job, tile = task.tile, "could not run a spot check");
+                    let _ = ctx.core.send(CoreMsg::TileFailed {
+                        worker,
+                        lease: task.lease,
+                        error: format!("the coordinator could not verify the tile: {e}"),
+                    });
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let record = TileProof {
+        worker: identity,
+        public_key: hex(&key),
+        commitment: hex(&result.commitment),
+        signature: hex(&result.signature),
+        sample_start: task.samples.start,
+        sample_count: task.samples.count,
+        signature_checked: true,
+        spot_check,
+    };
+    let proof = serde_json::to_string(&record).unwrap_or_default();
+    let _ = ctx.core.send(CoreMsg::TileDone { worker, lease: task.lease, result, proof });
     Ok(())
 }
 

@@ -57,6 +57,8 @@ pub enum CoreMsg {
         worker: WorkerId,
         lease: u64,
         result: TileResult,
+        /// The proof-of-render record (JSON) kept with the tile.
+        proof: String,
     },
     TileFailed {
         worker: WorkerId,
@@ -283,12 +285,12 @@ impl Core {
                 self.scheduler.handle(now, Event::WorkerLeft { worker });
             }
             CoreMsg::Heartbeat { worker } => self.scheduler.handle(now, Event::Heartbeat { worker }),
-            CoreMsg::TileDone { worker, lease, result } => {
+            CoreMsg::TileDone { worker, lease, result, proof } => {
                 let lease = LeaseId(lease);
                 match self.leases.get(&lease) {
                     Some((w, _)) if *w == worker => {
                         self.scheduler.handle(now, Event::TileDone { worker, lease });
-                        self.apply(Some((worker, result)));
+                        self.apply(Some((worker, result, proof)));
                         return;
                     }
                     _ => self.ack(
@@ -423,7 +425,7 @@ impl Core {
         }
     }
 
-    fn apply(&mut self, mut result: Option<(WorkerId, TileResult)>) {
+    fn apply(&mut self, mut result: Option<(WorkerId, TileResult, String)>) {
         while let Some(action) = self.scheduler.poll_action() {
             match action {
                 Action::Dispatch { worker, lease, tile } => {
@@ -450,7 +452,7 @@ impl Core {
                     }
                 }
                 Action::TileCompleted { tile, worker } => {
-                    let Some((_, result)) = result.take() else {
+                    let Some((_, result, proof)) = result.take() else {
                         tracing::error!(job = tile.job.0, tile = tile.index, "completed tile without a result");
                         continue;
                     };
@@ -466,6 +468,7 @@ impl Core {
                         frame: place.frame,
                         worker: identity,
                         result,
+                        proof,
                         acks,
                     }));
                 }
@@ -491,7 +494,7 @@ impl Core {
                 }
             }
         }
-        if let Some((worker, result)) = result {
+        if let Some((worker, result, _)) = result {
             self.ack(worker, result.lease, TileAck::Rejected { reason: "the tile was already done".into() });
         }
     }

@@ -15,6 +15,7 @@
 pub mod conn;
 pub mod core;
 pub mod job;
+pub mod verify;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ pub struct FarmConfig {
     /// A silent connection (a killed worker) is closed after this.
     pub idle_timeout: Duration,
     pub scheduler: crate::scheduler::Config,
+    /// Proof-of-render checks.
+    pub verify: verify::VerifyConfig,
 }
 
 impl FarmConfig {
@@ -56,6 +59,7 @@ impl FarmConfig {
             heartbeat: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(10),
             scheduler: crate::scheduler::Config::default(),
+            verify: verify::VerifyConfig::default(),
         }
     }
 }
@@ -75,6 +79,8 @@ pub enum FarmError {
     Sandbox(#[from] SandboxError),
     #[error("the farm is shutting down")]
     Stopped,
+    #[error("the verifier: {0}")]
+    Verify(#[from] verify::VerifyError),
     #[error("no job {0}")]
     NoSuchJob(u64),
     /// The request does not fit the job's state (retrying a running job).
@@ -136,6 +142,16 @@ impl Farm {
         scheduler_config.heartbeat_timeout_ms = (config.heartbeat * 3).as_millis() as u64;
         tokio::spawn(Core::new(scheduler_config, writer_tx, events.clone()).run(core_rx));
 
+        let verifier = if config.verify.spot_checks {
+            let (store, cfg) = (store.clone(), config.verify.clone());
+            Some(Arc::new(
+                tokio::task::spawn_blocking(move || verify::Verifier::new(cfg, store))
+                    .await
+                    .map_err(|_| FarmError::Stopped)??,
+            ))
+        } else {
+            None
+        };
         let ctx = Arc::new(conn::ConnContext {
             core: core_tx.clone(),
             store: store.clone(),
@@ -143,6 +159,7 @@ impl Farm {
             heartbeat: config.heartbeat,
             lease_timeout: Duration::from_millis(config.scheduler.lease_timeout_ms),
             next_worker: AtomicU64::new(1),
+            verifier,
         });
         let accept = endpoint.clone();
         tokio::spawn(async move {

@@ -27,6 +27,8 @@ pub struct PendingTile {
     pub frame: i32,
     pub worker: String,
     pub result: TileResult,
+    /// The proof-of-render record (JSON).
+    pub proof: String,
     /// The worker's connection, told once the tile is durable.
     pub acks: tokio_mpsc::UnboundedSender<ConnCmd>,
 }
@@ -180,6 +182,7 @@ fn commit(store: &Mutex<Store>, core: &tokio_mpsc::UnboundedSender<CoreMsg>, bat
                 worker: t.worker.clone(),
                 fuel: t.result.fuel,
                 millis: t.result.millis,
+                proof: Some(t.proof.clone()),
             }
         })
         .collect();

@@ -29,7 +29,7 @@
 //! ```
 
 mod blobs;
-mod schema;
+pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -178,6 +178,9 @@ pub struct TileRecord {
     pub worker: String,
     pub fuel: u64,
     pub millis: u64,
+    /// The proof-of-render record (JSON: commitment, signature, checks);
+    /// `None` for tiles stored before proofs existed.
+    pub proof: Option<String>,
 }
 
 /// An assembled frame: blob hashes of its outputs.
@@ -358,7 +361,7 @@ pub struct Store {
 }
 
 const JOB_COLUMNS: &str = "id, name, spec_json, priority, tiles, frames_json, state, error, created_ms, finished_ms";
-const TILE_COLUMNS: &str = "job, idx, frame, hash, data, worker, fuel, millis";
+const TILE_COLUMNS: &str = "job, idx, frame, hash, data, worker, fuel, millis, proof";
 const FRAME_COLUMNS: &str = "job, frame, exr, png, thumbnail, finished_ms";
 const TOKEN_COLUMNS: &str = "id, kind, label, created_ms, revoked, scopes";
 
@@ -584,8 +587,8 @@ impl Store {
         let mut credit: BTreeMap<&str, i64> = BTreeMap::new();
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO tiles (job, idx, frame, hash, data, worker, fuel, millis)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO tiles (job, idx, frame, hash, data, worker, fuel, millis, proof)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (job, idx) DO NOTHING",
             )?;
             for t in tiles {
@@ -598,6 +601,7 @@ impl Store {
                     t.worker,
                     to_sql(t.fuel, "tile fuel")?,
                     to_sql(t.millis, "tile millis")?,
+                    t.proof,
                 ])?;
                 if inserted != 0 {
                     new += 1;
@@ -842,6 +846,12 @@ impl Store {
         Ok(stmt.query_row([key], |row| row.get(0)).optional()?)
     }
 
+    /// Every metadata entry whose key starts with `prefix`, by key.
+    pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let sql = "SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key";
+        query_vec(&self.conn, sql, [prefix], |row| Ok((row.get(0)?, row.get(1)?)))
+    }
+
     /// Sets the metadata value under `key` (e.g. the coordinator's
     /// certificate and key, made on first start and kept across restarts).
     pub fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
@@ -991,6 +1001,7 @@ fn tile_from_row(row: &Row<'_>) -> rusqlite::Result<TileRecord> {
         worker: row.get(5)?,
         fuel: get_u64(row, 6)?,
         millis: get_u64(row, 7)?,
+        proof: row.get(8)?,
     })
 }
 

@@ -18,10 +18,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The schema version this binary writes and understands.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// `MIGRATIONS[i]` upgrades a version-`i` database to version `i + 1`.
-const MIGRATIONS: [&str; VERSION as usize] = [V1, V2];
+const MIGRATIONS: [&str; VERSION as usize] = [V1, V2, V3];
 
 /// Version 1: jobs, tiles, frames, workers, tokens, key/value metadata.
 const V1: &str = "
@@ -136,6 +136,13 @@ CREATE TABLE job_log (
 ) STRICT;
 
 CREATE INDEX job_log_by_job ON job_log (job, seq);
+";
+
+/// Version 3: each tile's proof-of-render record (the signed commitment,
+/// and the spot check the coordinator ran), as JSON for the frame
+/// manifests. NULL for tiles stored before proofs existed.
+const V3: &str = "
+ALTER TABLE tiles ADD COLUMN proof TEXT;
 ";
 
 /// Brings the database at `path` (open on `conn`) to [`VERSION`].

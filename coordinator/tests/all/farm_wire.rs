@@ -201,3 +201,119 @@ fn protocol_breaches_are_refused_and_the_job_still_completes() {
         farm.shutdown().await;
     });
 }
+
+/// The tile `task` asks for, rendered honestly (through the same sandbox
+/// and module as a real worker), with `count` samples.
+fn honest_pixels(task: &TileTask, scene: &[u8], count: u32) -> tessera_protocol::TileAccumulators {
+    use tessera_worker::sandbox::{FuelBudget, JobSettings, JobSpec, Sandbox, SandboxConfig, TileRequest};
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let module = sandbox.load(&guest("pathtracer")).unwrap();
+    let job = &task.job;
+    let spec = JobSpec {
+        scene: scene.to_vec().into(),
+        settings: JobSettings { width: job.width, height: job.height, fps: job.fps, extra: job.extra.clone() },
+        fuel: FuelBudget {
+            per_tile: job.fuel_per_tile,
+            per_pixel_sample: job.fuel_per_pixel_sample,
+            ..FuelBudget::default()
+        },
+        label: "honest".into(),
+    };
+    let mut instance = module.instantiate(&spec).unwrap();
+    let request = TileRequest::new(task.frame, task.rect, task.samples.start, count, task.seed);
+    let mut out = instance.render_tile(&request).unwrap().accumulators;
+    out.canonicalize_nans();
+    out
+}
+
+#[test]
+fn cheating_workers_are_caught_by_spot_checks_and_never_reach_a_frame() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let mut config = test_config(&dir.path().join("coord"));
+        config.heartbeat = Duration::from_secs(60);
+        config.scheduler.blocklist_after = 100;
+        config.scheduler.max_tile_failures = 100;
+        // Check (nearly) every pixel of these small tiles, so a cheat of a
+        // few pixels is caught for certain rather than with 99 %.
+        config.verify.faked_fraction = 0.004;
+        config.verify.target = 1.0;
+        let farm = Farm::start(config).await.unwrap();
+        let token = farm.first_token().unwrap().to_string();
+        let mut raw = raw_connect(&farm, &token).await;
+        let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
+        let job = farm.submit_scene(request_with_spp(4), scene.clone(), guest("pathtracer").to_vec()).await.unwrap();
+
+        let expect_caught = |ack: TileAck, what: &str| match ack {
+            TileAck::Rejected { reason } => assert!(reason.contains("spot check failed"), "{what}: {reason}"),
+            TileAck::Accepted => panic!("{what} was accepted"),
+        };
+
+        // Noise: plausible values, signed correctly.
+        let (mut send, _recv, task) = raw.next_task().await;
+        let mut noise = honest_pixels(&task, &scene, task.samples.count);
+        for (i, c) in noise.color.iter_mut().enumerate() {
+            *c = ((i * 7919) % 1000) as f32 / 1000.0;
+        }
+        write_msg(&mut send, &TileReply::Done(task.seal(noise, 1, 1, &raw.key))).await.unwrap();
+        expect_caught(ack(&mut raw.control.1, task.lease).await, "noise");
+
+        // Fewer samples than asked, claimed as the full range.
+        let (mut send, _recv, task) = raw.next_task().await;
+        let lazy = honest_pixels(&task, &scene, (task.samples.count / 2).max(1));
+        write_msg(&mut send, &TileReply::Done(task.seal(lazy, 1, 1, &raw.key))).await.unwrap();
+        expect_caught(ack(&mut raw.control.1, task.lease).await, "half the samples");
+
+        // 1 % of the pixels tampered (every 100th pixel a little brighter).
+        let (mut send, _recv, task) = raw.next_task().await;
+        let mut tampered = honest_pixels(&task, &scene, task.samples.count);
+        let n = tampered.weight.len();
+        for p in (0..n).step_by(100) {
+            tampered.color[3 * p] *= 1.01;
+            tampered.color[3 * p] += 1e-3;
+        }
+        write_msg(&mut send, &TileReply::Done(task.seal(tampered, 1, 1, &raw.key))).await.unwrap();
+        expect_caught(ack(&mut raw.control.1, task.lease).await, "1% tampered");
+
+        // The same worker, honest this time: accepted.
+        let (mut send, _recv, task) = raw.next_task().await;
+        let honest = honest_pixels(&task, &scene, task.samples.count);
+        write_msg(&mut send, &TileReply::Done(task.seal(honest, 1, 1, &raw.key))).await.unwrap();
+        assert_eq!(ack(&mut raw.control.1, task.lease).await, TileAck::Accepted);
+        let honest_tile = task.tile;
+        let raw_key: String = raw.key.public_key().iter().map(|b| format!("{b:02x}")).collect();
+
+        // A real worker finishes the job; the only tile the raw worker got
+        // into the store is its honest one, and every stored tile carries
+        // its proof record.
+        drop(raw);
+        let mut config = tessera_worker::client::WorkerConfig::new(
+            farm.quic_addr().to_string(),
+            token,
+            farm.fingerprint(),
+            dir.path().join("w"),
+        );
+        config.slots = 2;
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let worker = Worker::new(config).unwrap();
+        tokio::spawn(async move { worker.run(stopped).await });
+        let status = tokio::time::timeout(Duration::from_secs(180), farm.wait_job(job)).await.unwrap().unwrap();
+        assert_eq!(status.state, JobState::Done, "{status:?}");
+        let store = farm.store().lock().unwrap();
+        let mut from_raw = Vec::new();
+        for index in store.done_tiles(job).unwrap() {
+            let tile = store.tile(job, index).unwrap().unwrap();
+            let proof: serde_json::Value = serde_json::from_str(tile.proof.as_deref().unwrap()).unwrap();
+            assert_eq!(proof["signature_checked"], true);
+            assert!(proof["spot_check"]["pixels"].as_u64().unwrap() > 0, "{proof}");
+            assert!(proof["spot_check"]["mismatch"].is_null(), "{proof}");
+            if proof["public_key"] == raw_key.as_str() {
+                from_raw.push(index);
+            }
+        }
+        assert_eq!(from_raw, [honest_tile], "only the cheater's honest tile may be stored");
+        drop(store);
+        farm.shutdown().await;
+    });
+}

@@ -20,6 +20,7 @@ fn tile(job: u64, index: u32, worker: &str) -> TileRecord {
         worker: worker.into(),
         fuel: 1_000 + u64::from(index),
         millis: 20,
+        proof: Some(format!("{{\"tile\":{index}}}")),
     }
 }
 
@@ -44,7 +45,7 @@ fn store_opens_in_wal_mode() {
     let mode: String = other.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let version: i64 = other.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, tessera_coordinator::store::schema::VERSION);
 }
 
 #[test]
@@ -338,12 +339,12 @@ fn store_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
     let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-    conn.pragma_update(None, "user_version", 3).unwrap();
+    conn.pragma_update(None, "user_version", 4).unwrap();
     drop(conn);
     let err = Store::open(dir.path()).unwrap_err();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 3, supported: 2, .. }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 4, supported: 3, .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("schema version 3 is newer") && msg.contains(DB_FILE), "{msg}");
+    assert!(msg.contains("schema version 4 is newer") && msg.contains(DB_FILE), "{msg}");
 }
 
 #[test]

@@ -1,0 +1,298 @@
+//! Spot checks, the second half of proof-of-render (DESIGN.md): after a
+//! tile's signed commitment `C` has been checked, `k` of its pixels, chosen
+//! by blake3 keyed with this epoch's secret over `C`, are rendered again
+//! here through the same sandbox and compared bit for bit (CPU tiles).
+//!
+//! **Choosing k.** Drawing `k` of a tile's `n` pixels without replacement
+//! catches a tile with `b` faked pixels with probability
+//! `P = 1 − C(n−b, k) / C(n, k)` (≥ `1 − (1 − b/n)^k`). The farm picks the
+//! smallest `k` with `P ≥ target` for a tile with `faked_fraction` of its
+//! pixels faked ([`tessera_protocol::proof::pixels_to_check`]). Default: 10 %
+//! faked caught with 99 % per tile, which is `k = 44` on a 64×64 tile (1.1 %
+//! of its pixels); the same `k` catches 5 % faked with 90 % and 1 % with
+//! 35 % per tile, and so a worker that fakes 1 % of every tile of a
+//! 24-frame job of 100 tiles a frame is caught with probability
+//! `1 − 0.65^2400` (certainty, for practical purposes) long before the job ends.
+//!
+//! **Epoch secrets.** The key is made per epoch (an hour by default), kept
+//! in the store's metadata so a restarted coordinator checks with the same
+//! key, and revealed once the epoch is over ([`Verifier::revealed_secrets`]),
+//! so anyone can replay which pixels were checked. A worker learns the
+//! key only after every tile it could have rendered under it is committed.
+//!
+//! Instances are kept warm per job (the scene is loaded once), at most a
+//! few jobs at a time, and checks run on blocking threads, never on the
+//! core loop.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tessera_protocol::proof::{self, Commitment};
+use tessera_protocol::wire::TileTask;
+use tessera_protocol::{ContentHash, Rect, TileAccumulators};
+use tessera_worker::sandbox::{
+    FuelBudget, GuestModule, JobInstance, JobSettings, JobSpec as SandboxJob, Sandbox, SandboxError, TileRequest,
+};
+
+use super::lock;
+use crate::store::{Blobs, Store, StoreError};
+
+/// How tiles are checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifyConfig {
+    /// Spot checks on (the default). A private farm of one's own machines
+    /// may turn them off; signatures are checked regardless.
+    pub spot_checks: bool,
+    /// The share of faked pixels a tile must be caught with…
+    pub faked_fraction: f64,
+    /// …with at least this probability.
+    pub target: f64,
+    /// How long one secret key is used before it is revealed.
+    pub epoch: Duration,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig { spot_checks: true, faked_fraction: 0.10, target: 0.99, epoch: Duration::from_secs(3600) }
+    }
+}
+
+/// What a spot check found.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SpotCheck {
+    /// The epoch whose secret chose the pixels.
+    pub epoch: u64,
+    /// Pixels re-rendered.
+    pub pixels: u32,
+    /// The first pixel that differed (frame coordinates), if any.
+    pub mismatch: Option<(u32, u32)>,
+}
+
+impl SpotCheck {
+    pub fn passed(&self) -> bool {
+        self.mismatch.is_none()
+    }
+}
+
+/// Why a check could not be run (not a verdict on the tile).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("re-rendering: {0}")]
+    Sandbox(#[from] SandboxError),
+    #[error("entropy for an epoch secret: {0}")]
+    Entropy(String),
+}
+
+/// Jobs whose instances are kept warm.
+const WARM_JOBS: usize = 4;
+
+/// Re-renders chosen pixels and compares them. Shared by all connections.
+pub struct Verifier {
+    config: VerifyConfig,
+    sandbox: Sandbox,
+    blobs: Blobs,
+    store: Arc<Mutex<Store>>,
+    modules: Mutex<BTreeMap<ContentHash, GuestModule>>,
+    /// Idle instances per job, most recently used job last.
+    instances: Mutex<Vec<(u64, Vec<JobInstance>)>>,
+    secrets: Mutex<BTreeMap<u64, [u8; 32]>>,
+}
+
+impl Verifier {
+    pub fn new(config: VerifyConfig, store: Arc<Mutex<Store>>) -> Result<Verifier, VerifyError> {
+        let blobs = lock(&store).blobs().clone();
+        let cache_dir = lock(&store).data_dir().join("modules");
+        let sandbox =
+            Sandbox::new(tessera_worker::sandbox::SandboxConfig { cache_dir: Some(cache_dir), ..Default::default() })?;
+        Ok(Verifier {
+            config,
+            sandbox,
+            blobs,
+            store,
+            modules: Mutex::default(),
+            instances: Mutex::default(),
+            secrets: Mutex::default(),
+        })
+    }
+
+    pub fn config(&self) -> &VerifyConfig {
+        &self.config
+    }
+
+    /// Pixels checked for a tile of `rect`.
+    pub fn pixels_for(&self, rect: Rect) -> u32 {
+        proof::pixels_to_check(rect.pixel_count(), self.config.faked_fraction, self.config.target)
+    }
+
+    fn epoch_of(&self, unix_ms: u64) -> u64 {
+        unix_ms / (self.config.epoch.as_millis().max(1) as u64)
+    }
+
+    /// The secret of `epoch`, made and stored on first use.
+    fn secret(&self, epoch: u64) -> Result<[u8; 32], VerifyError> {
+        let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = secrets.get(&epoch) {
+            return Ok(*s);
+        }
+        let key = format!("proof-epoch-{epoch}");
+        let mut store = lock(&self.store);
+        let secret = match store.meta(&key)? {
+            Some(bytes) if bytes.len() == 32 => {
+                let mut s = [0u8; 32];
+                s.copy_from_slice(&bytes);
+                s
+            }
+            _ => {
+                let mut s = [0u8; 32];
+                getrandom::fill(&mut s).map_err(|e| VerifyError::Entropy(e.to_string()))?;
+                store.set_meta(&key, &s)?;
+                s
+            }
+        };
+        secrets.insert(epoch, secret);
+        Ok(secret)
+    }
+
+    /// Secrets of epochs that are over, by epoch (for audits).
+    pub fn revealed_secrets(&self, now_ms: u64) -> Result<BTreeMap<u64, [u8; 32]>, VerifyError> {
+        let current = self.epoch_of(now_ms);
+        let store = lock(&self.store);
+        let mut out = BTreeMap::new();
+        for (key, value) in store.meta_with_prefix("proof-epoch-")? {
+            let Ok(epoch) = key.trim_start_matches("proof-epoch-").parse::<u64>() else { continue };
+            if epoch < current && value.len() == 32 {
+                let mut s = [0u8; 32];
+                s.copy_from_slice(&value);
+                out.insert(epoch, s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Re-renders the pixels the epoch's secret picks from `commitment` and
+    /// compares them with `tile`'s, bit for bit.
+    pub fn check(
+        &self,
+        task: &TileTask,
+        tile: &TileAccumulators,
+        commitment: &Commitment,
+        now_ms: u64,
+    ) -> Result<SpotCheck, VerifyError> {
+        let epoch = self.epoch_of(now_ms);
+        let secret = self.secret(epoch)?;
+        let k = self.pixels_for(task.rect);
+        let pixels = proof::spot_pixels(&secret, commitment, task.rect, k);
+        let mut instance = self.instance(task)?;
+        let mut mismatch = None;
+        let mut outcome = Ok(());
+        for &(x, y) in &pixels {
+            let rect = Rect { x, y, width: 1, height: 1 };
+            let request = TileRequest::new(task.frame, rect, task.samples.start, task.samples.count, task.seed);
+            let mut out = match instance.render_tile(&request) {
+                Ok(o) => o,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            };
+            out.accumulators.canonicalize_nans();
+            let expected = out.accumulators.pixel_at(x, y);
+            let got = tile.pixel_at(x, y);
+            let same = match (expected, got) {
+                (Some((ec, ew)), Some((gc, gw))) => {
+                    ec.iter().zip(gc.iter()).all(|(a, b)| a.to_bits() == b.to_bits()) && ew.to_bits() == gw.to_bits()
+                }
+                _ => false,
+            };
+            if !same {
+                mismatch = Some((x, y));
+                break;
+            }
+        }
+        self.give_back(task.job.job, instance);
+        outcome?;
+        Ok(SpotCheck { epoch, pixels: k.min(pixels.len() as u32), mismatch })
+    }
+
+    /// A warm instance of the task's job, or a new one.
+    fn instance(&self, task: &TileTask) -> Result<JobInstance, VerifyError> {
+        {
+            let mut warm = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(pos) = warm.iter().position(|(job, _)| *job == task.job.job) {
+                let (job, mut idle) = warm.remove(pos);
+                let found = idle.pop();
+                warm.push((job, idle));
+                if let Some(i) = found.filter(|i| !i.is_poisoned()) {
+                    return Ok(i);
+                }
+            }
+        }
+        let job = &task.job;
+        let module = {
+            let cached = self.modules.lock().unwrap_or_else(|e| e.into_inner()).get(&job.module).cloned();
+            match cached {
+                Some(m) => m,
+                None => {
+                    let m = self.sandbox.load(&self.blobs.get(&job.module.0)?)?;
+                    let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+                    while modules.len() >= WARM_JOBS {
+                        modules.pop_first();
+                    }
+                    modules.insert(job.module, m.clone());
+                    m
+                }
+            }
+        };
+        let spec = SandboxJob {
+            scene: self.blobs.get(&job.scene.0)?.into(),
+            settings: JobSettings { width: job.width, height: job.height, fps: job.fps, extra: job.extra.clone() },
+            fuel: FuelBudget {
+                per_tile: job.fuel_per_tile,
+                per_pixel_sample: job.fuel_per_pixel_sample,
+                ..FuelBudget::default()
+            },
+            label: format!("verifier job {}", job.job),
+        };
+        Ok(module.instantiate(&spec)?)
+    }
+
+    fn give_back(&self, job: u64, instance: JobInstance) {
+        if instance.is_poisoned() {
+            return;
+        }
+        let mut warm = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        match warm.iter_mut().find(|(j, _)| *j == job) {
+            Some((_, idle)) => idle.push(instance),
+            None => warm.push((job, vec![instance])),
+        }
+        while warm.len() > WARM_JOBS {
+            warm.remove(0);
+        }
+    }
+}
+
+/// What the store keeps with each tile, and frame manifests list: who
+/// rendered it, what they signed, and what the coordinator checked.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TileProof {
+    /// The worker's identity (blake3 of its public key, hex).
+    pub worker: String,
+    /// Its raw ed25519 public key, hex: enough to check the signature offline.
+    pub public_key: String,
+    pub commitment: String,
+    pub signature: String,
+    pub sample_start: u32,
+    pub sample_count: u32,
+    /// The signature was checked against the connection's key (always true
+    /// for a stored tile: others are refused).
+    pub signature_checked: bool,
+    /// `None` when spot checks are off.
+    pub spot_check: Option<SpotCheck>,
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -7,7 +7,8 @@
 //! - [`assemble`]: tiles into frames, EXR and PNG output;
 //! - [`local`]: rendering on this machine's cores through the worker's
 //!   sandbox (`tessera render`);
-//! - [`frames`], [`pack`]: frame lists and `.gltf` packing.
+//! - [`frames`], [`pack`]: frame lists and `.gltf` packing;
+//! - [`manifest`]: signed frame manifests (proof-of-render, offline checks).
 //!
 //! See ARCHITECTURE.md for how they fit.
 
@@ -17,6 +18,7 @@ pub mod farm;
 pub mod frames;
 pub mod http;
 pub mod local;
+pub mod manifest;
 pub mod pack;
 pub mod scheduler;
 pub mod store;

@@ -3,6 +3,7 @@
 mod remote;
 mod render;
 mod serve;
+mod verify_cmd;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -53,6 +54,9 @@ enum Command {
     Delete(remote::JobArgs),
     /// Lists a farm's workers.
     Workers(remote::WorkersArgs),
+    /// Verifies a downloaded frame offline against its signed manifest:
+    /// signatures, files, pixels; --recheck N re-renders N pixels.
+    Verify(verify_cmd::VerifyArgs),
 }
 
 #[derive(clap::Args)]
@@ -132,6 +136,7 @@ fn main() -> Result<()> {
         Command::Retry(args) => remote::retry(args),
         Command::Delete(args) => remote::delete(args),
         Command::Workers(args) => remote::workers(args),
+        Command::Verify(args) => verify_cmd::run(args, embedded::PATHTRACER),
     }
 }
 

@@ -246,7 +246,11 @@ pub fn demo(args: DemoArgs, inputs: DemoInputs) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let slots = args.slots.unwrap_or((cores / args.workers).max(1));
     runtime()?.block_on(async move {
-        let farm = Arc::new(start_farm(FarmConfig::new(data.clone(), args.quic), true).await?);
+        // The demo's workers share this machine: independent by identity only.
+        let mut config = FarmConfig::new(data.clone(), args.quic);
+        config.verify.independent_addresses = false;
+        config.verify.replica_wait = Duration::from_secs(5);
+        let farm = Arc::new(start_farm(config, true).await?);
         let listener = bind_http(args.http, true).await?;
         let http = listener.local_addr()?;
         let api_token = farm.create_token(TokenKind::Api, "demo").await?;

@@ -1,5 +1,6 @@
-//! A job's frames: the list, each file (PNG, EXR), and all of them as one
-//! ZIP archive streamed as it is written.
+//! A job's frames: the list, each file (PNG, EXR) and signed manifest
+//! (`crate::manifest`), and all of them as one ZIP archive streamed as it
+//! is written.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -19,6 +20,7 @@ use super::model::{ErrorBody, FileInfo, Frame, FrameList};
 use super::{blocking, AppState};
 use crate::farm::job::{Format, JobSpec};
 use crate::farm::writer::{frame_file, frame_stem};
+use crate::manifest;
 use crate::store::{FrameRecord, Scope, Store, StoreError};
 
 /// A job's spec and its finished frames; `None` if there is no such job.
@@ -49,6 +51,20 @@ fn hex(hash: &[u8; 32]) -> String {
     blake3::Hash::from_bytes(*hash).to_hex().to_string()
 }
 
+/// The blob hashes of a job's frame manifests, by frame (kept in the
+/// store's metadata under `manifest::meta_key`).
+fn manifests(store: &Store, id: u64) -> Result<BTreeMap<i32, [u8; 32]>, StoreError> {
+    let prefix = manifest::meta_prefix(id);
+    Ok(store
+        .meta_with_prefix(&prefix)?
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let frame = key.strip_prefix(&prefix)?.parse::<i32>().ok()?;
+            Some((frame, <[u8; 32]>::try_from(value.as_slice()).ok()?))
+        })
+        .collect())
+}
+
 /// The finished frames of a job, in the job's frame order, with each
 /// file's blake3 and size.
 #[utoipa::path(get, path = "/jobs/{id}/frames", tag = "frames", params(("id" = u64, Path)),
@@ -64,6 +80,7 @@ pub async fn list(
     let id = job_id(&id)?;
     let listing = blocking(&state, move |store| {
         let Some((spec, frames)) = job_frames(store, id)? else { return Ok(None) };
+        let manifests = manifests(store, id)?;
         let mut out = Vec::with_capacity(frames.len());
         for f in &frames {
             let mut files = BTreeMap::new();
@@ -79,7 +96,15 @@ pub async fn list(
                     },
                 );
             }
-            out.push(Frame { frame: f.frame, finished_ms: f.finished_ms, files });
+            let manifest = manifests.get(&f.frame).and_then(|hash| {
+                let bytes = std::fs::metadata(store.blob_path(hash)).ok()?.len();
+                Some(FileInfo {
+                    url: format!("/api/v1/jobs/{id}/frames/{}.manifest.json", f.frame),
+                    blake3: hex(hash),
+                    bytes,
+                })
+            });
+            out.push(Frame { frame: f.frame, finished_ms: f.finished_ms, files, manifest });
         }
         Ok(Some(FrameList { stem: frame_stem(&spec), frames: out }))
     })
@@ -88,10 +113,11 @@ pub async fn list(
     Ok(Json(listing))
 }
 
-/// One frame file: `{frame}.png` or `{frame}.exr`. The `ETag` is the file's
-/// blake3; `If-None-Match` with it gives 304.
+/// One frame file: `{frame}.png`, `{frame}.exr`, or the frame's signed
+/// manifest `{frame}.manifest.json` (JSON; see `tessera verify`). The
+/// `ETag` is the file's blake3; `If-None-Match` with it gives 304.
 #[utoipa::path(get, path = "/jobs/{id}/frames/{file}", tag = "frames",
-    params(("id" = u64, Path), ("file" = String, Path, description = "`12.png` or `12.exr`")),
+    params(("id" = u64, Path), ("file" = String, Path, description = "`12.png`, `12.exr` or `12.manifest.json`")),
     responses((status = 200, description = "the file", content_type = "application/octet-stream"),
         (status = 304, description = "unchanged"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
@@ -103,13 +129,31 @@ pub async fn file(
 ) -> Result<Response, ApiError> {
     require(&state, &headers, Scope::Read).await?;
     let id = job_id(&id)?;
-    let (frame, format) = file
-        .rsplit_once('.')
-        .and_then(|(number, ext)| Some((number.parse::<i32>().ok()?, Format::parse(ext)?)))
-        .ok_or_else(|| ApiError::not_found(format!("frame files are named N.png or N.exr, not {file:?}")))?;
-    let ext = format.ext();
+    let not_named =
+        || ApiError::not_found(format!("frame files are named N.png, N.exr or N.manifest.json, not {file:?}"));
+    // `None`: the manifest.
+    let (frame, format) = match file.strip_suffix(".manifest.json") {
+        Some(number) => (number.parse::<i32>().map_err(|_| not_named())?, None),
+        None => file
+            .rsplit_once('.')
+            .and_then(|(number, ext)| Some((number.parse::<i32>().ok()?, Some(Format::parse(ext)?))))
+            .ok_or_else(not_named)?,
+    };
     let found = blocking(&state, move |store| {
         let Some((spec, frames)) = job_frames(store, id)? else { return Ok(Err(format!("no job {id}"))) };
+        let Some(format) = format else {
+            if !frames.iter().any(|f| f.frame == frame) {
+                return Ok(Err(format!("frame {frame} of job {id} is not finished")));
+            }
+            let Some(hash) = manifests(store, id)?.remove(&frame) else {
+                return Ok(Err(format!(
+                    "frame {frame} of job {id} has no manifest (written before manifests existed)"
+                )));
+            };
+            let name = manifest::file_name(&frame_stem(&spec), frame);
+            return Ok(Ok((store.blob_path(&hash), hex(&hash), name, "application/json")));
+        };
+        let ext = format.ext();
         if !spec.formats.contains(&format) {
             return Ok(Err(format!("job {id} was not asked for {} files", format.ext())));
         }
@@ -121,10 +165,10 @@ pub async fn file(
             }));
         };
         let Some(hash) = blob_of(f, format) else { return Ok(Err(format!("frame {frame} has no {ext} file"))) };
-        Ok(Ok((store.blob_path(&hash), hex(&hash), frame_file(&spec, frame, format.ext()))))
+        Ok(Ok((store.blob_path(&hash), hex(&hash), frame_file(&spec, frame, ext), format.content_type())))
     })
     .await?;
-    let (path, etag, name) = found.map_err(ApiError::not_found)?;
+    let (path, etag, name, content_type) = found.map_err(ApiError::not_found)?;
     let etag = format!("\"{etag}\"");
     if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains(&etag)) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
@@ -135,7 +179,7 @@ pub async fn file(
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
     let mut response = body.into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
@@ -155,7 +199,8 @@ pub struct ArchiveQuery {
 }
 
 /// Every finished frame as one ZIP archive (files stored, not compressed:
-/// PNG and EXR already are), streamed while it is written.
+/// PNG and EXR already are), each frame's files followed by its signed
+/// manifest (`<stem>-NNNN.manifest.json`), streamed while it is written.
 #[utoipa::path(get, path = "/jobs/{id}/archive", tag = "frames", params(("id" = u64, Path), ArchiveQuery),
     responses((status = 200, description = "a ZIP archive", content_type = "application/zip"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -185,11 +230,19 @@ pub async fn archive(
         let Some((spec, frames)) = job_frames(store, id)? else { return Ok(None) };
         let formats: Vec<Format> =
             spec.formats.iter().copied().filter(|f| wanted.as_ref().is_none_or(|w| w.contains(f))).collect();
+        let manifests = manifests(store, id)?;
         let mut entries = Vec::new();
         for f in &frames {
+            let before = entries.len();
             for &format in &formats {
                 if let Some(hash) = blob_of(f, format) {
                     entries.push((frame_file(&spec, f.frame, format.ext()), store.blob_path(&hash)));
+                }
+            }
+            // A frame in the archive comes with its manifest.
+            if entries.len() > before {
+                if let Some(hash) = manifests.get(&f.frame) {
+                    entries.push((manifest::file_name(&frame_stem(&spec), f.frame), store.blob_path(hash)));
                 }
             }
         }

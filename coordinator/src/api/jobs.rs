@@ -439,7 +439,8 @@ fn view(store: &Store, record: &JobRecord, live: Option<&JobStatus>) -> Result<J
         state: state.as_str().into(),
         error: record.error.clone(),
         created_ms: record.created_ms,
-        finished_ms: record.finished_ms,
+        // The core's state may be newer than the store's row for a moment.
+        finished_ms: record.finished_ms.or_else(|| state.is_finished().then(crate::farm::writer::unix_ms)),
         settings: settings_view(spec.as_ref(), record),
         progress: Progress {
             tiles,

@@ -114,6 +114,9 @@ fn versioned() -> OpenApiRouter<AppState> {
         .routes(routes!(events::job))
         .routes(routes!(events::farm))
         .routes(routes!(workers::list))
+        .routes(routes!(workers::clear))
+        .routes(routes!(workers::ledger))
+        .routes(routes!(workers::epochs))
         .routes(routes!(system::health))
         .routes(routes!(system::status))
 }

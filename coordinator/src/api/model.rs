@@ -145,6 +145,11 @@ pub struct Frame {
     pub frame: i32,
     pub finished_ms: u64,
     pub files: std::collections::BTreeMap<String, FileInfo>,
+    /// The frame's signed manifest (`/api/v1/jobs/7/frames/12.manifest.json`):
+    /// its tiles' proofs and its files' blake3, checked offline by
+    /// `tessera verify`. Absent for frames written before manifests existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<FileInfo>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -195,9 +200,54 @@ pub struct Worker {
     pub tiles_done: u64,
     pub first_seen_ms: u64,
     pub last_seen_ms: u64,
-    /// Comes with proof-of-render (null until then).
+    /// 0 to 1: each verified tile moves it 2 % of the way to 1, each
+    /// failed check halves it (new workers start at 0.5).
     pub reputation: Option<f64>,
+    /// Credit for verified work (1 = 10⁹ units of wasm fuel).
     pub credit: Option<f64>,
+    /// Consecutive verified results (any failed check resets it).
+    #[serde(default)]
+    pub trust: u64,
+    /// `new` until `trust` reaches the farm's threshold, then `trusted`;
+    /// `quarantined` after repeated failed checks until an admin clears it.
+    #[serde(default)]
+    pub trust_level: String,
+    #[serde(default)]
+    pub verified_tiles: u64,
+    #[serde(default)]
+    pub failed_checks: u64,
+}
+
+/// One entry of the credit ledger: hash-chained to the one before.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LedgerEntryView {
+    pub seq: u64,
+    pub worker: String,
+    pub job: u64,
+    pub tile: u32,
+    pub credit: f64,
+    pub commitment: String,
+    pub time_ms: u64,
+    /// The previous entry's `hash` (64 zeros for the first).
+    pub prev: String,
+    /// blake3 (derive-key context "tessera 2026-11 credit ledger entry v1") of
+    /// prev ‖ len(worker) u64 LE ‖ worker ‖ job u64 LE ‖ tile u32 LE ‖
+    /// credit f64 bits LE ‖ commitment.
+    pub hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Ledger {
+    pub entries: Vec<LedgerEntryView>,
+}
+
+/// Spot-check secrets of epochs that are over, for audits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EpochSecrets {
+    /// Epoch length in seconds; epoch N covers [N·len, (N+1)·len) Unix time.
+    pub epoch_seconds: u64,
+    /// Epoch number → secret (hex).
+    pub secrets: std::collections::BTreeMap<u64, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]

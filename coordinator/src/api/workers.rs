@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 
 use super::auth::require;
 use super::error::ApiError;
-use super::model::{ErrorBody, Worker, WorkerCapabilities, WorkerList};
+use super::model::{EpochSecrets, ErrorBody, Ledger, LedgerEntryView, Worker, WorkerCapabilities, WorkerList};
 use super::{blocking, AppState};
 use crate::store::Scope;
 
@@ -24,10 +24,19 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<J
     for w in &status.workers {
         *live.entry(w.identity.clone()).or_default() += w.leases;
     }
-    let records = blocking(&state, |store| store.workers()).await?;
+    let records = blocking(&state, |store| {
+        let mut out = Vec::new();
+        for r in store.workers()? {
+            let standing = store.standing(&r.identity)?;
+            out.push((r, standing));
+        }
+        Ok(out)
+    })
+    .await?;
+    let threshold = state.farm.trust_threshold();
     let mut workers: Vec<Worker> = records
         .into_iter()
-        .map(|r| {
+        .map(|(r, standing)| {
             let leases = live.get(&r.identity).copied();
             let capabilities = serde_json::from_str::<tessera_protocol::wire::Capabilities>(&r.capabilities_json)
                 .ok()
@@ -52,8 +61,17 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<J
                 tiles_done: r.tiles_done,
                 first_seen_ms: r.first_seen_ms,
                 last_seen_ms: r.last_seen_ms,
-                reputation: None,
-                credit: None,
+                reputation: standing.as_ref().map(|s| s.reputation),
+                credit: standing.as_ref().map(|s| s.credit),
+                trust: standing.as_ref().map_or(0, |s| s.trust),
+                trust_level: match &standing {
+                    Some(s) if s.quarantined => "quarantined",
+                    Some(s) if s.trust >= threshold => "trusted",
+                    _ => "new",
+                }
+                .into(),
+                verified_tiles: standing.as_ref().map_or(0, |s| s.verified_tiles),
+                failed_checks: standing.as_ref().map_or(0, |s| s.failed_checks),
             }
         })
         .collect();
@@ -66,4 +84,85 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<J
         ))
     });
     Ok(Json(WorkerList { workers }))
+}
+
+/// Lifts a worker's quarantine (its strikes are forgotten; trust is earned
+/// again from zero).
+#[utoipa::path(post, path = "/workers/{identity}/clear", tag = "workers",
+    params(("identity" = String, Path, description = "the worker's identity (64 hex digits)")),
+    responses((status = 204, description = "cleared"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = ["admin"])))]
+pub async fn clear(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(identity): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    require(&state, &headers, Scope::Admin).await?;
+    let who = identity.clone();
+    if !blocking(&state, move |store| store.clear_worker(&who)).await? {
+        return Err(ApiError::not_found(format!("no worker {identity}")));
+    }
+    tracing::info!(%identity, "worker cleared by an admin");
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// `?worker=`, `?after=`, `?limit=` of the ledger.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LedgerQuery {
+    pub worker: Option<String>,
+    /// Only entries after this `seq`.
+    pub after: Option<u64>,
+    /// At most this many (default 1000, at most 10000).
+    pub limit: Option<usize>,
+}
+
+/// The credit ledger: append-only, each entry hash-chained to the one
+/// before, so a copy can be checked for edits.
+#[utoipa::path(get, path = "/ledger", tag = "workers", params(LedgerQuery),
+    responses((status = 200, body = Ledger), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn ledger(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<LedgerQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Ledger>, ApiError> {
+    require(&state, &headers, Scope::Read).await?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000));
+    let entries = blocking(&state, move |store| store.ledger(q.worker.as_deref(), after, limit)).await?;
+    let hex = crate::farm::verify::hex;
+    Ok(Json(Ledger {
+        entries: entries
+            .into_iter()
+            .map(|e| LedgerEntryView {
+                seq: e.seq,
+                worker: e.worker,
+                job: e.job,
+                tile: e.tile,
+                credit: e.credit,
+                commitment: hex(&e.commitment),
+                time_ms: e.time_ms,
+                prev: hex(&e.prev),
+                hash: hex(&e.hash),
+            })
+            .collect(),
+    }))
+}
+
+/// Spot-check secrets of the epochs that are over: with them anyone can
+/// replay which pixels of a tile were checked.
+#[utoipa::path(get, path = "/proof/epochs", tag = "workers",
+    responses((status = 200, body = EpochSecrets), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn epochs(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<EpochSecrets>, ApiError> {
+    require(&state, &headers, Scope::Read).await?;
+    let farm = state.farm.clone();
+    let (seconds, secrets) = tokio::task::spawn_blocking(move || farm.revealed_secrets()).await??;
+    Ok(Json(EpochSecrets {
+        epoch_seconds: seconds,
+        secrets: secrets.into_iter().map(|(e, s)| (e, crate::farm::verify::hex(&s))).collect(),
+    }))
 }

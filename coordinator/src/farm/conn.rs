@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::core::{ConnCmd, CoreMsg};
 use super::lock;
-use super::verify::{hex, TileProof, Verifier};
+use super::verify::{hex, SpotCheck, TileProof, Verifier};
 use crate::scheduler::WorkerId;
 use crate::store::{Blobs, Store, StoreError, TokenKind};
 
@@ -37,6 +37,9 @@ pub struct ConnContext {
     pub next_worker: AtomicU64,
     /// Spot checks; `None` when they are turned off.
     pub verifier: Option<Arc<Verifier>>,
+    /// Adaptive replication on.
+    pub replication: bool,
+    pub trust_threshold: u64,
 }
 
 /// Codes the coordinator closes a connection with.
@@ -46,6 +49,7 @@ pub mod close {
     pub const SILENT: u32 = 3;
     pub const SHUTDOWN: u32 = 4;
     pub const LEFT: u32 = 5;
+    pub const QUARANTINED: u32 = 6;
 }
 
 /// Serves one incoming connection until it ends.
@@ -91,6 +95,10 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
         return Err(refuse(conn, &mut control_tx, &reason).await);
     }
     match check_token(ctx, &hello.token).await {
+        Ok(Some(_)) if quarantined(ctx, &identity).await => {
+            let reason = "this worker is quarantined after repeated failed checks; the farm's admin can clear it";
+            return Err(refuse(conn, &mut control_tx, reason).await);
+        }
         Ok(Some(_)) => {}
         Ok(None) => return Err(refuse(conn, &mut control_tx, "unknown or revoked join token").await),
         Err(e) => {
@@ -122,7 +130,8 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
 
     let worker = WorkerId(ctx.next_worker.fetch_add(1, Ordering::Relaxed));
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let _ = ctx.core.send(CoreMsg::Joined { worker, identity, name, slots, tx });
+    let addr = conn.remote_address().ip();
+    let _ = ctx.core.send(CoreMsg::Joined { worker, identity, name, slots, addr, tx });
     let mut heartbeats: u64 = 0;
     let mut control = spawn_reader::<WorkerMsg>(control_rx, MAX_CONTROL_MESSAGE);
     let result = loop {
@@ -211,6 +220,40 @@ async fn check_token(ctx: &ConnContext, token: &str) -> Result<Option<u64>, Stor
         .unwrap_or_else(|e| Err(StoreError::NotFound(format!("token check task: {e}"))))
 }
 
+/// Adaptive replication: below the trust threshold every result needs a
+/// second opinion; above it, one does with probability
+/// `max(1 / consecutive valid results, 2 %)`.
+async fn needs_second_opinion(ctx: &ConnContext, identity: &str) -> bool {
+    let (store, identity) = (ctx.store.clone(), identity.to_string());
+    let trust = tokio::task::spawn_blocking(move || lock(&store).standing(&identity))
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .flatten()
+        .map_or(0, |s| s.trust);
+    if trust < ctx.trust_threshold {
+        return true;
+    }
+    let p = (1.0 / trust as f64).max(0.02);
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return true;
+    }
+    (u64::from_le_bytes(bytes) as f64 / u64::MAX as f64) < p
+}
+
+/// Whether the worker is quarantined (a store error lets it in: its tiles
+/// are checked all the same).
+async fn quarantined(ctx: &ConnContext, identity: &str) -> bool {
+    let (store, identity) = (ctx.store.clone(), identity.to_string());
+    tokio::task::spawn_blocking(move || lock(&store).standing(&identity))
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .flatten()
+        .is_some_and(|s| s.quarantined)
+}
+
 /// Whether a connected worker's token still holds. A store error keeps the
 /// worker connected: an operator's revocation is what ends it.
 async fn token_valid(ctx: &ConnContext, token: &str) -> bool {
@@ -289,12 +332,25 @@ async fn tile_exchange(
     // authenticated with (spot checks follow in the verifier).
     result.accumulators.canonicalize_nans();
     let bytes = result.accumulators.to_bytes();
-    if proof::commitment(&task.claim(), &bytes) != result.commitment {
-        return Err(reject("the commitment does not match the task and the pixels sent".into()));
-    }
     let (identity, key) = tls::peer_key(conn)?;
+    let evidence = |spot: Option<&SpotCheck>| {
+        serde_json::json!({
+            "lease": task.lease, "job": task.job.job, "frame": task.frame, "tile": task.tile,
+            "samples": [task.samples.start, task.samples.count],
+            "commitment": hex(&result.commitment), "signature": hex(&result.signature),
+            "public_key": hex(&key), "spot_check": spot,
+        })
+        .to_string()
+    };
+    if proof::commitment(&task.claim(), &bytes) != result.commitment {
+        let reason = "the commitment does not match the task and the pixels sent".to_string();
+        failed_check(conn, ctx, &identity, task, &reason, evidence(None)).await;
+        return Err(reject(reason));
+    }
     if let Err(e) = proof::verify(&key, &result.commitment, &result.signature) {
-        return Err(reject(format!("the tile's signature: {e}")));
+        let reason = format!("the tile's signature: {e}");
+        failed_check(conn, ctx, &identity, task, &reason, evidence(None)).await;
+        return Err(reject(reason));
     }
     // Second half: re-render the pixels the epoch's secret picks, off the runtime.
     let spot_check = match &ctx.verifier {
@@ -313,10 +369,19 @@ async fn tile_exchange(
                 Ok(check) => {
                     let (x, y) = check.mismatch.unwrap_or_default();
                     tracing::warn!(worker = worker.0, %identity, job = task.job.job, tile = task.tile, x, y, "spot check failed");
-                    return Err(reject(format!(
+                    let reason = format!(
                         "spot check failed: pixel ({x}, {y}) differs from the coordinator's re-render (epoch {})",
                         check.epoch
-                    )));
+                    );
+                    let evidence = serde_json::json!({
+                        "lease": task.lease, "job": task.job.job, "frame": task.frame, "tile": task.tile,
+                        "samples": [task.samples.start, task.samples.count],
+                        "commitment": hex(&result.commitment), "signature": hex(&result.signature),
+                        "public_key": hex(&key), "spot_check": check,
+                    })
+                    .to_string();
+                    failed_check(conn, ctx, &identity, task, &reason, evidence).await;
+                    return Err(reject(reason));
                 }
                 Err(e) => {
                     // Not the worker's fault: the tile goes back to the queue.
@@ -341,9 +406,36 @@ async fn tile_exchange(
         signature_checked: true,
         spot_check,
     };
-    let proof = serde_json::to_string(&record).unwrap_or_default();
-    let _ = ctx.core.send(CoreMsg::TileDone { worker, lease: task.lease, result, proof });
+    let replicate = ctx.replication && needs_second_opinion(ctx, &record.worker).await;
+    let _ = ctx.core.send(CoreMsg::TileDone { worker, lease: task.lease, result, proof: record, replicate });
     Ok(())
+}
+
+/// A failed check: the evidence is kept, the worker's trust and reputation
+/// drop, and a worker quarantined by it is disconnected.
+async fn failed_check(
+    conn: &quinn::Connection,
+    ctx: &ConnContext,
+    identity: &str,
+    task: &TileTask,
+    reason: &str,
+    evidence: String,
+) {
+    let (store, who, reason, job, tile) =
+        (ctx.store.clone(), identity.to_string(), reason.to_string(), task.job.job, task.tile);
+    let quarantined = tokio::task::spawn_blocking(move || {
+        lock(&store).record_failed_check(&who, job, tile, &reason, &evidence, super::writer::unix_ms())
+    })
+    .await;
+    match quarantined {
+        Ok(Ok(true)) => {
+            tracing::error!(%identity, "worker quarantined after repeated failed checks");
+            conn.close(close::QUARANTINED.into(), b"quarantined after repeated failed checks; ask the farm's admin");
+        }
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "recording a failed check"),
+        Err(e) => tracing::error!(error = %e, "recording a failed check"),
+    }
 }
 
 /// Sends a blob a worker asked for.

@@ -43,6 +43,9 @@ pub enum CoreMsg {
         identity: String,
         name: String,
         slots: u32,
+        /// Where it connects from: two workers at one address are not
+        /// independent opinions.
+        addr: std::net::IpAddr,
         tx: mpsc::UnboundedSender<ConnCmd>,
     },
     Left {
@@ -57,8 +60,22 @@ pub enum CoreMsg {
         worker: WorkerId,
         lease: u64,
         result: TileResult,
-        /// The proof-of-render record (JSON) kept with the tile.
-        proof: String,
+        /// The proof-of-render record kept with the tile.
+        proof: super::verify::TileProof,
+        /// The worker is not trusted enough: the tile needs a second,
+        /// independent opinion before it counts.
+        replicate: bool,
+    },
+    /// The coordinator's own render of a tile (a second opinion nobody
+    /// else could give, or the arbiter between two that disagree).
+    CoordinatorRendered {
+        job: u64,
+        tile: u32,
+        result: Result<tessera_protocol::TileAccumulators, String>,
+    },
+    /// The writer quarantined this worker: close its connections.
+    Quarantined {
+        identity: String,
     },
     TileFailed {
         worker: WorkerId,
@@ -154,6 +171,7 @@ pub struct JobStatus {
 struct LiveWorker {
     identity: String,
     name: String,
+    addr: std::net::IpAddr,
     slots: u32,
     tx: mpsc::UnboundedSender<ConnCmd>,
     tiles_done: u64,
@@ -194,6 +212,11 @@ pub struct Core {
     writer: std::sync::mpsc::Sender<WriterMsg>,
     events: tokio::sync::broadcast::Sender<ApiEvent>,
     counters: Counters,
+    /// Results waiting for a second opinion (adaptive replication).
+    pending: BTreeMap<(u64, u32), super::replicate::Pending>,
+    replication: super::replicate::Replication,
+    /// To hand the coordinator's own renders back to this loop.
+    me: mpsc::UnboundedSender<CoreMsg>,
 }
 
 impl Core {
@@ -201,8 +224,13 @@ impl Core {
         config: crate::scheduler::Config,
         writer: std::sync::mpsc::Sender<WriterMsg>,
         events: tokio::sync::broadcast::Sender<ApiEvent>,
+        replication: super::replicate::Replication,
+        me: mpsc::UnboundedSender<CoreMsg>,
     ) -> Core {
         Core {
+            pending: BTreeMap::new(),
+            replication,
+            me,
             events,
             counters: Counters::default(),
             scheduler: Scheduler::new(config),
@@ -245,7 +273,14 @@ impl Core {
     /// Runs until every sender of `rx` is gone.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<CoreMsg>) {
         loop {
-            let deadline = self.scheduler.poll_timeout().map(|t| self.started + std::time::Duration::from_millis(t));
+            let now = self.now();
+            let pending = self.check_pending(now);
+            self.apply(None);
+            let next = match (self.scheduler.poll_timeout(), pending) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let deadline = next.map(|t| self.started + std::time::Duration::from_millis(t));
             tokio::select! {
                 msg = rx.recv() => {
                     let Some(msg) = msg else { return };
@@ -271,10 +306,10 @@ impl Core {
     fn handle(&mut self, msg: CoreMsg) {
         let now = self.now();
         match msg {
-            CoreMsg::Joined { worker, identity, name, slots, tx } => {
+            CoreMsg::Joined { worker, identity, name, slots, addr, tx } => {
                 tracing::info!(worker = worker.0, %identity, %name, slots, "worker joined");
                 self.emit(ApiEvent::Worker { identity: identity.clone(), name: name.clone(), state: "joined".into() });
-                self.workers.insert(worker, LiveWorker { identity, name, slots, tx, tiles_done: 0 });
+                self.workers.insert(worker, LiveWorker { identity, name, addr, slots, tx, tiles_done: 0 });
                 self.scheduler.handle(now, Event::WorkerJoined { worker, slots });
             }
             CoreMsg::Left { worker } => {
@@ -285,13 +320,14 @@ impl Core {
                 self.scheduler.handle(now, Event::WorkerLeft { worker });
             }
             CoreMsg::Heartbeat { worker } => self.scheduler.handle(now, Event::Heartbeat { worker }),
-            CoreMsg::TileDone { worker, lease, result, proof } => {
+            CoreMsg::TileDone { worker, lease, result, proof, replicate } => {
                 let lease = LeaseId(lease);
                 match self.leases.get(&lease) {
-                    Some((w, _)) if *w == worker => {
-                        self.scheduler.handle(now, Event::TileDone { worker, lease });
-                        self.apply(Some((worker, result, proof)));
-                        return;
+                    Some((w, tile)) if *w == worker => {
+                        let tile = *tile;
+                        if self.tile_result(now, worker, lease, tile, result, proof, replicate) {
+                            return;
+                        }
                     }
                     _ => self.ack(
                         worker,
@@ -342,6 +378,12 @@ impl Core {
             CoreMsg::TileLost { job, error } => self.fail_job(job, format!("storing a tile: {error}")),
             CoreMsg::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            CoreMsg::CoordinatorRendered { job, tile, result } => self.coordinator_rendered(now, job, tile, result),
+            CoreMsg::Quarantined { identity } => {
+                for w in self.workers.values().filter(|w| w.identity == identity) {
+                    let _ = w.tx.send(ConnCmd::Disconnect);
+                }
             }
             CoreMsg::Forget { job, reply } => {
                 let finished = self.jobs.get(&job).is_none_or(|j| j.state.is_finished());
@@ -425,7 +467,7 @@ impl Core {
         }
     }
 
-    fn apply(&mut self, mut result: Option<(WorkerId, TileResult, String)>) {
+    fn apply(&mut self, mut result: Option<super::replicate::Finished>) {
         while let Some(action) = self.scheduler.poll_action() {
             match action {
                 Action::Dispatch { worker, lease, tile } => {
@@ -452,24 +494,25 @@ impl Core {
                     }
                 }
                 Action::TileCompleted { tile, worker } => {
-                    let Some((_, result, proof)) = result.take() else {
+                    let Some(done) = result.take() else {
                         tracing::error!(job = tile.job.0, tile = tile.index, "completed tile without a result");
                         continue;
                     };
-                    self.leases.remove(&LeaseId(result.lease));
-                    let Some(w) = self.workers.get_mut(&worker) else { continue };
-                    w.tiles_done += 1;
-                    let (identity, acks) = (w.identity.clone(), w.tx.clone());
+                    self.leases.remove(&LeaseId(done.result.lease));
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.tiles_done += 1;
+                    }
                     let Some(job) = self.jobs.get(&tile.job.0) else { continue };
                     let Some(place) = job.plan.place(tile.index) else { continue };
                     let _ = self.writer.send(WriterMsg::Tile(PendingTile {
                         job: tile.job.0,
                         index: tile.index,
                         frame: place.frame,
-                        worker: identity,
-                        result,
-                        proof,
-                        acks,
+                        worker: done.identity,
+                        result: done.result,
+                        proof: done.proof,
+                        acks: done.acks,
+                        replica: done.replica,
                     }));
                 }
                 Action::JobCompleted { job } => {
@@ -494,9 +537,222 @@ impl Core {
                 }
             }
         }
-        if let Some((worker, result, _)) = result {
-            self.ack(worker, result.lease, TileAck::Rejected { reason: "the tile was already done".into() });
+        if let Some(done) = result {
+            if let Some(acks) = done.acks {
+                let reason = "the tile was already done".into();
+                let _ = acks.send(ConnCmd::Ack(done.result.lease, TileAck::Rejected { reason }));
+            }
         }
+    }
+
+    /// A verified result for a live lease. Returns true when it went to
+    /// `apply` (the caller must not apply again).
+    #[allow(clippy::too_many_arguments)]
+    fn tile_result(
+        &mut self,
+        now: u64,
+        worker: WorkerId,
+        lease: LeaseId,
+        tile: TileRef,
+        result: TileResult,
+        proof: super::verify::TileProof,
+        replicate: bool,
+    ) -> bool {
+        use super::replicate::{Finished, Opinion, Pending, Replica};
+        let Some(w) = self.workers.get(&worker) else { return false };
+        let (identity, addr, tx) = (w.identity.clone(), w.addr, w.tx.clone());
+        let key = (tile.job.0, tile.index);
+        if let Some(p) = self.pending.get_mut(&key) {
+            self.leases.remove(&lease);
+            if p.rendering || p.second.is_some() || !self.replication.independent(p, &identity, addr) {
+                // Not an opinion that counts: the tile goes to someone else
+                // (or waits for the coordinator's render).
+                self.scheduler.handle(now, Event::Replicate { worker, lease });
+                let reason = "a second opinion must come from an independent worker".to_string();
+                let _ = tx.send(ConnCmd::Ack(lease.0, TileAck::Rejected { reason }));
+                return false;
+            }
+            if p.result.accumulators.to_bytes() == result.accumulators.to_bytes() {
+                let p = self.pending.remove(&key).expect("found above");
+                tracing::debug!(job = key.0, tile = key.1, "second opinion agrees");
+                self.log(key.0, LogLevel::Info, format!("tile {} confirmed by a second worker", key.1));
+                let replica =
+                    Replica { identity, proof, lease: lease.0, commitment: result.commitment, acks: Some(tx) };
+                // The scheduler completes the tile under the second lease;
+                // the first result is stored, both workers are acked and credited.
+                self.scheduler.handle(now, Event::TileDone { worker, lease });
+                self.apply(Some(Finished {
+                    identity: p.identity,
+                    result: p.result,
+                    proof: p.proof,
+                    acks: Some(p.acks),
+                    replica: Some(replica),
+                }));
+                return true;
+            }
+            // They disagree: the coordinator's render settles it; the tile
+            // stays out of the queue meanwhile (the second lease is held).
+            tracing::warn!(job = key.0, tile = key.1, "two workers disagree; the coordinator renders the tile");
+            p.second = Some(Opinion { worker, identity, result, proof, acks: tx });
+            self.log(
+                key.0,
+                LogLevel::Warn,
+                format!("tile {}: two workers disagree; the coordinator settles it", key.1),
+            );
+            self.start_coordinator_render(key);
+            return false;
+        }
+        if replicate && self.replication.enabled {
+            self.leases.remove(&lease);
+            self.pending.insert(
+                key,
+                Pending { worker, identity, addr, result, proof, acks: tx, since: now, second: None, rendering: false },
+            );
+            self.scheduler.handle(now, Event::Replicate { worker, lease });
+            return false;
+        }
+        self.scheduler.handle(now, Event::TileDone { worker, lease });
+        self.apply(Some(Finished { identity, result, proof, acks: Some(tx), replica: None }));
+        true
+    }
+
+    /// Renders a pending tile on the coordinator, off the loop.
+    fn start_coordinator_render(&mut self, key: (u64, u32)) {
+        let Some(p) = self.pending.get_mut(&key) else { return };
+        if p.rendering {
+            return;
+        }
+        let (Some(verifier), Some(job)) = (self.replication.verifier.clone(), self.jobs.get(&key.0)) else {
+            return;
+        };
+        let Some(place) = job.plan.place(key.1) else { return };
+        p.rendering = true;
+        let task = TileTask {
+            lease: 0,
+            job: job.descriptor.clone(),
+            tile: key.1,
+            frame: place.frame,
+            rect: place.rect,
+            samples: job.plan.samples(&job.spec),
+            seed: job.spec.seed,
+        };
+        let me = self.me.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = verifier.render(&task).map_err(|e| e.to_string());
+            let _ = me.send(CoreMsg::CoordinatorRendered { job: key.0, tile: key.1, result });
+        });
+    }
+
+    /// Pending tiles nobody independent took in time: the coordinator
+    /// renders the second opinion itself. Returns the next such deadline.
+    fn check_pending(&mut self, now: u64) -> Option<u64> {
+        let wait = self.replication.wait.as_millis() as u64;
+        let mut next = None;
+        let keys: Vec<(u64, u32)> = self.pending.keys().copied().collect();
+        for key in keys {
+            let Some(p) = self.pending.get(&key) else { continue };
+            if p.rendering {
+                continue;
+            }
+            let due = p.since + wait;
+            let tile = TileRef { job: JobId(key.0), index: key.1 };
+            if due <= now && !self.scheduler.is_leased(tile) {
+                self.start_coordinator_render(key);
+            } else {
+                next = Some(next.map_or(due.max(now + 1), |n: u64| n.min(due.max(now + 1))));
+            }
+        }
+        next
+    }
+
+    /// The coordinator's render of a pending tile: whoever agrees with it
+    /// counts, whoever does not gets a failed check.
+    fn coordinator_rendered(
+        &mut self,
+        now: u64,
+        job: u64,
+        index: u32,
+        rendered: Result<tessera_protocol::TileAccumulators, String>,
+    ) {
+        use super::replicate::Finished;
+        let key = (job, index);
+        let Some(mut p) = self.pending.remove(&key) else { return };
+        let rendered = match rendered {
+            Ok(r) => r,
+            Err(e) => {
+                // Not the workers' fault: try again later.
+                tracing::error!(job, tile = index, error = %e, "the coordinator could not render a tile");
+                p.rendering = false;
+                p.since = now;
+                self.pending.insert(key, p);
+                return;
+            }
+        };
+        let truth = rendered.to_bytes();
+        let tile = TileRef { job: JobId(job), index };
+        let mut winner: Option<Finished> = None;
+        let mut losers = Vec::new();
+        if p.result.accumulators.to_bytes() == truth {
+            winner = Some(Finished {
+                identity: p.identity.clone(),
+                result: p.result.clone(),
+                proof: p.proof.clone(),
+                acks: Some(p.acks.clone()),
+                replica: None,
+            });
+        } else {
+            losers.push((p.identity.clone(), p.proof.clone()));
+        }
+        if let Some(second) = p.second.take() {
+            if second.result.accumulators.to_bytes() == truth && winner.is_none() {
+                winner = Some(Finished {
+                    identity: second.identity,
+                    result: second.result,
+                    proof: second.proof,
+                    acks: Some(second.acks),
+                    replica: None,
+                });
+            } else if second.result.accumulators.to_bytes() != truth {
+                losers.push((second.identity, second.proof));
+                let reason = "it disagreed with the coordinator's render of the tile".into();
+                let _ = second.acks.send(ConnCmd::Ack(second.result.lease, TileAck::Rejected { reason }));
+            }
+        }
+        for (identity, proof) in losers {
+            self.counters.tiles_failed += 1;
+            let reason = "the tile differs from the coordinator's own render of it".to_string();
+            self.log(job, LogLevel::Warn, format!("tile {index}: a result from {identity} failed: {reason}"));
+            let evidence = serde_json::json!({ "job": job, "tile": index, "proof": proof }).to_string();
+            let _ = self.writer.send(WriterMsg::FailedCheck { identity, job, tile: index, reason, evidence });
+        }
+        let done = winner.unwrap_or_else(|| {
+            let _ = p.acks.send(ConnCmd::Ack(
+                p.result.lease,
+                TileAck::Rejected { reason: "the tile differs from the coordinator's render".into() },
+            ));
+            let mut result = p.result.clone();
+            result.accumulators = rendered;
+            result.commitment = [0; 32];
+            result.signature = Vec::new();
+            Finished {
+                identity: super::writer::COORDINATOR.into(),
+                result,
+                proof: super::verify::TileProof {
+                    worker: super::writer::COORDINATOR.into(),
+                    public_key: String::new(),
+                    commitment: String::new(),
+                    signature: String::new(),
+                    sample_start: p.proof.sample_start,
+                    sample_count: p.proof.sample_count,
+                    signature_checked: false,
+                    spot_check: None,
+                },
+                acks: None,
+                replica: None,
+            }
+        });
+        self.scheduler.handle(now, Event::TileConfirmed { tile, worker: p.worker });
+        self.apply(Some(done));
     }
 
     fn persisted(&mut self, job: u64, index: u32, worker: String) {

@@ -15,6 +15,7 @@
 pub mod conn;
 pub mod core;
 pub mod job;
+pub mod replicate;
 pub mod verify;
 pub mod writer;
 
@@ -104,6 +105,8 @@ pub struct Farm {
     /// deletion decides which blobs nothing uses: a submission of the same
     /// scene cannot lose its blob to a deletion running beside it.
     blob_gc: tokio::sync::Mutex<()>,
+    verifier: Option<Arc<verify::Verifier>>,
+    trust_threshold: u64,
 }
 
 use self::core::{Core, CoreMsg};
@@ -140,7 +143,6 @@ impl Farm {
         let (writer_tx, _threads) = writer::spawn(store.clone(), core_tx.clone(), frames_dir.clone());
         let mut scheduler_config = config.scheduler.clone();
         scheduler_config.heartbeat_timeout_ms = (config.heartbeat * 3).as_millis() as u64;
-        tokio::spawn(Core::new(scheduler_config, writer_tx, events.clone()).run(core_rx));
 
         let verifier = if config.verify.spot_checks {
             let (store, cfg) = (store.clone(), config.verify.clone());
@@ -152,6 +154,13 @@ impl Farm {
         } else {
             None
         };
+        let replication = replicate::Replication {
+            enabled: config.verify.replication && verifier.is_some(),
+            independent_addresses: config.verify.independent_addresses,
+            wait: config.verify.replica_wait,
+            verifier: verifier.clone(),
+        };
+        tokio::spawn(Core::new(scheduler_config, writer_tx, events.clone(), replication, core_tx.clone()).run(core_rx));
         let ctx = Arc::new(conn::ConnContext {
             core: core_tx.clone(),
             store: store.clone(),
@@ -159,8 +168,11 @@ impl Farm {
             heartbeat: config.heartbeat,
             lease_timeout: Duration::from_millis(config.scheduler.lease_timeout_ms),
             next_worker: AtomicU64::new(1),
-            verifier,
+            verifier: verifier.clone(),
+            replication: config.verify.replication && verifier.is_some(),
+            trust_threshold: config.verify.trust_threshold,
         });
+        let verifier_handle = verifier;
         let accept = endpoint.clone();
         tokio::spawn(async move {
             while let Some(incoming) = accept.accept().await {
@@ -179,6 +191,8 @@ impl Farm {
             events,
             started: std::time::Instant::now(),
             blob_gc: tokio::sync::Mutex::new(()),
+            verifier: verifier_handle,
+            trust_threshold: config.verify.trust_threshold,
         };
         farm.resume().await?;
         Ok(farm)
@@ -227,6 +241,20 @@ impl Farm {
     /// [`core::EVENT_BUFFER`] events behind misses some and is told so.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::api::model::Event> {
         self.events.subscribe()
+    }
+
+    /// Consecutive verified results after which a worker counts as trusted.
+    pub fn trust_threshold(&self) -> u64 {
+        self.trust_threshold
+    }
+
+    /// The epoch length (seconds) and the spot-check secrets of epochs that
+    /// are over (none when spot checks are off).
+    pub fn revealed_secrets(&self) -> Result<(u64, std::collections::BTreeMap<u64, [u8; 32]>), FarmError> {
+        match &self.verifier {
+            Some(v) => Ok((v.config().epoch.as_secs(), v.revealed_secrets(writer::unix_ms())?)),
+            None => Ok((0, Default::default())),
+        }
     }
 
     /// How long this farm has run.
@@ -403,9 +431,19 @@ impl Farm {
         }
         let store = self.store.clone();
         let _gc = self.blob_gc.lock().await;
-        let deleted = tokio::task::spawn_blocking(move || lock(&store).delete_job(job))
-            .await
-            .map_err(|_| FarmError::Stopped)??;
+        let deleted = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+            let mut store = lock(&store);
+            let deleted = store.delete_job(job)?;
+            // The frames' manifests (blobs named in the metadata, one per frame).
+            for (_, hash) in store.take_meta_prefix(&crate::manifest::meta_prefix(job))? {
+                if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+                    let _ = store.blobs().remove(&hash);
+                }
+            }
+            Ok(deleted)
+        })
+        .await
+        .map_err(|_| FarmError::Stopped)??;
         if !deleted {
             return Err(FarmError::NoSuchJob(job));
         }

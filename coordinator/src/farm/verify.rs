@@ -50,11 +50,32 @@ pub struct VerifyConfig {
     pub target: f64,
     /// How long one secret key is used before it is revealed.
     pub epoch: Duration,
+    /// Consecutive verified results after which a worker is trusted
+    /// (BOINC's adaptive replication; shown in the API).
+    pub trust_threshold: u64,
+    /// Adaptive replication on (the default): results of workers below
+    /// the threshold wait for a second, independent opinion.
+    pub replication: bool,
+    /// Workers at one IP address are not independent of each other
+    /// (turn off for a farm on one machine, e.g. `tessera demo`).
+    pub independent_addresses: bool,
+    /// How long a tile waits for an independent worker before the
+    /// coordinator renders the second opinion itself.
+    pub replica_wait: Duration,
 }
 
 impl Default for VerifyConfig {
     fn default() -> Self {
-        VerifyConfig { spot_checks: true, faked_fraction: 0.10, target: 0.99, epoch: Duration::from_secs(3600) }
+        VerifyConfig {
+            spot_checks: true,
+            faked_fraction: 0.10,
+            target: 0.99,
+            epoch: Duration::from_secs(3600),
+            trust_threshold: 10,
+            replication: true,
+            independent_addresses: true,
+            replica_wait: Duration::from_secs(30),
+        }
     }
 }
 
@@ -67,6 +88,16 @@ pub struct SpotCheck {
     pub pixels: u32,
     /// The first pixel that differed (frame coordinates), if any.
     pub mismatch: Option<(u32, u32)>,
+    /// That pixel as re-rendered here and as the worker sent it: RGB sums
+    /// and weight (the evidence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<[f32; 4]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub got: Option<[f32; 4]>,
+    /// Fuel the re-rendered pixels took: the job's measured cost, on which
+    /// credit is based.
+    #[serde(default)]
+    pub fuel: u64,
 }
 
 impl SpotCheck {
@@ -187,6 +218,8 @@ impl Verifier {
         let pixels = proof::spot_pixels(&secret, commitment, task.rect, k);
         let mut instance = self.instance(task)?;
         let mut mismatch = None;
+        let (mut expected_px, mut got_px) = (None, None);
+        let mut fuel = 0u64;
         let mut outcome = Ok(());
         for &(x, y) in &pixels {
             let rect = Rect { x, y, width: 1, height: 1 };
@@ -199,6 +232,7 @@ impl Verifier {
                 }
             };
             out.accumulators.canonicalize_nans();
+            fuel += out.fuel_used;
             let expected = out.accumulators.pixel_at(x, y);
             let got = tile.pixel_at(x, y);
             let same = match (expected, got) {
@@ -209,12 +243,26 @@ impl Verifier {
             };
             if !same {
                 mismatch = Some((x, y));
+                expected_px = expected.map(|(c, w)| [c[0], c[1], c[2], w]);
+                got_px = got.map(|(c, w)| [c[0], c[1], c[2], w]);
                 break;
             }
         }
         self.give_back(task.job.job, instance);
         outcome?;
-        Ok(SpotCheck { epoch, pixels: k.min(pixels.len() as u32), mismatch })
+        Ok(SpotCheck { epoch, pixels: k.min(pixels.len() as u32), mismatch, expected: expected_px, got: got_px, fuel })
+    }
+
+    /// Renders a whole tile here (a second opinion no worker could give,
+    /// or the arbiter between two that disagree).
+    pub fn render(&self, task: &TileTask) -> Result<TileAccumulators, VerifyError> {
+        let mut instance = self.instance(task)?;
+        let request = TileRequest::new(task.frame, task.rect, task.samples.start, task.samples.count, task.seed);
+        let out = instance.render_tile(&request);
+        self.give_back(task.job.job, instance);
+        let mut acc = out?.accumulators;
+        acc.canonicalize_nans();
+        Ok(acc)
     }
 
     /// A warm instance of the task's job, or a new one.
@@ -291,6 +339,21 @@ pub struct TileProof {
     pub signature_checked: bool,
     /// `None` when spot checks are off.
     pub spot_check: Option<SpotCheck>,
+}
+
+impl TileProof {
+    /// The credit a verified tile earns: 1 credit is 10⁹ units of wasm fuel
+    /// of verified work. The cost comes from the coordinator's own
+    /// re-render of the checked pixels (fuel is deterministic), scaled to
+    /// the tile's pixel count: samples × pixels, normalised by the job's
+    /// cost per sample. Without spot checks (a private farm), the worker's
+    /// reported fuel is used.
+    pub fn credit(&self, pixels: u64, reported_fuel: u64) -> f64 {
+        match &self.spot_check {
+            Some(c) if c.pixels > 0 => c.fuel as f64 / f64::from(c.pixels) * pixels as f64 / 1e9,
+            _ => reported_fuel as f64 / 1e9,
+        }
+    }
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -17,7 +17,8 @@ use super::core::{ConnCmd, CoreMsg};
 use super::job::{Format, JobSpec};
 use super::lock;
 use crate::assemble::FrameBuffer;
-use crate::store::{FrameRecord, JobState, LogLevel, Store, StoreError, TileRecord};
+use crate::manifest::{self, ManifestFile, ManifestSigner};
+use crate::store::{FrameRecord, JobState, LogLevel, Store, StoreError, TileCredit, TileRecord};
 
 /// A verified result waiting to be made durable.
 #[derive(Debug)]
@@ -27,10 +28,13 @@ pub struct PendingTile {
     pub frame: i32,
     pub worker: String,
     pub result: TileResult,
-    /// The proof-of-render record (JSON).
-    pub proof: String,
-    /// The worker's connection, told once the tile is durable.
-    pub acks: tokio_mpsc::UnboundedSender<ConnCmd>,
+    /// The proof-of-render record.
+    pub proof: super::verify::TileProof,
+    /// The worker's connection, told once the tile is durable (none for
+    /// the coordinator's own render).
+    pub acks: Option<tokio_mpsc::UnboundedSender<ConnCmd>>,
+    /// The worker whose equal result confirmed this one (credited too).
+    pub replica: Option<super::replicate::Replica>,
 }
 
 /// Work for the writer.
@@ -53,7 +57,19 @@ pub enum WriterMsg {
         level: LogLevel,
         message: String,
     },
+    /// A result that failed a check found by the core (a disagreement the
+    /// coordinator's render settled): evidence, trust and reputation.
+    FailedCheck {
+        identity: String,
+        job: u64,
+        tile: u32,
+        reason: String,
+        evidence: String,
+    },
 }
+
+/// The identity a tile the coordinator rendered itself is stored under.
+pub const COORDINATOR: &str = "coordinator";
 
 /// Unix milliseconds, for records.
 pub fn unix_ms() -> u64 {
@@ -90,11 +106,19 @@ pub fn spawn(
             })
             .expect("spawning the store writer")
     };
+    // The coordinator's QUIC identity (made by `Farm::start` before this)
+    // signs frame manifests; read here so nothing else has to pass it along.
+    let data_dir = lock(&store).data_dir().to_path_buf();
     let assembler = std::thread::Builder::new()
         .name("frame-assembler".into())
         .spawn(move || {
+            let signer = ManifestSigner::load(&data_dir);
+            if let Err(e) = &signer {
+                tracing::error!(error = %e, "no key to sign frame manifests: frames cannot be written");
+            }
             for (job, slot, spec) in frame_rx {
-                let error = write_frame(&store, &frames_dir, job, slot, &spec).err().map(|e| e.to_string());
+                let signer = signer.as_ref().map_err(String::as_str);
+                let error = write_frame(&store, &frames_dir, job, slot, &spec, signer).err().map(|e| e.to_string());
                 let _ = core.send(CoreMsg::FrameWritten { job, frame_slot: slot, error });
             }
         })
@@ -134,6 +158,16 @@ fn writer_loop(
     let handle = |msg: WriterMsg, batch: &mut Vec<PendingTile>, logs: &mut Vec<_>| match msg {
         WriterMsg::Tile(t) => batch.push(t),
         WriterMsg::Log { job, level, message } => logs.push((job, unix_ms(), level, message)),
+        WriterMsg::FailedCheck { identity, job, tile, reason, evidence } => {
+            match lock(store).record_failed_check(&identity, job, tile, &reason, &evidence, unix_ms()) {
+                Ok(true) => {
+                    tracing::error!(%identity, "worker quarantined after repeated failed checks");
+                    let _ = core.send(CoreMsg::Quarantined { identity });
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "recording a failed check"),
+            }
+        }
         WriterMsg::JobState { job, state, error } => {
             // Tiles before the state change: a job is never Done in the
             // store while its last tiles are not.
@@ -182,7 +216,20 @@ fn commit(store: &Mutex<Store>, core: &tokio_mpsc::UnboundedSender<CoreMsg>, bat
                 worker: t.worker.clone(),
                 fuel: t.result.fuel,
                 millis: t.result.millis,
-                proof: Some(t.proof.clone()),
+                proof: Some(serde_json::to_string(&t.proof).unwrap_or_default()),
+                credit: (t.worker != COORDINATOR).then(|| TileCredit {
+                    credit: t.proof.credit(t.result.accumulators.rect.pixel_count(), t.result.fuel),
+                    commitment: t.result.commitment,
+                    time_ms: unix_ms(),
+                }),
+                also_credit: t.replica.as_ref().map(|r| {
+                    let credit = TileCredit {
+                        credit: r.proof.credit(t.result.accumulators.rect.pixel_count(), t.result.fuel),
+                        commitment: r.commitment,
+                        time_ms: unix_ms(),
+                    };
+                    (r.identity.clone(), credit)
+                }),
             }
         })
         .collect();
@@ -191,7 +238,14 @@ fn commit(store: &Mutex<Store>, core: &tokio_mpsc::UnboundedSender<CoreMsg>, bat
         Ok(_) => {
             let tiles = batch.iter().map(|t| (t.job, t.index, t.worker.clone())).collect();
             for t in batch.drain(..) {
-                let _ = t.acks.send(ConnCmd::Ack(t.result.lease, TileAck::Accepted));
+                if let Some(acks) = &t.acks {
+                    let _ = acks.send(ConnCmd::Ack(t.result.lease, TileAck::Accepted));
+                }
+                if let Some(r) = &t.replica {
+                    if let Some(acks) = &r.acks {
+                        let _ = acks.send(ConnCmd::Ack(r.lease, TileAck::Accepted));
+                    }
+                }
             }
             let _ = core.send(CoreMsg::Persisted { tiles });
         }
@@ -201,7 +255,9 @@ fn commit(store: &Mutex<Store>, core: &tokio_mpsc::UnboundedSender<CoreMsg>, bat
             tracing::error!(error = %e, tiles = batch.len(), "could not store tile results");
             for t in batch.drain(..) {
                 let reason = format!("the coordinator could not store it: {e}");
-                let _ = t.acks.send(ConnCmd::Ack(t.result.lease, TileAck::Rejected { reason }));
+                if let Some(acks) = &t.acks {
+                    let _ = acks.send(ConnCmd::Ack(t.result.lease, TileAck::Rejected { reason }));
+                }
                 let _ = core.send(CoreMsg::TileLost { job: t.job, error: e.to_string() });
             }
         }
@@ -223,6 +279,8 @@ pub enum FrameError {
     Write(#[from] crate::assemble::WriteError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("the frame's manifest: {0}")]
+    Manifest(String),
 }
 
 /// The directory a job's frames are exported to.
@@ -249,19 +307,23 @@ pub fn frame_stem(spec: &JobSpec) -> String {
 
 /// Assembles a frame from its stored tiles, writes the job's formats (PNG,
 /// EXR) and a thumbnail as blobs, exports the files under `frames_dir`,
-/// and records the frame.
+/// makes and signs its manifest (stored as a blob, its hash in the store's
+/// metadata under [`manifest::meta_key`], exported beside the files), and
+/// records the frame.
 fn write_frame(
     store: &Mutex<Store>,
     frames_dir: &Path,
     job: u64,
     slot: usize,
     spec: &JobSpec,
+    signer: Result<&ManifestSigner, &str>,
 ) -> Result<(), FrameError> {
     let plan = spec.plan().map_err(|e| FrameError::Decode { index: 0, detail: e.to_string() })?;
     let frame = plan.frames[slot];
     let tiles = lock(store).frame_tiles(job, frame)?;
     let mut buffer = FrameBuffer::new(spec.width, spec.height);
     let mut seen = 0;
+    let mut manifest_tiles = Vec::with_capacity(tiles.len());
     for t in &tiles {
         if ContentHash::of(&t.data).0 != t.hash {
             return Err(FrameError::Decode { index: t.index, detail: "hash mismatch".into() });
@@ -269,6 +331,14 @@ fn write_frame(
         let acc: TileAccumulators =
             postcard::from_bytes(&t.data).map_err(|e| FrameError::Decode { index: t.index, detail: e.to_string() })?;
         buffer.add_tile(&acc)?;
+        manifest_tiles.push(manifest::TileInput {
+            index: t.index,
+            rect: acc.rect,
+            data: &t.data,
+            hash: t.hash,
+            proof: t.proof.as_deref(),
+            pixels_blake3: manifest::pixels_blake3(&manifest::tile_pixels(&acc)),
+        });
         seen += 1;
     }
     if seen < plan.tiles_per_frame() {
@@ -283,21 +353,63 @@ fn write_frame(
     // Blob files need no lock: the writer keeps committing meanwhile.
     let blobs = lock(store).blobs().clone();
     let (mut png, mut exr) = (None, None);
+    let mut files = std::collections::BTreeMap::new();
     for &format in &spec.formats {
-        let path = dir.join(frame_file(spec, frame, format.ext()));
+        let name = frame_file(spec, frame, format.ext());
+        let path = dir.join(&name);
         match format {
             Format::Png => buffer.write_png_with(&path, &spec.output_options())?,
             Format::Exr => buffer.write_exr(&path)?,
         }
-        let hash = blobs.put(&read(&path)?)?;
+        let bytes = read(&path)?;
+        let hash = blobs.put(&bytes)?;
+        files.insert(
+            format.ext().to_string(),
+            ManifestFile { name, blake3: crate::farm::verify::hex(&hash), bytes: bytes.len() as u64 },
+        );
         match format {
             Format::Png => png = Some(hash),
             Format::Exr => exr = Some(hash),
         }
     }
     let thumbnail = blobs.put(&thumbnail_png(&buffer, spec))?;
+    // The manifest before the frame's record: a listed frame always has one.
+    let signer = signer.map_err(|e| FrameError::Manifest(e.to_string()))?;
+    let stem = frame_stem(spec);
+    let samples = plan.samples(spec);
+    let m = signer.build(job, spec, frame, &stem, files, &manifest_tiles, samples);
+    let bytes = m.to_file_bytes();
+    let hash = blobs.put(&bytes)?;
+    let path = dir.join(manifest::file_name(&stem, frame));
+    write_file_atomically(&path, &bytes).map_err(|source| FrameError::Io { path: path.clone(), source })?;
+    lock(store).set_meta(&manifest::meta_key(job, frame), &hash)?;
     lock(store).record_frame(&FrameRecord { job, frame, exr, png, thumbnail, finished_ms: unix_ms() })?;
     tracing::info!(job, frame, dir = %dir.display(), "frame written");
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a synced temporary file renamed over it.
+fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(path.file_name().unwrap_or_default());
+    prefix.push(".");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // As the frame files: 0666 less the umask (tempfile's default is 0600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 

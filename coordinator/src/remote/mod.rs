@@ -20,6 +20,7 @@ use tessera_coordinator::api::model::{
 };
 use tessera_coordinator::assemble::output::ViewTransform;
 use tessera_coordinator::frames::{format_frames, parse_frames};
+use tessera_coordinator::manifest;
 use tessera_coordinator::pack::pack_scene;
 
 use crate::render::Format;
@@ -124,7 +125,8 @@ pub struct LogsArgs {
 #[derive(clap::Args)]
 pub struct DownloadArgs {
     job: u64,
-    /// Directory for the frames, named `<stem>-NNNN.<ext>` as `tessera render` names them.
+    /// Directory for the frames, named `<stem>-NNNN.<ext>` as `tessera render` names them,
+    /// each with its signed manifest `<stem>-NNNN.manifest.json` (see `tessera verify`).
     dir: PathBuf,
     /// Formats to fetch, comma-separated [default: all the job has].
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -460,8 +462,9 @@ struct Planned<'a> {
 }
 
 /// Downloads the finished frames of job `id` into `dir` (`formats`: all the
-/// job has if empty), skipping files already there with the listed blake3
-/// and verifying each downloaded one.
+/// job has if empty) with each frame's manifest (`<stem>-NNNN.manifest.json`),
+/// skipping files already there with the listed blake3 and verifying each
+/// downloaded one.
 fn download_frames(client: &Client, id: u64, dir: &Path, formats: &[&str], summary_to_stdout: bool) -> Result<()> {
     let job: Job = client.get_json(&job_path(id))?;
     for f in formats {
@@ -486,6 +489,18 @@ fn download_frames(client: &Client, id: u64, dir: &Path, formats: &[&str], summa
                 )
             })?;
             plan.push(Planned { path: dir.join(frame_file_name(&list.stem, frame.frame, ext)), info, hash });
+        }
+        // The frame's signed manifest, beside it, whatever formats were
+        // asked for: `tessera verify` checks the frame with it offline.
+        if let Some(info) = &frame.manifest {
+            let hash = blake3::Hash::from_hex(&info.blake3).map_err(|e| {
+                anyhow::anyhow!(
+                    "frame {} manifest: the listed blake3 {:?} is not one: {e}",
+                    frame.frame,
+                    clean(&info.blake3)
+                )
+            })?;
+            plan.push(Planned { path: dir.join(manifest::file_name(&list.stem, frame.frame)), info, hash });
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -114,6 +114,19 @@ pub enum Event {
         worker: WorkerId,
         lease: LeaseId,
     },
+    /// The worker's result for `lease` waits for a second opinion (adaptive
+    /// replication): the tile goes back to the front of the queue for a
+    /// worker that has not rendered it yet. Not a failure.
+    Replicate {
+        worker: WorkerId,
+        lease: LeaseId,
+    },
+    /// A tile confirmed outside any lease (the coordinator rendered the
+    /// second opinion itself): done, with `TileCompleted` for `worker`.
+    TileConfirmed {
+        tile: TileRef,
+        worker: WorkerId,
+    },
 }
 
 /// What the caller must do.
@@ -180,6 +193,9 @@ struct Job {
     next_duration: usize,
     /// Live leases by start time: the oldest are the straggler candidates.
     by_start: BTreeSet<(u64, LeaseId)>,
+    /// Tiles waiting for a second opinion, and the workers that rendered
+    /// them already (none of whom may render them again).
+    replicas: BTreeMap<u32, BTreeSet<WorkerId>>,
 }
 
 /// Finished-tile durations kept per job for the median.
@@ -206,6 +222,11 @@ impl Job {
 
     fn blocked(&self, worker: WorkerId, config: &Config) -> bool {
         self.worker_failures.get(&worker).is_some_and(|n| *n >= config.blocklist_after)
+    }
+
+    /// Whether `worker` already rendered `index` (awaiting a second opinion).
+    fn rendered_by(&self, index: u32, worker: WorkerId) -> bool {
+        self.replicas.get(&index).is_some_and(|ws| ws.contains(&worker))
     }
 }
 
@@ -279,6 +300,7 @@ impl Scheduler {
                         durations: Vec::new(),
                         next_duration: 0,
                         by_start: BTreeSet::new(),
+                        replicas: BTreeMap::new(),
                     },
                 );
                 self.queued += tiles as usize;
@@ -303,6 +325,8 @@ impl Scheduler {
             Event::JobCancelled { job } => self.remove_job(job),
             Event::TileDone { worker, lease } => self.tile_done(now, worker, lease),
             Event::TileFailed { worker, lease } => self.tile_failed(worker, lease),
+            Event::Replicate { worker, lease } => self.replicate(worker, lease),
+            Event::TileConfirmed { tile, worker } => self.tile_confirmed(tile, worker),
         }
         self.dispatch(now);
     }
@@ -411,6 +435,7 @@ impl Scheduler {
         if !j.done.insert(tile.index) {
             return;
         }
+        j.replicas.remove(&tile.index);
         j.record_duration(now.saturating_sub(started));
         // The speculative twin, if any, lost the race.
         let twins = j.running.remove(&tile.index).unwrap_or_default();
@@ -440,6 +465,45 @@ impl Scheduler {
             return;
         }
         self.requeue_if_orphaned(tile);
+    }
+
+    fn replicate(&mut self, worker: WorkerId, lease: LeaseId) {
+        let Some(l) = self.leases.get(&lease).filter(|l| l.worker == worker) else { return };
+        let tile = l.tile;
+        self.drop_lease(lease, false);
+        let Some(j) = self.jobs.get_mut(&tile.job) else { return };
+        if j.done.contains(&tile.index) {
+            return;
+        }
+        j.replicas.entry(tile.index).or_default().insert(worker);
+        self.requeue_if_orphaned(tile);
+    }
+
+    fn tile_confirmed(&mut self, tile: TileRef, worker: WorkerId) {
+        let Some(j) = self.jobs.get_mut(&tile.job) else { return };
+        if tile.index >= j.total || !j.done.insert(tile.index) {
+            return;
+        }
+        j.replicas.remove(&tile.index);
+        if let Some(pos) = j.queue.iter().position(|t| *t == tile.index) {
+            j.queue.remove(pos);
+            self.queued -= 1;
+        }
+        let running = j.running.remove(&tile.index).unwrap_or_default();
+        for lease in running {
+            self.drop_lease(lease, true);
+        }
+        self.actions.push_back(Action::TileCompleted { tile, worker });
+        if let Some(j) = self.jobs.get(&tile.job) {
+            if j.done.len() as u32 == j.total {
+                self.finish_job(tile.job);
+            }
+        }
+    }
+
+    /// Whether any worker holds a lease on `tile` now.
+    pub fn is_leased(&self, tile: TileRef) -> bool {
+        self.jobs.get(&tile.job).is_some_and(|j| j.running.contains_key(&tile.index))
     }
 
     fn finish_job(&mut self, job: JobId) {
@@ -495,7 +559,14 @@ impl Scheduler {
             if j.blocked(worker, &self.config) {
                 continue;
             }
-            if let Some(index) = j.queue.pop_front() {
+            // Tiles awaiting a second opinion sit at the front; one this
+            // worker rendered already is skipped, not handed back to it.
+            let pos = if j.replicas.is_empty() {
+                (!j.queue.is_empty()).then_some(0)
+            } else {
+                j.queue.iter().position(|t| !j.rendered_by(*t, worker))
+            };
+            if let Some(index) = pos.and_then(|p| j.queue.remove(p)) {
                 self.queued -= 1;
                 return Some(TileRef { job, index });
             }
@@ -553,8 +624,11 @@ impl Scheduler {
         }
         let mut idle = idle.into_iter();
         for (tile, holder) in stragglers {
-            let Some(w) = idle.by_ref().find(|w| *w != holder && !self.jobs[&tile.job].blocked(*w, &self.config))
-            else {
+            let Some(w) = idle.by_ref().find(|w| {
+                *w != holder
+                    && !self.jobs[&tile.job].blocked(*w, &self.config)
+                    && !self.jobs[&tile.job].rendered_by(tile.index, *w)
+            }) else {
                 break;
             };
             self.grant(now, w, tile);
@@ -578,6 +652,42 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_tile_awaiting_a_second_opinion_goes_to_another_worker() {
+        let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 2, priority: 0 });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1 });
+        let d = dispatches(&drain(&mut s));
+        assert_eq!(d.len(), 1);
+        let (_, lease, tile) = d[0];
+        s.handle(1, Event::Replicate { worker: WorkerId(1), lease });
+        // Worker 1 gets the other tile, not its own back.
+        let d = dispatches(&drain(&mut s));
+        assert_eq!(d.len(), 1);
+        assert_ne!(d[0].2, tile);
+        s.handle(2, Event::WorkerJoined { worker: WorkerId(2), slots: 1 });
+        let d = dispatches(&drain(&mut s));
+        assert_eq!(d, vec![(WorkerId(2), d[0].1, tile)]);
+        s.handle(3, Event::TileDone { worker: WorkerId(2), lease: d[0].1 });
+        assert!(drain(&mut s).contains(&Action::TileCompleted { tile, worker: WorkerId(2) }));
+    }
+
+    #[test]
+    fn a_tile_confirmed_outside_a_lease_completes_it() {
+        let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 1, priority: 0 });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1 });
+        let (_, lease, tile) = dispatches(&drain(&mut s))[0];
+        s.handle(1, Event::Replicate { worker: WorkerId(1), lease });
+        // Nobody else can give the second opinion: the tile waits.
+        assert!(dispatches(&drain(&mut s)).is_empty());
+        assert!(!s.is_leased(tile));
+        s.handle(2, Event::TileConfirmed { tile, worker: WorkerId(1) });
+        let actions = drain(&mut s);
+        assert!(actions.contains(&Action::TileCompleted { tile, worker: WorkerId(1) }));
+        assert!(actions.contains(&Action::JobCompleted { job: JobId(1) }));
     }
 
     #[test]

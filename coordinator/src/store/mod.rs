@@ -29,6 +29,7 @@
 //! ```
 
 mod blobs;
+mod proofs;
 pub mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,6 +42,7 @@ use rusqlite::{params, Connection, OptionalExtension, Params, Row, TransactionBe
 
 pub use blobs::Blobs;
 use blobs::{io_err, sync_dir};
+pub use proofs::{ledger_hash, LedgerEntry, Standing, TileCredit, QUARANTINE_AFTER};
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "tessera.db";
@@ -181,6 +183,11 @@ pub struct TileRecord {
     /// The proof-of-render record (JSON: commitment, signature, checks);
     /// `None` for tiles stored before proofs existed.
     pub proof: Option<String>,
+    /// Credit the worker earns for it (written to the ledger with the
+    /// tile); not read back.
+    pub credit: Option<TileCredit>,
+    /// Another worker credited for it (its equal result confirmed this one).
+    pub also_credit: Option<(String, TileCredit)>,
 }
 
 /// An assembled frame: blob hashes of its outputs.
@@ -606,6 +613,12 @@ impl Store {
                 if inserted != 0 {
                     new += 1;
                     *credit.entry(t.worker.as_str()).or_default() += 1;
+                    if let Some(c) = &t.credit {
+                        proofs::credit_tile(&tx, &t.worker, t.job, t.index, c)?;
+                    }
+                    if let Some((worker, c)) = &t.also_credit {
+                        proofs::credit_tile(&tx, worker, t.job, t.index, c)?;
+                    }
                 }
             }
             let mut bump = tx.prepare_cached("UPDATE workers SET tiles_done = tiles_done + ?2 WHERE identity = ?1")?;
@@ -846,6 +859,13 @@ impl Store {
         Ok(stmt.query_row([key], |row| row.get(0)).optional()?)
     }
 
+    /// Removes every metadata entry whose key starts with `prefix`; returns them.
+    pub fn take_meta_prefix(&mut self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let entries = self.meta_with_prefix(prefix)?;
+        self.conn.execute("DELETE FROM meta WHERE substr(key, 1, length(?1)) = ?1", [prefix])?;
+        Ok(entries)
+    }
+
     /// Every metadata entry whose key starts with `prefix`, by key.
     pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let sql = "SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key";
@@ -1002,6 +1022,8 @@ fn tile_from_row(row: &Row<'_>) -> rusqlite::Result<TileRecord> {
         fuel: get_u64(row, 6)?,
         millis: get_u64(row, 7)?,
         proof: row.get(8)?,
+        credit: None,
+        also_credit: None,
     })
 }
 

@@ -18,10 +18,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The schema version this binary writes and understands.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// `MIGRATIONS[i]` upgrades a version-`i` database to version `i + 1`.
-const MIGRATIONS: [&str; VERSION as usize] = [V1, V2, V3];
+const MIGRATIONS: [&str; VERSION as usize] = [V1, V2, V3, V4];
 
 /// Version 1: jobs, tiles, frames, workers, tokens, key/value metadata.
 const V1: &str = "
@@ -143,6 +143,49 @@ CREATE INDEX job_log_by_job ON job_log (job, seq);
 /// manifests. NULL for tiles stored before proofs existed.
 const V3: &str = "
 ALTER TABLE tiles ADD COLUMN proof TEXT;
+";
+
+/// Version 4: proof-of-render bookkeeping.
+/// - `workers`: trust (consecutive verified results, reset by any failed
+///   check: BOINC's adaptive replication), reputation in [0, 1], verified
+///   tiles, failed checks, strikes since an admin last cleared the worker,
+///   quarantine, credit.
+/// - `ledger`: credit entries, append-only, each hash-chained to the one
+///   before (`prev` is the previous entry's `hash`, 32 zero bytes first).
+/// - `evidence`: what a failed check found (the signed commitment and the
+///   re-rendered pixel), kept for disputes.
+const V4: &str = "
+ALTER TABLE workers ADD COLUMN trust INTEGER NOT NULL DEFAULT 0 CHECK (trust >= 0);
+ALTER TABLE workers ADD COLUMN reputation REAL NOT NULL DEFAULT 0.5;
+ALTER TABLE workers ADD COLUMN verified_tiles INTEGER NOT NULL DEFAULT 0 CHECK (verified_tiles >= 0);
+ALTER TABLE workers ADD COLUMN failed_checks INTEGER NOT NULL DEFAULT 0 CHECK (failed_checks >= 0);
+ALTER TABLE workers ADD COLUMN strikes INTEGER NOT NULL DEFAULT 0 CHECK (strikes >= 0);
+ALTER TABLE workers ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0 CHECK (quarantined IN (0, 1));
+ALTER TABLE workers ADD COLUMN credit REAL NOT NULL DEFAULT 0;
+
+CREATE TABLE ledger (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    worker     TEXT    NOT NULL,
+    job        INTEGER NOT NULL,
+    tile       INTEGER NOT NULL,
+    credit     REAL    NOT NULL,
+    commitment BLOB    NOT NULL CHECK (length(commitment) = 32),
+    time_ms    INTEGER NOT NULL,
+    prev       BLOB    NOT NULL CHECK (length(prev) = 32),
+    hash       BLOB    NOT NULL UNIQUE CHECK (length(hash) = 32)
+) STRICT;
+
+CREATE INDEX ledger_by_worker ON ledger (worker, seq);
+
+CREATE TABLE evidence (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    worker  TEXT    NOT NULL,
+    job     INTEGER NOT NULL,
+    tile    INTEGER NOT NULL,
+    time_ms INTEGER NOT NULL,
+    reason  TEXT    NOT NULL,
+    proof   TEXT    NOT NULL
+) STRICT;
 ";
 
 /// Brings the database at `path` (open on `conn`) to [`VERSION`].

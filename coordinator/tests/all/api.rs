@@ -274,6 +274,9 @@ const GUARDED: &[(&str, &str, Scope)] = &[
     ("GET", "/api/v1/jobs/{id}/events", Scope::Read),
     ("GET", "/api/v1/events", Scope::Read),
     ("GET", "/api/v1/workers", Scope::Read),
+    ("POST", "/api/v1/workers/0000000000000000000000000000000000000000000000000000000000000000/clear", Scope::Admin),
+    ("GET", "/api/v1/ledger", Scope::Read),
+    ("GET", "/api/v1/proof/epochs", Scope::Read),
 ];
 
 #[test]
@@ -567,9 +570,25 @@ fn a_submitted_job_renders_and_its_frames_download() {
             // The exported file is the same.
             let exported = std::fs::read(api.farm.job_dir(id).join(format!("turntable-{n:04}.png"))).unwrap();
             assert_eq!(exported, body.to_vec());
+            // The frame's signed manifest (tests/all/manifest.rs checks what it says).
+            let manifest = &f["manifest"];
+            assert_eq!(manifest["url"], format!("/api/v1/jobs/{id}/frames/{n}.manifest.json"), "{listing}");
+            let r = call(app, Method::GET, manifest["url"].as_str().unwrap(), Some(&api.read)).await;
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+            assert!(r.headers()[header::CONTENT_DISPOSITION]
+                .to_str()
+                .unwrap()
+                .contains(&format!("turntable-{n:04}.manifest.json")));
+            let body = bytes(r).await;
+            assert_eq!(manifest["blake3"], blake3::hash(&body).to_hex().as_str());
+            assert_eq!(manifest["bytes"].as_u64(), Some(body.len() as u64));
+            let m: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!((m["job"]["id"].as_u64(), m["frame"].as_i64()), (Some(id), Some(n)));
         }
 
-        // The archive: the two PNGs, by their file names.
+        // The archive: the two PNGs, by their file names, each followed by
+        // the frame's signed manifest.
         for query in ["", "?formats=png", "?formats=png,exr"] {
             let r = call(app, Method::GET, &format!("/api/v1/jobs/{id}/archive{query}"), Some(&api.read)).await;
             assert_eq!(r.status(), StatusCode::OK, "{query}");
@@ -583,10 +602,20 @@ fn a_submitted_job_renders_and_its_frames_download() {
                 let name = entry.name().unwrap().to_string();
                 let n: i64 = name[10..14].parse().unwrap();
                 let listed = frames.iter().find(|f| f["frame"] == n).unwrap();
-                assert_eq!(listed["files"]["png"]["blake3"], blake3::hash(&data).to_hex().as_str());
+                let file = if name.ends_with(".manifest.json") { &listed["manifest"] } else { &listed["files"]["png"] };
+                assert_eq!(file["blake3"], blake3::hash(&data).to_hex().as_str());
                 names.push(name);
             }
-            assert_eq!(names, ["turntable-0001.png", "turntable-0002.png"], "{query}");
+            assert_eq!(
+                names,
+                [
+                    "turntable-0001.png",
+                    "turntable-0001.manifest.json",
+                    "turntable-0002.png",
+                    "turntable-0002.manifest.json"
+                ],
+                "{query}"
+            );
         }
         // Only EXR, which the job has none of: an empty archive.
         let r = call(app, Method::GET, &format!("/api/v1/jobs/{id}/archive?formats=exr"), Some(&api.read)).await;
@@ -832,10 +861,12 @@ fn workers_show_their_state_and_capabilities() {
         let deadline = Instant::now() + Duration::from_secs(30);
         let w = loop {
             let list = get_json(&api.app, "/api/v1/workers", &api.read).await;
-            if let Some(w) = list["workers"].as_array().unwrap().first() {
+            // The store knows a worker a moment before the core counts it
+            // connected (offline until then).
+            if let Some(w) = list["workers"].as_array().unwrap().first().filter(|w| w["state"] != "offline") {
                 break w.clone();
             }
-            assert!(Instant::now() < deadline, "the worker never showed");
+            assert!(Instant::now() < deadline, "the worker never showed: {list}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert!(matches!(w["state"].as_str(), Some("idle" | "busy")), "{w}");
@@ -846,7 +877,9 @@ fn workers_show_their_state_and_capabilities() {
         assert!(caps["cores"].as_u64().unwrap() >= 1, "{w}");
         assert!(caps["agent"].is_string() && caps["memory_bytes"].is_u64(), "{w}");
         assert_eq!(w["leases"], 0);
-        assert!(w["reputation"].is_null() && w["credit"].is_null());
+        // A new worker: middling reputation, no credit yet, not trusted.
+        assert_eq!((w["reputation"].as_f64(), w["credit"].as_f64()), (Some(0.5), Some(0.0)), "{w}");
+        assert_eq!(w["trust_level"], "new", "{w}");
         let health = get_json(&api.app, "/api/v1/health", &api.read).await;
         assert_eq!(health["workers"], 1);
         let summary = get_json(&api.app, "/api/v1/status", &api.read).await;
@@ -917,7 +950,7 @@ fn the_openapi_document_matches_the_routes() {
                     continue;
                 }
                 let job = if method == "delete" { "999999".to_string() } else { id.to_string() };
-                let uri = path.replace("{id}", &job).replace("{file}", "1.png");
+                let uri = path.replace("{id}", &job).replace("{file}", "1.png").replace("{identity}", &"0".repeat(64));
                 assert!(!uri.contains('{'), "an unknown path parameter in {path}");
                 let mut r = request(method.to_uppercase().parse().unwrap(), &uri, Some(&api.admin), Body::empty());
                 if method == "post" && path == "/api/v1/jobs" {

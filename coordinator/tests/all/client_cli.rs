@@ -122,7 +122,21 @@ fn submit_download_status_and_python_match_a_local_render() {
     }
     let mut names: Vec<_> = std::fs::read_dir(&farm).unwrap().map(|e| e.unwrap().file_name()).collect();
     names.sort();
-    assert_eq!(names.len(), 4, "only the frames, no temporary files: {names:?}");
+    assert_eq!(names.len(), 6, "only the frames and their manifests, no temporary files: {names:?}");
+
+    // Each frame came with its signed manifest, and verifies offline
+    // (re-rendering two pixels through the path tracer built into tessera).
+    for f in [1, 2] {
+        let out = tessera()
+            .arg("verify")
+            .arg(farm.join(format!("turntable-{f:04}.manifest.json")))
+            .args(["--recheck", "2", "--scene"])
+            .arg(scene())
+            .output()
+            .unwrap();
+        let stdout = ok(out, "tessera verify");
+        assert!(stdout.contains("✓ verified") && stdout.contains("2 pixels re-rendered"), "{stdout}");
+    }
 
     // Downloading again fetches nothing: the files are there with the right blake3.
     let out = tessera()
@@ -132,7 +146,8 @@ fn submit_download_status_and_python_match_a_local_render() {
         .output()
         .unwrap();
     let stdout = ok(out, "tessera download");
-    assert!(stdout.contains("downloaded 0 files") && stdout.contains("2 already there"), "{stdout}");
+    // (The manifests come whatever formats are asked for.)
+    assert!(stdout.contains("downloaded 0 files") && stdout.contains("4 already there"), "{stdout}");
 
     // (b) The job is done, as JSON.
     let out = tessera()

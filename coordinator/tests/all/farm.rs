@@ -26,6 +26,9 @@ pub fn test_config(data: &Path) -> FarmConfig {
     let mut c = FarmConfig::new(data.to_path_buf(), "127.0.0.1:0".parse().unwrap());
     c.heartbeat = Duration::from_millis(500);
     c.idle_timeout = Duration::from_secs(2);
+    // Every test worker runs on this machine: same address, other identities.
+    c.verify.independent_addresses = false;
+    c.verify.replica_wait = Duration::from_secs(3);
     c
 }
 

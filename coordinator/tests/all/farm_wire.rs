@@ -21,12 +21,22 @@ struct RawWorker {
     conn: quinn::Connection,
     /// The key of the certificate this connection presented.
     key: SigningKey,
+    identity: tls::Identity,
     control: (quinn::SendStream, quinn::RecvStream),
     _endpoint: quinn::Endpoint,
 }
 
 async fn raw_connect(farm: &Farm, token: &str) -> RawWorker {
-    let identity = tls::Identity::generate("raw").unwrap();
+    raw_connect_as(farm, token, tls::Identity::generate("raw").unwrap()).await
+}
+
+/// Connects with a given identity and says hello; panics unless welcomed.
+async fn raw_connect_as(farm: &Farm, token: &str, identity: tls::Identity) -> RawWorker {
+    raw_hello(farm, token, identity).await.unwrap_or_else(|refusal| panic!("not welcomed: {refusal:?}"))
+}
+
+/// Connects and says hello: the worker, or the coordinator's answer.
+async fn raw_hello(farm: &Farm, token: &str, identity: tls::Identity) -> Result<RawWorker, CoordinatorMsg> {
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(
         tls::client_config(&identity, farm.fingerprint(), transport(Duration::from_secs(5), 64)).unwrap(),
@@ -41,9 +51,11 @@ async fn raw_connect(farm: &Farm, token: &str) -> RawWorker {
     };
     write_msg(&mut tx, &WorkerOpen::Control(hello)).await.unwrap();
     let welcome: CoordinatorMsg = read_msg(&mut rx, MAX_CONTROL_MESSAGE).await.unwrap();
-    assert!(matches!(welcome, CoordinatorMsg::Welcome { .. }), "{welcome:?}");
+    if !matches!(welcome, CoordinatorMsg::Welcome { .. }) {
+        return Err(welcome);
+    }
     let key = SigningKey::from_pkcs8(&identity.key_der).unwrap();
-    RawWorker { conn, key, control: (tx, rx), _endpoint: endpoint }
+    Ok(RawWorker { conn, key, identity, control: (tx, rx), _endpoint: endpoint })
 }
 
 impl RawWorker {
@@ -165,6 +177,12 @@ fn protocol_breaches_are_refused_and_the_job_still_completes() {
             other => panic!("{other:?}"),
         }
 
+        // Failed checks count against the worker (three quarantine it):
+        // an admin clears it so the next breach can be tried.
+        let raw_identity = tls::identity_of(&raw.identity.cert_der).unwrap();
+        assert_eq!(farm.store().lock().unwrap().standing(&raw_identity).unwrap().unwrap().failed_checks, 2);
+        assert!(farm.store().lock().unwrap().clear_worker(&raw_identity).unwrap());
+
         // 8. A replay: a signed result for another tile, relabelled as this one.
         let (mut send, _recv, task) = raw.next_task().await;
         let mut other_task = task.clone();
@@ -242,6 +260,7 @@ fn cheating_workers_are_caught_by_spot_checks_and_never_reach_a_frame() {
         let farm = Farm::start(config).await.unwrap();
         let token = farm.first_token().unwrap().to_string();
         let mut raw = raw_connect(&farm, &token).await;
+        let raw_identity = tls::identity_of(&raw.identity.cert_der).unwrap();
         let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
         let job = farm.submit_scene(request_with_spp(4), scene.clone(), guest("pathtracer").to_vec()).await.unwrap();
 
@@ -274,9 +293,26 @@ fn cheating_workers_are_caught_by_spot_checks_and_never_reach_a_frame() {
             tampered.color[3 * p] += 1e-3;
         }
         write_msg(&mut send, &TileReply::Done(task.seal(tampered, 1, 1, &raw.key))).await.unwrap();
-        expect_caught(ack(&mut raw.control.1, task.lease).await, "1% tampered");
-
-        // The same worker, honest this time: accepted.
+        // The third failed check quarantines the worker: it is disconnected
+        // with the reason (before any ack), and refused when it comes back.
+        let _ = task;
+        let closed = tokio::time::timeout(Duration::from_secs(10), raw.conn.closed()).await.unwrap();
+        assert!(format!("{closed:?}").contains("quarantined"), "{closed:?}");
+        {
+            let store = farm.store().lock().unwrap();
+            let s = store.standing(&raw_identity).unwrap().unwrap();
+            assert!(s.quarantined && s.trust == 0 && s.failed_checks == 3, "{s:?}");
+            assert!((s.reputation - 0.5 / 8.0).abs() < 1e-9, "{s:?}");
+        }
+        let identity = tls::Identity::from_key(&raw.identity.key_der, "raw").unwrap();
+        match raw_hello(&farm, &token, identity).await {
+            Err(CoordinatorMsg::Refused { reason }) => assert!(reason.contains("quarantined"), "{reason}"),
+            other => panic!("a quarantined worker was let in: {:?}", other.err()),
+        }
+        // An admin clears it; honest this time, it is accepted and credited.
+        assert!(farm.store().lock().unwrap().clear_worker(&raw_identity).unwrap());
+        let identity = tls::Identity::from_key(&raw.identity.key_der, "raw").unwrap();
+        let mut raw = raw_connect_as(&farm, &token, identity).await;
         let (mut send, _recv, task) = raw.next_task().await;
         let honest = honest_pixels(&task, &scene, task.samples.count);
         write_msg(&mut send, &TileReply::Done(task.seal(honest, 1, 1, &raw.key))).await.unwrap();
@@ -313,7 +349,88 @@ fn cheating_workers_are_caught_by_spot_checks_and_never_reach_a_frame() {
             }
         }
         assert_eq!(from_raw, [honest_tile], "only the cheater's honest tile may be stored");
+        let s = store.standing(&raw_identity).unwrap().unwrap();
+        assert!(!s.quarantined && s.trust == 1 && s.verified_tiles == 1 && s.credit > 0.0, "{s:?}");
+        // Every stored tile earned at least one ledger entry (two when a
+        // second worker confirmed it), and the chain holds.
+        let tiles = store.done_tiles(job).unwrap().len() as u64;
+        let entries = store.verify_ledger().unwrap().unwrap();
+        assert!(entries >= tiles, "{entries} ledger entries for {tiles} tiles");
         drop(store);
+        farm.shutdown().await;
+    });
+}
+
+#[test]
+fn a_new_workers_tiles_get_a_second_opinion_and_a_faked_pixel_never_reaches_a_frame() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    crate::farm::reference_render_spp(&reference, 4);
+    rt.block_on(async {
+        // Default spot checks (44 of a 16×16 tile's 256 pixels): one faked
+        // pixel is found by sampling only now and then; replication finds it.
+        let mut config = test_config(&dir.path().join("coord"));
+        config.heartbeat = Duration::from_secs(60);
+        config.scheduler.blocklist_after = 100;
+        config.scheduler.max_tile_failures = 100;
+        let farm = Farm::start(config).await.unwrap();
+        let token = farm.first_token().unwrap().to_string();
+        let raw = raw_connect(&farm, &token).await;
+        let raw_key: String = raw.key.public_key().iter().map(|b| format!("{b:02x}")).collect();
+        let raw_identity = tls::identity_of(&raw.identity.cert_der).unwrap();
+        let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
+        let job = farm.submit_scene(request_with_spp(4), scene.clone(), guest("pathtracer").to_vec()).await.unwrap();
+
+        // The cheater answers every tile it gets with one pixel faked,
+        // correctly signed, until it is quarantined or given nothing more.
+        let cheater = {
+            let scene = scene.clone();
+            tokio::spawn(async move {
+                let mut answered = 0;
+                loop {
+                    let next = tokio::time::timeout(Duration::from_secs(15), raw.conn.accept_bi()).await;
+                    let Ok(Ok((mut send, mut recv))) = next else { break };
+                    let Ok(task) = read_msg::<TileTask>(&mut recv, MAX_CONTROL_MESSAGE).await else { break };
+                    let (t, s) = (task.clone(), scene.clone());
+                    let mut faked =
+                        tokio::task::spawn_blocking(move || honest_pixels(&t, &s, t.samples.count)).await.unwrap();
+                    let last = faked.weight.len() - 1;
+                    faked.color[3 * last] += 0.5;
+                    let _ = write_msg(&mut send, &TileReply::Done(task.seal(faked, 1, 1, &raw.key))).await;
+                    answered += 1;
+                }
+                answered
+            })
+        };
+        // An honest worker joins once the cheater has work.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut wc = tessera_worker::client::WorkerConfig::new(
+            farm.quic_addr().to_string(),
+            token,
+            farm.fingerprint(),
+            dir.path().join("w"),
+        );
+        wc.slots = 2;
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let worker = Worker::new(wc).unwrap();
+        tokio::spawn(async move { worker.run(stopped).await });
+        let status = tokio::time::timeout(Duration::from_secs(240), farm.wait_job(job)).await.unwrap().unwrap();
+        assert_eq!(status.state, JobState::Done, "{status:?}");
+        let answered = cheater.await.unwrap();
+        assert!(answered >= 1, "the cheater got no tile");
+
+        let store = farm.store().lock().unwrap();
+        for index in store.done_tiles(job).unwrap() {
+            let tile = store.tile(job, index).unwrap().unwrap();
+            let proof: serde_json::Value = serde_json::from_str(tile.proof.as_deref().unwrap()).unwrap();
+            assert_ne!(proof["public_key"], raw_key.as_str(), "a faked tile {index} was stored");
+        }
+        let s = store.standing(&raw_identity).unwrap().unwrap();
+        assert!(s.failed_checks >= 1 && s.verified_tiles == 0 && s.credit == 0.0, "{s:?}");
+        assert!(store.verify_ledger().unwrap().is_ok());
+        drop(store);
+        crate::farm::assert_frames_equal(&farm.job_dir(job), &reference);
         farm.shutdown().await;
     });
 }

@@ -7,6 +7,7 @@ mod farm;
 mod farm_kill;
 mod farm_wire;
 mod local;
+mod manifest;
 mod render;
 mod sim;
 mod store;

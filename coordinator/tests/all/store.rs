@@ -21,6 +21,8 @@ fn tile(job: u64, index: u32, worker: &str) -> TileRecord {
         fuel: 1_000 + u64::from(index),
         millis: 20,
         proof: Some(format!("{{\"tile\":{index}}}")),
+        credit: None,
+        also_credit: None,
     }
 }
 
@@ -339,12 +341,16 @@ fn store_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
     let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-    conn.pragma_update(None, "user_version", 4).unwrap();
+    let newer = tessera_coordinator::store::schema::VERSION + 1;
+    conn.pragma_update(None, "user_version", newer).unwrap();
     drop(conn);
     let err = Store::open(dir.path()).unwrap_err();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 4, supported: 3, .. }), "{err:?}");
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found, supported, .. } if found == newer && supported == newer - 1),
+        "{err:?}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("schema version 4 is newer") && msg.contains(DB_FILE), "{msg}");
+    assert!(msg.contains(&format!("schema version {newer} is newer")) && msg.contains(DB_FILE), "{msg}");
 }
 
 #[test]

@@ -215,6 +215,16 @@ pub fn peer_key(conn: &quinn::Connection) -> Result<(String, [u8; 32]), NetError
     Ok((blake3::hash(spki.as_ref()).to_hex().to_string(), key))
 }
 
+/// The raw ed25519 public key of a certificate (DER): how a frame
+/// manifest's verifier ties the coordinator's signing key to the
+/// certificate (and so to the fingerprint) it pins.
+pub fn ed25519_key_of_cert(cert_der: &[u8]) -> Result<[u8; 32], NetError> {
+    let der = CertificateDer::from(cert_der);
+    let cert = webpki::EndEntityCert::try_from(&der).map_err(|e| NetError::Tls(format!("bad certificate: {e:?}")))?;
+    tessera_protocol::proof::ed25519_key_of_spki(cert.subject_public_key_info().as_ref())
+        .ok_or_else(|| NetError::Tls("the certificate's key is not ed25519".into()))
+}
+
 /// The part both verifiers share: handshake signatures are checked with the
 /// provider's algorithms as rustls would (only *which* certificate is
 /// acceptable differs). Expands to the three trait methods.

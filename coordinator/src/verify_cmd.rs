@@ -1,0 +1,674 @@
+//! `tessera verify`: checks a frame's manifest (`crate::manifest` in the
+//! library) and the frame's files beside it, offline, with no coordinator:
+//!
+//! 1. the coordinator's signature over the manifest (its certificate hashes
+//!    to the fingerprint it states and holds the signing key), and with
+//!    `--pin` that the fingerprint is the one given;
+//! 2. each tile's worker signature over its commitment (and that the worker
+//!    identity is its key's), and the checks the coordinator recorded;
+//! 3. that the tiles cover the frame exactly once, with all its samples;
+//! 4. that the files listed are beside the manifest with their blake3 and
+//!    size, and no other format of the frame is;
+//! 5. that the EXR decodes and each tile's pixels hash to its
+//!    `pixels_blake3`, and the PNG equals the EXR through the job's view
+//!    transform;
+//! 6. with `--recheck N --scene S`: N pixels, drawn from the manifest's
+//!    signature (or `--seed`), rendered again through the guest in the wasm
+//!    sandbox as 1×1 tiles and compared with the EXR bit for bit.
+//!
+//! Each check prints ✓ or ✗; any ✗ exits non-zero.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use tessera_coordinator::assemble::{FrameBuffer, OutputOptions};
+use tessera_coordinator::manifest::{self, FrameManifest, ManifestTile};
+use tessera_coordinator::pack::pack_scene;
+use tessera_protocol::Rect;
+use tessera_worker::sandbox::{FuelBudget, JobSettings, JobSpec, Sandbox, SandboxConfig, TileRequest};
+
+use crate::remote::clean;
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// A frame's manifest (`<stem>-NNNN.manifest.json`, as `tessera download`
+    /// writes it); the frame's files are looked for beside it.
+    manifest: PathBuf,
+    /// The job's scene (.glb, or .gltf, packed as `submit` packs it): needed by --recheck.
+    #[arg(long, value_name = "S")]
+    scene: Option<PathBuf>,
+    /// The job's module; default: the path tracer built into this binary.
+    #[arg(long, value_name = "M")]
+    module: Option<PathBuf>,
+    /// The frame's EXR (or PNG) file, if it is not beside the manifest.
+    #[arg(long, value_name = "F.exr")]
+    frame: Option<PathBuf>,
+    /// Re-render N pixels through the guest in the wasm sandbox and compare
+    /// them bit for bit (needs --scene).
+    #[arg(long, value_name = "N")]
+    recheck: Option<u32>,
+    /// Seed of the pixels --recheck picks [default: from the manifest's
+    /// signature, so a run is repeatable].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The coordinator's certificate fingerprint (64 hex digits, as
+    /// `tessera coordinator` prints it): a manifest signed by any other key fails.
+    #[arg(long, value_name = "FINGERPRINT")]
+    pin: Option<String>,
+}
+
+/// blake3 key-derivation context of the pixels `--recheck` picks.
+const RECHECK_CONTEXT: &str = "tessera 2026-11 verify recheck pixels v1";
+/// Failures listed one by one before the rest are counted.
+const SHOWN: usize = 8;
+
+/// The printed report: one line per check.
+#[derive(Default)]
+struct Report {
+    failed: usize,
+}
+
+impl Report {
+    fn pass(&mut self, what: impl AsRef<str>) {
+        println!("✓ {}", what.as_ref());
+    }
+
+    fn fail(&mut self, what: impl AsRef<str>) {
+        self.failed += 1;
+        println!("✗ {}", what.as_ref());
+    }
+
+    fn note(&mut self, what: impl AsRef<str>) {
+        println!("- {}", what.as_ref());
+    }
+
+    /// One ✓ for `what`, or a ✗ per problem (the first few, then a count).
+    fn all(&mut self, what: impl AsRef<str>, problems: &[String]) {
+        if problems.is_empty() {
+            self.pass(what);
+            return;
+        }
+        for p in problems.iter().take(SHOWN) {
+            self.fail(p);
+        }
+        if problems.len() > SHOWN {
+            self.fail(format!("… and {} more like these", problems.len() - SHOWN));
+        }
+    }
+}
+
+fn short(hex: &str) -> String {
+    clean(&hex.chars().take(16).collect::<String>())
+}
+
+/// A decoded frame: linear RGB (EXR) or 8-bit display RGB (PNG), row-major.
+struct Pixels<T> {
+    width: u32,
+    height: u32,
+    data: Vec<T>,
+}
+
+impl<T: Copy> Pixels<T> {
+    fn at(&self, x: u32, y: u32) -> T {
+        self.data[y as usize * self.width as usize + x as usize]
+    }
+
+    fn region(&self, r: Rect) -> impl Iterator<Item = &T> {
+        (r.y..r.y + r.height).flat_map(move |y| {
+            let start = y as usize * self.width as usize + r.x as usize;
+            self.data[start..start + r.width as usize].iter()
+        })
+    }
+}
+
+fn read_exr(path: &Path) -> Result<Pixels<[f32; 3]>> {
+    use exr::prelude::Vec2;
+    let image = exr::prelude::read_first_rgba_layer_from_file(
+        path,
+        |size, _| (size, vec![[0.0f32; 3]; size.width() * size.height()]),
+        |(size, px): &mut (Vec2<usize>, Vec<[f32; 3]>), pos: Vec2<usize>, (r, g, b, _a): (f32, f32, f32, f32)| {
+            px[pos.y() * size.width() + pos.x()] = [r, g, b];
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (size, data) = image.layer_data.channel_data.pixels;
+    Ok(Pixels { width: size.width() as u32, height: size.height() as u32, data })
+}
+
+fn read_png(path: &Path) -> Result<Pixels<[u8; 3]>> {
+    let img = image::open(path)?.to_rgb8();
+    let (width, height) = img.dimensions();
+    let data = img.as_raw().chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
+    Ok(Pixels { width, height, data })
+}
+
+fn file_hash(path: &Path) -> std::io::Result<(blake3::Hash, u64)> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path)?)?;
+    Ok((h.finalize(), std::fs::metadata(path)?.len()))
+}
+
+fn bits(p: [f32; 3]) -> [u32; 3] {
+    p.map(f32::to_bits)
+}
+
+/// `tessera verify`.
+pub fn run(args: VerifyArgs, embedded_module: Option<&'static [u8]>) -> Result<()> {
+    let text = std::fs::read(&args.manifest).with_context(|| format!("reading {}", args.manifest.display()))?;
+    let value: Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a frame manifest: not JSON", args.manifest.display()))?;
+    match (value.get("schema").and_then(Value::as_str), value.get("version").and_then(Value::as_u64)) {
+        (Some(manifest::SCHEMA), Some(v)) if v <= u64::from(manifest::VERSION) => {}
+        (Some(manifest::SCHEMA), Some(v)) => {
+            bail!("{}: manifest version {v}; this tessera reads up to {}", args.manifest.display(), manifest::VERSION)
+        }
+        _ => bail!("{} is not a frame manifest (no \"schema\": {:?})", args.manifest.display(), manifest::SCHEMA),
+    }
+    let m: FrameManifest = serde_json::from_value(value.clone())
+        .with_context(|| format!("{}: a frame manifest with missing or malformed fields", args.manifest.display()))?;
+    let pixels = u64::from(m.width) * u64::from(m.height);
+    if pixels == 0 || pixels > tessera_coordinator::farm::job::MAX_PIXELS {
+        bail!("{}: a {}x{} frame is out of range", args.manifest.display(), m.width, m.height);
+    }
+    let dir = match args.manifest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+
+    println!(
+        "manifest {}: job {} ({}), frame {}, {}x{}, {} spp, seed {}, {} tiles",
+        args.manifest.display(),
+        m.job.id,
+        clean(&m.job.name),
+        m.frame,
+        m.width,
+        m.height,
+        m.spp,
+        m.seed,
+        m.tiles.len()
+    );
+    let mut report = Report::default();
+
+    // 1. The coordinator's signature, and the pin.
+    match manifest::verify_signature(&value) {
+        Ok(signer) => report.pass(format!(
+            "coordinator signature (ed25519 key {}…, certificate fingerprint {})",
+            short(&tessera_coordinator::farm::verify::hex(&signer.public_key)),
+            signer.fingerprint
+        )),
+        Err(e) => report.fail(format!("coordinator signature: {e}")),
+    }
+    match &args.pin {
+        Some(pin) => match tessera_worker::net::tls::parse_pin(pin) {
+            Ok(pin) if pin.eq_ignore_ascii_case(&m.coordinator.fingerprint) => {
+                report.pass(format!("the coordinator is the pinned one ({pin})"))
+            }
+            Ok(pin) => report.fail(format!(
+                "pin: the manifest was signed by the coordinator with fingerprint {}, not the pinned {pin}",
+                clean(&m.coordinator.fingerprint)
+            )),
+            Err(e) => report.fail(format!("--pin: {e}")),
+        },
+        None => report.note(
+            "no --pin: any coordinator's signature passes; pass --pin FINGERPRINT (your farm's, as \
+             `tessera coordinator` prints it) to require yours",
+        ),
+    }
+
+    // 2. Tile signatures and the coordinator's recorded checks.
+    check_tiles(&m, &mut report);
+
+    // 3. Coverage.
+    check_coverage(&m, &mut report);
+
+    // 4. Files.
+    let paths = check_files(&m, &dir, &args, &mut report);
+
+    // 5. Pixels.
+    let exr = match paths.get("exr") {
+        Some(path) => match read_exr(path) {
+            Ok(p) if (p.width, p.height) == (m.width, m.height) => Some(p),
+            Ok(p) => {
+                report.fail(format!(
+                    "{}: {}x{}, but the frame is {}x{}",
+                    path.display(),
+                    p.width,
+                    p.height,
+                    m.width,
+                    m.height
+                ));
+                None
+            }
+            Err(e) => {
+                report.fail(format!("{}: does not decode as EXR: {e}", path.display()));
+                None
+            }
+        },
+        None => None,
+    };
+    let png = match paths.get("png") {
+        Some(path) => match read_png(path) {
+            Ok(p) if (p.width, p.height) == (m.width, m.height) => Some(p),
+            Ok(p) => {
+                report.fail(format!(
+                    "{}: {}x{}, but the frame is {}x{}",
+                    path.display(),
+                    p.width,
+                    p.height,
+                    m.width,
+                    m.height
+                ));
+                None
+            }
+            Err(e) => {
+                report.fail(format!("{}: does not decode as PNG: {e}", path.display()));
+                None
+            }
+        },
+        None => None,
+    };
+    let options = OutputOptions { view: m.view.parse().unwrap_or_default(), exposure: m.exposure as f32 };
+    match &exr {
+        Some(exr) => {
+            let problems: Vec<String> = m
+                .tiles
+                .iter()
+                .filter(|t| inside(t.rect, &m))
+                .filter_map(|t| {
+                    let got = manifest::pixels_blake3(exr.region(t.rect));
+                    (!got.eq_ignore_ascii_case(&t.pixels_blake3)).then(|| {
+                        format!(
+                            "tile {} ({},{} {}x{}): the EXR's pixels hash to {}…, the manifest's pixels_blake3 is \
+                             {}…: the EXR's pixels are not the ones the worker committed to",
+                            t.index,
+                            t.rect.x,
+                            t.rect.y,
+                            t.rect.width,
+                            t.rect.height,
+                            short(&got),
+                            short(&t.pixels_blake3)
+                        )
+                    })
+                })
+                .collect();
+            report.all(format!("EXR pixels match all {} tiles' pixel hashes", m.tiles.len()), &problems);
+            if let Some(png) = &png {
+                check_png_against_exr(exr, png, &options, &m, &mut report);
+            }
+        }
+        None if m.files.contains_key("exr") => {}
+        None => report.note("no EXR listed: the tiles' pixel hashes cannot be checked against an 8-bit PNG"),
+    }
+
+    // 6. Re-rendering.
+    if let Some(n) = args.recheck {
+        recheck(&m, &args, n, exr.as_ref(), png.as_ref(), &options, embedded_module, &mut report);
+    }
+
+    if report.failed > 0 {
+        println!("✗ FAILED: {} check{} failed", report.failed, if report.failed == 1 { "" } else { "s" });
+        // The report said why; no error chain (or backtrace) to add.
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::process::exit(1);
+    }
+    println!("✓ verified: frame {} of job {} is what the manifest says", m.frame, m.job.id);
+    Ok(())
+}
+
+fn inside(r: Rect, m: &FrameManifest) -> bool {
+    r.width > 0
+        && r.height > 0
+        && r.x.checked_add(r.width).is_some_and(|e| e <= m.width)
+        && r.y.checked_add(r.height).is_some_and(|e| e <= m.height)
+}
+
+fn check_tiles(m: &FrameManifest, report: &mut Report) {
+    let mut problems = Vec::new();
+    let mut workers = BTreeSet::new();
+    let (mut spot_checked, mut spot_pixels, mut by_coordinator) = (0usize, 0u64, 0usize);
+    let mut recorded = Vec::new();
+    for t in &m.tiles {
+        problems.extend(manifest::tile_signature_problems(t, &m.coordinator.public_key));
+        workers.insert(t.worker.to_ascii_lowercase());
+        let name = format!("tile {}", t.index);
+        match t.checks.signature.as_str() {
+            manifest::SIGNATURE_VERIFIED => {}
+            manifest::SIGNATURE_COORDINATOR => by_coordinator += 1,
+            other => recorded.push(format!("{name}: the coordinator recorded its signature as {:?}", clean(other))),
+        }
+        match &t.checks.spot_check {
+            Some(s) if s.passed => {
+                spot_checked += 1;
+                spot_pixels += u64::from(s.pixels);
+            }
+            Some(s) => recorded.push(format!("{name}: its spot check failed (epoch {})", s.epoch)),
+            None => {}
+        }
+    }
+    report.all(
+        format!(
+            "{} tile signatures verify over their commitments ({} worker{})",
+            m.tiles.len(),
+            workers.len(),
+            if workers.len() == 1 { "" } else { "s" }
+        ),
+        &problems,
+    );
+    let workers_tiles = m.tiles.len() - by_coordinator;
+    let spot = if spot_checked == workers_tiles {
+        format!("all spot checks passed ({spot_pixels} pixels re-rendered by the coordinator)")
+    } else if spot_checked == 0 {
+        "no spot checks (the farm ran without them)".to_string()
+    } else {
+        format!("{spot_checked} of {workers_tiles} workers' tiles spot-checked, all passed")
+    };
+    let own = if by_coordinator > 0 {
+        format!("; {by_coordinator} tiles rendered by the coordinator itself (workers disagreed), signed by it")
+    } else {
+        String::new()
+    };
+    report.all(format!("the coordinator's checks: every signature verified on arrival, {spot}{own}"), &recorded);
+}
+
+fn check_coverage(m: &FrameManifest, report: &mut Report) {
+    let (w, h) = (m.width as usize, m.height as usize);
+    let mut covered = vec![0u64; (w * h).div_ceil(64)];
+    let mut problems = Vec::new();
+    let mut overlaps = 0u64;
+    let mut count = 0u64;
+    let mut indices = BTreeSet::new();
+    for t in &m.tiles {
+        if !indices.insert(t.index) {
+            problems.push(format!("tile {} is listed twice", t.index));
+        }
+        if !inside(t.rect, m) {
+            problems.push(format!(
+                "tile {}: {},{} {}x{} is not inside the {}x{} frame",
+                t.index, t.rect.x, t.rect.y, t.rect.width, t.rect.height, m.width, m.height
+            ));
+            continue;
+        }
+        if (t.samples.start, t.samples.count) != (0, m.spp) {
+            problems.push(format!(
+                "tile {}: samples {}..{}, not the frame's 0..{}",
+                t.index,
+                t.samples.start,
+                u64::from(t.samples.start) + u64::from(t.samples.count),
+                m.spp
+            ));
+        }
+        for y in t.rect.y..t.rect.y + t.rect.height {
+            for x in t.rect.x..t.rect.x + t.rect.width {
+                let i = y as usize * w + x as usize;
+                let bit = 1u64 << (i % 64);
+                if covered[i / 64] & bit != 0 {
+                    overlaps += 1;
+                } else {
+                    covered[i / 64] |= bit;
+                    count += 1;
+                }
+            }
+        }
+    }
+    if overlaps > 0 {
+        problems.push(format!("{overlaps} pixels are covered by more than one tile"));
+    }
+    let total = (w * h) as u64;
+    if count < total {
+        problems.push(format!("{} of the frame's {total} pixels are in no tile", total - count));
+    }
+    report.all(
+        format!("the tiles cover the {}x{} frame exactly once, all {} samples each", m.width, m.height, m.spp),
+        &problems,
+    );
+}
+
+/// Checks the listed files; returns where each readable one is, by format.
+fn check_files(m: &FrameManifest, dir: &Path, args: &VerifyArgs, report: &mut Report) -> BTreeMap<String, PathBuf> {
+    let mut found = BTreeMap::new();
+    let prefix = format!("{}-{:04}.", m.stem, m.frame);
+    let manifest_name = manifest::file_name(&m.stem, m.frame);
+    let stem_ok = !m.stem.is_empty() && !m.stem.contains(['/', '\\', ':']) && !m.stem.chars().all(|c| c == '.');
+    if !stem_ok || m.stem.chars().any(char::is_control) {
+        report.fail(format!("the manifest names the frame {:?}, not a plain file name", clean(&m.stem)));
+        return found;
+    }
+    let mut listed = BTreeSet::new();
+    for (ext, file) in &m.files {
+        let expected = format!("{prefix}{ext}");
+        if file.name != expected {
+            report.fail(format!("the {} file is listed as {:?}, not {expected:?}", clean(ext), clean(&file.name)));
+            continue;
+        }
+        listed.insert(file.name.clone());
+        let path = match &args.frame {
+            Some(p) if p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)) => p.clone(),
+            _ => dir.join(&file.name),
+        };
+        match file_hash(&path) {
+            Ok((hash, bytes)) => {
+                if hash.to_hex().eq_ignore_ascii_case(&file.blake3) && bytes == file.bytes {
+                    report.pass(format!("{}: blake3 and size ({bytes} bytes) as listed", path.display()));
+                } else {
+                    report.fail(format!(
+                        "{}: blake3 {}… ({bytes} bytes), the manifest lists {}… ({} bytes): the file was changed",
+                        path.display(),
+                        short(hash.to_hex().as_str()),
+                        short(&file.blake3),
+                        file.bytes
+                    ));
+                }
+                found.insert(ext.clone(), path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                report.fail(format!("{}: missing (the manifest lists it)", path.display()))
+            }
+            Err(e) => report.fail(format!("{}: {e}", path.display())),
+        }
+    }
+    // Another format of the frame beside the manifest that it does not list.
+    let mut unlisted = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && name != manifest_name && !listed.contains(&name) {
+                unlisted.push(format!("{}: beside the manifest but not listed in it", dir.join(&name).display()));
+            }
+        }
+    }
+    unlisted.sort();
+    report.all(format!("no unlisted file named {prefix}* beside the manifest"), &unlisted);
+    found
+}
+
+fn check_png_against_exr(
+    exr: &Pixels<[f32; 3]>,
+    png: &Pixels<[u8; 3]>,
+    options: &OutputOptions,
+    m: &FrameManifest,
+    report: &mut Report,
+) {
+    let display = display8(exr, options);
+    let first = (0..display.len()).find(|&i| display[i] != png.data[i]);
+    let what = format!("the PNG equals the EXR through the {} view transform at {} EV", options.view, options.exposure);
+    match first {
+        None => report.pass(what),
+        Some(i) => {
+            let (x, y) = (i as u32 % m.width, i as u32 / m.width);
+            let differ = (0..display.len()).filter(|&i| display[i] != png.data[i]).count();
+            report.fail(format!(
+                "PNG pixel ({x}, {y}) is {:?}, the EXR through {} gives {:?} ({differ} pixel{} differ{})",
+                png.data[i],
+                options.view,
+                display[i],
+                if differ == 1 { "" } else { "s" },
+                if differ == 1 { "s" } else { "" }
+            ));
+        }
+    }
+}
+
+/// 8-bit display values of linear pixels, as the farm makes its PNG.
+fn display8(linear: &Pixels<[f32; 3]>, options: &OutputOptions) -> Vec<[u8; 3]> {
+    let n = linear.data.len();
+    let mut fb = FrameBuffer::new(linear.width, linear.height);
+    for (i, p) in linear.data.iter().enumerate() {
+        fb.color[3 * i..3 * i + 3].copy_from_slice(p);
+        fb.weight[i] = 1.0;
+    }
+    let bytes = fb.to_display8(options);
+    (0..n).map(|i| [bytes[3 * i], bytes[3 * i + 1], bytes[3 * i + 2]]).collect()
+}
+
+/// The `n` distinct pixels `--recheck` renders, from the seed or the signature.
+fn recheck_pixels(m: &FrameManifest, seed: Option<u64>, n: u32) -> Vec<(u32, u32)> {
+    let total = u64::from(m.width) * u64::from(m.height);
+    let mut h = blake3::Hasher::new_derive_key(RECHECK_CONTEXT);
+    match seed {
+        Some(s) => h.update(b"seed").update(&s.to_le_bytes()),
+        None => h.update(b"signature").update(m.signature.as_bytes()),
+    };
+    let mut xof = h.finalize_xof();
+    let mut chosen = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut word = [0u8; 8];
+    while (out.len() as u64) < u64::from(n).min(total) {
+        xof.fill(&mut word);
+        let i = u64::from_le_bytes(word) % total;
+        if chosen.insert(i) {
+            out.push(((i % u64::from(m.width)) as u32, (i / u64::from(m.width)) as u32));
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn recheck(
+    m: &FrameManifest,
+    args: &VerifyArgs,
+    n: u32,
+    exr: Option<&Pixels<[f32; 3]>>,
+    png: Option<&Pixels<[u8; 3]>>,
+    options: &OutputOptions,
+    embedded_module: Option<&'static [u8]>,
+    report: &mut Report,
+) {
+    match recheck_inner(m, args, n, exr, png, options, embedded_module) {
+        Ok(Ok(msg)) => report.pass(msg),
+        Ok(Err(problems)) => report.all("", &problems),
+        Err(e) => report.fail(format!("--recheck: {e:#}")),
+    }
+}
+
+/// `Err`: the recheck could not run; `Ok(Err)`: pixels differ.
+fn recheck_inner(
+    m: &FrameManifest,
+    args: &VerifyArgs,
+    n: u32,
+    exr: Option<&Pixels<[f32; 3]>>,
+    png: Option<&Pixels<[u8; 3]>>,
+    options: &OutputOptions,
+    embedded_module: Option<&'static [u8]>,
+) -> Result<Result<String, Vec<String>>> {
+    let Some(scene_path) = &args.scene else { bail!("needs the job's scene: --scene S") };
+    if exr.is_none() && png.is_none() {
+        bail!("no decoded frame file (EXR or PNG) to compare with");
+    }
+    let module = crate::module_bytes(args.module.as_ref(), embedded_module, "pathtracer")?;
+    let module_hash = blake3::hash(&module).to_hex().to_string();
+    if !module_hash.eq_ignore_ascii_case(&m.module) {
+        bail!(
+            "the module {} has blake3 {}…, the job's is {}…: pass the job's module with --module M",
+            args.module.as_ref().map_or("built into this binary".to_string(), |p| p.display().to_string()),
+            short(&module_hash),
+            short(&m.module)
+        );
+    }
+    // The farm keeps the scene as it was uploaded: `submit` packs a .gltf;
+    // a .glb may have been sent as it is.
+    let raw = std::fs::read(scene_path).with_context(|| format!("reading {}", scene_path.display()))?;
+    let scene = if blake3::hash(&raw).to_hex().eq_ignore_ascii_case(&m.scene) {
+        raw
+    } else {
+        let packed = pack_scene(scene_path).with_context(|| format!("packing {}", scene_path.display()))?;
+        if !blake3::hash(&packed).to_hex().eq_ignore_ascii_case(&m.scene) {
+            bail!(
+                "the scene {} (blake3 {}…, packed {}…) is not the job's ({}…)",
+                scene_path.display(),
+                short(blake3::hash(&raw).to_hex().as_str()),
+                short(blake3::hash(&packed).to_hex().as_str()),
+                short(&m.scene)
+            );
+        }
+        packed
+    };
+    let sandbox = Sandbox::new(SandboxConfig::default())?;
+    let guest = sandbox.load(&module).context("loading the module")?;
+    let spec = JobSpec {
+        scene: scene.into(),
+        settings: JobSettings { width: m.width, height: m.height, fps: m.fps, extra: m.extra.clone() },
+        fuel: FuelBudget {
+            per_tile: m.fuel_per_tile,
+            per_pixel_sample: m.fuel_per_pixel_sample,
+            ..FuelBudget::default()
+        },
+        label: "tessera verify".into(),
+    };
+    let mut instance = guest.instantiate(&spec).context("loading the scene in the guest")?;
+    let tile_of = |x: u32, y: u32| -> Option<&ManifestTile> {
+        m.tiles
+            .iter()
+            .find(|t| x >= t.rect.x && y >= t.rect.y && x - t.rect.x < t.rect.width && y - t.rect.y < t.rect.height)
+    };
+    let pixels = recheck_pixels(m, args.seed, n);
+    let mut problems = Vec::new();
+    for &(x, y) in &pixels {
+        let Some(tile) = tile_of(x, y) else {
+            problems.push(format!("pixel ({x}, {y}) is in no tile"));
+            continue;
+        };
+        let rect = Rect { x, y, width: 1, height: 1 };
+        let request = TileRequest::new(m.frame, rect, tile.samples.start, tile.samples.count, m.seed);
+        let mut out = instance.render_tile(&request).with_context(|| format!("rendering pixel ({x}, {y})"))?;
+        out.accumulators.canonicalize_nans();
+        let Some(&rendered) = manifest::tile_pixels(&out.accumulators).first() else {
+            bail!("the guest returned no pixel for ({x}, {y})");
+        };
+        match (exr, png) {
+            (Some(exr), _) => {
+                let stored = exr.at(x, y);
+                if bits(stored) != bits(rendered) {
+                    problems.push(format!(
+                        "pixel ({x}, {y}) of tile {} re-renders as {rendered:?}, the EXR holds {stored:?}",
+                        tile.index
+                    ));
+                }
+            }
+            (None, Some(png)) => {
+                let one = Pixels { width: 1, height: 1, data: vec![rendered] };
+                let shown = display8(&one, options)[0];
+                if shown != png.at(x, y) {
+                    problems.push(format!(
+                        "pixel ({x}, {y}) of tile {} re-renders as {shown:?} in the PNG's view, the PNG holds {:?}",
+                        tile.index,
+                        png.at(x, y)
+                    ));
+                }
+            }
+            (None, None) => unreachable!("checked above"),
+        }
+    }
+    if problems.is_empty() {
+        Ok(Ok(format!(
+            "{} pixels re-rendered through the guest ({}…) bit for bit as the {} holds them",
+            pixels.len(),
+            short(&m.module),
+            if exr.is_some() { "EXR" } else { "PNG" }
+        )))
+    } else {
+        Ok(Err(problems))
+    }
+}

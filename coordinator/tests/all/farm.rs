@@ -242,3 +242,46 @@ fn a_guest_that_panics_fails_its_job_with_the_reason_and_the_farm_goes_on() {
         farm.shutdown().await;
     });
 }
+
+#[test]
+fn honest_workers_are_never_rejected_and_earn_trust_over_many_jobs() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let farm = Farm::start(test_config(&dir.path().join("coord"))).await.unwrap();
+        let token = farm.first_token().unwrap().to_string();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        for i in 0..2 {
+            let w = Worker::new(worker_config(&farm, &token, &dir.path().join(format!("w{i}")))).unwrap();
+            let rx = stopped.clone();
+            tokio::spawn(async move { w.run(rx).await });
+        }
+        let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
+        for seed in 0..4 {
+            let mut r = request_with_spp(2);
+            r.seed = seed;
+            let job = farm.submit_scene(r, scene.clone(), guest("pathtracer").to_vec()).await.unwrap();
+            let status = tokio::time::timeout(Duration::from_secs(120), farm.wait_job(job)).await.unwrap().unwrap();
+            assert_eq!(status.state, JobState::Done, "{status:?}");
+        }
+        let s = farm.status().await.unwrap();
+        assert_eq!(s.counters.tiles_failed, 0, "{s:?}");
+        let store = farm.store().lock().unwrap();
+        let workers = store.workers().unwrap();
+        assert_eq!(workers.len(), 2);
+        for w in &workers {
+            let standing = store.standing(&w.identity).unwrap().unwrap();
+            assert_eq!(standing.failed_checks, 0, "{standing:?}");
+            assert!(standing.verified_tiles > 0 && standing.credit > 0.0, "{standing:?}");
+            assert!(standing.reputation > 0.5, "{standing:?}");
+        }
+        // 4 jobs of 18 tiles: replication makes both workers confirm most
+        // of each other's tiles, so together they verified at least 72.
+        let verified: u64 = workers.iter().map(|w| store.standing(&w.identity).unwrap().unwrap().verified_tiles).sum();
+        assert!(verified >= 72, "{verified}");
+        assert!(store.verify_ledger().unwrap().is_ok());
+        drop(store);
+        let _ = stop.send(true);
+        farm.shutdown().await;
+    });
+}

@@ -434,3 +434,76 @@ fn a_new_workers_tiles_get_a_second_opinion_and_a_faked_pixel_never_reaches_a_fr
         farm.shutdown().await;
     });
 }
+
+#[test]
+fn two_colluding_workers_with_the_same_wrong_tile_are_caught() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    crate::farm::reference_render_spp(&reference, 4);
+    rt.block_on(async {
+        // Replication cannot tell two colluders apart from two honest
+        // workers (their bytes agree); spot checks on each result can.
+        // Check (nearly) every pixel so the catch is certain here.
+        let mut config = test_config(&dir.path().join("coord"));
+        config.heartbeat = Duration::from_secs(60);
+        config.scheduler.blocklist_after = 100;
+        config.scheduler.max_tile_failures = 100;
+        config.verify.faked_fraction = 0.004;
+        config.verify.target = 1.0;
+        let farm = Farm::start(config).await.unwrap();
+        let token = farm.first_token().unwrap().to_string();
+        let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
+        let job = farm.submit_scene(request_with_spp(4), scene.clone(), guest("pathtracer").to_vec()).await.unwrap();
+        let mut colluders = Vec::new();
+        let mut keys = Vec::new();
+        for _ in 0..2 {
+            let raw = raw_connect(&farm, &token).await;
+            keys.push(raw.key.public_key().iter().map(|b| format!("{b:02x}")).collect::<String>());
+            let scene = scene.clone();
+            colluders.push(tokio::spawn(async move {
+                let mut answered = 0;
+                loop {
+                    let next = tokio::time::timeout(Duration::from_secs(10), raw.conn.accept_bi()).await;
+                    let Ok(Ok((mut send, mut recv))) = next else { break };
+                    let Ok(task) = read_msg::<TileTask>(&mut recv, MAX_CONTROL_MESSAGE).await else { break };
+                    let (t, s) = (task.clone(), scene.clone());
+                    // Both fake the same pixels the same way.
+                    let mut faked =
+                        tokio::task::spawn_blocking(move || honest_pixels(&t, &s, t.samples.count)).await.unwrap();
+                    for p in (0..faked.weight.len()).step_by(50) {
+                        faked.color[3 * p] = 0.25;
+                    }
+                    let _ = write_msg(&mut send, &TileReply::Done(task.seal(faked, 1, 1, &raw.key))).await;
+                    answered += 1;
+                }
+                answered
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut wc = tessera_worker::client::WorkerConfig::new(
+            farm.quic_addr().to_string(),
+            token,
+            farm.fingerprint(),
+            dir.path().join("w"),
+        );
+        wc.slots = 2;
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let worker = Worker::new(wc).unwrap();
+        tokio::spawn(async move { worker.run(stopped).await });
+        let status = tokio::time::timeout(Duration::from_secs(240), farm.wait_job(job)).await.unwrap().unwrap();
+        assert_eq!(status.state, JobState::Done, "{status:?}");
+        for c in colluders {
+            assert!(c.await.unwrap() >= 1, "a colluder got no tile");
+        }
+        let store = farm.store().lock().unwrap();
+        for index in store.done_tiles(job).unwrap() {
+            let tile = store.tile(job, index).unwrap().unwrap();
+            let proof: serde_json::Value = serde_json::from_str(tile.proof.as_deref().unwrap()).unwrap();
+            assert!(!keys.iter().any(|k| proof["public_key"] == k.as_str()), "a colluder's tile {index} was stored");
+        }
+        drop(store);
+        crate::farm::assert_frames_equal(&farm.job_dir(job), &reference);
+        farm.shutdown().await;
+    });
+}

@@ -2,10 +2,11 @@
 //! profile and prints a Markdown table (copied into BENCHMARKS.md).
 //!
 //! `--quick` runs each measurement briefly (for a smoke run, not figures);
-//! `--only sandbox|pathtracer|scheduler|farm` runs one group.
+//! `--only sandbox|pathtracer|scheduler|farm|proof` runs one group.
 
 mod farm;
 mod pathtracer;
+mod proof;
 mod sandbox;
 mod scheduler;
 
@@ -35,6 +36,9 @@ fn main() -> anyhow::Result<()> {
     }
     if want("farm") {
         rows.extend(farm::run(effort)?);
+    }
+    if want("proof") {
+        rows.extend(proof::run(effort)?);
     }
     print_table(&rows);
     Ok(())

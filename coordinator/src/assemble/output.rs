@@ -318,7 +318,7 @@ impl FrameBuffer {
 /// Writes `path` through a temporary file in the same directory (so the final
 /// rename stays on one filesystem and is atomic), synced before the rename.
 /// On any error the temporary file is removed and `path` is untouched.
-fn write_atomically(
+pub(crate) fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<&mut File>) -> Result<(), WriteError>,
 ) -> Result<(), WriteError> {

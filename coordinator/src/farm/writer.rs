@@ -381,35 +381,13 @@ fn write_frame(
     let bytes = m.to_file_bytes();
     let hash = blobs.put(&bytes)?;
     let path = dir.join(manifest::file_name(&stem, frame));
-    write_file_atomically(&path, &bytes).map_err(|source| FrameError::Io { path: path.clone(), source })?;
+    crate::assemble::output::write_atomically(&path, |out| {
+        std::io::Write::write_all(out, &bytes)
+            .map_err(|source| crate::assemble::WriteError::Io { path: path.display().to_string(), source })
+    })?;
     lock(store).set_meta(&manifest::meta_key(job, frame), &hash)?;
     lock(store).record_frame(&FrameRecord { job, frame, exr, png, thumbnail, finished_ms: unix_ms() })?;
     tracing::info!(job, frame, dir = %dir.display(), "frame written");
-    Ok(())
-}
-
-/// Writes `bytes` to `path` through a synced temporary file renamed over it.
-fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut prefix = std::ffi::OsString::from(".");
-    prefix.push(path.file_name().unwrap_or_default());
-    prefix.push(".");
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
-    // As the frame files: 0666 less the umask (tempfile's default is 0600).
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let mut tmp = builder.tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 

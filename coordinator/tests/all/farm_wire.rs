@@ -361,6 +361,33 @@ fn cheating_workers_are_caught_by_spot_checks_and_never_reach_a_frame() {
     });
 }
 
+/// A hand-driven worker that answers every tile it gets with honest pixels
+/// passed through `fake`, correctly signed, until it is disconnected or
+/// given nothing for a while. Returns how many tiles it answered.
+fn spawn_faker(
+    raw: RawWorker,
+    scene: Vec<u8>,
+    fake: fn(&mut tessera_protocol::TileAccumulators),
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        // Own the whole worker (an async block would capture only the
+        // fields it uses, and dropping the control stream ends the session).
+        let raw = raw;
+        let mut answered = 0;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(30), raw.conn.accept_bi()).await;
+            let Ok(Ok((mut send, mut recv))) = next else { break };
+            let Ok(task) = read_msg::<TileTask>(&mut recv, MAX_CONTROL_MESSAGE).await else { break };
+            let (t, s) = (task.clone(), scene.clone());
+            let mut faked = tokio::task::spawn_blocking(move || honest_pixels(&t, &s, t.samples.count)).await.unwrap();
+            fake(&mut faked);
+            let _ = write_msg(&mut send, &TileReply::Done(task.seal(faked, 1, 1, &raw.key))).await;
+            answered += 1;
+        }
+        answered
+    })
+}
+
 #[test]
 fn a_new_workers_tiles_get_a_second_opinion_and_a_faked_pixel_never_reaches_a_frame() {
     let rt = runtime();
@@ -374,6 +401,9 @@ fn a_new_workers_tiles_get_a_second_opinion_and_a_faked_pixel_never_reaches_a_fr
         config.heartbeat = Duration::from_secs(60);
         config.scheduler.blocklist_after = 100;
         config.scheduler.max_tile_failures = 100;
+        // The slow cheater's tiles must be judged, not overtaken by
+        // speculative copies on the honest worker.
+        config.scheduler.straggler_factor = 1000;
         let farm = Farm::start(config).await.unwrap();
         let token = farm.first_token().unwrap().to_string();
         let raw = raw_connect(&farm, &token).await;
@@ -384,25 +414,10 @@ fn a_new_workers_tiles_get_a_second_opinion_and_a_faked_pixel_never_reaches_a_fr
 
         // The cheater answers every tile it gets with one pixel faked,
         // correctly signed, until it is quarantined or given nothing more.
-        let cheater = {
-            let scene = scene.clone();
-            tokio::spawn(async move {
-                let mut answered = 0;
-                loop {
-                    let next = tokio::time::timeout(Duration::from_secs(15), raw.conn.accept_bi()).await;
-                    let Ok(Ok((mut send, mut recv))) = next else { break };
-                    let Ok(task) = read_msg::<TileTask>(&mut recv, MAX_CONTROL_MESSAGE).await else { break };
-                    let (t, s) = (task.clone(), scene.clone());
-                    let mut faked =
-                        tokio::task::spawn_blocking(move || honest_pixels(&t, &s, t.samples.count)).await.unwrap();
-                    let last = faked.weight.len() - 1;
-                    faked.color[3 * last] += 0.5;
-                    let _ = write_msg(&mut send, &TileReply::Done(task.seal(faked, 1, 1, &raw.key))).await;
-                    answered += 1;
-                }
-                answered
-            })
-        };
+        let cheater = spawn_faker(raw, scene.clone(), |faked| {
+            let last = faked.weight.len() - 1;
+            faked.color[3 * last] += 0.5;
+        });
         // An honest worker joins once the cheater has work.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut wc = tessera_worker::client::WorkerConfig::new(
@@ -460,24 +475,11 @@ fn two_colluding_workers_with_the_same_wrong_tile_are_caught() {
         for _ in 0..2 {
             let raw = raw_connect(&farm, &token).await;
             keys.push(raw.key.public_key().iter().map(|b| format!("{b:02x}")).collect::<String>());
-            let scene = scene.clone();
-            colluders.push(tokio::spawn(async move {
-                let mut answered = 0;
-                loop {
-                    let next = tokio::time::timeout(Duration::from_secs(10), raw.conn.accept_bi()).await;
-                    let Ok(Ok((mut send, mut recv))) = next else { break };
-                    let Ok(task) = read_msg::<TileTask>(&mut recv, MAX_CONTROL_MESSAGE).await else { break };
-                    let (t, s) = (task.clone(), scene.clone());
-                    // Both fake the same pixels the same way.
-                    let mut faked =
-                        tokio::task::spawn_blocking(move || honest_pixels(&t, &s, t.samples.count)).await.unwrap();
-                    for p in (0..faked.weight.len()).step_by(50) {
-                        faked.color[3 * p] = 0.25;
-                    }
-                    let _ = write_msg(&mut send, &TileReply::Done(task.seal(faked, 1, 1, &raw.key))).await;
-                    answered += 1;
+            // Both fake the same pixels the same way.
+            colluders.push(spawn_faker(raw, scene.clone(), |faked| {
+                for p in (0..faked.weight.len()).step_by(50) {
+                    faked.color[3 * p] = 0.25;
                 }
-                answered
             }));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -7,8 +7,8 @@
 //! offline verifier compute the same bytes and the same hashes.
 
 mod hash;
-mod tile;
 pub mod proof;
+mod tile;
 pub mod wire;
 
 pub use hash::ContentHash;

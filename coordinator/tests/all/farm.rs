@@ -230,7 +230,15 @@ fn a_guest_that_panics_fails_its_job_with_the_reason_and_the_farm_goes_on() {
         let bad = farm.submit_scene(request("panic"), b"any scene".to_vec(), hostile.clone()).await.unwrap();
         let status = tokio::time::timeout(Duration::from_secs(60), farm.wait_job(bad)).await.unwrap().unwrap();
         assert_eq!(status.state, JobState::Failed, "{status:?}");
-        let record = farm.store().lock().unwrap().job(bad).unwrap().unwrap();
+        // The core knows at once; the store writer records it a moment later.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let record = loop {
+            let record = farm.store().lock().unwrap().job(bad).unwrap().unwrap();
+            if record.state == JobState::Failed || std::time::Instant::now() > deadline {
+                break record;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         assert_eq!(record.state, JobState::Failed);
         let error = record.error.unwrap_or_default();
         assert!(error.contains("failed on every attempt") && error.contains("panic"), "{error}");

@@ -191,7 +191,9 @@ impl Worker {
             let jitter = Duration::from_millis(u64::from(std::process::id() % 97) * backoff.as_millis() as u64 / 400);
             tokio::select! {
                 _ = tokio::time::sleep(backoff + jitter) => {}
-                _ = shutdown.changed() => {}
+                // A dropped sender can never ask again: take it as the
+                // request (else `changed` returns at once and this spins).
+                changed = shutdown.changed() => if changed.is_err() { return Ok(()) },
             }
             backoff = (backoff * 2).min(self.shared.config.max_backoff);
         }

@@ -19,6 +19,7 @@ use super::jobs::job_id;
 use super::model::{ErrorBody, FileInfo, Frame, FrameList};
 use super::{blocking, AppState};
 use crate::farm::job::{Format, JobSpec};
+use crate::farm::verify::hex;
 use crate::farm::writer::{frame_file, frame_stem};
 use crate::manifest;
 use crate::store::{FrameRecord, Scope, Store, StoreError};
@@ -45,10 +46,6 @@ fn blob_of(f: &FrameRecord, format: Format) -> Option<[u8; 32]> {
         Format::Png => f.png,
         Format::Exr => f.exr,
     }
-}
-
-fn hex(hash: &[u8; 32]) -> String {
-    blake3::Hash::from_bytes(*hash).to_hex().to_string()
 }
 
 /// The blob hashes of a job's frame manifests, by frame (kept in the

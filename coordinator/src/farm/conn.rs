@@ -333,23 +333,14 @@ async fn tile_exchange(
     result.accumulators.canonicalize_nans();
     let bytes = result.accumulators.to_bytes();
     let (identity, key) = tls::peer_key(conn)?;
-    let evidence = |spot: Option<&SpotCheck>| {
-        serde_json::json!({
-            "lease": task.lease, "job": task.job.job, "frame": task.frame, "tile": task.tile,
-            "samples": [task.samples.start, task.samples.count],
-            "commitment": hex(&result.commitment), "signature": hex(&result.signature),
-            "public_key": hex(&key), "spot_check": spot,
-        })
-        .to_string()
-    };
     if proof::commitment(&task.claim(), &bytes) != result.commitment {
         let reason = "the commitment does not match the task and the pixels sent".to_string();
-        failed_check(conn, ctx, &identity, task, &reason, evidence(None)).await;
+        failed_check(conn, ctx, &identity, task, &reason, evidence(task, &result, &key, None)).await;
         return Err(reject(reason));
     }
     if let Err(e) = proof::verify(&key, &result.commitment, &result.signature) {
         let reason = format!("the tile's signature: {e}");
-        failed_check(conn, ctx, &identity, task, &reason, evidence(None)).await;
+        failed_check(conn, ctx, &identity, task, &reason, evidence(task, &result, &key, None)).await;
         return Err(reject(reason));
     }
     // Second half: re-render the pixels the epoch's secret picks, off the runtime.
@@ -373,13 +364,7 @@ async fn tile_exchange(
                         "spot check failed: pixel ({x}, {y}) differs from the coordinator's re-render (epoch {})",
                         check.epoch
                     );
-                    let evidence = serde_json::json!({
-                        "lease": task.lease, "job": task.job.job, "frame": task.frame, "tile": task.tile,
-                        "samples": [task.samples.start, task.samples.count],
-                        "commitment": hex(&result.commitment), "signature": hex(&result.signature),
-                        "public_key": hex(&key), "spot_check": check,
-                    })
-                    .to_string();
+                    let evidence = evidence(task, &result, &key, Some(&check));
                     failed_check(conn, ctx, &identity, task, &reason, evidence).await;
                     return Err(reject(reason));
                 }
@@ -409,6 +394,23 @@ async fn tile_exchange(
     let replicate = ctx.replication && needs_second_opinion(ctx, &record.worker).await;
     let _ = ctx.core.send(CoreMsg::TileDone { worker, lease: task.lease, result, proof: record, replicate });
     Ok(())
+}
+
+/// What a failed check keeps: the task, the signed commitment, the key and
+/// what the spot check found (JSON).
+fn evidence(
+    task: &TileTask,
+    result: &tessera_protocol::wire::TileResult,
+    key: &[u8; 32],
+    spot: Option<&SpotCheck>,
+) -> String {
+    serde_json::json!({
+        "lease": task.lease, "job": task.job.job, "frame": task.frame, "tile": task.tile,
+        "samples": [task.samples.start, task.samples.count],
+        "commitment": hex(&result.commitment), "signature": hex(&result.signature),
+        "public_key": hex(key), "spot_check": spot,
+    })
+    .to_string()
 }
 
 /// A failed check: the evidence is kept, the worker's trust and reputation

@@ -240,6 +240,7 @@ async fn synthetic_job(farm: &Farm, name: &str, edge: u32, tiles_x: u32, frames:
         fuel_per_tile,
         fuel_per_pixel_sample,
         formats: tessera_coordinator::farm::job::Format::all(),
+        submitted_by: None,
     };
     let tiles = tiles_x * tiles_x * frames;
     Ok((farm.submit(spec).await?, tiles))

@@ -448,6 +448,7 @@ fn manifest_bytes(tiles: u32) -> Result<Vec<u8>> {
         fuel_per_tile,
         fuel_per_pixel_sample,
         formats: tessera_coordinator::farm::job::Format::all(),
+        submitted_by: None,
     };
     let coordinator = tls::Identity::generate("tessera")?;
     let signer = ManifestSigner::new(&coordinator.key_der, coordinator.cert_der.clone()).map_err(|e| anyhow!(e))?;

@@ -3,7 +3,7 @@
 //! - [`farm`]: the coordinator at run time: QUIC endpoint, core loop over
 //!   the [`scheduler`], store writer and frame assembly;
 //! - [`store`]: SQLite and content-addressed blobs, behind one module;
-//! - [`http`]: the status page and the API routes (axum);
+//! - [`http`]: the HTTP routes (axum): the [`web`] page and the [`api`];
 //! - [`assemble`]: tiles into frames, EXR and PNG output;
 //! - [`local`]: rendering on this machine's cores through the worker's
 //!   sandbox (`tessera render`);
@@ -22,3 +22,4 @@ pub mod manifest;
 pub mod pack;
 pub mod scheduler;
 pub mod store;
+pub mod web;

@@ -637,6 +637,7 @@ mod tests {
             fuel_per_tile: 1,
             fuel_per_pixel_sample: 1,
             formats: crate::farm::job::Format::all(),
+            submitted_by: None,
         }
     }
 

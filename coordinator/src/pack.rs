@@ -47,6 +47,7 @@
 //! be swapped for a symlink; the scene directory is the submitter's own, so
 //! this only lets them read what they could already read.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
@@ -95,19 +96,35 @@ pub fn pack_scene(path: &Path) -> Result<Vec<u8>, PackError> {
 /// Packs the scene at `path`, reading at most `max_bytes` in total (the scene
 /// file plus every file it references).
 pub fn pack_scene_with_limit(path: &Path, max_bytes: u64) -> Result<Vec<u8>, PackError> {
-    let mut packer = Packer { scene: path.to_path_buf(), base: None, max_bytes, used: 0 };
+    let mut packer = Packer { scene: path.to_path_buf(), base: None, files: None, max_bytes, used: 0 };
     let bytes = packer.read_scene()?;
-    if bytes.starts_with(GLB_MAGIC) {
-        packer.pack_glb(bytes)
-    } else {
-        packer.pack_gltf(bytes)
-    }
+    packer.pack(bytes)
+}
+
+/// Packs a scene that arrived as bytes with the files it references (an
+/// upload: the scene's name, its bytes, and each other file under the path
+/// it had relative to the scene, `textures/wood.png`), reading at most
+/// `max_bytes` of references. A reference is looked up by its normalised
+/// path, then by its file name alone when exactly one file has that name
+/// (a browser drop of loose files keeps names, not folders). The same
+/// URI rules as for files on disk apply; nothing touches the file system.
+pub fn pack_scene_bytes(
+    name: &str,
+    bytes: Vec<u8>,
+    files: BTreeMap<String, Vec<u8>>,
+    max_bytes: u64,
+) -> Result<Vec<u8>, PackError> {
+    let mut packer = Packer { scene: PathBuf::from(name), base: None, files: Some(files), max_bytes, used: 0 };
+    packer.pack(bytes)
 }
 
 struct Packer {
     scene: PathBuf,
     /// The canonical directory of the scene, resolved on first use.
     base: Option<PathBuf>,
+    /// The referenced files by relative path, for a scene that came as
+    /// bytes ([`pack_scene_bytes`]); `None`: read them from `base`.
+    files: Option<BTreeMap<String, Vec<u8>>>,
     max_bytes: u64,
     /// Bytes read so far.
     used: u64,
@@ -121,6 +138,48 @@ enum Kind {
 }
 
 impl Packer {
+    fn pack(&mut self, bytes: Vec<u8>) -> Result<Vec<u8>, PackError> {
+        if bytes.starts_with(GLB_MAGIC) {
+            self.pack_glb(bytes)
+        } else {
+            self.pack_gltf(bytes)
+        }
+    }
+
+    /// A referenced file from the uploaded set, by path or unique name.
+    fn uploaded(&mut self, field: &str, uri: &str, relative: &Path) -> Result<Option<Vec<u8>>, PackError> {
+        let Some(files) = &self.files else { return Ok(None) };
+        let key: Vec<String> = relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let key = key.join("/");
+        let found = files.get(&key).or_else(|| {
+            let name = relative.file_name()?.to_string_lossy().into_owned();
+            let mut same = files.iter().filter(|(k, _)| k.rsplit('/').next() == Some(name.as_str()));
+            match (same.next(), same.next()) {
+                (Some((_, v)), None) => Some(v),
+                _ => None,
+            }
+        });
+        let Some(bytes) = found else {
+            return Err(PackError::ReadReference {
+                scene: self.scene.clone(),
+                field: field.to_owned(),
+                uri: uri.to_owned(),
+                file: relative.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::NotFound, "not among the uploaded files"),
+            });
+        };
+        let len = bytes.len() as u64;
+        if len > self.max_bytes.saturating_sub(self.used) {
+            return Err(PackError::TooLarge {
+                scene: self.scene.clone(),
+                max_bytes: self.max_bytes,
+                what: format!("{field} uri {uri:?} is {len} bytes"),
+            });
+        }
+        self.used += len;
+        Ok(Some(bytes.clone()))
+    }
+
     fn read_scene(&mut self) -> Result<Vec<u8>, PackError> {
         let err = |source| PackError::ReadScene { scene: self.scene.clone(), source };
         let file = File::open(&self.scene).map_err(err)?;
@@ -261,6 +320,10 @@ impl Packer {
             reason: reason.to_owned(),
         };
         let relative = relative_path(uri).map_err(refuse)?;
+        if let Some(bytes) = self.uploaded(field, uri, &relative)? {
+            let file = relative.clone();
+            return self.encode(kind, field, uri, mime, &file, &bytes);
+        }
         let base = self.base_dir()?;
         let joined = base.join(&relative);
         let read_err = |file: &Path, source| PackError::ReadReference {
@@ -287,20 +350,34 @@ impl Packer {
             Bounded::Io(source) => read_err(&file, source),
             Bounded::TooLarge(e) => e,
         })?;
+        self.encode(kind, field, uri, mime, &file, &bytes)
+    }
+
+    /// `bytes` (the file `file` that `uri` names) as a data URI.
+    fn encode(
+        &self,
+        kind: Kind,
+        field: &str,
+        uri: &str,
+        mime: Option<String>,
+        file: &Path,
+        bytes: &[u8],
+    ) -> Result<String, PackError> {
+        let scene = self.scene.clone();
         let mime = match (kind, mime) {
             (Kind::Buffer, _) => "application/octet-stream".to_owned(),
             (Kind::Image, Some(m)) => m,
-            (Kind::Image, None) => sniff_image(&bytes)
+            (Kind::Image, None) => sniff_image(bytes)
                 .ok_or_else(|| PackError::UnknownImageType {
                     scene: scene.clone(),
                     field: field.to_owned(),
                     uri: uri.to_owned(),
-                    file: file.clone(),
+                    file: file.to_path_buf(),
                 })?
                 .to_owned(),
         };
         let mut out = format!("data:{mime};base64,");
-        base64::engine::general_purpose::STANDARD.encode_string(&bytes, &mut out);
+        base64::engine::general_purpose::STANDARD.encode_string(bytes, &mut out);
         Ok(out)
     }
 

@@ -13,10 +13,10 @@ use axum::Json;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::auth::require;
+use super::auth::{require, require_read_or_link, sign_link, LINK_LIFETIME_MS};
 use super::error::ApiError;
 use super::jobs::job_id;
-use super::model::{ErrorBody, FileInfo, Frame, FrameList};
+use super::model::{ErrorBody, FileInfo, Frame, FrameList, Link, LinkRequest};
 use super::{blocking, AppState};
 use crate::farm::job::{Format, JobSpec};
 use crate::farm::verify::hex;
@@ -101,7 +101,8 @@ pub async fn list(
                     bytes,
                 })
             });
-            out.push(Frame { frame: f.frame, finished_ms: f.finished_ms, files, manifest });
+            let thumbnail = Some(format!("/api/v1/jobs/{id}/frames/{}.thumb.png", f.frame));
+            out.push(Frame { frame: f.frame, finished_ms: f.finished_ms, files, manifest, thumbnail });
         }
         Ok(Some(FrameList { stem: frame_stem(&spec), frames: out }))
     })
@@ -110,11 +111,12 @@ pub async fn list(
     Ok(Json(listing))
 }
 
-/// One frame file: `{frame}.png`, `{frame}.exr`, or the frame's signed
-/// manifest `{frame}.manifest.json` (JSON; see `tessera verify`). The
+/// One frame file: `{frame}.png`, `{frame}.exr`, a 256-pixel-wide preview
+/// `{frame}.thumb.png`, or the frame's signed manifest
+/// `{frame}.manifest.json` (JSON; see `tessera verify`). The
 /// `ETag` is the file's blake3; `If-None-Match` with it gives 304.
 #[utoipa::path(get, path = "/jobs/{id}/frames/{file}", tag = "frames",
-    params(("id" = u64, Path), ("file" = String, Path, description = "`12.png`, `12.exr` or `12.manifest.json`")),
+    params(("id" = u64, Path), ("file" = String, Path, description = "`12.png`, `12.exr`, `12.thumb.png` or `12.manifest.json`"), LinkQuery),
     responses((status = 200, description = "the file", content_type = "application/octet-stream"),
         (status = 304, description = "unchanged"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
@@ -123,11 +125,18 @@ pub async fn file(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((id, file)): Path<(String, String)>,
+    query: Result<Query<LinkQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    require(&state, &headers, Scope::Read).await?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    require_read_or_link(&state, &headers, &format!("/api/v1/jobs/{id}/frames/{file}"), q.link.as_deref()).await?;
     let id = job_id(&id)?;
-    let not_named =
-        || ApiError::not_found(format!("frame files are named N.png, N.exr or N.manifest.json, not {file:?}"));
+    let not_named = || {
+        ApiError::not_found(format!("frame files are named N.png, N.exr, N.thumb.png or N.manifest.json, not {file:?}"))
+    };
+    if let Some(number) = file.strip_suffix(".thumb.png") {
+        let frame = number.parse::<i32>().map_err(|_| not_named())?;
+        return thumbnail(&state, &headers, id, frame).await;
+    }
     // `None`: the manifest.
     let (frame, format) = match file.strip_suffix(".manifest.json") {
         Some(number) => (number.parse::<i32>().map_err(|_| not_named())?, None),
@@ -187,12 +196,78 @@ pub async fn file(
     Ok(response)
 }
 
+/// A frame's 256-pixel-wide preview (the view transform's PNG, scaled).
+async fn thumbnail(state: &AppState, headers: &HeaderMap, id: u64, frame: i32) -> Result<Response, ApiError> {
+    let found = blocking(state, move |store| {
+        let Some(f) = store.frame(id, frame)? else {
+            return Ok(Err(format!("frame {frame} of job {id} is not finished")));
+        };
+        Ok(Ok((store.blob_path(&f.thumbnail), hex(&f.thumbnail))))
+    })
+    .await?;
+    let (path, etag) = found.map_err(ApiError::not_found)?;
+    let etag = format!("\"{etag}\"");
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains(&etag)) {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    let bytes = tokio::fs::read(&path).await.map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
+    let mut response = bytes.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    Ok(response)
+}
+
 /// `?formats=png,exr` of the archive.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ArchiveQuery {
     /// Comma-separated; default: the job's formats.
     pub formats: Option<String>,
+    /// A download link's signature (`POST /api/v1/links`), instead of a token.
+    pub link: Option<String>,
+}
+
+/// `?link=` of a frame file.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LinkQuery {
+    /// A download link's signature (`POST /api/v1/links`), instead of a token.
+    pub link: Option<String>,
+}
+
+/// A link that downloads one frame file or a job's archive without an
+/// `Authorization` header, for five minutes: what a browser's download
+/// needs. The path must be `/api/v1/jobs/{id}/frames/{file}` or
+/// `/api/v1/jobs/{id}/archive`.
+#[utoipa::path(post, path = "/links", tag = "frames", request_body = LinkRequest,
+    responses((status = 200, body = Link), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
+    security(("bearer" = ["read"])))]
+pub async fn link(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<LinkRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Link>, ApiError> {
+    let token = require(&state, &headers, Scope::Read).await?;
+    let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let path = request.path;
+    let rest = path.strip_prefix("/api/v1/jobs/").unwrap_or("");
+    let ok = match rest.split('/').collect::<Vec<_>>().as_slice() {
+        [id, "archive"] => job_id(id).is_ok(),
+        [id, "frames", file] => job_id(id).is_ok() && !file.is_empty(),
+        _ => false,
+    };
+    if !ok || path.contains(['?', '#', '%']) {
+        return Err(ApiError::bad_request(format!(
+            "links are for /api/v1/jobs/{{id}}/frames/{{file}} and /api/v1/jobs/{{id}}/archive, not {path:?}"
+        )));
+    }
+    let expires_ms = crate::farm::writer::unix_ms() + LINK_LIFETIME_MS;
+    let signature = sign_link(&state, token.id, expires_ms, &path)?;
+    Ok(Json(Link { url: format!("{path}?link={signature}"), expires_ms }))
 }
 
 /// Every finished frame as one ZIP archive (files stored, not compressed:
@@ -209,9 +284,9 @@ pub async fn archive(
     Path(id): Path<String>,
     query: Result<Query<ArchiveQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    require(&state, &headers, Scope::Read).await?;
-    let id = job_id(&id)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    require_read_or_link(&state, &headers, &format!("/api/v1/jobs/{id}/archive"), q.link.as_deref()).await?;
+    let id = job_id(&id)?;
     let wanted: Option<Vec<Format>> = q
         .formats
         .as_deref()

@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::model::{
     ErrorBody, FrameSelection, Job, JobList, JobSettingsView, LogEntry, LogPage, Progress, SubmitSettings,
 };
+use super::scenes::{module, read_form};
 use super::{blocking, AppState};
 use crate::assemble::ViewTransform;
 use crate::farm::job::{Format, JobSpec, MAX_FRAMES};
@@ -25,9 +26,13 @@ use crate::store::{JobRecord, JobState, Scope, Store};
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct SubmitForm {
-    /// The scene: `.glb`, or `.gltf` with its files inlined as data URIs.
+    /// The scene: `.glb` or `.gltf`.
     #[schema(value_type = String, format = Binary)]
     scene: Vec<u8>,
+    /// Files the `.gltf` references (`scene.bin`, `textures/wood.png`),
+    /// each part's filename its path relative to the scene.
+    #[schema(value_type = Vec<String>, format = Binary)]
+    resource: Vec<Vec<u8>>,
     /// JSON; every key optional.
     settings: Option<SubmitSettings>,
 }
@@ -54,74 +59,17 @@ pub async fn submit(
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
     let token = require(&state, &headers, Scope::Submit).await?;
-    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.to_ascii_lowercase().starts_with("multipart/form-data") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "a submission is multipart/form-data (a `scene` file part and an optional `settings` JSON part), \
-                 not {content_type:?}"
-            ),
-        ));
-    }
-    let mut multipart = multipart.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let (mut scene, mut settings, mut file_name) = (None, None, None);
-    while let Some(field) = multipart.next_field().await? {
-        let name = field.name().unwrap_or("").to_string();
-        match name.as_str() {
-            "scene" if scene.is_none() => {
-                file_name = field.file_name().map(str::to_string);
-                scene = Some(field.bytes().await?);
-            }
-            "settings" if settings.is_none() => {
-                let text = field.text().await?;
-                let parsed: SubmitSettings = if text.trim().is_empty() {
-                    SubmitSettings::default()
-                } else if !text.trim_start().starts_with('{') {
-                    // serde would read an array field by field, in order.
-                    return Err(ApiError::bad_request("settings must be a JSON object"));
-                } else {
-                    serde_json::from_str(&text).map_err(|e| ApiError::bad_request(format!("settings: {e}")))?
-                };
-                settings = Some(parsed);
-            }
-            "scene" | "settings" => return Err(ApiError::bad_request(format!("the part {name:?} appears twice"))),
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown part {other:?}: the form has a `scene` file and optional `settings` JSON"
-                )))
-            }
-        }
-    }
-    let scene = scene.ok_or_else(|| ApiError::bad_request("the form needs a `scene` part with the scene file"))?;
-    check_gltf(&scene)?;
-    let settings = settings.unwrap_or_default();
-    let default_name = file_name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "scene.glb".into());
-    let mut request = request_from(&settings, &default_name)?;
-    let module = state
-        .default_module
-        .clone()
-        .ok_or_else(|| ApiError::unprocessable("this coordinator has no built-in job module"))?;
+    let form = read_form(&state, &headers, multipart).await?;
+    let mut request = request_from(&form.settings, &form.file_name)?;
+    request.submitted_by =
+        Some(if token.label.trim().is_empty() { format!("token {}", token.id) } else { token.label });
+    let module = module(&state)?;
     let status = state.farm.status().await?;
     request.farm_slots = status.workers.iter().map(|w| w.slots).sum::<u32>().max(1);
-    let id = state.farm.submit_scene(request, scene.to_vec(), module.to_vec()).await?;
+    let id = state.farm.submit_scene(request, form.scene, module.to_vec()).await?;
     tracing::info!(job = id, token = token.id, "job submitted over the API");
     let job = load_job(&state, id).await?;
     Ok((StatusCode::CREATED, Json(job)).into_response())
-}
-
-/// A quick look before the sandbox: GLB magic, or a JSON object.
-fn check_gltf(scene: &[u8]) -> Result<(), ApiError> {
-    if scene.is_empty() {
-        return Err(ApiError::unprocessable("the scene part is empty"));
-    }
-    let first = scene.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    let utf8_bom = scene.starts_with(&[0xEF, 0xBB, 0xBF]);
-    if scene.starts_with(b"glTF") || first == Some(b'{') || utf8_bom {
-        Ok(())
-    } else {
-        Err(ApiError::unprocessable("the scene is not glTF: neither a GLB (\"glTF\" magic) nor glTF JSON"))
-    }
 }
 
 /// Turns submitted settings into a request, checking every value; what the
@@ -441,6 +389,7 @@ fn view(store: &Store, record: &JobRecord, live: Option<&JobStatus>) -> Result<J
         created_ms: record.created_ms,
         // The core's state may be newer than the store's row for a moment.
         finished_ms: record.finished_ms.or_else(|| state.is_finished().then(crate::farm::writer::unix_ms)),
+        submitted_by: spec.as_ref().and_then(|s| s.submitted_by.clone()),
         settings: settings_view(spec.as_ref(), record),
         progress: Progress {
             tiles,

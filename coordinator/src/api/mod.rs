@@ -16,7 +16,9 @@ pub mod events;
 pub mod frames;
 pub mod jobs;
 pub mod model;
+pub mod scenes;
 pub mod system;
+pub mod tiles;
 pub mod workers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,11 +54,22 @@ pub struct AppState {
     pub requests: Arc<[AtomicU64; 6]>,
     /// Largest request body, in bytes ([`MAX_UPLOAD`] by default).
     pub max_upload: usize,
+    /// Key of download links' MACs ([`auth`]), drawn at start; `None`
+    /// (no system entropy) disables links.
+    pub link_key: Option<[u8; 32]>,
 }
 
 impl AppState {
     pub fn new(farm: Arc<Farm>, default_module: Option<Arc<Vec<u8>>>) -> AppState {
-        AppState { farm, default_module, requests: Arc::new(Default::default()), max_upload: MAX_UPLOAD }
+        let mut key = [0u8; 32];
+        let link_key = match getrandom::fill(&mut key) {
+            Ok(()) => Some(key),
+            Err(e) => {
+                tracing::error!("no system entropy ({e}): download links are disabled");
+                None
+            }
+        };
+        AppState { farm, default_module, requests: Arc::new(Default::default()), max_upload: MAX_UPLOAD, link_key }
     }
 }
 
@@ -111,6 +124,11 @@ fn versioned() -> OpenApiRouter<AppState> {
         .routes(routes!(frames::list))
         .routes(routes!(frames::file))
         .routes(routes!(frames::archive))
+        .routes(routes!(frames::link))
+        .routes(routes!(tiles::list))
+        .routes(routes!(tiles::get))
+        .routes(routes!(tiles::preview))
+        .routes(routes!(scenes::inspect))
         .routes(routes!(events::job))
         .routes(routes!(events::farm))
         .routes(routes!(workers::list))

@@ -120,6 +120,10 @@ pub struct Job {
     pub error: Option<String>,
     pub created_ms: u64,
     pub finished_ms: Option<u64>,
+    /// The label of the token that submitted it (absent for jobs from
+    /// `tessera demo` or submitted before this was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
     pub settings: JobSettingsView,
     pub progress: Progress,
 }
@@ -150,6 +154,9 @@ pub struct Frame {
     /// `tessera verify`. Absent for frames written before manifests existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<FileInfo>,
+    /// A 256-pixel-wide PNG preview (`/api/v1/jobs/7/frames/12.thumb.png`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -281,11 +288,32 @@ pub struct FarmSummary {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    Job { job: u64, state: String, error: Option<String> },
-    Tile { job: u64, frame: i32, tile: u32, worker: String },
-    Frame { job: u64, frame: i32 },
-    Worker { identity: String, name: String, state: String },
-    Lagged { missed: u64 },
+    Job {
+        job: u64,
+        state: String,
+        error: Option<String>,
+    },
+    /// A tile verified and stored; `rect` is where it lies in the frame
+    /// (its pixels: `/api/v1/jobs/{job}/tiles/{tile}/preview.png`).
+    Tile {
+        job: u64,
+        frame: i32,
+        tile: u32,
+        worker: String,
+        rect: TileRect,
+    },
+    Frame {
+        job: u64,
+        frame: i32,
+    },
+    Worker {
+        identity: String,
+        name: String,
+        state: String,
+    },
+    Lagged {
+        missed: u64,
+    },
 }
 
 impl Event {
@@ -307,4 +335,111 @@ impl Event {
             Event::Worker { .. } | Event::Lagged { .. } => None,
         }
     }
+}
+
+/// Where a tile lies in its frame, in pixels from the top left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TileRect {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// A stored (verified) tile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TileSummary {
+    /// The tile's index in the job (tiles are numbered across frames).
+    pub tile: u32,
+    pub frame: i32,
+    pub rect: TileRect,
+    /// Identity of the worker whose result was stored.
+    pub worker: String,
+    /// Its name, when the coordinator knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_name: Option<String>,
+    pub millis: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TileList {
+    pub tiles: Vec<TileSummary>,
+}
+
+/// A stored tile and its proof of render: what the worker signed and what
+/// the coordinator checked before accepting it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TileDetail {
+    #[serde(flatten)]
+    pub summary: TileSummary,
+    /// blake3 of the tile's accumulators, hex.
+    pub blake3: String,
+    /// Wasm fuel the worker reported.
+    pub fuel: u64,
+    pub samples: SampleSpan,
+    /// The proof record: `worker`, `public_key`, `commitment`, `signature`,
+    /// `signature_checked`, `spot_check` (pixels re-rendered and whether
+    /// they matched). Null for tiles stored before proofs existed.
+    #[schema(value_type = Option<Object>)]
+    pub proof: Option<serde_json::Value>,
+    pub preview: String,
+}
+
+/// Samples `start .. start + count` of every pixel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SampleSpan {
+    pub start: u32,
+    pub count: u32,
+}
+
+/// What a scene offers, read through the job's sandboxed module, and the
+/// settings a submission gets when it says nothing: what a submission form
+/// pre-fills.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SceneSummary {
+    /// The default job name (the scene's file name).
+    pub name: String,
+    /// Bytes of the scene as it would be stored (external files inlined).
+    pub bytes: u64,
+    /// The scene's animation range (inclusive).
+    pub frame_start: i32,
+    pub frame_end: i32,
+    /// Default resolution: the scene's own, else 1920 wide at the camera's aspect.
+    pub width: u32,
+    pub height: u32,
+    /// Camera names in the scene's order; the first is the default.
+    pub cameras: Vec<String>,
+    pub defaults: SceneDefaults,
+}
+
+/// Defaults of the settings the scene does not decide.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SceneDefaults {
+    pub spp: u32,
+    pub fps: f64,
+    pub bounces: u32,
+    pub view_transform: String,
+    pub view_transforms: Vec<String>,
+    pub exposure: f32,
+    pub formats: Vec<String>,
+    pub priority: i32,
+}
+
+/// Asks for a signed download link.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    /// A frame file or archive path of this API
+    /// (`/api/v1/jobs/7/frames/12.png`, `/api/v1/jobs/7/archive`).
+    pub path: String,
+}
+
+/// A link that downloads without an `Authorization` header (for a
+/// browser's plain download), valid for one path until it expires and
+/// while the token that asked for it is not revoked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Link {
+    /// The path with its `link` query parameter.
+    pub url: String,
+    pub expires_ms: u64,
 }

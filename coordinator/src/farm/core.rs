@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::job::{JobPlan, JobSpec};
 use super::writer::{PendingTile, WriterMsg};
-use crate::api::model::Event as ApiEvent;
+use crate::api::model::{Event as ApiEvent, TileRect};
 use crate::scheduler::{Action, Event, JobId, LeaseId, Scheduler, TileRef, WorkerId};
 use crate::store::{JobState, LogLevel};
 
@@ -760,7 +760,9 @@ impl Core {
         let Some(place) = j.plan.place(index) else { return };
         j.persisted[place.frame_slot] += 1;
         self.counters.tiles_done += 1;
-        self.emit(ApiEvent::Tile { job, frame: place.frame, tile: index, worker });
+        let r = place.rect;
+        let rect = TileRect { x: r.x, y: r.y, width: r.width, height: r.height };
+        self.emit(ApiEvent::Tile { job, frame: place.frame, tile: index, worker, rect });
         self.maybe_write_frame(job, place.frame_slot);
     }
 

@@ -37,6 +37,10 @@ pub struct JobSpec {
     /// field existed get both.
     #[serde(default = "Format::all")]
     pub formats: Vec<Format>,
+    /// The label of the API token that submitted the job, if any: shown in
+    /// job lists; not part of what workers are sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
 }
 
 /// A frame file format.
@@ -258,6 +262,7 @@ mod tests {
             fuel_per_tile: 1,
             fuel_per_pixel_sample: 1,
             formats: Format::all(),
+            submitted_by: None,
         };
         let err = spec.plan().unwrap_err().to_string();
         assert!(err.contains("100000000 tiles a frame"), "{err}");

@@ -28,7 +28,7 @@ use std::time::Duration;
 use tessera_protocol::ContentHash;
 use tessera_worker::net::tls::Identity;
 use tessera_worker::net::{self, NetError};
-use tessera_worker::sandbox::{JobSettings, JobSpec as SandboxJob, Sandbox, SandboxConfig, SandboxError};
+use tessera_worker::sandbox::{JobSettings, JobSpec as SandboxJob, Sandbox, SandboxConfig, SandboxError, SceneInfo};
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::core::{Counters, FarmStatus, JobStatus, WorkerStatus};
@@ -340,9 +340,15 @@ impl Farm {
         Ok(id)
     }
 
-    /// Stores `scene` and `module`, asks the module about the scene (frame
-    /// range, camera size) as `tessera render` does, and submits the job.
-    pub async fn submit_scene(&self, request: JobRequest, scene: Vec<u8>, module: Vec<u8>) -> Result<u64, FarmError> {
+    /// Reads a scene through `module` in the sandbox (as a job would): its
+    /// animation range, resolution and cameras, or why it cannot be used.
+    pub async fn inspect_scene(
+        &self,
+        scene: Vec<u8>,
+        module: Vec<u8>,
+        fps: f64,
+        extra: String,
+    ) -> Result<SceneInfo, FarmError> {
         let sandbox = {
             let mut s = self.sandbox.lock().unwrap_or_else(|e| e.into_inner());
             match &*s {
@@ -354,17 +360,21 @@ impl Farm {
                 }
             }
         };
-        let (scene_probe, module_probe, req) = (scene.clone(), module.clone(), request.clone());
         let info = tokio::task::spawn_blocking(move || -> Result<_, SandboxError> {
-            let m = sandbox.load(&module_probe)?;
-            let probe = SandboxJob::new(
-                scene_probe,
-                JobSettings { fps: req.fps, extra: req.extra.clone(), ..JobSettings::new(16, 16) },
-            );
+            let m = sandbox.load(&module)?;
+            let probe = SandboxJob::new(scene, JobSettings { fps, extra, ..JobSettings::new(16, 16) });
             Ok(m.instantiate(&probe)?.scene_info().clone())
         })
         .await
         .map_err(|_| FarmError::Stopped)??;
+        Ok(info)
+    }
+
+    /// Submits `scene` rendered by `module`: the scene is read in the
+    /// sandbox first ([`Farm::inspect_scene`]), so a bad one is an error
+    /// and no job; what `request` leaves open comes from the scene.
+    pub async fn submit_scene(&self, request: JobRequest, scene: Vec<u8>, module: Vec<u8>) -> Result<u64, FarmError> {
+        let info = self.inspect_scene(scene.clone(), module.clone(), request.fps, request.extra.clone()).await?;
         let (width, height) = job::resolve_size(request.width, request.height, &info);
         let frames = request.frames.clone().unwrap_or_else(|| (info.frame_start..=info.frame_end).collect());
         let _gc = self.blob_gc.lock().await;
@@ -392,6 +402,7 @@ impl Farm {
             fuel_per_tile,
             fuel_per_pixel_sample,
             formats: request.formats,
+            submitted_by: request.submitted_by,
         })
         .await
     }
@@ -509,6 +520,8 @@ pub struct JobRequest {
     pub view: String,
     pub exposure: f32,
     pub formats: Vec<job::Format>,
+    /// The submitting token's label ([`JobSpec::submitted_by`]).
+    pub submitted_by: Option<String>,
 }
 
 impl JobRequest {
@@ -529,6 +542,7 @@ impl JobRequest {
             view: "agx".into(),
             exposure: 0.0,
             formats: job::Format::all(),
+            submitted_by: None,
         }
     }
 }

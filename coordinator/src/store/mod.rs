@@ -649,6 +649,17 @@ impl Store {
         query_vec(&self.conn, &sql, params![job, frame], tile_from_row)
     }
 
+    /// The recorded tiles of a job (of one frame when `frame` is given),
+    /// by index, without their pixels: `(index, frame, worker, millis)`.
+    pub fn tile_index(&self, job: u64, frame: Option<i32>) -> Result<Vec<(u32, i32, String, u64)>> {
+        let Ok(job) = i64::try_from(job) else { return Ok(Vec::new()) };
+        let sql = "SELECT idx, frame, worker, millis FROM tiles
+                   WHERE job = ?1 AND (?2 IS NULL OR frame = ?2) ORDER BY idx";
+        query_vec(&self.conn, sql, params![job, frame], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, get_u64(row, 3)?))
+        })
+    }
+
     /// The recorded tile `(job, index)`, if any.
     pub fn tile(&self, job: u64, index: u32) -> Result<Option<TileRecord>> {
         let Ok(job) = i64::try_from(job) else { return Ok(None) };

@@ -277,6 +277,12 @@ const GUARDED: &[(&str, &str, Scope)] = &[
     ("POST", "/api/v1/workers/0000000000000000000000000000000000000000000000000000000000000000/clear", Scope::Admin),
     ("GET", "/api/v1/ledger", Scope::Read),
     ("GET", "/api/v1/proof/epochs", Scope::Read),
+    ("GET", "/api/v1/jobs/{id}/tiles", Scope::Read),
+    ("GET", "/api/v1/jobs/{id}/tiles/0", Scope::Read),
+    ("GET", "/api/v1/jobs/{id}/tiles/0/preview.png", Scope::Read),
+    ("GET", "/api/v1/jobs/{id}/frames/1.thumb.png", Scope::Read),
+    ("POST", "/api/v1/scenes/inspect", Scope::Submit),
+    ("POST", "/api/v1/links", Scope::Read),
 ];
 
 #[test]
@@ -924,6 +930,11 @@ const DOCUMENTED: &[(&str, &str)] = &[
     ("get", "/api/v1/jobs/{id}/events"),
     ("get", "/api/v1/events"),
     ("get", "/api/v1/workers"),
+    ("get", "/api/v1/jobs/{id}/tiles"),
+    ("get", "/api/v1/jobs/{id}/tiles/{tile}"),
+    ("get", "/api/v1/jobs/{id}/tiles/{tile}/preview.png"),
+    ("post", "/api/v1/scenes/inspect"),
+    ("post", "/api/v1/links"),
 ];
 
 #[test]
@@ -950,7 +961,11 @@ fn the_openapi_document_matches_the_routes() {
                     continue;
                 }
                 let job = if method == "delete" { "999999".to_string() } else { id.to_string() };
-                let uri = path.replace("{id}", &job).replace("{file}", "1.png").replace("{identity}", &"0".repeat(64));
+                let uri = path
+                    .replace("{id}", &job)
+                    .replace("{file}", "1.png")
+                    .replace("{tile}", "0")
+                    .replace("{identity}", &"0".repeat(64));
                 assert!(!uri.contains('{'), "an unknown path parameter in {path}");
                 let mut r = request(method.to_uppercase().parse().unwrap(), &uri, Some(&api.admin), Body::empty());
                 if method == "post" && path == "/api/v1/jobs" {
@@ -969,6 +984,220 @@ fn the_openapi_document_matches_the_routes() {
             }
         }
         assert!(checked >= DOCUMENTED.len(), "only {checked} operations in the document");
+    });
+}
+
+// ---- 5b. what the web page uses: tiles, previews, scene inspection, links ----
+
+/// The turntable as `.gltf` JSON naming an external `turntable.bin`, and
+/// that file: what Blender's "glTF Separate" export gives.
+fn turntable_separate() -> (Vec<u8>, Vec<u8>) {
+    let glb = turntable();
+    let u32_at = |at: usize| u32::from_le_bytes(glb[at..at + 4].try_into().unwrap()) as usize;
+    let json_len = u32_at(12);
+    let mut doc: Value = serde_json::from_slice(&glb[20..20 + json_len]).unwrap();
+    let bin_at = 20 + json_len;
+    let bin_len = u32_at(bin_at);
+    let bin = glb[bin_at + 8..bin_at + 8 + bin_len].to_vec();
+    doc["buffers"][0]["uri"] = json!("turntable.bin");
+    (serde_json::to_vec(&doc).unwrap(), bin)
+}
+
+async fn inspect(api: &Api, parts: &[Part<'_>]) -> (StatusCode, Value) {
+    let mut r = submit_request(Some(&api.submit), parts);
+    *r.uri_mut() = "/api/v1/scenes/inspect".parse().unwrap();
+    json_of(send(&api.app, r).await).await
+}
+
+#[test]
+fn tiles_previews_scene_inspection_and_download_links() {
+    runtime().block_on(async {
+        let api = api().await;
+        let app = &api.app;
+
+        // Inspect: what a submission form pre-fills, read in the sandbox.
+        let glb = turntable();
+        let (status, info) = inspect(&api, &[("scene", Some("turntable.glb"), &glb)]).await;
+        assert_eq!(status, StatusCode::OK, "{info}");
+        assert_eq!(info["name"], "turntable.glb");
+        assert_eq!(info["cameras"], json!(["Camera", "Closeup"]), "{info}");
+        assert!(info["frame_end"].as_i64() > info["frame_start"].as_i64(), "{info}");
+        assert!(info["width"].as_u64() > Some(0) && info["height"].as_u64() > Some(0), "{info}");
+        assert_eq!(info["defaults"]["view_transform"], "agx");
+        assert_eq!(info["bytes"], glb.len());
+        // A .gltf with its buffer as a separate file: the same scene.
+        let (gltf, bin) = turntable_separate();
+        let (status, separate) =
+            inspect(&api, &[("scene", Some("turntable.gltf"), &gltf), ("resource", Some("turntable.bin"), &bin)]).await;
+        assert_eq!(status, StatusCode::OK, "{separate}");
+        for key in ["frame_start", "frame_end", "width", "height", "cameras"] {
+            assert_eq!(separate[key], info[key], "{key}");
+        }
+        // Without its buffer, or with the buffer twice: clear errors.
+        let (status, body) = inspect(&api, &[("scene", Some("turntable.gltf"), &gltf)]).await;
+        let msg = check_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "missing buffer");
+        assert!(msg.contains("turntable.bin"), "{msg}");
+        let (status, body) = inspect(
+            &api,
+            &[
+                ("scene", Some("turntable.gltf"), &gltf),
+                ("resource", Some("turntable.bin"), &bin),
+                ("resource", Some("turntable.bin"), &bin),
+            ],
+        )
+        .await;
+        check_error(status, &body, StatusCode::BAD_REQUEST, "a resource twice");
+        let (status, body) = inspect(&api, &[("scene", Some("noise.glb"), &b"not a scene at all"[..])]).await;
+        check_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "noise");
+        // A resource that climbs out of the scene's directory is refused.
+        let mut doc: Value = serde_json::from_slice(&gltf).unwrap();
+        doc["buffers"][0]["uri"] = json!("../secret.bin");
+        let climbing = serde_json::to_vec(&doc).unwrap();
+        let (status, body) =
+            inspect(&api, &[("scene", Some("turntable.gltf"), &climbing), ("resource", Some("secret.bin"), &bin)])
+                .await;
+        let msg = check_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "climbing uri");
+        assert!(msg.contains("climbs out"), "{msg}");
+
+        // Submit the separate .gltf: who submitted it is recorded.
+        let r = send(
+            app,
+            submit_request(
+                Some(&api.submit),
+                &[
+                    ("settings", None, SMALL.as_bytes()),
+                    ("scene", Some("turntable.gltf"), &gltf),
+                    ("resource", Some("turntable.bin"), &bin),
+                ],
+            ),
+        )
+        .await;
+        let (status, job) = json_of(r).await;
+        assert_eq!(status, StatusCode::CREATED, "{job}");
+        assert_eq!(job["submitted_by"], "submit", "{job}");
+        let id = job["id"].as_u64().unwrap();
+        let worker = TestWorker::start(&api, "w1");
+        let job = wait_state(&api, id, "done", Duration::from_secs(120)).await;
+        worker.stop().await;
+        let total = job["progress"]["tiles"].as_u64().unwrap();
+
+        // Tiles: every one listed, rectangles tiling each 32×18 frame.
+        let all = get_json(app, &format!("/api/v1/jobs/{id}/tiles"), &api.read).await;
+        let all = all["tiles"].as_array().unwrap().clone();
+        assert_eq!(all.len() as u64, total);
+        let one = get_json(app, &format!("/api/v1/jobs/{id}/tiles?frame=1"), &api.read).await;
+        let one = one["tiles"].as_array().unwrap().clone();
+        assert_eq!(one.len() as u64 * 2, total, "two frames, equal tiles each");
+        let mut covered = vec![0u8; 32 * 18];
+        for t in &one {
+            assert_eq!(t["frame"], 1);
+            assert_eq!(t["worker_name"], "w1", "{t}");
+            let r = &t["rect"];
+            let (x, y, w, h) = (
+                r["x"].as_u64().unwrap(),
+                r["y"].as_u64().unwrap(),
+                r["width"].as_u64().unwrap(),
+                r["height"].as_u64().unwrap(),
+            );
+            for yy in y..y + h {
+                for xx in x..x + w {
+                    covered[(yy * 32 + xx) as usize] += 1;
+                }
+            }
+        }
+        assert!(covered.iter().all(|&c| c == 1), "the tiles of frame 1 cover it exactly once");
+
+        // Each tile's preview is exactly its part of the frame's PNG.
+        let png =
+            bytes(call(app, Method::GET, &format!("/api/v1/jobs/{id}/frames/1.png"), Some(&api.read)).await).await;
+        let frame = image::load_from_memory(&png).unwrap().to_rgb8();
+        for t in &one {
+            let n = t["tile"].as_u64().unwrap();
+            let detail = get_json(app, &format!("/api/v1/jobs/{id}/tiles/{n}"), &api.read).await;
+            let proof = &detail["proof"];
+            assert_eq!(proof["signature_checked"], true, "{detail}");
+            assert_eq!(proof["commitment"].as_str().map(str::len), Some(64), "{detail}");
+            assert!(proof["spot_check"]["mismatch"].is_null(), "{detail}");
+            assert!(proof["spot_check"]["pixels"].as_u64() > Some(0), "{detail}");
+            assert_eq!(detail["samples"], json!({"start": 0, "count": 2}));
+            let r = call(app, Method::GET, detail["preview"].as_str().unwrap(), Some(&api.read)).await;
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(r.headers()[header::CONTENT_TYPE], "image/png");
+            let etag = r.headers()[header::ETAG].to_str().unwrap().to_string();
+            assert_eq!(etag, format!("\"{}\"", detail["blake3"].as_str().unwrap()));
+            let preview = image::load_from_memory(&bytes(r).await).unwrap().to_rgb8();
+            let rect = &t["rect"];
+            let (x, y) = (rect["x"].as_u64().unwrap() as u32, rect["y"].as_u64().unwrap() as u32);
+            assert_eq!(
+                (preview.width() as u64, preview.height() as u64),
+                (rect["width"].as_u64().unwrap(), rect["height"].as_u64().unwrap())
+            );
+            for (px, py, p) in preview.enumerate_pixels() {
+                assert_eq!(p, frame.get_pixel(x + px, y + py), "tile {n} pixel {px},{py}");
+            }
+            let mut r = request(Method::GET, detail["preview"].as_str().unwrap(), Some(&api.read), Body::empty());
+            r.headers_mut().insert(header::IF_NONE_MATCH, etag.parse().unwrap());
+            assert_eq!(send(app, r).await.status(), StatusCode::NOT_MODIFIED);
+        }
+        for bad in [
+            format!("/api/v1/jobs/{id}/tiles/{total}"),
+            format!("/api/v1/jobs/{id}/tiles/x"),
+            "/api/v1/jobs/999/tiles/0".into(),
+            "/api/v1/jobs/999/tiles".into(),
+            format!("/api/v1/jobs/{id}/tiles/{total}/preview.png"),
+        ] {
+            let r = call(app, Method::GET, &bad, Some(&api.read)).await;
+            expect_error(r, StatusCode::NOT_FOUND, &bad).await;
+        }
+
+        // Thumbnails, listed with each frame.
+        let listing = get_json(app, &format!("/api/v1/jobs/{id}/frames"), &api.read).await;
+        let thumb = listing["frames"][0]["thumbnail"].as_str().unwrap().to_string();
+        assert_eq!(thumb, format!("/api/v1/jobs/{id}/frames/1.thumb.png"));
+        let r = call(app, Method::GET, &thumb, Some(&api.read)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(bytes(r).await.starts_with(b"\x89PNG"));
+
+        // Download links: one path, no header, until revoked.
+        let ask = |token: &str, path: &str| {
+            let mut r =
+                request(Method::POST, "/api/v1/links", Some(token), Body::from(json!({ "path": path }).to_string()));
+            r.headers_mut().insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+            r
+        };
+        let (status, link) = json_of(send(app, ask(&api.read, &format!("/api/v1/jobs/{id}/frames/1.png"))).await).await;
+        assert_eq!(status, StatusCode::OK, "{link}");
+        let url = link["url"].as_str().unwrap().to_string();
+        assert!(link["expires_ms"].as_u64() > Some(now_ms()));
+        let r = call(app, Method::GET, &url, None).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(bytes(r).await, png, "the link serves the frame");
+        let other = url.replace("/frames/1.png", "/frames/2.png");
+        expect_error(call(app, Method::GET, &other, None).await, StatusCode::UNAUTHORIZED, "another path").await;
+        let flipped = if url.ends_with('0') { '1' } else { '0' };
+        let forged = format!("{}{flipped}", &url[..url.len() - 1]);
+        expect_error(call(app, Method::GET, &forged, None).await, StatusCode::UNAUTHORIZED, "forged").await;
+        let (status, zip_link) = json_of(send(app, ask(&api.read, &format!("/api/v1/jobs/{id}/archive"))).await).await;
+        assert_eq!(status, StatusCode::OK);
+        let r = call(app, Method::GET, zip_link["url"].as_str().unwrap(), None).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(bytes(r).await.starts_with(b"PK"));
+        for bad in
+            ["/api/v1/jobs", "/api/v1/workers", "/etc/passwd", &format!("/api/v1/jobs/{id}/frames/../../workers")]
+        {
+            let (status, body) = json_of(send(app, ask(&api.read, bad)).await).await;
+            check_error(status, &body, StatusCode::BAD_REQUEST, bad);
+        }
+        let (status, body) = json_of(send(app, ask(&api.submit, &format!("/api/v1/jobs/{id}/archive"))).await).await;
+        check_error(status, &body, StatusCode::FORBIDDEN, "a link needs read");
+        // Revoking the token that asked kills its links.
+        let (rid, revocable) =
+            lock(api.farm.store()).create_token_scoped(TokenKind::Api, "r", &[Scope::Read], now_ms()).unwrap();
+        let (_, link) = json_of(send(app, ask(&revocable, &format!("/api/v1/jobs/{id}/frames/2.png"))).await).await;
+        let url = link["url"].as_str().unwrap().to_string();
+        assert_eq!(call(app, Method::GET, &url, None).await.status(), StatusCode::OK);
+        assert!(lock(api.farm.store()).revoke_token(rid).unwrap());
+        expect_error(call(app, Method::GET, &url, None).await, StatusCode::UNAUTHORIZED, "revoked").await;
     });
 }
 

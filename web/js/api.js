@@ -35,8 +35,9 @@ function authHeaders(extra = {}) {
   return t ? { Authorization: `Bearer ${t}`, ...extra } : extra;
 }
 
-/** Turns a failed response into an ApiError (the API's errors are JSON). */
-async function failure(response) {
+/** Turns a failed response into an ApiError (the API's errors are JSON);
+ * a 401 also tells the page the session is over, unless `quiet`. */
+async function failure(response, quiet = false) {
   let code = 'http_' + response.status;
   let message = `${response.status} ${response.statusText}`;
   try {
@@ -46,7 +47,7 @@ async function failure(response) {
       code = body.code || code;
     }
   } catch (_) { /* not JSON: keep the status line */ }
-  if (response.status === 401) window.dispatchEvent(new CustomEvent('tessera:unauthorized', { detail: message }));
+  if (response.status === 401 && !quiet) window.dispatchEvent(new CustomEvent('tessera:unauthorized', { detail: message }));
   return new ApiError(response.status, code, message);
 }
 
@@ -61,6 +62,17 @@ export async function request(path, { method = 'GET', body, headers = {}, signal
   }
   if (!response.ok) throw await failure(response);
   return response;
+}
+
+/** Checks a token before signing in with it (GET /api/v1/status). */
+export async function check(value) {
+  let response;
+  try {
+    response = await fetch('/api/v1/status', { headers: { Authorization: `Bearer ${value}` } });
+  } catch (_) {
+    throw new ApiError(0, 'unreachable', 'The coordinator cannot be reached: is it running?');
+  }
+  if (!response.ok) throw await failure(response, true);
 }
 
 export async function json(path, options) {

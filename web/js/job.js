@@ -209,9 +209,13 @@ export function jobView(id) {
 
     followButton.addEventListener('click', () => { follow = true; followButton.hidden = true; });
     canvas.addEventListener('click', e => {
+      // The canvas is drawn scaled and centred in its box (object-fit: contain).
       const r = canvas.getBoundingClientRect();
-      const x = Math.floor((e.clientX - r.left) * canvas.width / r.width);
-      const y = Math.floor((e.clientY - r.top) * canvas.height / r.height);
+      const scale = Math.min(r.width / canvas.width, r.height / canvas.height);
+      const left = r.left + (r.width - canvas.width * scale) / 2;
+      const top = r.top + (r.height - canvas.height * scale) / 2;
+      const x = Math.floor((e.clientX - left) / scale);
+      const y = Math.floor((e.clientY - top) / scale);
       const tile = tiles.at(x, y);
       if (tile !== null) location.hash = `#/jobs/${id}/tiles/${tile}`;
     });
@@ -278,7 +282,7 @@ export function tileView(id, index) {
         h('dl', { class: 'facts', id: 'proof' },
           row('Worker', t.worker_name || '', ' ', h('code', { title: t.worker }, short(t.worker))),
           row('Samples', `${t.samples.start} – ${t.samples.start + t.samples.count - 1}`),
-          row('Render time', duration(t.millis / 1000)),
+          row('Render time', t.millis < 1000 ? `${t.millis} ms` : duration(t.millis / 1000)),
           row('Fuel', t.fuel.toLocaleString()),
           row('Pixels (blake3)', h('code', { class: 'hash' }, t.blake3)),
           p ? row('Commitment', h('code', { class: 'hash', id: 'commitment' }, p.commitment)) : null,

@@ -155,7 +155,11 @@ export function submitView() {
       fill(formBox, form);
     };
 
-    input.addEventListener('change', () => input.files.length && choose(input.files));
+    input.addEventListener('change', () => {
+      const picked = [...input.files];
+      input.value = ''; // choosing the same file again is a new choice
+      if (picked.length) choose(picked);
+    });
     drop.addEventListener('dragover', e => { e.preventDefault(); drop.classList.add('over'); });
     drop.addEventListener('dragleave', () => drop.classList.remove('over'));
     drop.addEventListener('drop', e => {

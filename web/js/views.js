@@ -32,12 +32,11 @@ export function signIn(main, done) {
       return;
     }
     button.disabled = true;
-    api.setToken(value, remember.checked);
     try {
-      await api.json('/api/v1/status');
+      await api.check(value);
+      api.setToken(value, remember.checked);
       done();
     } catch (err) {
-      api.clearToken();
       const message = err.status === 401 ? `That token is not accepted: ${err.message}`
         : err.status === 403 ? `That token cannot read the farm: ${err.message}` : err.message;
       error.append(errorBox(message));

@@ -42,6 +42,8 @@ fn run() -> Result<()> {
             if Command::new("python3").arg("--version").output().is_err() {
                 tessera_guest_build::apt_install(&["python3"])?;
             }
+            // The web page's tests drive a real headless Chromium.
+            tessera_guest_build::apt_install(&["chromium", "chromium-driver"])?;
             cargo(&["test", "--workspace", "--all-targets"], &rest)?;
             // Doc examples are compiled and run too (the SDK's are `ignore`d:
             // they only make sense inside a guest crate).

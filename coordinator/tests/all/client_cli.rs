@@ -12,7 +12,7 @@ fn tessera() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
 }
 
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
@@ -21,10 +21,10 @@ fn scene() -> PathBuf {
 }
 
 /// A `tessera demo` serving until dropped.
-struct Demo {
+pub struct Demo {
     child: Child,
-    url: String,
-    token: String,
+    pub url: String,
+    pub token: String,
     _data: tempfile::TempDir,
 }
 
@@ -37,7 +37,7 @@ impl Drop for Demo {
 
 /// Starts `tessera demo` (ports 0: never collides with a demo someone is
 /// running) and waits for its `web:` and `token:` lines.
-fn start_demo() -> Demo {
+pub fn start_demo() -> Demo {
     let data = tempfile::tempdir().unwrap();
     let mut child = tessera()
         .args(["demo", "--workers", "2", "--frames", "1", "--width", "48", "--spp", "2"])

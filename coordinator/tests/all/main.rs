@@ -1,6 +1,7 @@
 //! The coordinator's integration tests, on real guests built from source.
 
 mod api;
+mod browser;
 mod cli;
 mod client_cli;
 mod farm;
@@ -11,6 +12,7 @@ mod manifest;
 mod render;
 mod sim;
 mod store;
+mod web;
 
 use std::sync::Arc;
 

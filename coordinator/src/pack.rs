@@ -6,7 +6,10 @@
 //! several files: a `.gltf` JSON document whose `buffers[].uri` and
 //! `images[].uri` name `.bin` and texture files next to it. [`pack_scene`]
 //! reads those on the coordinator and inlines them as `data:` URIs, so the
-//! guest gets one document it can read from memory.
+//! guest gets one document it can read from memory. [`pack_scene_bytes`]
+//! does the same for a scene uploaded with its files (the API's `resource`
+//! parts: a browser has no directory to read), looking references up among
+//! the uploaded files instead of on disk.
 //!
 //! The scene's references are untrusted input (a scene may come from
 //! anywhere), so a URI is inlined only if it is a relative path that stays
@@ -805,5 +808,50 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         assert!(matches!(pack_scene_with_limit(&path, bytes.len() as u64 - 1), Err(PackError::TooLarge { .. })));
         assert_eq!(pack_scene_with_limit(&path, bytes.len() as u64).unwrap(), bytes);
+    }
+
+    /// An upload: references found by path, then by unique file name; the
+    /// same refusals as on disk; nothing read from the file system.
+    #[test]
+    fn uploaded_files_are_inlined_by_path_or_unique_name() {
+        let bin: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+        let doc = json!({
+            "asset": {"version": "2.0"},
+            "buffers": [{"uri": "data/my%20file.bin", "byteLength": 300}],
+            "images": [{"uri": "tex/albedo.png"}],
+        });
+        let scene = serde_json::to_vec(&doc).unwrap();
+        let files = |pairs: &[(&str, &[u8])]| -> BTreeMap<String, Vec<u8>> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
+        };
+        // By path.
+        let packed = pack_scene_bytes(
+            "s.gltf",
+            scene.clone(),
+            files(&[("data/my file.bin", &bin), ("tex/albedo.png", PNG)]),
+            1 << 20,
+        )
+        .unwrap();
+        let out: Value = serde_json::from_slice(&packed).unwrap();
+        assert_eq!(decode_data_uri(out["buffers"][0]["uri"].as_str().unwrap()).1, bin);
+        assert_eq!(decode_data_uri(out["images"][0]["uri"].as_str().unwrap()), ("image/png".into(), PNG.to_vec()));
+        // By unique file name (a drop of loose files).
+        let loose = files(&[("my file.bin", &bin), ("albedo.png", PNG)]);
+        assert_eq!(pack_scene_bytes("s.gltf", scene.clone(), loose, 1 << 20).unwrap(), packed);
+        // Two files of that name in different folders: ambiguous, so missing.
+        let twice = files(&[("a/my file.bin", &bin), ("b/my file.bin", &bin), ("albedo.png", PNG)]);
+        let err = pack_scene_bytes("s.gltf", scene.clone(), twice, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("not among the uploaded files"), "{err}");
+        // The limit counts uploaded bytes.
+        let err = pack_scene_bytes("s.gltf", scene.clone(), files(&[("my file.bin", &bin), ("albedo.png", PNG)]), 100)
+            .unwrap_err();
+        assert!(matches!(err, PackError::TooLarge { .. }), "{err}");
+        // Escapes are refused before any lookup, even when a file matches.
+        let climbing =
+            serde_json::to_vec(&json!({"asset": {"version": "2.0"}, "buffers": [{"uri": "../x.bin"}]})).unwrap();
+        refused(pack_scene_bytes("s.gltf", climbing, files(&[("x.bin", &bin)]), 1 << 20), "../x.bin");
+        let url = serde_json::to_vec(&json!({"asset": {"version": "2.0"}, "buffers": [{"uri": "file:///etc/passwd"}]}))
+            .unwrap();
+        refused(pack_scene_bytes("s.gltf", url, files(&[("passwd", &bin)]), 1 << 20), "file:///etc/passwd");
     }
 }

@@ -199,7 +199,7 @@ pub struct FrameRecord {
     pub exr: Option<[u8; 32]>,
     /// The PNG file; `None` when the job did not ask for PNG.
     pub png: Option<[u8; 32]>,
-    /// Always made: the status page and the API's job list show it.
+    /// Always made: the web page and the API's frame listings show it.
     pub thumbnail: [u8; 32],
     pub finished_ms: u64,
 }

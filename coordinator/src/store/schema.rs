@@ -102,7 +102,7 @@ CREATE TABLE meta (
 ///   of the formats. SQLite cannot drop a NOT NULL constraint in place, so the
 ///   table is rebuilt (copy, drop, rename); nothing references `frames`, and
 ///   the migration's transaction makes the swap atomic. The thumbnail is
-///   always made (the status page shows it), so it stays NOT NULL.
+///   always made (the web page shows it), so it stays NOT NULL.
 /// - `job_log`: what happened to a job, for `GET /api/v1/jobs/{id}/log`.
 ///   `seq` is AUTOINCREMENT so a reader's `after=SEQ` cursor never sees a
 ///   number reused after a delete. No foreign key on `job`: the store drops

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use tessera_guest_build::{Toolchain, GUESTS};
 
 const USAGE: &str =
-    "usage: cargo xtask <setup | build-guests [NAME...] | test [ARGS...] | demo [ARGS...] | bench [ARGS...]>";
+    "usage: cargo xtask <setup | build-guests [NAME...] | test [ARGS...] | demo [ARGS...] | bench [ARGS...] | bench-cycles | blender-addon>";
 
 fn main() -> ExitCode {
     match run() {
@@ -42,8 +42,10 @@ fn run() -> Result<()> {
             if Command::new("python3").arg("--version").output().is_err() {
                 tessera_guest_build::apt_install(&["python3"])?;
             }
-            // The web page's tests drive a real headless Chromium.
-            tessera_guest_build::apt_install(&["chromium", "chromium-driver"])?;
+            // The web page's tests drive a real headless Chromium; the
+            // Blender add-on's run in Debian's Blender (whose glTF exporter
+            // needs NumPy).
+            tessera_guest_build::apt_install(&["chromium", "chromium-driver", "blender", "python3-numpy"])?;
             cargo(&["test", "--workspace", "--all-targets"], &rest)?;
             // Doc examples are compiled and run too (the SDK's are `ignore`d:
             // they only make sense inside a guest crate).
@@ -82,6 +84,23 @@ fn run() -> Result<()> {
             let status = Command::new("blender").args(&args).current_dir(&root).status().context("running blender")?;
             if !status.success() {
                 bail!("the Cycles comparison failed ({status})");
+            }
+            Ok(())
+        }
+        "blender-addon" => {
+            // The Blender add-on's zips (blender/README.md), in target/blender.
+            if Command::new("python3").arg("--version").output().is_err() {
+                tessera_guest_build::apt_install(&["python3"])?;
+            }
+            let root = tessera_guest_build::workspace_root();
+            let status = Command::new("python3")
+                .arg(root.join("blender/build_addon.py"))
+                .arg("--out")
+                .arg(root.join("target/blender"))
+                .status()
+                .context("running python3")?;
+            if !status.success() {
+                bail!("building the add-on failed ({status})");
             }
             Ok(())
         }

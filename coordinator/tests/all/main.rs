@@ -1,6 +1,7 @@
 //! The coordinator's integration tests, on real guests built from source.
 
 mod api;
+mod blender;
 mod browser;
 mod cli;
 mod client_cli;

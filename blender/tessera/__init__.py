@@ -18,6 +18,7 @@ bl_info = {
 
 import os
 import tempfile
+import threading
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
@@ -149,25 +150,12 @@ class TESSERA_OT_submit(bpy.types.Operator):
         return _active["run"] is None
 
     def execute(self, context):
-        scene = context.scene
         try:
-            client = client_for(context)
-            settings = scene_job.settings_of(scene, scene.tessera)
-        except (TesseraError, ValueError) as e:
+            run = prepare(context)
+        except (TesseraError, ValueError, RuntimeError, OSError) as e:
             self.report({"ERROR"}, str(e))
             return {"CANCELLED"}
-        outputs = scene_job.output_paths(scene, settings["frames"])
-        tmp = tempfile.mkdtemp(prefix="tessera-")
-        path = os.path.join(tmp, "scene.glb")
-        try:
-            scene_job.export_glb(path)
-        except (RuntimeError, OSError) as e:
-            self.report({"ERROR"}, f"Exporting the scene to glTF failed: {e}")
-            return {"CANCELLED"}
-        run = JobRun(client, path, settings, outputs, cleanup_dir=tmp)
-        props = scene.tessera
-        props.job_id, props.progress, props.job_state = 0, 0.0, "uploading"
-        props.message = f"Uploading {bytes_text(os.path.getsize(path))} to {client.url}…"
+        props = context.scene.tessera
         if self.wait or bpy.app.background:
             run.run()
             state = run.state
@@ -178,12 +166,36 @@ class TESSERA_OT_submit(bpy.types.Operator):
                 return {"CANCELLED"}
             self.report({"INFO"}, state["message"])
             return {"FINISHED"}
-        import threading
-        _active["run"], _active["scene"] = run, scene.name
-        threading.Thread(target=run.run, name="tessera-job", daemon=True).start()
-        bpy.app.timers.register(follow, first_interval=0.5)
+        start(run, context.scene)
         self.report({"INFO"}, props.message)
         return {"FINISHED"}
+
+
+def prepare(context):
+    """Reads the scene and exports it (main thread): a JobRun ready to go.
+    Raises with the message for the status bar."""
+    scene = context.scene
+    client = client_for(context)
+    settings = scene_job.settings_of(scene, scene.tessera)
+    outputs = scene_job.output_paths(scene, settings["frames"])
+    tmp = tempfile.mkdtemp(prefix="tessera-")
+    path = os.path.join(tmp, "scene.glb")
+    try:
+        scene_job.export_glb(path)
+    except (RuntimeError, OSError) as e:
+        raise RuntimeError(f"Exporting the scene to glTF failed: {e}") from None
+    props = scene.tessera
+    props.job_id, props.progress, props.job_state = 0, 0.0, "uploading"
+    props.message = f"Uploading {bytes_text(os.path.getsize(path))} to {client.url}…"
+    return JobRun(client, path, settings, outputs, cleanup_dir=tmp)
+
+
+def start(run, scene):
+    """Runs `run` on a thread; a timer ([`follow`]) shows it in the panel."""
+    _active["run"], _active["scene"] = run, scene.name
+    threading.Thread(target=run.run, name="tessera-job", daemon=True).start()
+    if not bpy.app.timers.is_registered(follow):
+        bpy.app.timers.register(follow, first_interval=0.5)
 
 
 def bytes_text(n):

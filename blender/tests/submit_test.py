@@ -99,7 +99,29 @@ def main():
     saved = sorted(f for f in os.listdir(a.out) if f.startswith("shot_"))
     want = [f"shot_{n:04d}.{ext}" for n in (1, 2, 3) for ext in ("exr", "png")]
     assert saved == sorted(want), saved
-    print("RESULT " + json.dumps({"job": props.job_id, "files": saved, "errors": errors, "message": props.message}))
+    sync_job = props.job_id
+
+    # The interactive path: the job runs on a thread and the panel's timer
+    # (called here by hand: background Blender runs no timers while a
+    # script runs) follows it to the end.
+    import time
+    addon = sys.modules["tessera"]
+    live = os.path.join(a.out, "live")
+    scene.render.filepath = os.path.join(live, "take_")
+    run = addon.prepare(bpy.context)
+    addon.start(run, scene)
+    seen = set()
+    deadline = time.time() + 300
+    while addon.follow() is not None:
+        seen.add(props.job_state)
+        assert time.time() < deadline, f"the threaded job did not finish: {props.message}"
+        time.sleep(0.2)
+    assert props.job_state == "done", (props.job_state, props.message)
+    assert props.progress == 1.0 and props.job_id == sync_job + 1, (props.progress, props.job_id)
+    taken = sorted(os.listdir(live))
+    assert taken == sorted(f"take_{n:04d}.{ext}" for n in (1, 2, 3) for ext in ("exr", "png")), taken
+    print("RESULT " + json.dumps({"job": sync_job, "threaded_job": props.job_id, "files": saved,
+                                  "states": sorted(seen), "errors": errors, "message": props.message}))
 
 
 main()

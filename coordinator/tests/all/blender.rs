@@ -2,7 +2,8 @@
 //! real farm (`tessera demo`): the zip `cargo xtask blender-addon` builds is
 //! installed as a user would, a scene built by the test is submitted, the
 //! failures an artist can meet come back as clear errors, and the frames
-//! land in the scene's Output path, byte-identical to the API's.
+//! land in the scene's Output path, byte-identical to the API's, both
+//! headless (inline) and through the threaded path the UI uses.
 
 use std::path::Path;
 use std::process::Command;
@@ -103,6 +104,11 @@ fn the_blender_add_on_submits_and_saves_frames_to_the_output_path() {
                 .unwrap();
             assert!(local == farm, "{name} differs from the farm's file");
         }
+    }
+    // The interactive path (a thread, followed by the panel's timer) saved its frames too.
+    assert_eq!(result["threaded_job"].as_u64(), Some(job_id + 1), "{result}");
+    for frame in 1..=3 {
+        assert!(out.join(format!("live/take_{frame:04}.png")).is_file());
     }
     // The animation reached the farm: the cube moved between frames 1 and 3.
     assert_ne!(std::fs::read(out.join("shot_0001.png")).unwrap(), std::fs::read(out.join("shot_0003.png")).unwrap());

@@ -44,8 +44,16 @@ fn run() -> Result<()> {
             }
             // The web page's tests drive a real headless Chromium; the
             // Blender add-on's run in Debian's Blender (whose glTF exporter
-            // needs NumPy).
-            tessera_guest_build::apt_install(&["chromium", "chromium-driver", "blender", "python3-numpy"])?;
+            // needs NumPy); the GPU host's run on Mesa's lavapipe (Vulkan on
+            // the CPU).
+            tessera_guest_build::apt_install(&[
+                "chromium",
+                "chromium-driver",
+                "blender",
+                "python3-numpy",
+                "mesa-vulkan-drivers",
+                "libvulkan1",
+            ])?;
             cargo(&["test", "--workspace", "--all-targets"], &rest)?;
             // Doc examples are compiled and run too (the SDK's are `ignore`d:
             // they only make sense inside a guest crate).

@@ -323,6 +323,12 @@ impl Browser {
                             "--disable-gpu",
                             "--no-first-run",
                             "--no-default-browser-check",
+                            // No background connections: this machine's network
+                            // is closed, and they would only add noise and delay.
+                            "--disable-background-networking",
+                            "--disable-component-update",
+                            "--disable-sync",
+                            "--disable-quic",
                             format!("--window-size={width},{height}"),
                             format!("--user-data-dir={}", profile.display()),
                         ],

@@ -4,6 +4,7 @@
 mod cache;
 mod contract;
 mod determinism;
+mod gpu;
 mod hostile;
 
 use std::sync::Arc;

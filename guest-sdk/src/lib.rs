@@ -29,10 +29,11 @@
 //!
 //! # What a guest may not do
 //!
-//! The world imports only logging: no clock, no randomness, no files, no
-//! threads. Draw random numbers from [`PixelRng`], which is seeded from the
-//! job's seed and the pixel, so that every pixel can be re-rendered alone and
-//! a tile equals the same region of a full-frame render bit for bit.
+//! The world imports only logging and, since 1.1, the worker's GPU
+//! ([`gpu`]): no clock, no randomness, no files, no threads. Draw random
+//! numbers from [`PixelRng`], which is seeded from the job's seed and the
+//! pixel, so that every pixel can be re-rendered alone and a tile equals the
+//! same region of a full-frame render bit for bit.
 //!
 //! # Panics
 //!
@@ -61,7 +62,7 @@ pub use bindings::tessera::render::types::{
 };
 
 /// The version of the contract this SDK builds guests for.
-pub const CONTRACT_VERSION: &str = "1.0.0";
+pub const CONTRACT_VERSION: &str = "1.1.0";
 
 /// A render job. One value lives per sandbox instance: `load` runs once, then
 /// the host asks for frames and tiles.
@@ -115,6 +116,109 @@ pub fn log(level: Level, message: &str) {
         // Natively (tests, benchmarks) there is no host: print warnings and errors.
         if matches!(level, Level::Warn | Level::Error) {
             eprintln!("[guest {level:?}] {message}");
+        }
+    }
+}
+
+/// The worker's GPU (contract 1.1): storage buffers and WGSL compute
+/// dispatches, owned, validated and budgeted by the host. Every call may
+/// answer [`GpuError::Unavailable`] (no GPU, or the host does not offer it
+/// for this job): keep a CPU path and fall back to it. Natively (tests)
+/// there is no GPU.
+///
+/// ```ignore
+/// use tessera_guest_sdk::gpu::{self, Buffer, Binding};
+/// let input = Buffer::new(1024)?;
+/// input.write(0, &bytes)?;
+/// let output = Buffer::new(1024)?;
+/// gpu::dispatch(SHADER, "main", &[input.bind(0), output.bind(1)], [4, 1, 1])?;
+/// let result = output.read(0, 1024)?;
+/// ```
+pub mod gpu {
+    pub use crate::bindings::tessera::render::gpu::{AdapterInfo, Binding, GpuError};
+
+    #[cfg(target_arch = "wasm32")]
+    use crate::bindings::tessera::render::gpu as host;
+
+    /// A sentence for a log line or a job error (the generated `Display`
+    /// prints the variant's debug form).
+    pub fn describe(e: &GpuError) -> String {
+        match e {
+            GpuError::Unavailable => "no GPU".into(),
+            GpuError::InvalidShader(m) => format!("invalid shader: {m}"),
+            GpuError::OverBudget(m) => format!("over the GPU budget: {m}"),
+            GpuError::InvalidArgument(m) => format!("invalid GPU call: {m}"),
+            GpuError::DeviceLost(m) => format!("GPU device lost: {m}"),
+        }
+    }
+
+    /// The host's adapter, if it offers a GPU.
+    pub fn adapter() -> Option<AdapterInfo> {
+        #[cfg(target_arch = "wasm32")]
+        return host::adapter();
+        #[cfg(not(target_arch = "wasm32"))]
+        None
+    }
+
+    /// Runs `entry_point` of `shader` over `groups` workgroups with
+    /// `bindings` as `@group(0)`, and waits for it.
+    pub fn dispatch(shader: &str, entry_point: &str, bindings: &[Binding], groups: [u32; 3]) -> Result<(), GpuError> {
+        #[cfg(target_arch = "wasm32")]
+        return host::dispatch(shader, entry_point, bindings, groups[0], groups[1], groups[2]);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = (shader, entry_point, bindings, groups);
+            Err(GpuError::Unavailable)
+        }
+    }
+
+    /// A storage buffer on the host's GPU, freed when dropped.
+    pub struct Buffer {
+        handle: u32,
+    }
+
+    impl Buffer {
+        /// A zero-filled buffer of `size` bytes (a positive multiple of 4).
+        pub fn new(size: u64) -> Result<Buffer, GpuError> {
+            #[cfg(target_arch = "wasm32")]
+            return host::create_buffer(size).map(|handle| Buffer { handle });
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                let _ = size;
+                Err(GpuError::Unavailable)
+            }
+        }
+
+        pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), GpuError> {
+            #[cfg(target_arch = "wasm32")]
+            return host::write_buffer(self.handle, offset, data);
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                let _ = (offset, data);
+                Err(GpuError::Unavailable)
+            }
+        }
+
+        pub fn read(&self, offset: u64, size: u64) -> Result<Vec<u8>, GpuError> {
+            #[cfg(target_arch = "wasm32")]
+            return host::read_buffer(self.handle, offset, size);
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                let _ = (offset, size);
+                Err(GpuError::Unavailable)
+            }
+        }
+
+        /// This buffer as `@group(0) @binding(binding)`.
+        pub fn bind(&self, binding: u32) -> Binding {
+            Binding { binding, buffer: self.handle }
+        }
+    }
+
+    impl Drop for Buffer {
+        fn drop(&mut self) {
+            #[cfg(target_arch = "wasm32")]
+            host::destroy_buffer(self.handle);
         }
     }
 }

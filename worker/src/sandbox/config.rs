@@ -16,6 +16,9 @@ pub struct SandboxConfig {
     /// Count fuel. On by default: fuel is what makes a runaway guest fail the
     /// same way on every machine.
     pub fuel: bool,
+    /// The GPU guests may use through the `gpu` import; `None` (the
+    /// default) answers `unavailable` to every call.
+    pub gpu: Option<crate::gpu::Gpu>,
 }
 
 impl Default for SandboxConfig {
@@ -26,6 +29,7 @@ impl Default for SandboxConfig {
             cache_dir: None,
             epoch_backstop: true,
             fuel: true,
+            gpu: None,
         }
     }
 }

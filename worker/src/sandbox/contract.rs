@@ -18,11 +18,11 @@ pub struct ContractVersion {
 }
 
 /// The contract version this host implements (`guest-sdk/wit/render.wit`).
-pub const HOST_CONTRACT: ContractVersion = ContractVersion { major: 1, minor: 0, patch: 0 };
+pub const HOST_CONTRACT: ContractVersion = ContractVersion { major: 1, minor: 1, patch: 0 };
 
 const PACKAGE: &str = "tessera:render";
 /// Interfaces the host offers for import. Guests may import a subset.
-const OFFERED: &[&str] = &["types", "log"];
+const OFFERED: &[&str] = &["types", "log", "gpu"];
 const EXPORT: &str = "renderer";
 
 impl ContractVersion {
@@ -83,11 +83,9 @@ pub(crate) fn check(engine: &Engine, component: &Component) -> Result<ContractVe
     if !guest.runs_on(&HOST_CONTRACT) {
         return Err(SandboxError::ContractVersion { guest, host: HOST_CONTRACT });
     }
-    // This host speaks exactly one minor version today; when 1.1 arrives the
-    // bindings will look exports up under the guest's own version.
-    if guest != HOST_CONTRACT {
-        return Err(SandboxError::ContractVersion { guest, host: HOST_CONTRACT });
-    }
+    // An older minor version runs as it is: wasmtime looks imports and
+    // exports up semver-compatibly (`renderer@1.1.0` finds a guest's
+    // `renderer@1.0.0`), and minor versions only add imports.
 
     for (name, _) in ty.imports(engine) {
         let allowed = match split_name(name) {

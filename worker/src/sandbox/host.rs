@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use wasmtime::ResourceLimiter;
 
+use super::bindings::tessera::render::gpu;
 use super::bindings::tessera::render::log::{self, Level};
 use super::config::Limits;
 use super::error::LimitKind;
@@ -49,11 +50,21 @@ pub(crate) struct HostState {
     pub last_panic: Option<String>,
     /// Prefix for this instance's tracing events (job and slot).
     pub label: String,
+    /// The instance's GPU buffers and budget, when the sandbox has a GPU.
+    pub gpu: Option<crate::gpu::GpuSession>,
 }
 
 impl HostState {
-    pub fn new(limits: Limits, label: String) -> Self {
-        HostState { limits, lines_this_call: 0, dropped_this_call: 0, logs: VecDeque::new(), last_panic: None, label }
+    pub fn new(limits: Limits, label: String, gpu: Option<crate::gpu::GpuSession>) -> Self {
+        HostState {
+            limits,
+            lines_this_call: 0,
+            dropped_this_call: 0,
+            logs: VecDeque::new(),
+            last_panic: None,
+            label,
+            gpu,
+        }
     }
 
     /// Resets the per-call log budget; reports what the last call dropped.
@@ -132,6 +143,74 @@ impl log::Host for HostState {
 
 impl super::bindings::tessera::render::types::Host for HostState {}
 
+impl From<crate::gpu::GpuError> for gpu::GpuError {
+    fn from(e: crate::gpu::GpuError) -> Self {
+        use crate::gpu::GpuError as E;
+        match e {
+            E::Unavailable => gpu::GpuError::Unavailable,
+            E::InvalidShader(m) => gpu::GpuError::InvalidShader(m),
+            E::OverBudget(m) => gpu::GpuError::OverBudget(m),
+            E::InvalidArgument(m) => gpu::GpuError::InvalidArgument(m),
+            E::DeviceLost(m) => gpu::GpuError::DeviceLost(m),
+        }
+    }
+}
+
+impl HostState {
+    fn gpu(&mut self) -> Result<&mut crate::gpu::GpuSession, gpu::GpuError> {
+        self.gpu.as_mut().ok_or(gpu::GpuError::Unavailable)
+    }
+}
+
+/// The `gpu` import: each call goes to [`crate::gpu::GpuSession`], which
+/// checks the budgets and talks to the device thread. Errors are the
+/// guest's to handle (fall back to the CPU); none traps.
+impl gpu::Host for HostState {
+    fn adapter(&mut self) -> Option<gpu::AdapterInfo> {
+        let a = self.gpu.as_ref()?.adapter().clone();
+        Some(gpu::AdapterInfo {
+            name: a.name,
+            vendor: a.vendor,
+            device: a.device,
+            driver: a.driver,
+            backend: a.backend,
+            software: a.software,
+        })
+    }
+
+    fn create_buffer(&mut self, size: u64) -> Result<u32, gpu::GpuError> {
+        Ok(self.gpu()?.create_buffer(size)?)
+    }
+
+    fn write_buffer(&mut self, buffer: u32, offset: u64, data: Vec<u8>) -> Result<(), gpu::GpuError> {
+        Ok(self.gpu()?.write_buffer(buffer, offset, &data)?)
+    }
+
+    fn read_buffer(&mut self, buffer: u32, offset: u64, size: u64) -> Result<Vec<u8>, gpu::GpuError> {
+        Ok(self.gpu()?.read_buffer(buffer, offset, size)?)
+    }
+
+    fn destroy_buffer(&mut self, buffer: u32) {
+        if let Some(g) = self.gpu.as_mut() {
+            g.destroy_buffer(buffer);
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        shader: String,
+        entry_point: String,
+        bindings: Vec<gpu::Binding>,
+        x: u32,
+        y: u32,
+        z: u32,
+    ) -> Result<(), gpu::GpuError> {
+        let bindings: Vec<crate::gpu::Binding> =
+            bindings.iter().map(|b| crate::gpu::Binding { binding: b.binding, buffer: b.buffer }).collect();
+        Ok(self.gpu()?.dispatch(&shader, &entry_point, &bindings, [x, y, z])?)
+    }
+}
+
 impl ResourceLimiter for HostState {
     fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limits.max_memory_bytes {
@@ -181,7 +260,7 @@ mod tests {
     #[test]
     fn log_lines_are_capped_per_call() {
         let limits = Limits { max_log_lines_per_call: 3, ..Limits::default() };
-        let mut h = HostState::new(limits, "t".into());
+        let mut h = HostState::new(limits, "t".into(), None);
         h.begin_call();
         for i in 0..10 {
             log::Host::log(&mut h, Level::Info, format!("{i}"));

@@ -114,7 +114,8 @@ impl GuestModule {
     pub fn instantiate(&self, spec: &JobSpec) -> Result<JobInstance, SandboxError> {
         let sandbox = &self.inner.sandbox;
         let config = &sandbox.config;
-        let mut store = Store::new(&sandbox.engine, HostState::new(config.limits.clone(), spec.label.clone()));
+        let gpu = config.gpu.as_ref().map(|g| g.session());
+        let mut store = Store::new(&sandbox.engine, HostState::new(config.limits.clone(), spec.label.clone(), gpu));
         store.limiter(|s| s);
         if config.epoch_backstop {
             store.epoch_deadline_trap();
@@ -210,6 +211,9 @@ impl JobInstance {
             seed: req.seed,
             aovs,
         };
+        if let Some(gpu) = self.store.data_mut().gpu.as_mut() {
+            gpu.begin_tile();
+        }
         let started = Instant::now();
         let fuel_before = budget;
         let result = self.call("render-tile", budget, limits.tile_timeout, |store, b| {

@@ -34,7 +34,7 @@ fn component_for(extra_wit: Option<&str>, main_wit: Option<&str>, world: &str) -
 
 fn render_wit_at(version: &str) -> String {
     let src = std::fs::read_to_string(wit_dir().join("render.wit")).unwrap();
-    src.replace("package tessera:render@1.0.0;", &format!("package tessera:render@{version};"))
+    src.replace("package tessera:render@1.1.0;", &format!("package tessera:render@{version};"))
 }
 
 #[test]
@@ -51,7 +51,7 @@ fn an_import_the_world_does_not_offer_is_refused_by_name() {
         package tessera:evil@1.0.0;
         interface net { connect: func(host: string) -> u32; }
         world evil {
-            include tessera:render/render-job@1.0.0;
+            include tessera:render/render-job@1.1.0;
             import net;
         }
     "#;
@@ -59,7 +59,7 @@ fn an_import_the_world_does_not_offer_is_refused_by_name() {
     let err = sandbox(test_limits()).load(&wasm).err().expect("refused");
     assert!(matches!(&err, SandboxError::UnknownImport { name, .. } if name == "tessera:evil/net@1.0.0"), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("tessera:evil/net@1.0.0") && msg.contains("tessera:render/log@1.0.0"), "{msg}");
+    assert!(msg.contains("tessera:evil/net@1.0.0") && msg.contains("tessera:render/log@1.1.0"), "{msg}");
 }
 
 #[test]
@@ -68,7 +68,17 @@ fn a_module_for_another_major_version_is_refused_naming_both() {
     let err = sandbox(test_limits()).load(&wasm).err().expect("refused");
     let msg = err.to_string();
     assert!(matches!(err, SandboxError::ContractVersion { .. }), "{msg}");
-    assert!(msg.contains("2.0.0") && msg.contains("1.0.0"), "{msg}");
+    assert!(msg.contains("2.0.0") && msg.contains("1.1.0"), "{msg}");
+}
+
+#[test]
+fn a_module_for_an_older_minor_version_loads() {
+    // 1.0: the world before the `gpu` import.
+    let wit = render_wit_at("1.0.0").replace("    import gpu;\n", "");
+    assert!(!wit.contains("import gpu;"));
+    let wasm = component_for(None, Some(&wit), "render-job");
+    let module = sandbox(test_limits()).load(&wasm).expect("a 1.0 guest runs on a 1.1 host");
+    assert_eq!(module.contract_version().to_string(), "1.0.0");
 }
 
 #[test]

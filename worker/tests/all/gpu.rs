@@ -283,3 +283,63 @@ fn runaway_child() {
     assert_eq!(floats(&squares(&gpu)).len(), 1000);
     println!("{HANG_MARKER}");
 }
+
+// ---- through the sandbox: a guest's `gpu` import ----
+
+fn gpu_sandbox(gpu: Option<Gpu>) -> tessera_worker::sandbox::Sandbox {
+    use tessera_worker::sandbox::{Sandbox, SandboxConfig};
+    Sandbox::new(SandboxConfig { limits: crate::test_limits(), gpu, ..SandboxConfig::default() }).unwrap()
+}
+
+fn gpu_tile(sandbox: &tessera_worker::sandbox::Sandbox, mode: &str) -> Result<Vec<f32>, String> {
+    use tessera_worker::sandbox::TileRequest;
+    let module = sandbox.load(&crate::guest("hostile")).expect("load");
+    let mut inst = module.instantiate(&crate::hostile_spec(mode)).expect("instantiate");
+    let result = inst.render_tile(&TileRequest::new(1, crate::rect(0, 0, 8, 4), 0, 1, 7));
+    result.map(|t| t.accumulators.color).map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_guest_computes_its_tile_on_the_gpu() {
+    let sandbox = gpu_sandbox(Some(lavapipe(GpuBudget::default(), Duration::from_secs(20))));
+    let module = sandbox.load(&crate::guest("hostile")).unwrap();
+    assert_eq!(module.contract_version().to_string(), "1.1.0");
+    let mut inst = module.instantiate(&crate::hostile_spec("gpu-tile")).unwrap();
+    let tile =
+        inst.render_tile(&tessera_worker::sandbox::TileRequest::new(1, crate::rect(0, 0, 8, 4), 0, 2, 7)).unwrap();
+    for (i, w) in tile.accumulators.weight.iter().enumerate() {
+        let v = (i % 7) as f32 / 8.0 * 2.0;
+        assert_eq!(*w, 2.0);
+        assert_eq!(&tile.accumulators.color[3 * i..3 * i + 3], &[v, v, v], "pixel {i}");
+    }
+    let logs = inst.take_logs();
+    assert!(logs.iter().any(|l| l.message.contains("rendered on llvmpipe")), "{logs:?}");
+    // The same instance renders again (per-tile budgets start over).
+    for _ in 0..3 {
+        inst.render_tile(&tessera_worker::sandbox::TileRequest::new(1, crate::rect(0, 0, 8, 4), 0, 2, 7)).unwrap();
+    }
+}
+
+#[test]
+fn without_a_gpu_the_guest_hears_unavailable() {
+    let err = gpu_tile(&gpu_sandbox(None), "gpu-tile").unwrap_err();
+    assert!(err.contains("create-buffer: no GPU"), "{err}");
+}
+
+#[test]
+fn hostile_gpu_guests_get_clear_errors_and_the_sandbox_keeps_serving() {
+    let sandbox = gpu_sandbox(Some(lavapipe(GpuBudget::default(), Duration::from_secs(20))));
+    for (mode, want) in [
+        ("gpu-invalid-shader", "invalid shader"),
+        ("gpu-huge-dispatch", "over the GPU budget"),
+        ("gpu-over-budget", "over the GPU budget"),
+    ] {
+        let err = gpu_tile(&sandbox, mode).unwrap_err();
+        assert!(err.contains(want), "{mode}: {err}");
+    }
+    // Out-of-bounds writes are clamped inside the guest's own buffer.
+    let tile = gpu_tile(&sandbox, "gpu-oob").unwrap();
+    assert!(tile.iter().all(|&c| c == 0.5), "{tile:?}");
+    crate::still_serves(&sandbox);
+    assert!(gpu_tile(&sandbox, "gpu-tile").is_ok());
+}

@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use tessera_worker::client::{default_slots, Worker, WorkerConfig};
+use tessera_worker::gpu::GpuSelection;
 use tessera_worker::settings::read_config;
 
 #[derive(Parser, Debug)]
@@ -44,6 +45,10 @@ struct Args {
     /// Seconds of silence after which the coordinator counts as gone [default: 10].
     #[arg(long, env = "TESSERA_IDLE_TIMEOUT")]
     idle_timeout: Option<u64>,
+    /// The GPU jobs may use: `none`, `auto` (the best hardware adapter) or a
+    /// name to match (`RTX`, `llvmpipe`) [default: none].
+    #[arg(long, env = "TESSERA_GPU")]
+    gpu: Option<String>,
     /// A config file of `key = "value"` lines (keys as the long flags above).
     #[arg(long, env = "TESSERA_WORKER_CONFIG")]
     config: Option<PathBuf>,
@@ -59,7 +64,8 @@ fn main() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    const KEYS: [&str; 8] = ["coordinator", "token", "pin", "data", "slots", "name", "cache-mib", "idle-timeout"];
+    const KEYS: [&str; 9] =
+        ["coordinator", "token", "pin", "data", "slots", "name", "cache-mib", "idle-timeout", "gpu"];
     let file = args.config.as_ref().map(|p| read_config(p, &KEYS)).transpose()?.unwrap_or_default();
     let pick = |flag: &Option<String>, key: &str| flag.clone().or_else(|| file.get(key).cloned());
     let number = |flag: Option<u64>, key: &str| -> Result<Option<u64>> {
@@ -89,12 +95,21 @@ fn main() -> Result<()> {
     if let Some(secs) = number(args.idle_timeout, "idle-timeout")? {
         config.idle_timeout = Duration::from_secs(secs.max(1));
     }
+    if let Some(gpu) = pick(&args.gpu, "gpu") {
+        let Ok(selection) = gpu.parse::<GpuSelection>();
+        config.gpu = selection;
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         let worker = Worker::new(config.clone()).context("starting the worker")?;
+        let gpu = match (worker.gpu(), &config.gpu) {
+            (Some(adapter), _) => format!("GPU {adapter}"),
+            (None, GpuSelection::None) => "no GPU (--gpu auto to offer one)".to_string(),
+            (None, _) => "no GPU: no hardware adapter found (--gpu NAME picks any, software ones too)".to_string(),
+        };
         eprintln!(
-            "tessera-worker {}: identity {}, {} slots, coordinator {}",
+            "tessera-worker {}: identity {}, {} slots, {gpu}, coordinator {}",
             env!("CARGO_PKG_VERSION"),
             worker.identity()?,
             config.slots,

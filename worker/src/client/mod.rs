@@ -48,6 +48,11 @@ pub struct WorkerConfig {
     pub idle_timeout: Duration,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// The GPU jobs may use (`--gpu`). `None` by default: a job's GPU
+    /// results are not bit-exact across devices, so until GPU tiles are
+    /// verified by tolerance and per-GPU-class replication, offering the
+    /// GPU is the owner's explicit choice.
+    pub gpu: crate::gpu::GpuSelection,
 }
 
 impl WorkerConfig {
@@ -67,6 +72,7 @@ impl WorkerConfig {
             cache_bytes: 4 << 30,
             idle_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_secs(30),
+            gpu: crate::gpu::GpuSelection::None,
         }
     }
 }
@@ -106,6 +112,8 @@ pub enum WorkerError {
     Sandbox(#[from] SandboxError),
     #[error("blob cache: {0}")]
     Blobs(#[from] BlobError),
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
 }
 
 /// Shared by every session of one worker process.
@@ -138,8 +146,13 @@ impl Worker {
     pub fn new(config: WorkerConfig) -> Result<Worker, WorkerError> {
         tls::parse_pin(&config.pin)?;
         let identity = Identity::load_or_create(&config.data_dir.join("worker.key"), &config.name)?;
+        let gpu = crate::gpu::Gpu::open(crate::gpu::GpuConfig {
+            selection: config.gpu.clone(),
+            ..crate::gpu::GpuConfig::default()
+        })?;
         let sandbox = Sandbox::new(SandboxConfig {
             cache_dir: Some(config.data_dir.join("modules")),
+            gpu,
             ..SandboxConfig::default()
         })?;
         let blobs = BlobCache::open(&config.data_dir.join("blobs"), config.cache_bytes)?;
@@ -153,6 +166,11 @@ impl Worker {
     /// This worker's identity as coordinators name it.
     pub fn identity(&self) -> Result<String, NetError> {
         self.shared.identity.identity()
+    }
+
+    /// The GPU jobs on this worker may use, if any.
+    pub fn gpu(&self) -> Option<&crate::gpu::AdapterDescription> {
+        self.shared.sandbox.config().gpu.as_ref().map(|g| g.adapter())
     }
 
     /// Serves the coordinator until `shutdown` turns true, reconnecting
@@ -227,7 +245,7 @@ impl Worker {
                 slots: config.slots,
                 cores: default_slots(),
                 memory_bytes: memory_bytes(),
-                gpu: None,
+                gpu: self.gpu().map(|a| a.to_string()),
                 agent: concat!("tessera-worker ", env!("CARGO_PKG_VERSION")).into(),
             },
         };

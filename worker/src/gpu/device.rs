@@ -84,7 +84,7 @@ pub(super) fn choose(selection: &GpuSelection) -> Result<Option<(wgpu::Adapter, 
             let names: Vec<String> = all.iter().map(|(_, d)| d.name.clone()).collect();
             all.into_iter().find(|(_, d)| d.name.to_lowercase().contains(&wanted)).map(Some).ok_or_else(|| {
                 GpuError::Unavailable.with_detail(format!(
-                    "no GPU adapter named like {name:?}; this machine has: {}",
+                    "--gpu {name:?} matches no adapter; this machine has: {}",
                     if names.is_empty() { "none (is a Vulkan driver installed?)".into() } else { names.join(", ") }
                 ))
             })

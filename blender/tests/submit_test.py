@@ -58,6 +58,56 @@ def build_scene(out):
     return scene
 
 
+class FakeLayout:
+    """Stands in for Blender's UILayout (none exists in background mode):
+    records what the panel draws, and checks every property it names exists."""
+
+    def __init__(self, drawn):
+        self.drawn = drawn
+
+    def prop(self, data, name, **_):
+        assert hasattr(data, name), f"the panel draws a property that does not exist: {name}"
+        self.drawn.append(("prop", name))
+
+    def operator(self, idname, **_):
+        module, op = idname.split(".")
+        assert hasattr(getattr(bpy.ops, module), op), f"the panel names an unknown operator: {idname}"
+        self.drawn.append(("operator", idname))
+
+    def label(self, text="", **_):
+        self.drawn.append(("label", text))
+
+    def progress(self, **kw):
+        self.drawn.append(("progress", kw.get("text", "")))
+
+    def __getattr__(self, name):
+        # row(), column(), box() and flags like use_property_split.
+        return lambda *a, **k: self
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+
+
+def draw_ui(addon, prefs):
+    """Draws the panel and the preferences into a fake layout, before and
+    after a job exists, so a typo in a property name fails the test."""
+    for job in (0, 7):
+        bpy.context.scene.tessera.job_id = job
+        bpy.context.scene.tessera.message = "Job 7: running" if job else ""
+        drawn = []
+        panel = type("Panel", (), {"layout": FakeLayout(drawn)})()
+        addon.TESSERA_PT_render.draw(panel, bpy.context)
+        names = [n for kind, n in drawn if kind == "operator"]
+        assert "tessera.submit" in names, drawn
+        assert ("tessera.open_job" in names) == bool(job), drawn
+    bpy.context.scene.tessera.job_id = 0
+    bpy.context.scene.tessera.message = ""
+    drawn = []
+    addon.TesseraPreferences.draw(type("P", (), {"layout": FakeLayout(drawn), "url": "", "token": ""})(), bpy.context)
+    assert ("prop", "url") in drawn and ("prop", "token") in drawn, drawn
+    print("ok: the panel and preferences draw")
+
+
 def expect_error(what, needle):
     try:
         bpy.ops.tessera.submit(wait=True)
@@ -77,6 +127,7 @@ def main():
     prefs = bpy.context.preferences.addons["tessera"].preferences
     scene = bpy.context.scene
     assert hasattr(scene, "tessera"), "the add-on registers its scene settings"
+    draw_ui(sys.modules["tessera"], prefs)
     scene.tessera.samples = 4
     errors = {}
 

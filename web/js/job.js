@@ -105,6 +105,14 @@ export function jobView(id) {
       h('section', { 'aria-labelledby': 'frames-heading' }, h('h2', { id: 'frames-heading' }, 'Frames'), strip),
       h('details', { class: 'card' }, h('summary', {}, 'Log'), log));
 
+    const buttons = {
+      cancel: h('button', { type: 'button', id: 'cancel', onclick: () => act('cancel') }, 'Cancel'),
+      retry: h('button', { type: 'button', id: 'retry', onclick: () => act('retry') }, 'Retry'),
+      all: h('button', { type: 'button', id: 'download-all',
+        onclick: () => api.download(`/api/v1/jobs/${id}/archive`).catch(e => toast(e.message, 'error')) }, 'Download all (ZIP)'),
+      remove: h('button', { type: 'button', id: 'delete', class: 'danger', onclick: () => remove() }, 'Delete'),
+    };
+    fill(actions, buttons.cancel, buttons.retry, buttons.all, buttons.remove);
     const tiles = new TileCanvas(canvas, id, signal);
     let frames = new Map(); // frame number -> Frame (finished)
     let follow = true;
@@ -130,13 +138,13 @@ export function jobView(id) {
       progressText.textContent = `${percent(p.fraction)} · ${p.tiles_done} / ${p.tiles} tiles · ${p.frames_done} / ${p.frames} frames` +
         (job.state === 'running' || job.state === 'queued' ? ` · ETA ${duration(p.eta_s)}` : '');
       fill(error, job.error ? errorBox(job.error) : null);
+      // The buttons stay the same elements (a keyboard user's focus
+      // survives the many updates a running job gets); only their state changes.
       const running = job.state === 'running' || job.state === 'queued';
-      fill(actions,
-        running ? h('button', { type: 'button', id: 'cancel', onclick: () => act('cancel') }, 'Cancel') : null,
-        job.state === 'failed' || job.state === 'cancelled' ? h('button', { type: 'button', id: 'retry', onclick: () => act('retry') }, 'Retry') : null,
-        h('button', { type: 'button', id: 'download-all', disabled: p.frames_done === 0,
-          onclick: () => api.download(`/api/v1/jobs/${id}/archive`).catch(e => toast(e.message, 'error')) }, 'Download all (ZIP)'),
-        !running ? h('button', { type: 'button', id: 'delete', class: 'danger', onclick: remove }, 'Delete') : null);
+      buttons.cancel.hidden = !running;
+      buttons.retry.hidden = !(job.state === 'failed' || job.state === 'cancelled');
+      buttons.all.disabled = p.frames_done === 0;
+      buttons.remove.hidden = running;
     };
 
     const act = async what => {

@@ -2,8 +2,9 @@
 //! real farm (`tessera demo`: coordinator, QUIC workers, SQLite, wasm):
 //! sign in, a bad upload's error, upload the sample scene, tiles appearing
 //! live, completion, a frame downloaded through the browser equal to the
-//! API's bytes, the proof view of a tile, the workers page, a phone-sized
-//! screen, and no console errors. Screenshots go to
+//! API's bytes, the proof view of a tile, the workers page, a `.gltf` and
+//! its `.bin` dropped on the page, cancel and retry, a phone-sized screen,
+//! and no console errors. Screenshots go to
 //! `target/test-artifacts/web/`.
 
 use std::time::Duration;
@@ -13,6 +14,24 @@ use serde_json::{json, Value};
 use crate::browser::keys::ENTER;
 use crate::browser::{artifacts_dir, Browser};
 use crate::client_cli::start_demo;
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The sample turntable as `.gltf` JSON naming an external
+/// `turntable.bin`, and that file.
+fn turntable_separate() -> (Vec<u8>, Vec<u8>) {
+    let glb = std::fs::read(crate::client_cli::root().join("samples/scenes/turntable.glb")).unwrap();
+    let u32_at = |at: usize| u32::from_le_bytes(glb[at..at + 4].try_into().unwrap()) as usize;
+    let json_len = u32_at(12);
+    let mut doc: Value = serde_json::from_slice(&glb[20..20 + json_len]).unwrap();
+    let bin_at = 20 + json_len;
+    let bin = glb[bin_at + 8..bin_at + 8 + u32_at(bin_at)].to_vec();
+    doc["buffers"][0]["uri"] = json!("turntable.bin");
+    (serde_json::to_vec(&doc).unwrap(), bin)
+}
 
 fn api_get(url: &str, token: &str) -> Vec<u8> {
     let mut r = ureq::get(url).header("Authorization", &format!("Bearer {token}")).call().unwrap();
@@ -146,6 +165,36 @@ fn an_artist_uploads_watches_downloads_and_checks_proofs() {
     let table = browser.find("#workers").text();
     assert!(table.contains("local-0") && table.contains("local-1") && table.contains("online"), "{table}");
     browser.screenshot(&shots.join("workers.png"));
+
+    // Drop a .gltf with its separate .bin (Blender's "glTF Separate") on
+    // the page, as a drag from the desktop does.
+    let (gltf, bin) = turntable_separate();
+    browser.find("a[href='#/submit']").click();
+    browser.wait_for("#drop", short);
+    browser.execute(
+        "const bytes = b => Uint8Array.from(atob(b), c => c.charCodeAt(0));
+         const dt = new DataTransfer();
+         dt.items.add(new File([bytes(arguments[0])], 'turntable.gltf', { type: 'model/gltf+json' }));
+         dt.items.add(new File([bytes(arguments[1])], 'turntable.bin'));
+         document.getElementById('drop').dispatchEvent(
+             new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));",
+        &[json!(b64(&gltf)), json!(b64(&bin))],
+    );
+    browser.wait_for("#submit-form", long);
+    let summary = browser.find("#scene-summary").text();
+    assert!(summary.contains("turntable.gltf") && summary.contains("+ 1 files"), "{summary}");
+    for (id, v) in [("#frames", "1-8"), ("#width", "96"), ("#height", "54"), ("#spp", "32")] {
+        let input = browser.find(id);
+        input.clear();
+        input.send_keys(v);
+    }
+    browser.find("#submit-button").click();
+    // Cancel it while it runs, then retry it to the end.
+    browser.wait_for("#cancel", long).click();
+    browser.wait_until("return document.querySelector('#job-state').textContent === 'cancelled';", long);
+    browser.wait_for("#retry", short).click();
+    browser.wait_until("return document.querySelector('#job-state').textContent === 'done';", long);
+    browser.screenshot(&shots.join("job-retried.png"));
 
     // A phone: the job page fits the screen's width.
     browser.set_viewport_size(390, 844);

@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::api::etag::Etag;
+
 /// One embedded file.
 pub struct Asset {
     /// Its path under `web/`, as served under `/`.
@@ -57,12 +59,9 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 }
 
 fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
-    let etag = format!("\"{}\"", &blake3::hash(asset.bytes).to_hex()[..32]);
-    let mut response = if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        asset.bytes.into_response()
-    };
+    let etag = Etag::of_hex(&blake3::hash(asset.bytes).to_hex()[..32]);
+    let mut response =
+        if etag.matches(headers) { StatusCode::NOT_MODIFIED.into_response() } else { asset.bytes.into_response() };
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -70,9 +69,7 @@ fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        h.insert(header::ETAG, v);
-    }
+    etag.set(&mut response);
     response
 }
 

@@ -15,6 +15,7 @@ use utoipa::IntoParams;
 
 use super::auth::{require, require_read_or_link, sign_link, LINK_LIFETIME_MS};
 use super::error::ApiError;
+use super::etag::Etag;
 use super::jobs::job_id;
 use super::model::{ErrorBody, FileInfo, Frame, FrameList, Link, LinkRequest};
 use super::{blocking, AppState};
@@ -175,8 +176,8 @@ pub async fn file(
     })
     .await?;
     let (path, etag, name, content_type) = found.map_err(ApiError::not_found)?;
-    let etag = format!("\"{etag}\"");
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains(&etag)) {
+    let etag = Etag::of_hex(&etag);
+    if etag.matches(&headers) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     let file =
@@ -187,12 +188,10 @@ pub async fn file(
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        h.insert(header::ETAG, v);
-    }
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
+    etag.set(&mut response);
     Ok(response)
 }
 
@@ -206,17 +205,14 @@ async fn thumbnail(state: &AppState, headers: &HeaderMap, id: u64, frame: i32) -
     })
     .await?;
     let (path, etag) = found.map_err(ApiError::not_found)?;
-    let etag = format!("\"{etag}\"");
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains(&etag)) {
+    let etag = Etag::of_hex(&etag);
+    if etag.matches(headers) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     let bytes = tokio::fs::read(&path).await.map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
     let mut response = bytes.into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        h.insert(header::ETAG, v);
-    }
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    etag.set(&mut response);
     Ok(response)
 }
 

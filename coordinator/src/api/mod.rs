@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod etag;
 pub mod events;
 pub mod frames;
 pub mod jobs;

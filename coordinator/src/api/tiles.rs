@@ -10,6 +10,7 @@ use utoipa::IntoParams;
 
 use super::auth::require;
 use super::error::ApiError;
+use super::etag::Etag;
 use super::jobs::job_id;
 use super::model::{ErrorBody, SampleSpan, TileDetail, TileList, TileRect, TileSummary};
 use super::{blocking, AppState};
@@ -149,8 +150,8 @@ pub async fn preview(
     })
     .await?;
     let (spec, data, etag) = found.map_err(ApiError::not_found)?;
-    let etag = format!("\"{etag}\"");
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains(&etag)) {
+    let etag = Etag::of_hex(&etag);
+    if etag.matches(&headers) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     let png = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
@@ -181,8 +182,6 @@ pub async fn preview(
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        h.insert(header::ETAG, v);
-    }
+    etag.set(&mut response);
     Ok(response)
 }

@@ -20,7 +20,7 @@ use tessera_coordinator::store::{Scope, TokenKind};
 use tessera_worker::client::{Worker, WorkerConfig, WorkerError};
 
 use crate::farm::{runtime, scenes, test_config};
-use crate::guest;
+use crate::{guest, turntable_separate};
 
 // ---- the farm and its tokens ----
 
@@ -366,6 +366,9 @@ fn job_routes_without_workers_and_bad_input() {
         let job = submit_turntable(&api, SMALL).await;
         let id = job["id"].as_u64().unwrap();
         assert!(matches!(job["state"].as_str(), Some("queued" | "running")), "{job}");
+        // Once the core has loaded it, it stays running (no workers): the
+        // filtered reads below see one state.
+        wait_state(&api, id, "running", Duration::from_secs(30)).await;
 
         // Read routes on a job nobody renders.
         let got = get_json(app, &format!("/api/v1/jobs/{id}"), &api.read).await;
@@ -988,20 +991,6 @@ fn the_openapi_document_matches_the_routes() {
 }
 
 // ---- 5b. what the web page uses: tiles, previews, scene inspection, links ----
-
-/// The turntable as `.gltf` JSON naming an external `turntable.bin`, and
-/// that file: what Blender's "glTF Separate" export gives.
-fn turntable_separate() -> (Vec<u8>, Vec<u8>) {
-    let glb = turntable();
-    let u32_at = |at: usize| u32::from_le_bytes(glb[at..at + 4].try_into().unwrap()) as usize;
-    let json_len = u32_at(12);
-    let mut doc: Value = serde_json::from_slice(&glb[20..20 + json_len]).unwrap();
-    let bin_at = 20 + json_len;
-    let bin_len = u32_at(bin_at);
-    let bin = glb[bin_at + 8..bin_at + 8 + bin_len].to_vec();
-    doc["buffers"][0]["uri"] = json!("turntable.bin");
-    (serde_json::to_vec(&doc).unwrap(), bin)
-}
 
 async fn inspect(api: &Api, parts: &[Part<'_>]) -> (StatusCode, Value) {
     let mut r = submit_request(Some(&api.submit), parts);

@@ -31,3 +31,16 @@ pub fn init_logs() {
         .with_test_writer()
         .try_init();
 }
+
+/// The sample turntable as `.gltf` JSON naming an external `turntable.bin`,
+/// and that file: what Blender's "glTF Separate" export gives.
+pub fn turntable_separate() -> (Vec<u8>, Vec<u8>) {
+    let glb = std::fs::read(farm::scenes().join("turntable.glb")).unwrap();
+    let u32_at = |at: usize| u32::from_le_bytes(glb[at..at + 4].try_into().unwrap()) as usize;
+    let json_len = u32_at(12);
+    let mut doc: serde_json::Value = serde_json::from_slice(&glb[20..20 + json_len]).unwrap();
+    let bin_at = 20 + json_len;
+    let bin = glb[bin_at + 8..bin_at + 8 + u32_at(bin_at)].to_vec();
+    doc["buffers"][0]["uri"] = serde_json::json!("turntable.bin");
+    (serde_json::to_vec(&doc).unwrap(), bin)
+}

@@ -14,23 +14,11 @@ use serde_json::{json, Value};
 use crate::browser::keys::ENTER;
 use crate::browser::{artifacts_dir, Browser};
 use crate::client_cli::start_demo;
+use crate::turntable_separate;
 
 fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// The sample turntable as `.gltf` JSON naming an external
-/// `turntable.bin`, and that file.
-fn turntable_separate() -> (Vec<u8>, Vec<u8>) {
-    let glb = std::fs::read(crate::client_cli::root().join("samples/scenes/turntable.glb")).unwrap();
-    let u32_at = |at: usize| u32::from_le_bytes(glb[at..at + 4].try_into().unwrap()) as usize;
-    let json_len = u32_at(12);
-    let mut doc: Value = serde_json::from_slice(&glb[20..20 + json_len]).unwrap();
-    let bin_at = 20 + json_len;
-    let bin = glb[bin_at + 8..bin_at + 8 + u32_at(bin_at)].to_vec();
-    doc["buffers"][0]["uri"] = json!("turntable.bin");
-    (serde_json::to_vec(&doc).unwrap(), bin)
 }
 
 fn api_get(url: &str, token: &str) -> Vec<u8> {

@@ -204,10 +204,18 @@ export function jobView(id) {
       renderDownloads();
     };
 
+    // The log is read incrementally (`?after=`), keeping the newest lines.
+    let logAfter = null;
     const loadLog = async () => {
-      const page = await api.json(`/api/v1/jobs/${id}/log`, { signal });
-      fill(log, page.entries.slice(-200).map(e => h('li', { class: `log-${e.level}` },
-        h('time', {}, new Date(e.time_ms).toLocaleTimeString()), ' ', e.message)));
+      for (;;) {
+        const query = logAfter === null ? '' : `?after=${logAfter}`;
+        const page = await api.json(`/api/v1/jobs/${id}/log${query}`, { signal });
+        if (!page.entries.length) return;
+        log.append(...page.entries.map(e => h('li', { class: `log-${e.level}` },
+          h('time', {}, new Date(e.time_ms).toLocaleTimeString()), ' ', e.message)));
+        logAfter = page.entries[page.entries.length - 1].seq;
+        while (log.childElementCount > 500) log.firstElementChild.remove();
+      }
     };
 
     const reload = async () => {

@@ -49,10 +49,10 @@ impl Proc {
         let lines = |r: Box<dyn Read + Send>| {
             let (tx, rx) = mpsc::channel();
             std::thread::spawn(move || {
+                // Drain even when nobody listens: a closed pipe would kill
+                // the child on its next line.
                 for line in BufReader::new(r).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
+                    let _ = tx.send(line);
                 }
             });
             rx

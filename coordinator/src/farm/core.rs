@@ -123,6 +123,12 @@ pub enum CoreMsg {
         job: u64,
         reply: oneshot::Sender<bool>,
     },
+    /// Replies once everything the core has sent the store writer so far is
+    /// committed: after it, the store agrees with the core about every
+    /// state change made before.
+    Barrier {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A snapshot for pages, the API and tests.
@@ -384,6 +390,9 @@ impl Core {
                 for w in self.workers.values().filter(|w| w.identity == identity) {
                     let _ = w.tx.send(ConnCmd::Disconnect);
                 }
+            }
+            CoreMsg::Barrier { reply } => {
+                let _ = self.writer.send(WriterMsg::Barrier(reply));
             }
             CoreMsg::Forget { job, reply } => {
                 let finished = self.jobs.get(&job).is_none_or(|j| j.state.is_finished());

@@ -410,6 +410,9 @@ impl Farm {
     /// Runs a failed or cancelled job again: tiles already stored are kept,
     /// the rest are queued. [`FarmError::Conflict`] for any other state.
     pub async fn retry(&self, job: u64) -> Result<(), FarmError> {
+        // A cancel the API has already answered may still be on its way to
+        // the store: let it land before reading the job's state there.
+        self.settle().await?;
         let store = self.store.clone();
         let loaded = tokio::task::spawn_blocking(move || -> Result<_, FarmError> {
             let mut store = lock(&store);
@@ -432,6 +435,13 @@ impl Farm {
         self.send(CoreMsg::Load { id: job, spec, done, frames_written })
     }
 
+    /// Waits until the store holds every change the core made so far.
+    async fn settle(&self) -> Result<(), FarmError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(CoreMsg::Barrier { reply: tx })?;
+        rx.await.map_err(|_| FarmError::Stopped)
+    }
+
     /// Deletes a finished job: its tiles, frames, log, exported files and
     /// the blobs no other job uses. [`FarmError::Conflict`] while it runs.
     pub async fn delete(&self, job: u64) -> Result<(), FarmError> {
@@ -440,6 +450,8 @@ impl Farm {
         if !rx.await.map_err(|_| FarmError::Stopped)? {
             return Err(FarmError::Conflict(format!("job {job} is still running: cancel it first")));
         }
+        // The job's last state and log lines reach the store before its rows go.
+        self.settle().await?;
         let store = self.store.clone();
         let _gc = self.blob_gc.lock().await;
         let deleted = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {

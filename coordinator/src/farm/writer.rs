@@ -66,6 +66,8 @@ pub enum WriterMsg {
         reason: String,
         evidence: String,
     },
+    /// Answered once everything before it is committed ([`super::core::CoreMsg::Barrier`]).
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The identity a tile the coordinator rendered itself is stored under.
@@ -155,8 +157,10 @@ fn writer_loop(
 ) {
     let mut batch: Vec<PendingTile> = Vec::new();
     let mut logs: Vec<(u64, u64, LogLevel, String)> = Vec::new();
-    let handle = |msg: WriterMsg, batch: &mut Vec<PendingTile>, logs: &mut Vec<_>| match msg {
+    let mut barriers = Vec::new();
+    let handle = |msg: WriterMsg, batch: &mut Vec<PendingTile>, logs: &mut Vec<_>, barriers: &mut Vec<_>| match msg {
         WriterMsg::Tile(t) => batch.push(t),
+        WriterMsg::Barrier(reply) => barriers.push(reply),
         WriterMsg::Log { job, level, message } => logs.push((job, unix_ms(), level, message)),
         WriterMsg::FailedCheck { identity, job, tile, reason, evidence } => {
             match lock(store).record_failed_check(&identity, job, tile, &reason, &evidence, unix_ms()) {
@@ -182,11 +186,11 @@ fn writer_loop(
         }
     };
     while let Ok(msg) = rx.recv() {
-        handle(msg, &mut batch, &mut logs);
+        handle(msg, &mut batch, &mut logs, &mut barriers);
         // Group commit: whatever arrived during the last fsync goes into
         // this one transaction.
         while let Ok(msg) = rx.try_recv() {
-            handle(msg, &mut batch, &mut logs);
+            handle(msg, &mut batch, &mut logs, &mut barriers);
         }
         commit(store, core, &mut batch);
         if !logs.is_empty() {
@@ -194,6 +198,9 @@ fn writer_loop(
                 tracing::warn!(error = %e, lines = logs.len(), "could not store job log lines");
             }
             logs.clear();
+        }
+        for reply in barriers.drain(..) {
+            let _ = reply.send(());
         }
     }
 }

@@ -512,6 +512,33 @@ fn job_routes_without_workers_and_bad_input() {
     });
 }
 
+/// Retry right after cancel (a quick second click): the cancel the API has
+/// answered must be what retry sees, though the store is written behind
+/// the core. It raced before `Farm::retry` waited for the store writer.
+#[test]
+fn retry_right_after_cancel_is_never_a_conflict() {
+    runtime().block_on(async {
+        let api = api().await;
+        let app = &api.app;
+        let id = submit_turntable(&api, SMALL).await["id"].as_u64().unwrap();
+        wait_state(&api, id, "running", Duration::from_secs(30)).await;
+        for round in 0..25 {
+            let (status, job) =
+                json_of(call(app, Method::POST, &format!("/api/v1/jobs/{id}/cancel"), Some(&api.submit)).await).await;
+            assert_eq!((status, job["state"].as_str()), (StatusCode::OK, Some("cancelled")), "round {round}");
+            let (status, job) =
+                json_of(call(app, Method::POST, &format!("/api/v1/jobs/{id}/retry"), Some(&api.submit)).await).await;
+            assert_eq!(status, StatusCode::OK, "round {round}: {job}");
+        }
+        // And delete right after cancel leaves nothing behind.
+        let r = call(app, Method::POST, &format!("/api/v1/jobs/{id}/cancel"), Some(&api.submit)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = call(app, Method::DELETE, &format!("/api/v1/jobs/{id}"), Some(&api.admin)).await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert!(lock(api.farm.store()).job_log(id, 0, 10).unwrap().is_empty(), "the job's log is gone too");
+    });
+}
+
 // ---- 2. submitting, rendering, downloading ----
 
 #[test]

@@ -2,9 +2,10 @@
 //! profile and prints a Markdown table (copied into BENCHMARKS.md).
 //!
 //! `--quick` runs each measurement briefly (for a smoke run, not figures);
-//! `--only sandbox|pathtracer|scheduler|farm|proof` runs one group.
+//! `--only sandbox|pathtracer|scheduler|farm|proof|gpu` runs one group.
 
 mod farm;
+mod gpu;
 mod pathtracer;
 mod proof;
 mod sandbox;
@@ -39,6 +40,9 @@ fn main() -> anyhow::Result<()> {
     }
     if want("proof") {
         rows.extend(proof::run(effort)?);
+    }
+    if want("gpu") {
+        rows.extend(gpu::run(effort)?);
     }
     print_table(&rows);
     Ok(())

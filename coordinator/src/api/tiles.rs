@@ -56,10 +56,11 @@ pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<TileQuery>,
+    query: Result<Query<TileQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<TileList>, ApiError> {
     require(&state, &headers, Scope::Read).await?;
     let id = job_id(&id)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let tiles = blocking(&state, move |store| {
         let Some((_, plan)) = plan(store, id)? else { return Ok(None) };
         let names = worker_names(store)?;

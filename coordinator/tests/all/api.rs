@@ -1155,6 +1155,8 @@ fn tiles_previews_scene_inspection_and_download_links() {
             r.headers_mut().insert(header::IF_NONE_MATCH, etag.parse().unwrap());
             assert_eq!(send(app, r).await.status(), StatusCode::NOT_MODIFIED);
         }
+        let r = call(app, Method::GET, &format!("/api/v1/jobs/{id}/tiles?frame=x"), Some(&api.read)).await;
+        expect_error(r, StatusCode::BAD_REQUEST, "a frame that is not a number").await;
         for bad in [
             format!("/api/v1/jobs/{id}/tiles/{total}"),
             format!("/api/v1/jobs/{id}/tiles/x"),

@@ -66,38 +66,27 @@ pub(super) fn enumerate() -> Vec<(wgpu::Adapter, AdapterDescription)> {
 /// The adapter `selection` names, if any.
 pub(super) fn choose(selection: &GpuSelection) -> Result<Option<(wgpu::Adapter, AdapterDescription)>, GpuError> {
     let all = enumerate();
-    let rank = |d: &AdapterDescription, a: &wgpu::Adapter| match a.get_info().device_type {
+    let rank = |a: &wgpu::Adapter| match a.get_info().device_type {
         wgpu::DeviceType::DiscreteGpu => 0,
         wgpu::DeviceType::IntegratedGpu => 1,
-        wgpu::DeviceType::VirtualGpu | wgpu::DeviceType::Other => 2,
-        wgpu::DeviceType::Cpu => 3 + u8::from(d.software),
+        wgpu::DeviceType::VirtualGpu | wgpu::DeviceType::Other | wgpu::DeviceType::Cpu => 2,
     };
     match selection {
         GpuSelection::None => Ok(None),
         GpuSelection::Auto => {
             let mut hardware: Vec<_> = all.into_iter().filter(|(_, d)| !d.software).collect();
-            hardware.sort_by_key(|(a, d)| rank(d, a));
+            hardware.sort_by_key(|(a, _)| rank(a));
             Ok(hardware.into_iter().next())
         }
         GpuSelection::Named(name) => {
             let wanted = name.to_lowercase();
             let names: Vec<String> = all.iter().map(|(_, d)| d.name.clone()).collect();
             all.into_iter().find(|(_, d)| d.name.to_lowercase().contains(&wanted)).map(Some).ok_or_else(|| {
-                GpuError::Unavailable.with_detail(format!(
+                GpuError::InvalidArgument(format!(
                     "--gpu {name:?} matches no adapter; this machine has: {}",
                     if names.is_empty() { "none (is a Vulkan driver installed?)".into() } else { names.join(", ") }
                 ))
             })
-        }
-    }
-}
-
-impl GpuError {
-    /// `Unavailable` has no message of its own; a selection error needs one.
-    fn with_detail(self, detail: String) -> GpuError {
-        match self {
-            GpuError::Unavailable => GpuError::InvalidArgument(detail),
-            other => other,
         }
     }
 }
@@ -123,7 +112,7 @@ impl DeviceThread {
             ..Default::default()
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&descriptor))
-            .map_err(|e| GpuError::Unavailable.with_detail(format!("opening the GPU: {e}")))?;
+            .map_err(|e| GpuError::InvalidArgument(format!("opening the GPU: {e}")))?;
         let lost = Arc::new(AtomicBool::new(false));
         let flag = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
@@ -163,7 +152,7 @@ impl DeviceThread {
                     }
                 }
             })
-            .map_err(|e| GpuError::Unavailable.with_detail(format!("starting the GPU thread: {e}")))?;
+            .map_err(|e| GpuError::InvalidArgument(format!("starting the GPU thread: {e}")))?;
         Ok(DeviceThread { tx, lost })
     }
 

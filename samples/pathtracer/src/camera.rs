@@ -62,6 +62,9 @@ pub struct FilterTable {
 
 const TABLE: usize = 1024;
 
+/// Entries of a `FilterTable` (the GPU engine uploads them).
+pub const FILTER_TABLE_SIZE: usize = TABLE;
+
 impl FilterTable {
     /// Blackman-Harris over `width` pixels (total support).
     pub fn blackman_harris(width: f32) -> FilterTable {
@@ -100,6 +103,12 @@ impl FilterTable {
         let i = (x as usize).min(TABLE - 2);
         let f = x - i as f32;
         self.table[i] + (self.table[i + 1] - self.table[i]) * f
+    }
+
+    /// The tabulated inverse CDF (what `sample` interpolates), for the GPU
+    /// engine, which uploads it and interpolates it the same way.
+    pub fn table(&self) -> &[f32] {
+        &self.table
     }
 
     pub fn width(&self) -> f32 {

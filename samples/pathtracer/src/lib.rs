@@ -6,6 +6,8 @@
 //!   instance BVH, lights); built by `prepare-frame`.
 //! - `bvh`: binned-SAH BVH, deterministic.
 //! - `camera`, `shade`, `bsdf`, `integrator`: from a pixel sample to radiance.
+//! - `gpu`: the same algorithm in WGSL, run through the worker's GPU
+//!   (setting `engine`); the CPU sums its per-sample results.
 //!
 //! **Pixels are pure** (DESIGN.md invariant 1): every sample draws from a
 //! `Sampler` addressed by (seed, frame, x, y, sample index); the film
@@ -21,6 +23,7 @@ pub mod bsdf;
 pub mod bvh;
 pub mod camera;
 pub mod frame;
+pub mod gpu;
 pub mod integrator;
 pub mod sampler;
 pub mod scene;
@@ -34,10 +37,11 @@ use tessera_guest_sdk::{export_job, AovPlane, Job, JobError, JobSettings, SceneI
 
 use crate::camera::FilterTable;
 use crate::frame::{Blas, CameraChoice, Frame};
+use crate::integrator::PathResult;
 use crate::sampler::Sampler;
 use crate::scene::gltf_load::{self, LoadError};
 use crate::scene::Scene;
-use crate::settings::Settings;
+use crate::settings::{Engine, Settings};
 
 /// The sRGB → linear table shared by every texture lookup.
 pub fn srgb_lut() -> &'static [f32; 256] {
@@ -57,6 +61,72 @@ pub struct PathTracer {
     static_blas: Vec<Arc<Blas>>,
     filter: FilterTable,
     frame: Option<(i32, Frame)>,
+    /// The GPU engine's buffers, kept per prepared frame.
+    gpu: gpu::GpuEngine,
+}
+
+/// A tile's sums: colour and weight in the `TileResult`, the AOVs beside
+/// it. Both engines feed it each pixel's samples in index order, through
+/// the same `add`, so they sum the same way.
+pub(crate) struct TileSums {
+    out: TileResult,
+    albedo: Vec<f32>,
+    normal: Vec<f32>,
+    depth: Vec<f32>,
+}
+
+impl TileSums {
+    pub(crate) fn new(req: &TileRequest) -> TileSums {
+        let out = TileResult::for_request(req);
+        let n = out.weight.len();
+        let want = |aov| if req.aovs.contains(aov) { 1 } else { 0 };
+        TileSums {
+            out,
+            albedo: vec![0.0f32; 3 * n * want(tessera_guest_sdk::AovSet::ALBEDO)],
+            normal: vec![0.0f32; 3 * n * want(tessera_guest_sdk::AovSet::NORMAL)],
+            depth: vec![0.0f32; n * want(tessera_guest_sdk::AovSet::DEPTH)],
+        }
+    }
+
+    /// Adds one sample of pixel `i` (row-major within the tile).
+    #[inline]
+    pub(crate) fn add(&mut self, i: usize, p: &PathResult) {
+        // A NaN or infinite sample would poison the pixel: drop it
+        // (its weight too, so the pixel stays an average).
+        if !p.radiance.is_finite() {
+            return;
+        }
+        self.out.add_sample(i, p.radiance.to_array(), 1.0);
+        if !self.albedo.is_empty() {
+            for c in 0..3 {
+                self.albedo[3 * i + c] += p.albedo[c];
+            }
+        }
+        if !self.normal.is_empty() {
+            for c in 0..3 {
+                self.normal[3 * i + c] += p.normal[c];
+            }
+        }
+        if !self.depth.is_empty() && p.depth.is_finite() {
+            self.depth[i] += p.depth;
+        }
+    }
+
+    pub(crate) fn wants_aovs(&self) -> bool {
+        !(self.albedo.is_empty() && self.normal.is_empty() && self.depth.is_empty())
+    }
+
+    pub(crate) fn finish(self) -> TileResult {
+        let mut out = self.out;
+        for (name, channels, data) in
+            [("albedo", 3u8, self.albedo), ("normal", 3, self.normal), ("depth", 1, self.depth)]
+        {
+            if !data.is_empty() {
+                out.aovs.push(AovPlane { name: name.into(), channels, data });
+            }
+        }
+        out
+    }
 }
 
 impl PathTracer {
@@ -117,6 +187,7 @@ impl Job for PathTracer {
             None => (0, 0),
         };
         let info = SceneInfo { frame_start, frame_end, width, height, cameras };
+
         let job = PathTracer {
             scene,
             settings: parsed,
@@ -126,6 +197,7 @@ impl Job for PathTracer {
             static_blas,
             filter: FilterTable::blackman_harris(FILTER_WIDTH),
             frame: None,
+            gpu: gpu::GpuEngine::default(),
         };
         Ok((job, info))
     }
@@ -138,6 +210,8 @@ impl Job for PathTracer {
         let built = Frame::build(&self.scene, &self.static_blas, self.frame_time(frame), &choice)
             .map_err(JobError::InvalidSettings)?;
         self.frame = Some((frame, built));
+        // The GPU copy of another frame is stale: free it now.
+        self.gpu.forget_unless(frame);
         Ok(())
     }
 
@@ -155,15 +229,34 @@ impl Job for PathTracer {
                 r.width, r.height, r.x, r.y, self.width, self.height
             )));
         }
-        let mut out = TileResult::for_request(req);
-        let n = out.weight.len();
-        let want_albedo = req.aovs.contains(tessera_guest_sdk::AovSet::ALBEDO);
-        let want_normal = req.aovs.contains(tessera_guest_sdk::AovSet::NORMAL);
-        let want_depth = req.aovs.contains(tessera_guest_sdk::AovSet::DEPTH);
-        let mut albedo = if want_albedo { vec![0.0f32; 3 * n] } else { Vec::new() };
-        let mut normal = if want_normal { vec![0.0f32; 3 * n] } else { Vec::new() };
-        let mut depth = if want_depth { vec![0.0f32; n] } else { Vec::new() };
-
+        // Asked per tile: the host may withhold its GPU from single tiles
+        // (a CPU-only re-render for verification), which `auto` follows.
+        let has_gpu = self.settings.engine != Engine::Cpu && tessera_guest_sdk::gpu::adapter().is_some();
+        let use_gpu = match self.settings.engine {
+            Engine::Cpu => false,
+            Engine::Auto => has_gpu,
+            Engine::Gpu if !has_gpu => {
+                return Err(JobError::Unsupported(
+                    "this job asks for the GPU engine and the worker offers no GPU (run the worker with --gpu, \
+                     or set \"engine\": \"auto\" or \"cpu\")"
+                        .into(),
+                ))
+            }
+            Engine::Gpu => true,
+        };
+        let mut sums = TileSums::new(req);
+        if use_gpu {
+            let ctx = gpu::Context {
+                scene: &self.scene,
+                frame,
+                settings: &self.settings,
+                filter: &self.filter,
+                width: self.width,
+                height: self.height,
+            };
+            self.gpu.render(&ctx, req, &mut sums)?;
+            return Ok(sums.finish());
+        }
         for row in 0..r.height {
             for col in 0..r.width {
                 let (x, y) = (r.x + col, r.y + row);
@@ -175,34 +268,11 @@ impl Job for PathTracer {
                         Vec2::new(x as f32 + 0.5 + self.filter.sample(fx), y as f32 + 0.5 + self.filter.sample(fy));
                     let ray = frame.camera.ray(film, self.width, self.height);
                     let p = integrator::trace(&self.scene, frame, &self.settings, ray, &mut rng);
-                    // A NaN or infinite sample would poison the pixel: drop it
-                    // (its weight too, so the pixel stays an average).
-                    if !p.radiance.is_finite() {
-                        continue;
-                    }
-                    out.add_sample(i, p.radiance.to_array(), 1.0);
-                    if want_albedo {
-                        for c in 0..3 {
-                            albedo[3 * i + c] += p.albedo[c];
-                        }
-                    }
-                    if want_normal {
-                        for c in 0..3 {
-                            normal[3 * i + c] += p.normal[c];
-                        }
-                    }
-                    if want_depth && p.depth.is_finite() {
-                        depth[i] += p.depth;
-                    }
+                    sums.add(i, &p);
                 }
             }
         }
-        for (name, channels, data) in [("albedo", 3u8, albedo), ("normal", 3, normal), ("depth", 1, depth)] {
-            if !data.is_empty() {
-                out.aovs.push(AovPlane { name: name.into(), channels, data });
-            }
-        }
-        Ok(out)
+        Ok(sums.finish())
     }
 }
 

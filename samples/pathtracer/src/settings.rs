@@ -21,6 +21,24 @@ pub struct Settings {
     /// Ignored by the renderer; read by the host's image writer.
     pub exposure: f32,
     pub view_transform: Option<String>,
+    /// Where paths are traced: `"cpu"`, `"gpu"` or `"auto"` (the default:
+    /// the GPU when the worker offers one for this job, else the CPU).
+    pub engine: Engine,
+}
+
+/// The render engine. Both trace the same paths with the same random
+/// numbers; GPU tiles differ from CPU tiles by float rounding only, and the
+/// farm verifies CPU tiles bit for bit, so a job can pin `"cpu"`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Always the CPU (inside wasm).
+    Cpu,
+    /// Always the GPU; a worker without one fails the tile with an error.
+    Gpu,
+    /// The GPU when `gpu::adapter()` names one, else the CPU.
+    #[default]
+    Auto,
 }
 
 impl Default for Settings {
@@ -33,6 +51,7 @@ impl Default for Settings {
             background_strength: 1.0,
             exposure: 0.0,
             view_transform: None,
+            engine: Engine::Auto,
         }
     }
 }
@@ -72,5 +91,10 @@ mod tests {
         assert!(Settings::parse(r#"{"max_bounce": 3}"#).unwrap_err().contains("unknown field"));
         assert!(Settings::parse(r#"{"background_strength": -1}"#).is_err());
         assert!(Settings::parse("[").is_err());
+        assert_eq!(Settings::default().engine, Engine::Auto);
+        for (text, engine) in [("cpu", Engine::Cpu), ("gpu", Engine::Gpu), ("auto", Engine::Auto)] {
+            assert_eq!(Settings::parse(&format!(r#"{{"engine": "{text}"}}"#)).unwrap().engine, engine);
+        }
+        assert!(Settings::parse(r#"{"engine": "GPU"}"#).unwrap_err().contains("unknown variant"));
     }
 }

@@ -5,6 +5,7 @@ mod cache;
 mod contract;
 mod determinism;
 mod gpu;
+mod gpu_pathtracer;
 mod hostile;
 
 use std::sync::Arc;

@@ -138,7 +138,14 @@ async fn sim_worker(
         version: PROTOCOL_VERSION,
         token,
         name: "sim".into(),
-        capabilities: Capabilities { slots, cores: slots, memory_bytes: 0, gpu: None, agent: "bench".into() },
+        capabilities: Capabilities {
+            slots,
+            cores: slots,
+            memory_bytes: 0,
+            gpu: None,
+            agent: "bench".into(),
+            gpu_class: None,
+        },
     };
     write_msg(&mut tx, &WorkerOpen::Control(hello)).await?;
     match read_msg::<CoordinatorMsg>(&mut rx, MAX_CONTROL_MESSAGE).await? {
@@ -188,7 +195,7 @@ async fn sim_worker(
                 let n = task.rect.pixel_count() as usize;
                 let accumulators =
                     TileAccumulators { rect: task.rect, color: vec![0.25; 3 * n], weight: vec![1.0; n], aovs: vec![] };
-                let reply = TileReply::Done(task.seal(accumulators, 1, 0, &key));
+                let reply = TileReply::Done(task.seal(accumulators, 1, 0, None, &key));
                 stats.sent.lock().unwrap_or_else(|e| e.into_inner()).insert(task.lease, Instant::now());
                 let _ = write_msg(&mut send, &reply).await;
                 let _ = send.finish();
@@ -241,6 +248,7 @@ async fn synthetic_job(farm: &Farm, name: &str, edge: u32, tiles_x: u32, frames:
         fuel_per_pixel_sample,
         formats: tessera_coordinator::farm::job::Format::all(),
         submitted_by: None,
+        engine: Default::default(),
     };
     let tiles = tiles_x * tiles_x * frames;
     Ok((farm.submit(spec).await?, tiles))

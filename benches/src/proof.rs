@@ -244,6 +244,7 @@ fn descriptor(job: u64, module: ContentHash, scene: ContentHash) -> JobDescripto
         extra: RENDER_DEFAULTS.into(),
         fuel_per_tile,
         fuel_per_pixel_sample,
+        engine: Default::default(),
     }
 }
 
@@ -309,6 +310,7 @@ fn verification(effort: Effort) -> Result<Vec<Row>> {
                     rect,
                     samples: SampleRange { start: 0, count: spp },
                     seed: 0,
+                    gpu: false,
                 };
                 let request = TileRequest::new(task.frame, rect, 0, spp, task.seed);
                 let mut times = Vec::new();
@@ -319,7 +321,7 @@ fn verification(effort: Effort) -> Result<Vec<Row>> {
                     last = Some(o?);
                 }
                 let o = last.context("no render")?;
-                let result = task.seal(o.accumulators, o.fuel_used, 0, &key);
+                let result = task.seal(o.accumulators, o.fuel_used, 0, None, &key);
                 out.push(Rendered {
                     task,
                     accumulators: result.accumulators,
@@ -331,7 +333,7 @@ fn verification(effort: Effort) -> Result<Vec<Row>> {
         Ok(out)
     };
     let check = |r: &Rendered| -> Result<Duration> {
-        let (t, c) = timed(|| verifier.check(&r.task, &r.accumulators, &r.commitment, now_ms));
+        let (t, c) = timed(|| verifier.check(&r.task, &r.accumulators, &r.commitment, None, now_ms));
         let c = c.map_err(|e| anyhow!("check: {e}"))?;
         if !c.passed() {
             return Err(anyhow!("an honest tile failed its spot check at {:?}", c.mismatch));
@@ -449,6 +451,7 @@ fn manifest_bytes(tiles: u32) -> Result<Vec<u8>> {
         fuel_per_pixel_sample,
         formats: tessera_coordinator::farm::job::Format::all(),
         submitted_by: None,
+        engine: Default::default(),
     };
     let coordinator = tls::Identity::generate("tessera")?;
     let signer = ManifestSigner::new(&coordinator.key_der, coordinator.cert_der.clone()).map_err(|e| anyhow!(e))?;

@@ -14,10 +14,10 @@ pub fn run(effort: Effort) -> Result<Vec<Row>> {
         Effort::Full => (1_000, 1_000_000),
     };
     let mut s = Scheduler::new(Config::default());
-    s.handle(0, Event::JobSubmitted { job: JobId(1), tiles, priority: 0 });
+    s.handle(0, Event::JobSubmitted { job: JobId(1), tiles, priority: 0, needs_gpu: false });
     let mut outstanding: Vec<(WorkerId, LeaseId)> = Vec::new();
     for w in 0..workers {
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(w), slots: 8 });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(w), slots: 8, gpu: None });
     }
     let mut decisions = 0u64;
     let drain = |s: &mut Scheduler, out: &mut Vec<(WorkerId, LeaseId)>, decisions: &mut u64| {

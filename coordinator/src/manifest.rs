@@ -638,6 +638,7 @@ mod tests {
             fuel_per_pixel_sample: 1,
             formats: crate::farm::job::Format::all(),
             submitted_by: None,
+            engine: Default::default(),
         }
     }
 
@@ -677,6 +678,7 @@ mod tests {
             sample_count: 8,
             signature_checked: true,
             spot_check: None,
+            gpu: None,
         })
         .unwrap();
         let own_proof = serde_json::to_string(&TileProof {
@@ -688,6 +690,7 @@ mod tests {
             sample_count: 8,
             signature_checked: false,
             spot_check: None,
+            gpu: None,
         })
         .unwrap();
         let inputs: Vec<TileInput<'_>> = tiles

@@ -79,6 +79,17 @@ pub struct RenderArgs {
     /// The path tracer component; default: the one built into this binary.
     #[arg(long)]
     module: Option<PathBuf>,
+    /// Where to render: cpu (bit for bit what the farm's CPU workers
+    /// render), gpu (a GPU, or an error if there is none) or auto (a GPU if
+    /// there is one, else the CPU). GPU pixels match the CPU's within a
+    /// tolerance, not bit for bit.
+    #[arg(long, default_value = "cpu")]
+    engine: tessera_protocol::wire::Engine,
+    /// Which GPU, for --engine gpu or auto: auto (the best hardware GPU;
+    /// never a software rasteriser) or part of an adapter's name (e.g.
+    /// llvmpipe for Mesa's lavapipe).
+    #[arg(long, default_value = "auto")]
+    gpu: tessera_worker::gpu::GpuSelection,
 }
 
 fn guest_settings(args: &RenderArgs) -> Result<String> {
@@ -93,6 +104,27 @@ fn guest_settings(args: &RenderArgs) -> Result<String> {
         s["background"] = serde_json::json!(bg);
     }
     Ok(s.to_string())
+}
+
+/// The GPU `--engine` asks for, if any.
+fn open_gpu(args: &RenderArgs) -> Result<Option<tessera_worker::gpu::Gpu>> {
+    use tessera_protocol::wire::Engine;
+    use tessera_worker::gpu::{Gpu, GpuConfig};
+    if args.engine == Engine::Cpu {
+        return Ok(None);
+    }
+    let gpu = Gpu::open(GpuConfig { selection: args.gpu.clone(), ..GpuConfig::default() })
+        .with_context(|| format!("opening the GPU (--gpu {})", args.gpu))?;
+    match (&gpu, args.engine) {
+        (Some(g), _) => eprintln!("tessera: rendering on {}", g.adapter()),
+        (None, Engine::Gpu) => bail!(
+            "--engine gpu: no GPU adapter here (--gpu {} found none; `--gpu llvmpipe` picks Mesa's software \
+             Vulkan, or use --engine cpu)",
+            args.gpu
+        ),
+        (None, _) => eprintln!("tessera: no GPU adapter; rendering on the CPU"),
+    }
+    Ok(gpu)
 }
 
 /// Where compiled job modules are kept between runs, so a render does not
@@ -117,9 +149,10 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let threads = args.threads.unwrap_or_else(crate::default_threads).max(1);
     let started = Instant::now();
 
-    let sandbox = Sandbox::new(SandboxConfig { cache_dir: module_cache_dir(), ..SandboxConfig::default() })?;
+    let gpu = open_gpu(&args)?;
+    let sandbox = Sandbox::new(SandboxConfig { cache_dir: module_cache_dir(), gpu, ..SandboxConfig::default() })?;
     let module = sandbox.load(&wasm).context("loading the path tracer module")?;
-    let extra = guest_settings(&args)?;
+    let extra = tessera_coordinator::farm::job::with_engine(&guest_settings(&args)?, args.engine);
 
     // Load once to learn the scene's range, cameras and aspect; the final
     // instances are made at the chosen resolution.

@@ -221,6 +221,13 @@ pub struct DemoArgs {
     /// Exit once the frames are written instead of serving until Ctrl-C.
     #[arg(long)]
     exit: bool,
+    /// The GPU the local workers offer: none, auto (a hardware GPU) or part
+    /// of an adapter's name (`llvmpipe` for Mesa's software Vulkan).
+    #[arg(long, default_value = "none")]
+    gpu: tessera_worker::gpu::GpuSelection,
+    /// Where the demo job renders: cpu, gpu or auto (see `submit --engine`).
+    #[arg(long, default_value = "cpu")]
+    engine: tessera_protocol::wire::Engine,
 }
 
 /// The sample the demo renders.
@@ -271,6 +278,7 @@ pub fn demo(args: DemoArgs, inputs: DemoInputs) -> Result<()> {
             );
             c.slots = slots;
             c.name = format!("local-{i}");
+            c.gpu = args.gpu.clone();
             let worker = Worker::new(c)?;
             let rx = stopped.clone();
             workers.push(tokio::spawn(async move { worker.run(rx).await }));
@@ -282,6 +290,7 @@ pub fn demo(args: DemoArgs, inputs: DemoInputs) -> Result<()> {
         request.spp = args.spp;
         request.farm_slots = slots * args.workers;
         request.extra = tessera_coordinator::farm::job::RENDER_DEFAULTS.into();
+        request.engine = args.engine;
         let started = std::time::Instant::now();
         let job = farm.submit_scene(request, inputs.scene.to_vec(), module.to_vec()).await?;
         eprintln!(

@@ -39,8 +39,18 @@ pub struct TileClaim {
 /// A tile commitment (blake3, 32 bytes).
 pub type Commitment = [u8; 32];
 
-/// `C` for `claim` over `pixel_bytes` (the tile's canonical encoding).
+/// `C` for `claim` over `pixel_bytes` (the tile's canonical encoding), for
+/// a tile rendered on the CPU.
 pub fn commitment(claim: &TileClaim, pixel_bytes: &[u8]) -> Commitment {
+    commitment_on(claim, None, pixel_bytes)
+}
+
+/// `C` for a tile rendered on `gpu` (or on the CPU, `None`). A GPU tile's
+/// commitment also binds the GPU class (after the scene hash: the byte
+/// `1`, then vendor and device as `u32`, then driver and name, each
+/// length-prefixed); a CPU tile's has nothing there, so CPU commitments
+/// are the same as before GPUs existed.
+pub fn commitment_on(claim: &TileClaim, gpu: Option<&crate::wire::GpuClass>, pixel_bytes: &[u8]) -> Commitment {
     let mut h = blake3::Hasher::new_derive_key(COMMITMENT_CONTEXT);
     h.update(&claim.job.to_le_bytes());
     h.update(&claim.frame.to_le_bytes());
@@ -49,6 +59,15 @@ pub fn commitment(claim: &TileClaim, pixel_bytes: &[u8]) -> Commitment {
     h.update(&claim.samples.count.to_le_bytes());
     h.update(&claim.module.0);
     h.update(&claim.scene.0);
+    if let Some(g) = gpu {
+        h.update(&[1]);
+        h.update(&g.vendor.to_le_bytes());
+        h.update(&g.device.to_le_bytes());
+        for text in [&g.driver, &g.name] {
+            h.update(&(text.len() as u64).to_le_bytes());
+            h.update(text.as_bytes());
+        }
+    }
     h.update(&(pixel_bytes.len() as u64).to_le_bytes());
     h.update(pixel_bytes);
     *h.finalize().as_bytes()
@@ -221,6 +240,19 @@ mod tests {
         }
         assert_ne!(commitment(&claim(), b"pixelz"), c);
         assert_eq!(commitment(&claim(), b"pixels"), c);
+        // A GPU tile's commitment binds its class, every field of it.
+        let gpu = crate::wire::GpuClass { vendor: 0x10de, device: 0x2335, driver: "550.1".into(), name: "H200".into() };
+        let on_gpu = commitment_on(&claim(), Some(&gpu), b"pixels");
+        assert_ne!(on_gpu, c);
+        assert_eq!(commitment_on(&claim(), None, b"pixels"), c);
+        for other in [
+            crate::wire::GpuClass { vendor: 1, ..gpu.clone() },
+            crate::wire::GpuClass { device: 1, ..gpu.clone() },
+            crate::wire::GpuClass { driver: "550.2".into(), ..gpu.clone() },
+            crate::wire::GpuClass { name: "H100".into(), ..gpu.clone() },
+        ] {
+            assert_ne!(commitment_on(&claim(), Some(&other), b"pixels"), on_gpu);
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::{ContentHash, Rect, SampleRange, TileAccumulators};
 
 /// The protocol version a worker announces in its [`Hello`].
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The QUIC ALPN protocol id: the major version is part of the handshake.
 pub const ALPN: &[u8] = b"tessera/1";
@@ -70,6 +70,9 @@ pub struct Capabilities {
     pub gpu: Option<String>,
     /// The worker build (`tessera-worker 0.1.0`).
     pub agent: String,
+    /// The class of the GPU it offers to jobs (`--gpu`), if any: its GPU
+    /// tiles must say this class, and their second opinions come from it.
+    pub gpu_class: Option<GpuClass>,
 }
 
 /// Coordinator → worker on the control stream.
@@ -114,6 +117,94 @@ pub struct JobDescriptor {
     /// Fuel per tile (fixed part) and per pixel-sample: the job's budget.
     pub fuel_per_tile: u64,
     pub fuel_per_pixel_sample: u64,
+    /// Where the job may render. A worker gives its GPU to the job's
+    /// instances only when this is not [`Engine::Cpu`] (and then only for
+    /// tiles whose [`TileTask::gpu`] says so).
+    pub engine: Engine,
+}
+
+/// Where a job renders: its owner's choice (`--engine`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// The CPU only: every tile is checked bit for bit. The default.
+    #[default]
+    Cpu,
+    /// GPU workers only: the job waits for one.
+    Gpu,
+    /// The GPU where a worker offers one, the CPU elsewhere.
+    Auto,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Cpu => "cpu",
+            Engine::Gpu => "gpu",
+            Engine::Auto => "auto",
+        }
+    }
+
+    /// Whether a worker's GPU may serve the job.
+    pub fn allows_gpu(self) -> bool {
+        self != Engine::Cpu
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Engine, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Engine::Cpu),
+            "gpu" => Ok(Engine::Gpu),
+            "auto" => Ok(Engine::Auto),
+            _ => Err(format!("unknown engine {s:?} (cpu, gpu or auto)")),
+        }
+    }
+}
+
+/// The GPU a tile was rendered on. A GPU's results are deterministic on
+/// one class (vendor, device and driver) but not across classes, so GPU
+/// tiles are replicated and compared by hash only within their class.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GpuClass {
+    /// PCI vendor and device ids.
+    pub vendor: u32,
+    pub device: u32,
+    /// Driver name and version, as the driver reports them.
+    pub driver: String,
+    /// The adapter's name, for people.
+    pub name: String,
+}
+
+/// Longest `driver` or `name` in a [`GpuClass`].
+pub const MAX_GPU_CLASS_TEXT: usize = 256;
+
+impl GpuClass {
+    /// Whether the class is small enough to keep and show.
+    pub fn check(&self) -> Result<(), String> {
+        if self.driver.len() > MAX_GPU_CLASS_TEXT || self.name.len() > MAX_GPU_CLASS_TEXT {
+            return Err(format!("a GPU description over {MAX_GPU_CLASS_TEXT} bytes"));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for GpuClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({:04x}:{:04x}", self.name, self.vendor, self.device)?;
+        if !self.driver.is_empty() {
+            write!(f, ", {}", self.driver)?;
+        }
+        f.write_str(")")
+    }
 }
 
 /// One tile leased to a worker.
@@ -127,6 +218,10 @@ pub struct TileTask {
     pub rect: Rect,
     pub samples: SampleRange,
     pub seed: u64,
+    /// Whether this tile may be rendered on the worker's GPU. False for
+    /// CPU jobs, and for the second opinion on a tile first rendered on a
+    /// CPU (it must match bit for bit).
+    pub gpu: bool,
 }
 
 /// The worker's answer on a tile stream.
@@ -158,6 +253,10 @@ pub struct TileResult {
     /// The worker's ed25519 signature of `commitment` (64 bytes), by the
     /// key of its QUIC certificate.
     pub signature: Vec<u8>,
+    /// The GPU the guest used for this tile (the host saw it dispatch
+    /// work), or `None` for a tile rendered on the CPU alone. Part of the
+    /// commitment: a worker signs which kind of result it claims.
+    pub gpu: Option<GpuClass>,
 }
 
 impl TileTask {
@@ -173,15 +272,17 @@ impl TileTask {
         }
     }
 
-    /// The result for this task: the accumulators committed to and signed.
+    /// The result for this task: the accumulators committed to and
+    /// signed, with the GPU class it was rendered on (if any).
     pub fn seal(
         &self,
         accumulators: crate::TileAccumulators,
         fuel: u64,
         millis: u64,
+        gpu: Option<GpuClass>,
         key: &crate::proof::SigningKey,
     ) -> TileResult {
-        let commitment = crate::proof::commitment(&self.claim(), &accumulators.to_bytes());
+        let commitment = crate::proof::commitment_on(&self.claim(), gpu.as_ref(), &accumulators.to_bytes());
         TileResult {
             lease: self.lease,
             tile: self.tile,
@@ -190,6 +291,7 @@ impl TileTask {
             millis,
             commitment,
             signature: key.sign(&commitment),
+            gpu,
         }
     }
 }
@@ -289,12 +391,14 @@ mod tests {
                 extra: "{}".into(),
                 fuel_per_tile: 1_000_000_000,
                 fuel_per_pixel_sample: 5_000_000,
+                engine: Engine::Auto,
             },
             tile: 3,
             frame: 2,
             rect: Rect { x: 64, y: 0, width: 64, height: 64 },
             samples: SampleRange { start: 0, count: 16 },
             seed: 9,
+            gpu: true,
         }
     }
 
@@ -317,12 +421,38 @@ mod tests {
             millis: 40,
             commitment: [7; 32],
             signature: vec![9; 64],
+            gpu: None,
         });
         let bytes = encode(&reply);
         assert!(bytes.len() >= n * 16);
         // The floats, a commitment and a signature, and a few bytes more.
         assert!(bytes.len() < n * 16 + 32 + 64 + 64, "{} bytes", bytes.len());
         assert!(bytes.len() <= max_tile_reply(n as u64));
+        // The largest GPU class a coordinator accepts still fits.
+        let TileReply::Done(mut result) = reply else { unreachable!() };
+        let long = "x".repeat(MAX_GPU_CLASS_TEXT);
+        result.gpu = Some(GpuClass { vendor: u32::MAX, device: u32::MAX, driver: long.clone(), name: long });
+        assert!(result.gpu.as_ref().unwrap().check().is_ok());
+        let bytes = encode(&TileReply::Done(result.clone()));
+        assert!(bytes.len() <= max_tile_reply(n as u64));
+        assert_eq!(decode_frame::<TileReply>(&bytes, max_tile_reply(n as u64)).unwrap(), TileReply::Done(result));
+    }
+
+    #[test]
+    fn engines_parse_and_print() {
+        for e in [Engine::Cpu, Engine::Gpu, Engine::Auto] {
+            assert_eq!(e.to_string().parse::<Engine>(), Ok(e));
+        }
+        assert_eq!("GPU".parse::<Engine>(), Ok(Engine::Gpu));
+        assert!("cuda".parse::<Engine>().unwrap_err().contains("cpu, gpu or auto"));
+        assert!(!Engine::Cpu.allows_gpu() && Engine::Gpu.allows_gpu() && Engine::Auto.allows_gpu());
+        let class = GpuClass {
+            vendor: 0x10de,
+            device: 0x2335,
+            driver: "d".repeat(MAX_GPU_CLASS_TEXT + 1),
+            name: "H200".into(),
+        };
+        assert!(class.check().is_err());
     }
 
     #[test]

@@ -45,8 +45,10 @@ struct Args {
     /// Seconds of silence after which the coordinator counts as gone [default: 10].
     #[arg(long, env = "TESSERA_IDLE_TIMEOUT")]
     idle_timeout: Option<u64>,
-    /// The GPU jobs may use: `none`, `auto` (the best hardware adapter) or a
-    /// name to match (`RTX`, `llvmpipe`) [default: none].
+    /// The GPU jobs may use: `none`, `auto` (the best hardware adapter; none
+    /// if there is only a software one) or a name to match (`RTX`,
+    /// `llvmpipe`) [default: auto]. Only jobs that ask for the GPU
+    /// (`--engine gpu|auto`) see it.
     #[arg(long, env = "TESSERA_GPU")]
     gpu: Option<String>,
     /// A config file of `key = "value"` lines (keys as the long flags above).
@@ -95,6 +97,9 @@ fn main() -> Result<()> {
     if let Some(secs) = number(args.idle_timeout, "idle-timeout")? {
         config.idle_timeout = Duration::from_secs(secs.max(1));
     }
+    // The GPU is offered by default: jobs opt in (`engine`), and their GPU
+    // tiles are checked within a tolerance and replicated within a class.
+    config.gpu = GpuSelection::Auto;
     if let Some(gpu) = pick(&args.gpu, "gpu") {
         let Ok(selection) = gpu.parse::<GpuSelection>();
         config.gpu = selection;

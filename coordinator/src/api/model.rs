@@ -74,6 +74,10 @@ pub struct SubmitSettings {
     /// Higher runs first (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    /// `cpu` (default: every tile checked bit for bit), `gpu` (GPU workers
+    /// only) or `auto` (the GPU where a worker offers one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 /// A job's settings as resolved when it was accepted.
@@ -94,6 +98,8 @@ pub struct JobSettingsView {
     pub background: Option<[f32; 3]>,
     pub background_strength: f32,
     pub bounces: u32,
+    /// `cpu`, `gpu` or `auto`.
+    pub engine: String,
 }
 
 /// How far a job is.
@@ -215,6 +221,10 @@ pub struct Worker {
     /// Consecutive verified results (any failed check resets it).
     #[serde(default)]
     pub trust: u64,
+    /// Consecutive verified GPU tiles, counted apart: GPU tiles are
+    /// checked within a tolerance, CPU tiles bit for bit.
+    #[serde(default)]
+    pub gpu_trust: u64,
     /// `new` until `trust` reaches the farm's threshold, then `trusted`;
     /// `quarantined` after repeated failed checks until an admin clears it.
     #[serde(default)]

@@ -64,6 +64,7 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<J
                 reputation: standing.as_ref().map(|s| s.reputation),
                 credit: standing.as_ref().map(|s| s.credit),
                 trust: standing.as_ref().map_or(0, |s| s.trust),
+                gpu_trust: standing.as_ref().map_or(0, |s| s.gpu_trust),
                 trust_level: match &standing {
                     Some(s) if s.quarantined => "quarantined",
                     Some(s) if s.trust >= threshold => "trusted",

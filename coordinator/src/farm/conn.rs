@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tessera_protocol::proof;
 use tessera_protocol::wire::{
-    max_tile_reply, BlobHeader, CoordinatorMsg, TileReply, TileTask, WorkerMsg, WorkerOpen, MAX_CONTROL_MESSAGE,
-    PROTOCOL_VERSION,
+    max_tile_reply, BlobHeader, CoordinatorMsg, GpuClass, TileReply, TileTask, WorkerMsg, WorkerOpen,
+    MAX_CONTROL_MESSAGE, PROTOCOL_VERSION,
 };
 use tessera_worker::net::{read_last, read_msg, spawn_reader, tls, within, write_msg, NetError};
 use tokio::sync::mpsc;
@@ -108,6 +108,10 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
     }
     let caps = &hello.capabilities;
     let slots = caps.slots.clamp(1, 1024);
+    if let Some(Err(e)) = caps.gpu_class.as_ref().map(|c| c.check()) {
+        return Err(refuse(conn, &mut control_tx, &format!("capabilities: {e}")).await);
+    }
+    let gpu = caps.gpu_class.clone();
     // A name for pages and logs: printable and short, whatever was sent.
     let name: String = hello.name.chars().filter(|c| !c.is_control()).take(64).collect();
     {
@@ -131,7 +135,7 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
     let worker = WorkerId(ctx.next_worker.fetch_add(1, Ordering::Relaxed));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let addr = conn.remote_address().ip();
-    let _ = ctx.core.send(CoreMsg::Joined { worker, identity, name, slots, addr, tx });
+    let _ = ctx.core.send(CoreMsg::Joined { worker, identity, name, slots, addr, tx, gpu: gpu.clone() });
     let mut heartbeats: u64 = 0;
     let mut control = spawn_reader::<WorkerMsg>(control_rx, MAX_CONTROL_MESSAGE);
     let result = loop {
@@ -164,8 +168,8 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
                 for cmd in cmds {
                     match cmd {
                         Some(ConnCmd::Dispatch(task)) => {
-                            let (conn, ctx) = (conn.clone(), ctx.clone());
-                            tokio::spawn(async move { run_tile(&conn, &ctx, worker, task).await });
+                            let (conn, ctx, gpu) = (conn.clone(), ctx.clone(), gpu.clone());
+                            tokio::spawn(async move { run_tile(&conn, &ctx, worker, task, gpu.as_ref()).await });
                         }
                         Some(ConnCmd::Ack(lease, ack)) => acks.push((lease, ack)),
                         Some(ConnCmd::Revoke(lease)) => {
@@ -222,15 +226,16 @@ async fn check_token(ctx: &ConnContext, token: &str) -> Result<Option<u64>, Stor
 
 /// Adaptive replication: below the trust threshold every result needs a
 /// second opinion; above it, one does with probability
-/// `max(1 / consecutive valid results, 2 %)`.
-async fn needs_second_opinion(ctx: &ConnContext, identity: &str) -> bool {
+/// `max(1 / consecutive valid results, 2 %)`. GPU tiles go by the
+/// worker's GPU trust, earned apart.
+async fn needs_second_opinion(ctx: &ConnContext, identity: &str, gpu: bool) -> bool {
     let (store, identity) = (ctx.store.clone(), identity.to_string());
     let trust = tokio::task::spawn_blocking(move || lock(&store).standing(&identity))
         .await
         .ok()
         .and_then(|r| r.ok())
         .flatten()
-        .map_or(0, |s| s.trust);
+        .map_or(0, |s| if gpu { s.gpu_trust } else { s.trust });
     if trust < ctx.trust_threshold {
         return true;
     }
@@ -262,9 +267,15 @@ async fn token_valid(ctx: &ConnContext, token: &str) -> bool {
 
 /// One tile's stream: send the task, read and check the result, hand it to
 /// the core, and send the ack once the core says it is durable.
-async fn run_tile(conn: &quinn::Connection, ctx: &ConnContext, worker: WorkerId, task: TileTask) {
+async fn run_tile(
+    conn: &quinn::Connection,
+    ctx: &ConnContext,
+    worker: WorkerId,
+    task: TileTask,
+    gpu: Option<&GpuClass>,
+) {
     let lease = task.lease;
-    let error = match tile_exchange(conn, ctx, worker, &task).await {
+    let error = match tile_exchange(conn, ctx, worker, &task, gpu).await {
         Ok(()) => return,
         Err(e) => e,
     };
@@ -293,6 +304,7 @@ async fn tile_exchange(
     ctx: &ConnContext,
     worker: WorkerId,
     task: &TileTask,
+    worker_gpu: Option<&GpuClass>,
 ) -> Result<(), NetError> {
     let (mut send, mut recv) = conn.open_bi().await?;
     write_msg(&mut send, task).await?;
@@ -327,13 +339,24 @@ async fn tile_exchange(
     if let Err(e) = result.accumulators.check_shape() {
         return Err(reject(format!("a malformed tile: {e}")));
     }
+    // A GPU result only where the tile was leased for the GPU, and only
+    // from the GPU class the worker declared: the class decides how the
+    // tile is checked and who may give its second opinion.
+    if let Some(class) = &result.gpu {
+        if !task.gpu {
+            return Err(reject("a GPU result for a tile leased for the CPU".into()));
+        }
+        if Some(class) != worker_gpu {
+            return Err(reject(format!("a result from GPU {class}, which is not the GPU this worker declared")));
+        }
+    }
     // Proof-of-render, first half: the commitment must cover exactly these
     // pixels for exactly this task, signed by the key this connection
     // authenticated with (spot checks follow in the verifier).
     result.accumulators.canonicalize_nans();
     let bytes = result.accumulators.to_bytes();
     let (identity, key) = tls::peer_key(conn)?;
-    if proof::commitment(&task.claim(), &bytes) != result.commitment {
+    if proof::commitment_on(&task.claim(), result.gpu.as_ref(), &bytes) != result.commitment {
         let reason = "the commitment does not match the task and the pixels sent".to_string();
         failed_check(conn, ctx, &identity, task, &reason, evidence(task, &result, &key, None)).await;
         return Err(reject(reason));
@@ -344,12 +367,19 @@ async fn tile_exchange(
         return Err(reject(reason));
     }
     // Second half: re-render the pixels the epoch's secret picks, off the runtime.
+    let mut outside_tolerance = false;
     let spot_check = match &ctx.verifier {
         None => None,
         Some(verifier) => {
             let (verifier, t) = (verifier.clone(), task.clone());
             let (r, verdict) = tokio::task::spawn_blocking(move || {
-                let verdict = verifier.check(&t, &result.accumulators, &result.commitment, super::writer::unix_ms());
+                let verdict = verifier.check(
+                    &t,
+                    &result.accumulators,
+                    &result.commitment,
+                    result.gpu.as_ref(),
+                    super::writer::unix_ms(),
+                );
                 (result, verdict)
             })
             .await
@@ -357,6 +387,22 @@ async fn tile_exchange(
             result = r;
             match verdict {
                 Ok(check) if check.passed() => Some(check),
+                // Statistics alone never count against a worker: a GPU
+                // tile outside the tolerance waits for a second worker of
+                // its class, whose hash decides (`gpu_check.rs`).
+                Ok(check) if check.gpu.is_some() => {
+                    let c = check.gpu.as_ref().expect("matched");
+                    tracing::info!(
+                        worker = worker.0,
+                        job = task.job.job,
+                        tile = task.tile,
+                        outliers = c.outliers,
+                        allowed = c.allowed,
+                        "GPU tile outside the tolerance; replicating it within its class"
+                    );
+                    outside_tolerance = true;
+                    Some(check)
+                }
                 Ok(check) => {
                     let (x, y) = check.mismatch.unwrap_or_default();
                     tracing::warn!(worker = worker.0, %identity, job = task.job.job, tile = task.tile, x, y, "spot check failed");
@@ -390,8 +436,10 @@ async fn tile_exchange(
         sample_count: task.samples.count,
         signature_checked: true,
         spot_check,
+        gpu: result.gpu.clone(),
     };
-    let replicate = ctx.replication && needs_second_opinion(ctx, &record.worker).await;
+    let replicate =
+        ctx.replication && (outside_tolerance || needs_second_opinion(ctx, &record.worker, result.gpu.is_some()).await);
     let _ = ctx.core.send(CoreMsg::TileDone { worker, lease: task.lease, result, proof: record, replicate });
     Ok(())
 }

@@ -11,14 +11,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tessera_protocol::wire::{TileAck, TileResult, TileTask};
+use tessera_protocol::wire::{Engine, GpuClass, TileAck, TileResult, TileTask};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::job::{JobPlan, JobSpec};
 use super::writer::{PendingTile, WriterMsg};
 use crate::api::model::{Event as ApiEvent, TileRect};
-use crate::scheduler::{Action, Event, JobId, LeaseId, Scheduler, TileRef, WorkerId};
+use crate::scheduler::{Action, Event, GpuClassId, JobId, LeaseId, Scheduler, TileRef, WorkerId};
 use crate::store::{JobState, LogLevel};
 
 /// How many events a slow subscriber may fall behind before it is told it
@@ -47,6 +47,8 @@ pub enum CoreMsg {
         /// independent opinions.
         addr: std::net::IpAddr,
         tx: mpsc::UnboundedSender<ConnCmd>,
+        /// The GPU class it offers jobs, if any.
+        gpu: Option<GpuClass>,
     },
     Left {
         worker: WorkerId,
@@ -178,6 +180,7 @@ struct LiveWorker {
     identity: String,
     name: String,
     addr: std::net::IpAddr,
+    gpu: Option<GpuClassId>,
     slots: u32,
     tx: mpsc::UnboundedSender<ConnCmd>,
     tiles_done: u64,
@@ -223,6 +226,8 @@ pub struct Core {
     replication: super::replicate::Replication,
     /// To hand the coordinator's own renders back to this loop.
     me: mpsc::UnboundedSender<CoreMsg>,
+    /// GPU classes seen, numbered for the scheduler by position.
+    gpu_classes: Vec<GpuClass>,
 }
 
 impl Core {
@@ -245,7 +250,20 @@ impl Core {
             jobs: BTreeMap::new(),
             leases: BTreeMap::new(),
             writer,
+            gpu_classes: Vec::new(),
         }
+    }
+
+    /// The scheduler's number for a GPU class.
+    fn class_id(&mut self, class: &GpuClass) -> GpuClassId {
+        let index = match self.gpu_classes.iter().position(|c| c == class) {
+            Some(i) => i,
+            None => {
+                self.gpu_classes.push(class.clone());
+                self.gpu_classes.len() - 1
+            }
+        };
+        GpuClassId(index as u32)
     }
 
     fn now(&self) -> u64 {
@@ -312,11 +330,12 @@ impl Core {
     fn handle(&mut self, msg: CoreMsg) {
         let now = self.now();
         match msg {
-            CoreMsg::Joined { worker, identity, name, slots, addr, tx } => {
-                tracing::info!(worker = worker.0, %identity, %name, slots, "worker joined");
+            CoreMsg::Joined { worker, identity, name, slots, addr, tx, gpu } => {
+                tracing::info!(worker = worker.0, %identity, %name, slots, gpu = ?gpu.as_ref().map(|g| g.to_string()), "worker joined");
                 self.emit(ApiEvent::Worker { identity: identity.clone(), name: name.clone(), state: "joined".into() });
-                self.workers.insert(worker, LiveWorker { identity, name, addr, slots, tx, tiles_done: 0 });
-                self.scheduler.handle(now, Event::WorkerJoined { worker, slots });
+                let gpu = gpu.map(|g| self.class_id(&g));
+                self.workers.insert(worker, LiveWorker { identity, name, addr, gpu, slots, tx, tiles_done: 0 });
+                self.scheduler.handle(now, Event::WorkerJoined { worker, slots, gpu });
             }
             CoreMsg::Left { worker } => {
                 if let Some(w) = self.workers.remove(&worker) {
@@ -455,7 +474,8 @@ impl Core {
         self.log(id, LogLevel::Info, plan_line);
         tracing::info!(job = id, name = %job.spec.name, tiles = total, done = done.len(), "job loaded");
         self.jobs.insert(id, job);
-        self.scheduler.handle(now, Event::JobSubmitted { job: JobId(id), tiles: total, priority });
+        let needs_gpu = self.jobs.get(&id).is_some_and(|j| j.spec.engine == Engine::Gpu);
+        self.scheduler.handle(now, Event::JobSubmitted { job: JobId(id), tiles: total, priority, needs_gpu });
         if !done.is_empty() {
             self.scheduler.handle(now, Event::TilesAlreadyDone { job: JobId(id), tiles: done });
         }
@@ -485,7 +505,14 @@ impl Core {
                     };
                     let Some(place) = job.plan.place(tile.index) else { continue };
                     self.leases.insert(lease, (worker, tile));
+                    // The GPU where the job allows it and the worker has
+                    // one, unless this is the second opinion on a CPU
+                    // tile: that must match it bit for bit.
+                    let cpu_replica =
+                        self.pending.get(&(tile.job.0, tile.index)).is_some_and(|p| p.result.gpu.is_none());
+                    let gpu = job.spec.engine.allows_gpu() && w.gpu.is_some() && !cpu_replica;
                     let task = TileTask {
+                        gpu,
                         lease: lease.0,
                         job: job.descriptor.clone(),
                         tile: tile.index,
@@ -571,12 +598,20 @@ impl Core {
         let Some(w) = self.workers.get(&worker) else { return false };
         let (identity, addr, tx) = (w.identity.clone(), w.addr, w.tx.clone());
         let key = (tile.job.0, tile.index);
+        let pending_class = self.pending.get(&key).and_then(|p| p.result.gpu.clone()).map(|c| self.class_id(&c));
         if let Some(p) = self.pending.get_mut(&key) {
             self.leases.remove(&lease);
-            if p.rendering || p.second.is_some() || !self.replication.independent(p, &identity, addr) {
+            // A second opinion counts from an independent worker that
+            // rendered where the first did: on the CPU for a CPU tile, on
+            // the same GPU class for a GPU tile (bits agree only there).
+            if p.rendering
+                || p.second.is_some()
+                || !self.replication.independent(p, &identity, addr)
+                || p.result.gpu != result.gpu
+            {
                 // Not an opinion that counts: the tile goes to someone else
                 // (or waits for the coordinator's render).
-                self.scheduler.handle(now, Event::Replicate { worker, lease });
+                self.scheduler.handle(now, Event::Replicate { worker, lease, class: pending_class });
                 let reason = "a second opinion must come from an independent worker".to_string();
                 let _ = tx.send(ConnCmd::Ack(lease.0, TileAck::Rejected { reason }));
                 return false;
@@ -612,12 +647,13 @@ impl Core {
             return false;
         }
         if replicate && self.replication.enabled {
+            let class = result.gpu.clone().map(|c| self.class_id(&c));
             self.leases.remove(&lease);
             self.pending.insert(
                 key,
                 Pending { worker, identity, addr, result, proof, acks: tx, since: now, second: None, rendering: false },
             );
-            self.scheduler.handle(now, Event::Replicate { worker, lease });
+            self.scheduler.handle(now, Event::Replicate { worker, lease, class });
             return false;
         }
         self.scheduler.handle(now, Event::TileDone { worker, lease });
@@ -637,6 +673,7 @@ impl Core {
         let Some(place) = job.plan.place(key.1) else { return };
         p.rendering = true;
         let task = TileTask {
+            gpu: false,
             lease: 0,
             job: job.descriptor.clone(),
             tile: key.1,
@@ -698,10 +735,24 @@ impl Core {
             }
         };
         let truth = rendered.to_bytes();
+        // A CPU tile must equal the coordinator's render; a GPU tile must be
+        // within the tolerance of it. Statistics alone never count against
+        // a worker: a GPU result outside the tolerance is a failed check
+        // only when a second worker of its class disagreed with it by hash.
+        let gpu_tile = p.result.gpu.is_some();
+        let tolerance = self.replication.verifier.as_ref().map(|v| v.config().gpu_tolerance).unwrap_or_default();
+        let agrees = |acc: &tessera_protocol::TileAccumulators| {
+            if gpu_tile {
+                super::gpu_check::compare_tiles(&rendered, acc, tolerance).within()
+            } else {
+                acc.to_bytes() == truth
+            }
+        };
+        let strikes = !gpu_tile || p.second.is_some();
         let tile = TileRef { job: JobId(job), index };
         let mut winner: Option<Finished> = None;
         let mut losers = Vec::new();
-        if p.result.accumulators.to_bytes() == truth {
+        if agrees(&p.result.accumulators) {
             winner = Some(Finished {
                 identity: p.identity.clone(),
                 result: p.result.clone(),
@@ -713,7 +764,8 @@ impl Core {
             losers.push((p.identity.clone(), p.proof.clone()));
         }
         if let Some(second) = p.second.take() {
-            if second.result.accumulators.to_bytes() == truth && winner.is_none() {
+            let second_agrees = agrees(&second.result.accumulators);
+            if second_agrees && winner.is_none() {
                 winner = Some(Finished {
                     identity: second.identity,
                     result: second.result,
@@ -721,10 +773,22 @@ impl Core {
                     acks: Some(second.acks),
                     replica: None,
                 });
-            } else if second.result.accumulators.to_bytes() != truth {
+            } else if !second_agrees {
                 losers.push((second.identity, second.proof));
                 let reason = "it disagreed with the coordinator's render of the tile".into();
                 let _ = second.acks.send(ConnCmd::Ack(second.result.lease, TileAck::Rejected { reason }));
+            }
+        }
+        if !strikes {
+            for (identity, _) in losers.drain(..) {
+                self.log(
+                    job,
+                    LogLevel::Warn,
+                    format!(
+                        "tile {index}: the GPU result from {identity} is outside the tolerance of the coordinator's \
+                         render and no worker of its GPU class gave a second opinion; the coordinator's render is kept"
+                    ),
+                );
             }
         }
         for (identity, proof) in losers {
@@ -755,6 +819,7 @@ impl Core {
                     sample_count: p.proof.sample_count,
                     signature_checked: false,
                     spot_check: None,
+                    gpu: None,
                 },
                 acks: None,
                 replica: None,

@@ -2,7 +2,7 @@
 //! that numbers its tiles across frames.
 
 use serde::{Deserialize, Serialize};
-use tessera_protocol::wire::JobDescriptor;
+use tessera_protocol::wire::{Engine, JobDescriptor};
 use tessera_protocol::{ContentHash, Rect, SampleRange};
 use tessera_worker::sandbox::{FuelBudget, SceneInfo};
 
@@ -41,6 +41,11 @@ pub struct JobSpec {
     /// job lists; not part of what workers are sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submitted_by: Option<String>,
+    /// Where tiles may render (`cpu`, the default, for jobs stored before
+    /// GPUs; `gpu`; `auto`). GPU tiles are verified within a tolerance and
+    /// replicated within their GPU class (`farm/gpu_check.rs`).
+    #[serde(default)]
+    pub engine: Engine,
 }
 
 /// A frame file format.
@@ -86,6 +91,22 @@ impl Format {
 /// (8 bounces, Blender's world strength): jobs submitted without settings
 /// render the same pixels as a local check.
 pub const RENDER_DEFAULTS: &str = r#"{"background_strength":1.0,"max_bounces":8}"#;
+
+/// The guest settings `extra` with the engine set: the path tracer reads
+/// `engine` (`cpu`, `gpu`, `auto`). A CPU job's settings are left exactly
+/// as they were, so its pixels and manifests do not change.
+pub fn with_engine(extra: &str, engine: Engine) -> String {
+    let mut value: serde_json::Value = match serde_json::from_str(extra) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        _ => return extra.to_string(),
+    };
+    let has = value.get("engine").is_some();
+    if engine == Engine::Cpu && !has {
+        return extra.to_string();
+    }
+    value["engine"] = engine.as_str().into();
+    value.to_string()
+}
 
 /// A spec that cannot be planned.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -151,6 +172,7 @@ impl JobSpec {
             extra: self.extra.clone(),
             fuel_per_tile: self.fuel_per_tile,
             fuel_per_pixel_sample: self.fuel_per_pixel_sample,
+            engine: self.engine,
         }
     }
 
@@ -263,6 +285,7 @@ mod tests {
             fuel_per_pixel_sample: 1,
             formats: Format::all(),
             submitted_by: None,
+            engine: Default::default(),
         };
         let err = spec.plan().unwrap_err().to_string();
         assert!(err.contains("100000000 tiles a frame"), "{err}");

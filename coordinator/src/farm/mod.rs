@@ -14,6 +14,7 @@
 
 pub mod conn;
 pub mod core;
+pub mod gpu_check;
 pub mod job;
 pub mod replicate;
 pub mod verify;
@@ -391,7 +392,7 @@ impl Farm {
             width,
             height,
             fps: request.fps,
-            extra: request.extra,
+            extra: job::with_engine(&request.extra, request.engine),
             spp: request.spp,
             seed: request.seed,
             tile_size,
@@ -403,6 +404,7 @@ impl Farm {
             fuel_per_pixel_sample,
             formats: request.formats,
             submitted_by: request.submitted_by,
+            engine: request.engine,
         })
         .await
     }
@@ -534,6 +536,7 @@ pub struct JobRequest {
     pub formats: Vec<job::Format>,
     /// The submitting token's label ([`JobSpec::submitted_by`]).
     pub submitted_by: Option<String>,
+    pub engine: tessera_protocol::wire::Engine,
 }
 
 impl JobRequest {
@@ -555,6 +558,7 @@ impl JobRequest {
             exposure: 0.0,
             formats: job::Format::all(),
             submitted_by: None,
+            engine: Default::default(),
         }
     }
 }

@@ -35,6 +35,7 @@ use tessera_worker::sandbox::{
     FuelBudget, GuestModule, JobInstance, JobSettings, JobSpec as SandboxJob, Sandbox, SandboxError, TileRequest,
 };
 
+use super::gpu_check::{self, GpuComparison, GpuTolerance, SceneScale};
 use super::lock;
 use crate::store::{Blobs, Store, StoreError};
 
@@ -62,6 +63,8 @@ pub struct VerifyConfig {
     /// How long a tile waits for an independent worker before the
     /// coordinator renders the second opinion itself.
     pub replica_wait: Duration,
+    /// How far a GPU tile's pixels may be from the CPU's (`gpu_check.rs`).
+    pub gpu_tolerance: GpuTolerance,
 }
 
 impl Default for VerifyConfig {
@@ -75,6 +78,7 @@ impl Default for VerifyConfig {
             replication: true,
             independent_addresses: true,
             replica_wait: Duration::from_secs(30),
+            gpu_tolerance: GpuTolerance::default(),
         }
     }
 }
@@ -98,11 +102,21 @@ pub struct SpotCheck {
     /// credit is based.
     #[serde(default)]
     pub fuel: u64,
+    /// For a GPU tile: how its pixels compare with the CPU's, within the
+    /// tolerance. `mismatch` is then the worst pixel when it is outside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuComparison>,
 }
 
 impl SpotCheck {
+    /// Whether the tile passed: bit for bit (CPU tiles) or within the
+    /// tolerance (GPU tiles). A GPU tile that did not pass is replicated,
+    /// not counted as a failed check (`gpu_check.rs`).
     pub fn passed(&self) -> bool {
-        self.mismatch.is_none()
+        match &self.gpu {
+            Some(c) => c.within(),
+            None => self.mismatch.is_none(),
+        }
     }
 }
 
@@ -130,7 +144,13 @@ pub struct Verifier {
     /// Idle instances per job, most recently used job last.
     instances: Mutex<Vec<(u64, Vec<JobInstance>)>>,
     secrets: Mutex<BTreeMap<u64, [u8; 32]>>,
+    /// Per job, the brightness of its re-rendered pixels: the GPU
+    /// tolerance's floor is calibrated to the scene with it.
+    scales: Mutex<BTreeMap<u64, SceneScale>>,
 }
+
+/// Jobs whose scene scale is remembered.
+const SCALED_JOBS: usize = 64;
 
 impl Verifier {
     pub fn new(config: VerifyConfig, store: Arc<Mutex<Store>>) -> Result<Verifier, VerifyError> {
@@ -146,6 +166,7 @@ impl Verifier {
             modules: Mutex::default(),
             instances: Mutex::default(),
             secrets: Mutex::default(),
+            scales: Mutex::default(),
         })
     }
 
@@ -204,12 +225,14 @@ impl Verifier {
     }
 
     /// Re-renders the pixels the epoch's secret picks from `commitment` and
-    /// compares them with `tile`'s, bit for bit.
+    /// compares them with `tile`'s: bit for bit for a CPU tile, within the
+    /// scene's tolerance for a tile rendered on `gpu`.
     pub fn check(
         &self,
         task: &TileTask,
         tile: &TileAccumulators,
         commitment: &Commitment,
+        gpu: Option<&tessera_protocol::wire::GpuClass>,
         now_ms: u64,
     ) -> Result<SpotCheck, VerifyError> {
         let epoch = self.epoch_of(now_ms);
@@ -217,24 +240,70 @@ impl Verifier {
         let k = self.pixels_for(task.rect);
         let pixels = proof::spot_pixels(&secret, commitment, task.rect, k);
         let mut instance = self.instance(task)?;
-        let mut mismatch = None;
-        let (mut expected_px, mut got_px) = (None, None);
+        let mut rendered = Vec::with_capacity(pixels.len());
         let mut fuel = 0u64;
         let mut outcome = Ok(());
         for &(x, y) in &pixels {
             let rect = Rect { x, y, width: 1, height: 1 };
             let request = TileRequest::new(task.frame, rect, task.samples.start, task.samples.count, task.seed);
-            let mut out = match instance.render_tile(&request) {
-                Ok(o) => o,
+            match instance.render_tile(&request) {
+                Ok(mut out) => {
+                    out.accumulators.canonicalize_nans();
+                    fuel += out.fuel_used;
+                    rendered.push(out.accumulators);
+                }
                 Err(e) => {
                     outcome = Err(e);
                     break;
                 }
-            };
-            out.accumulators.canonicalize_nans();
-            fuel += out.fuel_used;
-            let expected = out.accumulators.pixel_at(x, y);
-            let got = tile.pixel_at(x, y);
+            }
+        }
+        self.give_back(task.job.job, instance);
+        outcome?;
+        let as_array = |p: Option<([f32; 3], f32)>| p.map(|(c, w)| [c[0], c[1], c[2], w]);
+        let scale = {
+            let mut scales = self.scales.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = scales.entry(task.job.job).or_default();
+            for (acc, &(x, y)) in rendered.iter().zip(&pixels) {
+                if let Some((c, w)) = acc.pixel_at(x, y).filter(|(_, w)| *w > 0.0) {
+                    entry.add([c[0] / w, c[1] / w, c[2] / w]);
+                }
+            }
+            let value = entry.value();
+            while scales.len() > SCALED_JOBS {
+                scales.pop_first();
+            }
+            value
+        };
+        let mut check = SpotCheck {
+            epoch,
+            pixels: k.min(pixels.len() as u32),
+            mismatch: None,
+            expected: None,
+            got: None,
+            fuel,
+            gpu: None,
+        };
+        if gpu.is_some() {
+            let cmp = gpu_check::compare(
+                pixels.iter().zip(&rendered).map(|(&(x, y), acc)| (x, y, acc)),
+                tile,
+                self.config.gpu_tolerance,
+                scale,
+            );
+            if !cmp.within() {
+                check.mismatch = cmp.worst_at;
+            }
+            if let Some((x, y)) = cmp.worst_at {
+                let i = pixels.iter().position(|p| *p == (x, y)).unwrap_or(0);
+                check.expected = rendered.get(i).and_then(|a| as_array(a.pixel_at(x, y)));
+                check.got = as_array(tile.pixel_at(x, y));
+            }
+            check.gpu = Some(cmp);
+            return Ok(check);
+        }
+        for (acc, &(x, y)) in rendered.iter().zip(&pixels) {
+            let (expected, got) = (acc.pixel_at(x, y), tile.pixel_at(x, y));
             let same = match (expected, got) {
                 (Some((ec, ew)), Some((gc, gw))) => {
                     ec.iter().zip(gc.iter()).all(|(a, b)| a.to_bits() == b.to_bits()) && ew.to_bits() == gw.to_bits()
@@ -242,15 +311,13 @@ impl Verifier {
                 _ => false,
             };
             if !same {
-                mismatch = Some((x, y));
-                expected_px = expected.map(|(c, w)| [c[0], c[1], c[2], w]);
-                got_px = got.map(|(c, w)| [c[0], c[1], c[2], w]);
+                check.mismatch = Some((x, y));
+                check.expected = as_array(expected);
+                check.got = as_array(got);
                 break;
             }
         }
-        self.give_back(task.job.job, instance);
-        outcome?;
-        Ok(SpotCheck { epoch, pixels: k.min(pixels.len() as u32), mismatch, expected: expected_px, got: got_px, fuel })
+        Ok(check)
     }
 
     /// Renders a whole tile here (a second opinion no worker could give,
@@ -296,7 +363,13 @@ impl Verifier {
         };
         let spec = SandboxJob {
             scene: self.blobs.get(&job.scene.0)?.into(),
-            settings: JobSettings { width: job.width, height: job.height, fps: job.fps, extra: job.extra.clone() },
+            // The coordinator's opinion is always the CPU's.
+            settings: JobSettings {
+                width: job.width,
+                height: job.height,
+                fps: job.fps,
+                extra: super::job::with_engine(&job.extra, tessera_protocol::wire::Engine::Cpu),
+            },
             fuel: FuelBudget {
                 per_tile: job.fuel_per_tile,
                 per_pixel_sample: job.fuel_per_pixel_sample,
@@ -339,6 +412,10 @@ pub struct TileProof {
     pub signature_checked: bool,
     /// `None` when spot checks are off.
     pub spot_check: Option<SpotCheck>,
+    /// The GPU class the worker rendered on (signed in the commitment);
+    /// `None` for a CPU tile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<tessera_protocol::wire::GpuClass>,
 }
 
 impl TileProof {

@@ -226,12 +226,14 @@ fn commit(store: &Mutex<Store>, core: &tokio_mpsc::UnboundedSender<CoreMsg>, bat
                 proof: Some(serde_json::to_string(&t.proof).unwrap_or_default()),
                 credit: (t.worker != COORDINATOR).then(|| TileCredit {
                     credit: t.proof.credit(t.result.accumulators.rect.pixel_count(), t.result.fuel),
+                    gpu: t.proof.gpu.is_some(),
                     commitment: t.result.commitment,
                     time_ms: unix_ms(),
                 }),
                 also_credit: t.replica.as_ref().map(|r| {
                     let credit = TileCredit {
                         credit: r.proof.credit(t.result.accumulators.rect.pixel_count(), t.result.fuel),
+                        gpu: r.proof.gpu.is_some(),
                         commitment: r.commitment,
                         time_ms: unix_ms(),
                     };

@@ -88,6 +88,10 @@ pub struct SubmitArgs {
     /// Higher runs first [farm default: 0].
     #[arg(long, allow_negative_numbers = true)]
     priority: Option<i32>,
+    /// Where tiles render: cpu (every tile checked bit for bit), gpu (GPU
+    /// workers only) or auto (the GPU where a worker offers one) [farm default: cpu].
+    #[arg(long)]
+    engine: Option<tessera_protocol::wire::Engine>,
     /// Wait for the job to finish, showing its progress; fail if it fails.
     #[arg(long)]
     wait: bool,
@@ -208,6 +212,7 @@ fn submit_settings(args: &SubmitArgs) -> Result<SubmitSettings> {
         exposure: args.exposure,
         formats: (!args.format.is_empty()).then(|| args.format.iter().map(|f| format_name(*f).to_owned()).collect()),
         priority: args.priority,
+        engine: args.engine.map(|e| e.to_string()),
     })
 }
 

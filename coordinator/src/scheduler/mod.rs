@@ -40,6 +40,11 @@ pub struct TileRef {
     pub index: u32,
 }
 
+/// A GPU class (vendor, device, driver), numbered by the caller: GPU
+/// results are compared by hash only within one class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GpuClassId(pub u32);
+
 /// Tunables, each with the default it has and why.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -82,6 +87,8 @@ pub enum Event {
     WorkerJoined {
         worker: WorkerId,
         slots: u32,
+        /// The GPU class it renders GPU tiles on, if it offers a GPU.
+        gpu: Option<GpuClassId>,
     },
     /// The worker closed its connection or was dropped.
     WorkerLeft {
@@ -95,6 +102,8 @@ pub enum Event {
         job: JobId,
         tiles: u32,
         priority: i32,
+        /// Only workers with a GPU may render it (`--engine gpu`).
+        needs_gpu: bool,
     },
     /// Tiles already done (from the store, after a restart): not dispatched.
     TilesAlreadyDone {
@@ -120,6 +129,9 @@ pub enum Event {
     Replicate {
         worker: WorkerId,
         lease: LeaseId,
+        /// A GPU tile's second opinion must come from the same GPU class
+        /// (results are bit-identical only there); `None`: any worker.
+        class: Option<GpuClassId>,
     },
     /// A tile confirmed outside any lease (the coordinator rendered the
     /// second opinion itself): done, with `TileCompleted` for `worker`.
@@ -164,6 +176,7 @@ pub enum Action {
 #[derive(Debug)]
 struct Worker {
     slots: u32,
+    gpu: Option<GpuClassId>,
     last_seen: u64,
     leases: BTreeSet<LeaseId>,
 }
@@ -196,6 +209,9 @@ struct Job {
     /// Tiles waiting for a second opinion, and the workers that rendered
     /// them already (none of whom may render them again).
     replicas: BTreeMap<u32, BTreeSet<WorkerId>>,
+    /// Of those, the ones whose second opinion must come from one GPU class.
+    replica_class: BTreeMap<u32, GpuClassId>,
+    needs_gpu: bool,
 }
 
 /// Finished-tile durations kept per job for the median.
@@ -227,6 +243,17 @@ impl Job {
     /// Whether `worker` already rendered `index` (awaiting a second opinion).
     fn rendered_by(&self, index: u32, worker: WorkerId) -> bool {
         self.replicas.get(&index).is_some_and(|ws| ws.contains(&worker))
+    }
+
+    /// Whether a worker with `gpu` may render `index`: a GPU-only job needs
+    /// a GPU, and a GPU tile's second opinion needs its class.
+    fn fits(&self, index: u32, gpu: Option<GpuClassId>) -> bool {
+        (!self.needs_gpu || gpu.is_some()) && self.replica_class.get(&index).is_none_or(|c| Some(*c) == gpu)
+    }
+
+    fn forget_replica(&mut self, index: u32) {
+        self.replicas.remove(&index);
+        self.replica_class.remove(&index);
     }
 }
 
@@ -264,11 +291,12 @@ impl Scheduler {
     /// Feeds one event; then drain [`Self::poll_action`].
     pub fn handle(&mut self, now: u64, event: Event) {
         match event {
-            Event::WorkerJoined { worker, slots } => {
+            Event::WorkerJoined { worker, slots, gpu } => {
                 if self.workers.contains_key(&worker) {
                     return;
                 }
-                self.workers.insert(worker, Worker { slots: slots.max(1), last_seen: now, leases: BTreeSet::new() });
+                self.workers
+                    .insert(worker, Worker { slots: slots.max(1), gpu, last_seen: now, leases: BTreeSet::new() });
                 self.timers.insert((now + self.config.heartbeat_timeout_ms, Timer::Heartbeat(worker)));
                 self.hungry.insert(worker);
             }
@@ -281,7 +309,7 @@ impl Scheduler {
                     self.timers.insert((w.last_seen + timeout, Timer::Heartbeat(worker)));
                 }
             }
-            Event::JobSubmitted { job, tiles, priority } => {
+            Event::JobSubmitted { job, tiles, priority, needs_gpu } => {
                 if self.jobs.contains_key(&job) {
                     return;
                 }
@@ -301,6 +329,8 @@ impl Scheduler {
                         next_duration: 0,
                         by_start: BTreeSet::new(),
                         replicas: BTreeMap::new(),
+                        replica_class: BTreeMap::new(),
+                        needs_gpu,
                     },
                 );
                 self.queued += tiles as usize;
@@ -325,7 +355,7 @@ impl Scheduler {
             Event::JobCancelled { job } => self.remove_job(job),
             Event::TileDone { worker, lease } => self.tile_done(now, worker, lease),
             Event::TileFailed { worker, lease } => self.tile_failed(worker, lease),
-            Event::Replicate { worker, lease } => self.replicate(worker, lease),
+            Event::Replicate { worker, lease, class } => self.replicate(worker, lease, class),
             Event::TileConfirmed { tile, worker } => self.tile_confirmed(tile, worker),
         }
         self.dispatch(now);
@@ -435,7 +465,7 @@ impl Scheduler {
         if !j.done.insert(tile.index) {
             return;
         }
-        j.replicas.remove(&tile.index);
+        j.forget_replica(tile.index);
         j.record_duration(now.saturating_sub(started));
         // The speculative twin, if any, lost the race.
         let twins = j.running.remove(&tile.index).unwrap_or_default();
@@ -467,7 +497,7 @@ impl Scheduler {
         self.requeue_if_orphaned(tile);
     }
 
-    fn replicate(&mut self, worker: WorkerId, lease: LeaseId) {
+    fn replicate(&mut self, worker: WorkerId, lease: LeaseId, class: Option<GpuClassId>) {
         let Some(l) = self.leases.get(&lease).filter(|l| l.worker == worker) else { return };
         let tile = l.tile;
         self.drop_lease(lease, false);
@@ -476,6 +506,10 @@ impl Scheduler {
             return;
         }
         j.replicas.entry(tile.index).or_default().insert(worker);
+        match class {
+            Some(c) => j.replica_class.insert(tile.index, c),
+            None => j.replica_class.remove(&tile.index),
+        };
         self.requeue_if_orphaned(tile);
     }
 
@@ -484,7 +518,7 @@ impl Scheduler {
         if tile.index >= j.total || !j.done.insert(tile.index) {
             return;
         }
-        j.replicas.remove(&tile.index);
+        j.forget_replica(tile.index);
         if let Some(pos) = j.queue.iter().position(|t| *t == tile.index) {
             j.queue.remove(pos);
             self.queued -= 1;
@@ -554,17 +588,19 @@ impl Scheduler {
     }
 
     fn next_tile_for(&mut self, worker: WorkerId, order: &[JobId]) -> Option<TileRef> {
+        let gpu = self.workers.get(&worker).and_then(|w| w.gpu);
         for &job in order {
             let Some(j) = self.jobs.get_mut(&job) else { continue };
-            if j.blocked(worker, &self.config) {
+            if j.blocked(worker, &self.config) || (j.needs_gpu && gpu.is_none()) {
                 continue;
             }
             // Tiles awaiting a second opinion sit at the front; one this
-            // worker rendered already is skipped, not handed back to it.
+            // worker rendered already is skipped, not handed back to it,
+            // and so is a GPU tile's when the worker is of another class.
             let pos = if j.replicas.is_empty() {
                 (!j.queue.is_empty()).then_some(0)
             } else {
-                j.queue.iter().position(|t| !j.rendered_by(*t, worker))
+                j.queue.iter().position(|t| !j.rendered_by(*t, worker) && j.fits(*t, gpu))
             };
             if let Some(index) = pos.and_then(|p| j.queue.remove(p)) {
                 self.queued -= 1;
@@ -625,9 +661,11 @@ impl Scheduler {
         let mut idle = idle.into_iter();
         for (tile, holder) in stragglers {
             let Some(w) = idle.by_ref().find(|w| {
+                let job = &self.jobs[&tile.job];
                 *w != holder
-                    && !self.jobs[&tile.job].blocked(*w, &self.config)
-                    && !self.jobs[&tile.job].rendered_by(tile.index, *w)
+                    && !job.blocked(*w, &self.config)
+                    && !job.rendered_by(tile.index, *w)
+                    && job.fits(tile.index, self.workers.get(w).and_then(|w| w.gpu))
             }) else {
                 break;
             };
@@ -655,19 +693,59 @@ mod tests {
     }
 
     #[test]
+    fn a_gpu_job_waits_for_a_gpu_worker() {
+        let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 2, priority: 5, needs_gpu: true });
+        s.handle(0, Event::JobSubmitted { job: JobId(2), tiles: 1, priority: 0, needs_gpu: false });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None });
+        // The CPU worker skips the GPU job, though it runs first.
+        let d = dispatches(&drain(&mut s));
+        assert_eq!(d.iter().map(|d| d.2.job).collect::<Vec<_>>(), vec![JobId(2)]);
+        s.handle(1, Event::WorkerJoined { worker: WorkerId(2), slots: 2, gpu: Some(GpuClassId(0)) });
+        let d = dispatches(&drain(&mut s));
+        assert_eq!(d.len(), 2);
+        assert!(d.iter().all(|(w, _, t)| *w == WorkerId(2) && t.job == JobId(1)), "{d:?}");
+    }
+
+    #[test]
+    fn a_gpu_tiles_second_opinion_comes_from_its_class_and_a_cpu_tiles_from_anyone() {
+        let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 2, priority: 0, needs_gpu: false });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: Some(GpuClassId(0)) });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 1, gpu: None });
+        let d = dispatches(&drain(&mut s));
+        let (gpu_lease, gpu_tile) = d.iter().find(|d| d.0 == WorkerId(1)).map(|d| (d.1, d.2)).unwrap();
+        let (cpu_lease, cpu_tile) = d.iter().find(|d| d.0 == WorkerId(2)).map(|d| (d.1, d.2)).unwrap();
+        s.handle(1, Event::Replicate { worker: WorkerId(1), lease: gpu_lease, class: Some(GpuClassId(0)) });
+        s.handle(1, Event::Replicate { worker: WorkerId(2), lease: cpu_lease, class: None });
+        // Worker 1 (GPU class 0) may give the CPU tile's opinion; worker 2
+        // (no GPU) may not give the GPU tile's.
+        let d = dispatches(&drain(&mut s));
+        assert_eq!(d.iter().map(|d| (d.0, d.2)).collect::<Vec<_>>(), vec![(WorkerId(1), cpu_tile)]);
+        // Another class does not fit either; the same class does.
+        s.handle(2, Event::WorkerJoined { worker: WorkerId(3), slots: 1, gpu: Some(GpuClassId(1)) });
+        assert!(dispatches(&drain(&mut s)).is_empty());
+        s.handle(3, Event::WorkerJoined { worker: WorkerId(4), slots: 1, gpu: Some(GpuClassId(0)) });
+        let d = dispatches(&drain(&mut s));
+        assert_eq!(d.iter().map(|d| (d.0, d.2)).collect::<Vec<_>>(), vec![(WorkerId(4), gpu_tile)]);
+        s.handle(4, Event::TileDone { worker: WorkerId(4), lease: d[0].1 });
+        assert!(drain(&mut s).contains(&Action::TileCompleted { tile: gpu_tile, worker: WorkerId(4) }));
+    }
+
+    #[test]
     fn a_tile_awaiting_a_second_opinion_goes_to_another_worker() {
         let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
-        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 2, priority: 0 });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1 });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 2, priority: 0, needs_gpu: false });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None });
         let d = dispatches(&drain(&mut s));
         assert_eq!(d.len(), 1);
         let (_, lease, tile) = d[0];
-        s.handle(1, Event::Replicate { worker: WorkerId(1), lease });
+        s.handle(1, Event::Replicate { worker: WorkerId(1), lease, class: None });
         // Worker 1 gets the other tile, not its own back.
         let d = dispatches(&drain(&mut s));
         assert_eq!(d.len(), 1);
         assert_ne!(d[0].2, tile);
-        s.handle(2, Event::WorkerJoined { worker: WorkerId(2), slots: 1 });
+        s.handle(2, Event::WorkerJoined { worker: WorkerId(2), slots: 1, gpu: None });
         let d = dispatches(&drain(&mut s));
         assert_eq!(d, vec![(WorkerId(2), d[0].1, tile)]);
         s.handle(3, Event::TileDone { worker: WorkerId(2), lease: d[0].1 });
@@ -677,10 +755,10 @@ mod tests {
     #[test]
     fn a_tile_confirmed_outside_a_lease_completes_it() {
         let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
-        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 1, priority: 0 });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1 });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 1, priority: 0, needs_gpu: false });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None });
         let (_, lease, tile) = dispatches(&drain(&mut s))[0];
-        s.handle(1, Event::Replicate { worker: WorkerId(1), lease });
+        s.handle(1, Event::Replicate { worker: WorkerId(1), lease, class: None });
         // Nobody else can give the second opinion: the tile waits.
         assert!(dispatches(&drain(&mut s)).is_empty());
         assert!(!s.is_leased(tile));
@@ -693,8 +771,8 @@ mod tests {
     #[test]
     fn push_dispatch_fills_slots_plus_prefetch() {
         let mut s = Scheduler::new(Config::default());
-        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 100, priority: 0 });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 2 });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 100, priority: 0, needs_gpu: false });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 2, gpu: None });
         let d = dispatches(&drain(&mut s));
         assert_eq!(d.len(), 4, "2 slots × (1 running + 1 prefetched)");
         assert_eq!(d.iter().map(|x| x.2.index).collect::<Vec<_>>(), [0, 1, 2, 3]);
@@ -708,10 +786,10 @@ mod tests {
     #[test]
     fn priorities_then_submission_order() {
         let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
-        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 5, priority: 0 });
-        s.handle(0, Event::JobSubmitted { job: JobId(2), tiles: 5, priority: 10 });
-        s.handle(0, Event::JobSubmitted { job: JobId(3), tiles: 5, priority: 10 });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1 });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 5, priority: 0, needs_gpu: false });
+        s.handle(0, Event::JobSubmitted { job: JobId(2), tiles: 5, priority: 10, needs_gpu: false });
+        s.handle(0, Event::JobSubmitted { job: JobId(3), tiles: 5, priority: 10, needs_gpu: false });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None });
         let d = dispatches(&drain(&mut s));
         assert_eq!(d[0].2.job, JobId(2));
     }
@@ -719,10 +797,10 @@ mod tests {
     #[test]
     fn a_silent_worker_loses_its_tiles_to_others() {
         let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
-        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 2, priority: 0 });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 2 });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 2, priority: 0, needs_gpu: false });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 2, gpu: None });
         drain(&mut s);
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 2 });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 2, gpu: None });
         assert!(dispatches(&drain(&mut s)).is_empty());
         s.handle(10_000, Event::Heartbeat { worker: WorkerId(2) });
         assert_eq!(s.poll_timeout(), Some(15_000));
@@ -738,9 +816,9 @@ mod tests {
     #[test]
     fn failures_blocklist_the_worker_then_fail_the_job() {
         let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
-        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 1, priority: 0 });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1 });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 1 });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 1, priority: 0, needs_gpu: false });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 1, gpu: None });
         let mut failed_by = Vec::new();
         for _ in 0..3 {
             let d = dispatches(&drain(&mut s));
@@ -757,8 +835,8 @@ mod tests {
     #[test]
     fn results_for_leases_not_held_are_ignored() {
         let mut s = Scheduler::new(Config::default());
-        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 1, priority: 0 });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1 });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 1, priority: 0, needs_gpu: false });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None });
         let d = dispatches(&drain(&mut s));
         s.handle(1, Event::TileDone { worker: WorkerId(9), lease: d[0].1 });
         s.handle(1, Event::TileDone { worker: WorkerId(1), lease: LeaseId(999) });
@@ -771,9 +849,9 @@ mod tests {
     #[test]
     fn stragglers_are_copied_and_the_loser_revoked() {
         let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
-        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 5, priority: 0 });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 4 });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 1 });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 5, priority: 0, needs_gpu: false });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 4, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 1, gpu: None });
         let d = dispatches(&drain(&mut s));
         let slow = d.iter().find(|x| x.0 == WorkerId(2)).copied().unwrap();
         // Worker 1 finishes its four tiles in 10 ms each.
@@ -797,9 +875,9 @@ mod tests {
     #[test]
     fn a_restart_skips_tiles_already_done() {
         let mut s = Scheduler::new(Config::default());
-        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 4, priority: 0 });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 4, priority: 0, needs_gpu: false });
         s.handle(0, Event::TilesAlreadyDone { job: JobId(1), tiles: vec![0, 2] });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 4 });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 4, gpu: None });
         let d = dispatches(&drain(&mut s));
         assert_eq!(d.iter().map(|x| x.2.index).collect::<Vec<_>>(), [1, 3]);
     }
@@ -807,8 +885,8 @@ mod tests {
     #[test]
     fn cancel_revokes_everything() {
         let mut s = Scheduler::new(Config::default());
-        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 10, priority: 0 });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 2 });
+        s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 10, priority: 0, needs_gpu: false });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 2, gpu: None });
         drain(&mut s);
         s.handle(1, Event::JobCancelled { job: JobId(1) });
         let a = drain(&mut s);

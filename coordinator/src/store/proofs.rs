@@ -18,6 +18,8 @@ pub const QUARANTINE_AFTER: u64 = 3;
 #[derive(Clone, Debug, PartialEq)]
 pub struct TileCredit {
     pub credit: f64,
+    /// A GPU tile: it raises the worker's GPU trust, not its CPU trust.
+    pub gpu: bool,
     pub commitment: [u8; 32],
     pub time_ms: u64,
 }
@@ -26,6 +28,8 @@ pub struct TileCredit {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Standing {
     pub trust: u64,
+    /// Consecutive verified GPU tiles (GPU work is trusted apart).
+    pub gpu_trust: u64,
     pub reputation: f64,
     pub verified_tiles: u64,
     pub failed_checks: u64,
@@ -67,11 +71,12 @@ pub fn ledger_hash(prev: &[u8; 32], worker: &str, job: u64, tile: u32, credit: f
 /// and credit, and appends its ledger entry.
 pub(super) fn credit_tile(tx: &Transaction<'_>, worker: &str, job: u64, tile: u32, credit: &TileCredit) -> Result<()> {
     tx.prepare_cached(
-        "UPDATE workers SET trust = trust + 1, verified_tiles = verified_tiles + 1,
+        "UPDATE workers SET trust = trust + (1 - ?3), gpu_trust = gpu_trust + ?3,
+             verified_tiles = verified_tiles + 1,
              reputation = reputation + (1.0 - reputation) * 0.02, credit = credit + ?2
          WHERE identity = ?1",
     )?
-    .execute(params![worker, credit.credit])?;
+    .execute(params![worker, credit.credit, i64::from(credit.gpu)])?;
     let prev: [u8; 32] = tx
         .prepare_cached("SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1")?
         .query_row([], |row| row.get(0))
@@ -113,7 +118,7 @@ impl Store {
             params![worker, to_sql(job, "evidence job")?, tile, to_sql(now_ms, "evidence time")?, reason, proof_json],
         )?;
         tx.execute(
-            "UPDATE workers SET trust = 0, reputation = reputation * 0.5, failed_checks = failed_checks + 1,
+            "UPDATE workers SET trust = 0, gpu_trust = 0, reputation = reputation * 0.5, failed_checks = failed_checks + 1,
                  strikes = strikes + 1, quarantined = CASE WHEN strikes + 1 >= ?2 THEN 1 ELSE quarantined END
              WHERE identity = ?1",
             params![worker, to_sql(QUARANTINE_AFTER, "strikes")?],
@@ -137,7 +142,7 @@ impl Store {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT trust, reputation, verified_tiles, failed_checks, strikes, quarantined, credit
+                "SELECT trust, reputation, verified_tiles, failed_checks, strikes, quarantined, credit, gpu_trust
                  FROM workers WHERE identity = ?1",
             )?
             .query_row([worker], |row| {
@@ -149,6 +154,7 @@ impl Store {
                     strikes: get_u64(row, 4)?,
                     quarantined: row.get(5)?,
                     credit: row.get(6)?,
+                    gpu_trust: get_u64(row, 7)?,
                 })
             })
             .optional()?)

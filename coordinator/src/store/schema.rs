@@ -18,10 +18,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The schema version this binary writes and understands.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 /// `MIGRATIONS[i]` upgrades a version-`i` database to version `i + 1`.
-const MIGRATIONS: [&str; VERSION as usize] = [V1, V2, V3, V4];
+const MIGRATIONS: [&str; VERSION as usize] = [V1, V2, V3, V4, V5];
 
 /// Version 1: jobs, tiles, frames, workers, tokens, key/value metadata.
 const V1: &str = "
@@ -186,6 +186,13 @@ CREATE TABLE evidence (
     reason  TEXT    NOT NULL,
     proof   TEXT    NOT NULL
 ) STRICT;
+";
+
+/// Version 5: trust earned on the GPU is counted apart (`gpu_trust`):
+/// GPU tiles are checked within a tolerance, so a worker's record on the
+/// CPU, checked bit for bit, says nothing about its GPU results.
+const V5: &str = "
+ALTER TABLE workers ADD COLUMN gpu_trust INTEGER NOT NULL DEFAULT 0 CHECK (gpu_trust >= 0);
 ";
 
 /// Brings the database at `path` (open on `conn`) to [`VERSION`].

@@ -47,7 +47,14 @@ async fn raw_hello(farm: &Farm, token: &str, identity: tls::Identity) -> Result<
         version: PROTOCOL_VERSION,
         token: token.into(),
         name: "raw".into(),
-        capabilities: Capabilities { slots: 1, cores: 1, memory_bytes: 0, gpu: None, agent: "test".into() },
+        capabilities: Capabilities {
+            slots: 1,
+            cores: 1,
+            memory_bytes: 0,
+            gpu: None,
+            agent: "test".into(),
+            gpu_class: None,
+        },
     };
     write_msg(&mut tx, &WorkerOpen::Control(hello)).await.unwrap();
     let welcome: CoordinatorMsg = read_msg(&mut rx, MAX_CONTROL_MESSAGE).await.unwrap();
@@ -75,7 +82,7 @@ fn result_for(task: &TileTask, key: &SigningKey) -> TileResult {
         weight: vec![1.0; n],
         aovs: vec![],
     };
-    task.seal(accumulators, 1, 1, key)
+    task.seal(accumulators, 1, 1, None, key)
 }
 
 /// The verdict on `lease`, from the control stream.
@@ -275,13 +282,13 @@ fn cheating_workers_are_caught_by_spot_checks_and_never_reach_a_frame() {
         for (i, c) in noise.color.iter_mut().enumerate() {
             *c = ((i * 7919) % 1000) as f32 / 1000.0;
         }
-        write_msg(&mut send, &TileReply::Done(task.seal(noise, 1, 1, &raw.key))).await.unwrap();
+        write_msg(&mut send, &TileReply::Done(task.seal(noise, 1, 1, None, &raw.key))).await.unwrap();
         expect_caught(ack(&mut raw.control.1, task.lease).await, "noise");
 
         // Fewer samples than asked, claimed as the full range.
         let (mut send, _recv, task) = raw.next_task().await;
         let lazy = honest_pixels(&task, &scene, (task.samples.count / 2).max(1));
-        write_msg(&mut send, &TileReply::Done(task.seal(lazy, 1, 1, &raw.key))).await.unwrap();
+        write_msg(&mut send, &TileReply::Done(task.seal(lazy, 1, 1, None, &raw.key))).await.unwrap();
         expect_caught(ack(&mut raw.control.1, task.lease).await, "half the samples");
 
         // 1 % of the pixels tampered (every 100th pixel a little brighter).
@@ -292,7 +299,7 @@ fn cheating_workers_are_caught_by_spot_checks_and_never_reach_a_frame() {
             tampered.color[3 * p] *= 1.01;
             tampered.color[3 * p] += 1e-3;
         }
-        write_msg(&mut send, &TileReply::Done(task.seal(tampered, 1, 1, &raw.key))).await.unwrap();
+        write_msg(&mut send, &TileReply::Done(task.seal(tampered, 1, 1, None, &raw.key))).await.unwrap();
         // The third failed check quarantines the worker: it is disconnected
         // with the reason (before any ack), and refused when it comes back.
         let _ = task;
@@ -315,7 +322,7 @@ fn cheating_workers_are_caught_by_spot_checks_and_never_reach_a_frame() {
         let mut raw = raw_connect_as(&farm, &token, identity).await;
         let (mut send, _recv, task) = raw.next_task().await;
         let honest = honest_pixels(&task, &scene, task.samples.count);
-        write_msg(&mut send, &TileReply::Done(task.seal(honest, 1, 1, &raw.key))).await.unwrap();
+        write_msg(&mut send, &TileReply::Done(task.seal(honest, 1, 1, None, &raw.key))).await.unwrap();
         assert_eq!(ack(&mut raw.control.1, task.lease).await, TileAck::Accepted);
         let honest_tile = task.tile;
         let raw_key: String = raw.key.public_key().iter().map(|b| format!("{b:02x}")).collect();
@@ -381,7 +388,7 @@ fn spawn_faker(
             let (t, s) = (task.clone(), scene.clone());
             let mut faked = tokio::task::spawn_blocking(move || honest_pixels(&t, &s, t.samples.count)).await.unwrap();
             fake(&mut faked);
-            let _ = write_msg(&mut send, &TileReply::Done(task.seal(faked, 1, 1, &raw.key))).await;
+            let _ = write_msg(&mut send, &TileReply::Done(task.seal(faked, 1, 1, None, &raw.key))).await;
             answered += 1;
         }
         answered

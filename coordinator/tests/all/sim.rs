@@ -68,7 +68,10 @@ fn run(seed: u64, workers_total: u64, jobs: u64, tiles_per_job: u32) -> Outcome 
     let fault_end = 120_000;
 
     for j in 0..jobs {
-        s.handle(0, Event::JobSubmitted { job: JobId(j), tiles: tiles_per_job, priority: (j % 3) as i32 });
+        s.handle(
+            0,
+            Event::JobSubmitted { job: JobId(j), tiles: tiles_per_job, priority: (j % 3) as i32, needs_gpu: false },
+        );
     }
 
     let apply = |s: &mut Scheduler, fake: &mut BTreeMap<WorkerId, FakeWorker>, out: &mut Outcome, now: u64| {
@@ -119,7 +122,7 @@ fn run(seed: u64, workers_total: u64, jobs: u64, tiles_per_job: u32) -> Outcome 
                 // One worker in 20 is 20× slower than the rest.
                 let speed = if rng.chance(0.05) { 20_000 } else { 500 + rng.below(1_000) };
                 fake.insert(id, FakeWorker { slots, speed, crashed: false, leases: BTreeMap::new() });
-                s.handle(now, Event::WorkerJoined { worker: id, slots });
+                s.handle(now, Event::WorkerJoined { worker: id, slots, gpu: None });
             }
         }
         let ids: Vec<WorkerId> = fake.keys().copied().collect();

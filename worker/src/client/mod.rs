@@ -48,10 +48,10 @@ pub struct WorkerConfig {
     pub idle_timeout: Duration,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
-    /// The GPU jobs may use (`--gpu`). `None` by default: a job's GPU
-    /// results are not bit-exact across devices, so until GPU tiles are
-    /// verified by tolerance and per-GPU-class replication, offering the
-    /// GPU is the owner's explicit choice.
+    /// The GPU jobs may use (`--gpu`; the binary's default is `auto`, this
+    /// library's `None`, so embedded workers such as `tessera demo`'s use
+    /// none unless told). Only jobs whose engine allows it see it, and only
+    /// for tiles leased for the GPU.
     pub gpu: crate::gpu::GpuSelection,
 }
 
@@ -247,6 +247,7 @@ impl Worker {
                 memory_bytes: memory_bytes(),
                 gpu: self.gpu().map(|a| a.to_string()),
                 agent: concat!("tessera-worker ", env!("CARGO_PKG_VERSION")).into(),
+                gpu_class: self.gpu().map(|a| a.class()),
             },
         };
         write_msg(&mut control_tx, &WorkerOpen::Control(hello)).await?;

@@ -137,12 +137,14 @@ fn render(
             },
             label: format!("job {} slot {slot}", job.job),
         };
-        *current = Some((job.job, context.module.instantiate(&spec)?));
+        *current = Some((job.job, context.module.instantiate_with_gpu(&spec, job.engine.allows_gpu())?));
     }
     let Some((_, instance)) = current.as_mut() else { unreachable!("set above") };
     let started = Instant::now();
-    let request = TileRequest::new(task.frame, task.rect, task.samples.start, task.samples.count, task.seed);
+    let mut request = TileRequest::new(task.frame, task.rect, task.samples.start, task.samples.count, task.seed);
+    request.gpu = task.gpu;
     let out = instance.render_tile(&request)?;
     let millis = started.elapsed().as_millis() as u64;
-    Ok(task.seal(out.accumulators, out.fuel_used, millis, &context.signer))
+    let gpu = out.gpu.as_ref().map(|a| a.class());
+    Ok(task.seal(out.accumulators, out.fuel_used, millis, gpu, &context.signer))
 }

@@ -60,6 +60,16 @@ impl FromStr for GpuSelection {
     }
 }
 
+impl fmt::Display for GpuSelection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GpuSelection::None => f.write_str("none"),
+            GpuSelection::Auto => f.write_str("auto"),
+            GpuSelection::Named(n) => f.write_str(n),
+        }
+    }
+}
+
 /// What one guest instance may use. Defaults suit a path tracer's scene
 /// data and tile outputs with room to spare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +144,27 @@ pub struct AdapterDescription {
     pub backend: String,
     /// A software rasteriser (lavapipe, SwiftShader).
     pub software: bool,
+}
+
+impl AdapterDescription {
+    /// The class the farm groups this adapter's results by: the same
+    /// vendor, device and driver give the same bits.
+    pub fn class(&self) -> tessera_protocol::wire::GpuClass {
+        let clip = |s: &str| {
+            let max = tessera_protocol::wire::MAX_GPU_CLASS_TEXT;
+            let mut end = s.len().min(max);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s[..end].to_string()
+        };
+        tessera_protocol::wire::GpuClass {
+            vendor: self.vendor,
+            device: self.device,
+            driver: clip(&self.driver),
+            name: clip(&self.name),
+        }
+    }
 }
 
 impl fmt::Display for AdapterDescription {
@@ -257,6 +288,12 @@ impl GpuSession {
     /// Starts a new tile: the per-tile dispatch count starts again.
     pub fn begin_tile(&mut self) {
         self.dispatches = 0;
+    }
+
+    /// Dispatches since [`Self::begin_tile`]: a tile with none was not
+    /// rendered on the GPU, whatever the guest did with buffers.
+    pub fn dispatches_this_tile(&self) -> u32 {
+        self.dispatches
     }
 
     /// A zero-filled storage buffer of `size` bytes (a multiple of 4).

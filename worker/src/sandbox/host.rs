@@ -50,8 +50,13 @@ pub(crate) struct HostState {
     pub last_panic: Option<String>,
     /// Prefix for this instance's tracing events (job and slot).
     pub label: String,
-    /// The instance's GPU buffers and budget, when the sandbox has a GPU.
+    /// The instance's GPU buffers and budget, when the sandbox has a GPU
+    /// and the job may use it.
     pub gpu: Option<crate::gpu::GpuSession>,
+    /// Whether the current tile may use the GPU: off, the guest sees no
+    /// adapter and every call answers `unavailable`, so it renders on the
+    /// CPU (a second opinion on a CPU tile must match it bit for bit).
+    pub gpu_allowed: bool,
 }
 
 impl HostState {
@@ -64,6 +69,7 @@ impl HostState {
             last_panic: None,
             label,
             gpu,
+            gpu_allowed: true,
         }
     }
 
@@ -158,7 +164,7 @@ impl From<crate::gpu::GpuError> for gpu::GpuError {
 
 impl HostState {
     fn gpu(&mut self) -> Result<&mut crate::gpu::GpuSession, gpu::GpuError> {
-        self.gpu.as_mut().ok_or(gpu::GpuError::Unavailable)
+        self.gpu.as_mut().filter(|_| self.gpu_allowed).ok_or(gpu::GpuError::Unavailable)
     }
 }
 
@@ -167,7 +173,7 @@ impl HostState {
 /// guest's to handle (fall back to the CPU); none traps.
 impl gpu::Host for HostState {
     fn adapter(&mut self) -> Option<gpu::AdapterInfo> {
-        let a = self.gpu.as_ref()?.adapter().clone();
+        let a = self.gpu.as_ref().filter(|_| self.gpu_allowed)?.adapter().clone();
         Some(gpu::AdapterInfo {
             name: a.name,
             vendor: a.vendor,

@@ -67,6 +67,8 @@ pub struct TileRequest {
     pub albedo: bool,
     pub normal: bool,
     pub depth: bool,
+    /// The guest may use the instance's GPU (if it has one) for this tile.
+    pub gpu: bool,
 }
 
 impl TileRequest {
@@ -80,7 +82,13 @@ impl TileRequest {
             albedo: false,
             normal: false,
             depth: false,
+            gpu: true,
         }
+    }
+
+    /// The same tile on the CPU only, even where the instance has a GPU.
+    pub fn cpu_only(self) -> Self {
+        TileRequest { gpu: false, ..self }
     }
 }
 
@@ -95,6 +103,8 @@ pub struct TileOutput {
     /// drops NaN samples, so this is usually 0).
     pub nans: usize,
     pub elapsed: Duration,
+    /// The GPU the guest dispatched work to for this tile, if it did.
+    pub gpu: Option<crate::gpu::AdapterDescription>,
 }
 
 /// An instance of a job's module with its scene loaded. Reused across tiles;
@@ -111,10 +121,17 @@ pub struct JobInstance {
 
 impl GuestModule {
     /// Instantiates the module and calls `load-scene` with the job's scene.
+    /// The instance may use the sandbox's GPU, if it has one.
     pub fn instantiate(&self, spec: &JobSpec) -> Result<JobInstance, SandboxError> {
+        self.instantiate_with_gpu(spec, true)
+    }
+
+    /// [`Self::instantiate`], with the sandbox's GPU offered to the job only
+    /// when `gpu` is true (a job that did not ask for the GPU never sees it).
+    pub fn instantiate_with_gpu(&self, spec: &JobSpec, gpu: bool) -> Result<JobInstance, SandboxError> {
         let sandbox = &self.inner.sandbox;
         let config = &sandbox.config;
-        let gpu = config.gpu.as_ref().map(|g| g.session());
+        let gpu = config.gpu.as_ref().filter(|_| gpu).map(|g| g.session());
         let mut store = Store::new(&sandbox.engine, HostState::new(config.limits.clone(), spec.label.clone(), gpu));
         store.limiter(|s| s);
         if config.epoch_backstop {
@@ -211,7 +228,9 @@ impl JobInstance {
             seed: req.seed,
             aovs,
         };
-        if let Some(gpu) = self.store.data_mut().gpu.as_mut() {
+        let state = self.store.data_mut();
+        state.gpu_allowed = req.gpu;
+        if let Some(gpu) = state.gpu.as_mut() {
             gpu.begin_tile();
         }
         let started = Instant::now();
@@ -243,7 +262,8 @@ impl JobInstance {
         if nans > 0 {
             tracing::debug!(instance = %self.spec.label, nans, "canonicalised NaNs in tile output");
         }
-        Ok(TileOutput { accumulators, fuel_used, nans, elapsed: started.elapsed() })
+        let gpu = self.store.data().gpu.as_ref().filter(|g| g.dispatches_this_tile() > 0).map(|g| g.adapter().clone());
+        Ok(TileOutput { accumulators, fuel_used, nans, elapsed: started.elapsed(), gpu })
     }
 
     /// Runs one export under a fuel budget and a wall-clock deadline and

@@ -11,7 +11,11 @@
 //!   `gpu-tile` mode (buffer, dispatch, read-back through the `gpu`
 //!   import) against the same guest's CPU tile, per tile.
 //!
-//! GPU against CPU paths/s awaits the GPU path tracer (issue 8).
+//! - **path tracer**: the same 64×64 tile of `turntable.glb` (frame 12 of
+//!   384×216, 16 spp) through the sandbox with `engine: "gpu"` and
+//!   `engine: "cpu"`, as paths (camera samples) per second. The GPU figure
+//!   includes the read-back and the CPU-side sums; the frame's upload is
+//!   done once, before timing, as a farm instance does it once per frame.
 
 use std::time::{Duration, Instant};
 
@@ -109,6 +113,50 @@ pub fn run(effort: Effort) -> Result<Vec<Row>> {
         name: "64×64 tile through the `gpu` import".into(),
         value: fmt_duration(gpu_tile),
         note: format!("{adapter}; the same guest's CPU tile: {}", fmt_duration(cpu_tile)),
+    });
+
+    // The path tracer, GPU engine against CPU engine, on one tile.
+    let wasm = tessera_guest_build::guest("pathtracer").map_err(|e| anyhow!("building the path tracer: {e}"))?;
+    let scene =
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/scenes/turntable.glb"))?;
+    let (size, spp) = if effort == Effort::Quick { (32u32, 4u32) } else { (64, 16) };
+    let paths = f64::from(size * size * spp);
+    let trace = |sandbox: &Sandbox, engine: &str| -> Result<Duration> {
+        let module = sandbox.load(&wasm)?;
+        let settings = JobSettings { extra: format!(r#"{{"engine": "{engine}"}}"#), ..JobSettings::new(384, 216) };
+        let mut spec = JobSpec::new(scene.clone(), settings);
+        spec.label = format!("bench pathtracer {engine}");
+        let mut inst = module.instantiate(&spec)?;
+        let rect = tessera_protocol::Rect { x: 192 - size / 2, y: 108 - size / 2, width: size, height: size };
+        let request = TileRequest::new(12, rect, 0, spp, 1);
+        inst.render_tile(&request)?; // prepares the frame (and uploads it)
+        let mut failed = None;
+        let t = median_per_iter(rounds, 1, || {
+            if let Err(e) = inst.render_tile(&request) {
+                failed = Some(e);
+            }
+        });
+        match failed {
+            Some(e) => Err(anyhow!("{engine} tile: {e}")),
+            None => Ok(t),
+        }
+    };
+    let on_gpu = trace(&with_gpu, "gpu")?;
+    let on_cpu = trace(&Sandbox::new(SandboxConfig::default())?, "cpu")?;
+    let tile_note = format!("turntable.glb frame 12, {size}×{size} px × {spp} spp tile through the sandbox");
+    rows.push(Row {
+        name: format!("path tracer paths/s, GPU ({adapter})"),
+        value: format!("{:.0} paths/s", paths / on_gpu.as_secs_f64()),
+        note: format!(
+            "{tile_note}; {} per tile, {:.2}× the CPU",
+            fmt_duration(on_gpu),
+            on_cpu.as_secs_f64() / on_gpu.as_secs_f64()
+        ),
+    });
+    rows.push(Row {
+        name: "path tracer paths/s, CPU wasm (one thread)".into(),
+        value: format!("{:.0} paths/s", paths / on_cpu.as_secs_f64()),
+        note: format!("{tile_note}; {} per tile", fmt_duration(on_cpu)),
     });
     Ok(rows)
 }

@@ -761,6 +761,11 @@ impl Core {
                 replica: None,
             });
         } else {
+            // Told now, whoever wins: its result is not the one kept.
+            let _ = p.acks.send(ConnCmd::Ack(
+                p.result.lease,
+                TileAck::Rejected { reason: "the tile differs from the coordinator's render".into() },
+            ));
             losers.push((p.identity.clone(), p.proof.clone()));
         }
         if let Some(second) = p.second.take() {
@@ -799,10 +804,6 @@ impl Core {
             let _ = self.writer.send(WriterMsg::FailedCheck { identity, job, tile: index, reason, evidence });
         }
         let done = winner.unwrap_or_else(|| {
-            let _ = p.acks.send(ConnCmd::Ack(
-                p.result.lease,
-                TileAck::Rejected { reason: "the tile differs from the coordinator's render".into() },
-            ));
             let mut result = p.result.clone();
             result.accumulators = rendered;
             result.commitment = [0; 32];

@@ -17,16 +17,16 @@ use crate::farm::{request_with_spp, runtime, scenes, test_config};
 use crate::guest;
 
 /// A hand-driven worker connection that has said hello.
-struct RawWorker {
-    conn: quinn::Connection,
+pub struct RawWorker {
+    pub conn: quinn::Connection,
     /// The key of the certificate this connection presented.
-    key: SigningKey,
-    identity: tls::Identity,
-    control: (quinn::SendStream, quinn::RecvStream),
+    pub key: SigningKey,
+    pub identity: tls::Identity,
+    pub control: (quinn::SendStream, quinn::RecvStream),
     _endpoint: quinn::Endpoint,
 }
 
-async fn raw_connect(farm: &Farm, token: &str) -> RawWorker {
+pub async fn raw_connect(farm: &Farm, token: &str) -> RawWorker {
     raw_connect_as(farm, token, tls::Identity::generate("raw").unwrap()).await
 }
 
@@ -37,25 +37,24 @@ async fn raw_connect_as(farm: &Farm, token: &str, identity: tls::Identity) -> Ra
 
 /// Connects and says hello: the worker, or the coordinator's answer.
 async fn raw_hello(farm: &Farm, token: &str, identity: tls::Identity) -> Result<RawWorker, CoordinatorMsg> {
+    let caps = Capabilities { slots: 1, cores: 1, memory_bytes: 0, gpu: None, agent: "test".into(), gpu_class: None };
+    raw_hello_with(farm, token, identity, caps).await
+}
+
+/// [`raw_hello`] with the capabilities to declare.
+pub async fn raw_hello_with(
+    farm: &Farm,
+    token: &str,
+    identity: tls::Identity,
+    capabilities: Capabilities,
+) -> Result<RawWorker, CoordinatorMsg> {
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(
         tls::client_config(&identity, farm.fingerprint(), transport(Duration::from_secs(5), 64)).unwrap(),
     );
     let conn = endpoint.connect(farm.quic_addr(), "tessera").unwrap().await.unwrap();
     let (mut tx, mut rx) = conn.open_bi().await.unwrap();
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        token: token.into(),
-        name: "raw".into(),
-        capabilities: Capabilities {
-            slots: 1,
-            cores: 1,
-            memory_bytes: 0,
-            gpu: None,
-            agent: "test".into(),
-            gpu_class: None,
-        },
-    };
+    let hello = Hello { version: PROTOCOL_VERSION, token: token.into(), name: "raw".into(), capabilities };
     write_msg(&mut tx, &WorkerOpen::Control(hello)).await.unwrap();
     let welcome: CoordinatorMsg = read_msg(&mut rx, MAX_CONTROL_MESSAGE).await.unwrap();
     if !matches!(welcome, CoordinatorMsg::Welcome { .. }) {
@@ -66,7 +65,7 @@ async fn raw_hello(farm: &Farm, token: &str, identity: tls::Identity) -> Result<
 }
 
 impl RawWorker {
-    async fn next_task(&self) -> (quinn::SendStream, quinn::RecvStream, TileTask) {
+    pub async fn next_task(&self) -> (quinn::SendStream, quinn::RecvStream, TileTask) {
         let (send, mut recv) =
             tokio::time::timeout(Duration::from_secs(30), self.conn.accept_bi()).await.unwrap().unwrap();
         let task: TileTask = read_msg(&mut recv, MAX_CONTROL_MESSAGE).await.unwrap();
@@ -86,7 +85,7 @@ fn result_for(task: &TileTask, key: &SigningKey) -> TileResult {
 }
 
 /// The verdict on `lease`, from the control stream.
-async fn ack(control: &mut quinn::RecvStream, lease: u64) -> TileAck {
+pub async fn ack(control: &mut quinn::RecvStream, lease: u64) -> TileAck {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), read_msg(control, MAX_CONTROL_MESSAGE))
             .await

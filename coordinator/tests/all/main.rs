@@ -6,6 +6,7 @@ mod browser;
 mod cli;
 mod client_cli;
 mod farm;
+mod farm_gpu;
 mod farm_kill;
 mod farm_wire;
 mod local;

@@ -223,6 +223,17 @@ impl GpuEngine {
 
     /// Renders `req` (already checked against the frame) into `sums`.
     pub(crate) fn render(&mut self, ctx: &Context, req: &TileRequest, sums: &mut TileSums) -> Result<(), JobError> {
+        let result = self.try_render(ctx, req, sums);
+        if result.is_err() {
+            // After a lost device the buffers are gone with it: the next
+            // tile starts from a fresh upload.
+            self.frame = None;
+            self.out = None;
+        }
+        result
+    }
+
+    fn try_render(&mut self, ctx: &Context, req: &TileRequest, sums: &mut TileSums) -> Result<(), JobError> {
         if !self.logged {
             self.logged = true;
             let name = host::adapter().map_or_else(|| "no adapter".into(), |a| a.name);

@@ -162,6 +162,11 @@ pub struct ManifestTile {
     /// blake3 of the tile's final pixels (see the module documentation), hex.
     pub pixels_blake3: String,
     pub checks: TileChecks,
+    /// The GPU the worker rendered the tile on, which `C` also binds
+    /// (`proof::commitment_on`); absent for a CPU tile. A GPU tile equals a
+    /// CPU re-render within a tolerance, not bit for bit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<tessera_protocol::wire::GpuClass>,
 }
 
 /// The checks the coordinator ran on a tile when it arrived.
@@ -180,7 +185,8 @@ pub struct TileChecks {
 pub struct SpotCheckOutcome {
     /// The epoch whose secret chose the pixels (revealed once it is over).
     pub epoch: u64,
-    /// Pixels re-rendered and compared bit for bit.
+    /// Pixels re-rendered and compared: bit for bit, or within the GPU
+    /// tolerance for a GPU tile.
     pub pixels: u32,
     pub passed: bool,
 }
@@ -330,6 +336,7 @@ impl ManifestSigner {
             .iter()
             .map(|t| {
                 let proof: Option<TileProof> = t.proof.and_then(|p| serde_json::from_str(p).ok());
+                let gpu = proof.as_ref().and_then(|p| p.gpu.clone());
                 let (worker, public_key, commitment, signature, samples, checks) = match proof {
                     // Rendered by the coordinator itself: it commits and signs.
                     Some(p) if p.worker == COORDINATOR_WORKER && p.signature.is_empty() => {
@@ -381,6 +388,7 @@ impl ManifestSigner {
                     accumulators_blake3: hex(&t.hash),
                     pixels_blake3: t.pixels_blake3.clone(),
                     checks,
+                    gpu,
                 }
             })
             .collect();

@@ -609,7 +609,13 @@ fn recheck_inner(
     let guest = sandbox.load(&module).context("loading the module")?;
     let spec = JobSpec {
         scene: scene.into(),
-        settings: JobSettings { width: m.width, height: m.height, fps: m.fps, extra: m.extra.clone() },
+        // Always the CPU engine: the reference GPU tiles are judged against.
+        settings: JobSettings {
+            width: m.width,
+            height: m.height,
+            fps: m.fps,
+            extra: tessera_coordinator::farm::job::with_engine(&m.extra, tessera_protocol::wire::Engine::Cpu),
+        },
         fuel: FuelBudget {
             per_tile: m.fuel_per_tile,
             per_pixel_sample: m.fuel_per_pixel_sample,
@@ -625,6 +631,11 @@ fn recheck_inner(
     };
     let pixels = recheck_pixels(m, args.seed, n);
     let mut problems = Vec::new();
+    // GPU tiles: judged within the farm's tolerance, as the farm judged
+    // them (GPU floating point is not the CPU's), over all their rechecked
+    // pixels together.
+    let tolerance = tessera_coordinator::farm::gpu_check::GpuTolerance::default();
+    let mut gpu_pixels: Vec<((u32, u32), u32, [f32; 3], [f32; 3])> = Vec::new();
     for &(x, y) in &pixels {
         let Some(tile) = tile_of(x, y) else {
             problems.push(format!("pixel ({x}, {y}) is in no tile"));
@@ -638,6 +649,7 @@ fn recheck_inner(
             bail!("the guest returned no pixel for ({x}, {y})");
         };
         match (exr, png) {
+            (Some(exr), _) if tile.gpu.is_some() => gpu_pixels.push(((x, y), tile.index, rendered, exr.at(x, y))),
             (Some(exr), _) => {
                 let stored = exr.at(x, y);
                 if bits(stored) != bits(rendered) {
@@ -661,9 +673,34 @@ fn recheck_inner(
             (None, None) => unreachable!("checked above"),
         }
     }
+    if !gpu_pixels.is_empty() {
+        use tessera_coordinator::farm::gpu_check::{colour_error, SceneScale};
+        let mut scale = SceneScale::default();
+        for (_, _, cpu, _) in &gpu_pixels {
+            scale.add(*cpu);
+        }
+        let errors: Vec<f32> =
+            gpu_pixels.iter().map(|(_, _, cpu, gpu)| colour_error(*cpu, *gpu, tolerance, scale.value())).collect();
+        let outliers = errors.iter().filter(|e| **e > 1.0).count();
+        let allowed = (tolerance.outliers * gpu_pixels.len() as f64).floor() as usize;
+        if outliers > allowed {
+            for (((x, y), index, cpu, gpu), e) in gpu_pixels.iter().zip(&errors).filter(|(_, e)| **e > 1.0) {
+                problems.push(format!(
+                    "pixel ({x}, {y}) of GPU tile {index} re-renders on the CPU as {cpu:?}, the EXR holds {gpu:?} \
+                     ({e:.1}× the tolerance; {outliers} of {} GPU pixels outside it, {allowed} allowed)",
+                    gpu_pixels.len()
+                ));
+            }
+        }
+    }
     if problems.is_empty() {
+        let gpu = if gpu_pixels.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} of them in GPU tiles, within the GPU tolerance)", gpu_pixels.len())
+        };
         Ok(Ok(format!(
-            "{} pixels re-rendered through the guest ({}…) bit for bit as the {} holds them",
+            "{} pixels re-rendered through the guest ({}…) bit for bit as the {} holds them{gpu}",
             pixels.len(),
             short(&m.module),
             if exr.is_some() { "EXR" } else { "PNG" }

@@ -145,24 +145,36 @@ pub fn compare_tiles(cpu: &TileAccumulators, gpu: &TileAccumulators, tolerance: 
     compare(pixels.iter().map(|&(x, y)| (x, y, cpu)), gpu, tolerance, scale.value())
 }
 
+/// [`pixel_error`] for two final pixel colours (a frame's EXR and a
+/// re-render, as `tessera verify --recheck` has them).
+pub fn colour_error(cpu: [f32; 3], gpu: [f32; 3], tolerance: GpuTolerance, scale: f32) -> f32 {
+    let floor = tolerance.absolute * scale.max(1e-6);
+    channel_error(cpu, gpu, tolerance.relative, floor)
+}
+
+fn channel_error(cpu: [f32; 3], gpu: [f32; 3], relative: f32, floor: f32) -> f32 {
+    cpu.iter()
+        .zip(gpu.iter())
+        .map(|(a, b)| {
+            let err = (a - b).abs() / (relative * a.abs().max(b.abs()) + floor);
+            if err.is_nan() {
+                f32::INFINITY
+            } else {
+                err
+            }
+        })
+        .fold(0.0f32, f32::max)
+}
+
 /// `|cpu − gpu|` over the allowed error, for the worst channel of the
 /// pixel's mean colour; infinite when the pixel is missing or the weights
 /// differ by more than one sample (a GPU that drops or adds samples is not
 /// rendering the job's sample range).
 fn pixel_error(cpu: &TileAccumulators, gpu: &TileAccumulators, x: u32, y: u32, relative: f32, floor: f32) -> f32 {
     match (mean(cpu, x, y), mean(gpu, x, y)) {
-        (Some((e, ew)), Some((g, gw))) if (ew - gw).abs() <= 1.0 + 1e-3 * ew.abs() => e
-            .iter()
-            .zip(g.iter())
-            .map(|(a, b)| {
-                let err = (a - b).abs() / (relative * a.abs().max(b.abs()) + floor);
-                if err.is_nan() {
-                    f32::INFINITY
-                } else {
-                    err
-                }
-            })
-            .fold(0.0f32, f32::max),
+        (Some((e, ew)), Some((g, gw))) if (ew - gw).abs() <= 1.0 + 1e-3 * ew.abs() => {
+            channel_error(e, g, relative, floor)
+        }
         _ => f32::INFINITY,
     }
 }

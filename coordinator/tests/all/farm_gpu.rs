@@ -144,6 +144,29 @@ fn an_auto_job_renders_on_gpu_and_cpu_workers_and_gpu_tiles_are_verified_within_
             );
             assert!(off < 0.02, "{name}: {:.3} % of channels differ by more than one level", off * 100.0);
         }
+        // `tessera verify` re-renders pixels of GPU tiles on the CPU and
+        // judges them within the tolerance, as the farm did.
+        let manifest = out.join("turntable-0012.manifest.json");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let has_gpu_tiles = serde_json::from_str::<serde_json::Value>(&text).unwrap()["tiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t.get("gpu").is_some());
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("verify")
+            .arg(&manifest)
+            .args(["--recheck", "48", "--scene"])
+            .arg(scenes().join("turntable.glb"))
+            .arg("--module")
+            .arg(tessera_guest_build::components_dir().join("pathtracer.wasm"))
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "{report}{}", String::from_utf8_lossy(&run.stderr));
+        if has_gpu_tiles {
+            assert!(report.contains("in GPU tiles, within the GPU tolerance"), "{report}");
+        }
         let _ = stop.send(true);
         farm.shutdown().await;
     });

@@ -74,6 +74,51 @@ fn render_writes_png_and_exr_per_frame() {
 }
 
 #[test]
+fn render_on_the_gpu_matches_the_cpu_within_tolerance_and_refuses_a_missing_gpu() {
+    let render = |engine: &str, gpu: &str, out: &Path| {
+        tessera()
+            .arg("render")
+            .arg(scenes().join("turntable.glb"))
+            .args(["--frames", "12", "--spp", "4", "--width", "48", "--height", "27", "--format", "png,exr"])
+            .args(["--threads", "2", "--engine", engine, "--gpu", gpu])
+            .arg("--module")
+            .arg(tessera_guest_build::components_dir().join("pathtracer.wasm"))
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cpu, gpu) = (dir.path().join("cpu"), dir.path().join("gpu"));
+    let run = render("cpu", "auto", &cpu);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = render("gpu", "llvmpipe", &gpu);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("rendering on llvmpipe"), "{stderr}");
+    let a = image::open(cpu.join("turntable-0012.png")).unwrap().to_rgb8();
+    let b = image::open(gpu.join("turntable-0012.png")).unwrap().to_rgb8();
+    let worst = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+    assert!(worst <= 1, "the GPU render is {worst} levels from the CPU's");
+    // `--engine gpu` needs a GPU: this machine has only a software one,
+    // which `auto` never picks; a name that matches nothing lists them.
+    let run = render("gpu", "auto", &dir.path().join("none"));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && stderr.contains("--engine gpu: no GPU adapter"), "{stderr}");
+    let run = render("auto", "no such gpu", &dir.path().join("none"));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && stderr.contains("llvmpipe"), "{stderr}");
+    // `auto` without a GPU renders on the CPU, the same bits.
+    let auto = dir.path().join("auto");
+    let run = render("auto", "auto", &auto);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(
+        std::fs::read(auto.join("turntable-0012.exr")).unwrap(),
+        std::fs::read(cpu.join("turntable-0012.exr")).unwrap()
+    );
+}
+
+#[test]
 fn render_refuses_a_bad_scene_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("broken.glb");

@@ -89,6 +89,10 @@ export function submitView() {
       const view = h('select', {}, d.view_transforms.map(v => h('option', { value: v, selected: v === d.view_transform }, v)));
       const exposure = number(d.exposure, { step: 0.1, min: -32, max: 32 });
       const bounces = number(d.bounces, { min: 0, max: 1024 });
+      const engine = h('select', {},
+        h('option', { value: 'cpu', selected: true }, 'CPU (every tile checked bit for bit)'),
+        h('option', { value: 'auto' }, 'GPU where a worker has one, else CPU'),
+        h('option', { value: 'gpu' }, 'GPU workers only'));
       const fps = number(d.fps, { step: 'any', min: 0.001, max: 1000 });
       const priority = number(d.priority, { step: 1 });
       const png = h('input', { type: 'checkbox', id: 'format-png', checked: d.formats.includes('png') });
@@ -108,6 +112,7 @@ export function submitView() {
           field('view', 'View transform (PNG)', view),
           field('exposure', 'Exposure (stops)', exposure),
           field('bounces', 'Bounces', bounces),
+          field('engine', 'Engine', engine, 'GPU pixels match the CPU within a tolerance'),
           field('fps', 'Frames per second', fps),
           field('priority', 'Priority', priority, 'higher renders first')),
         h('fieldset', { class: 'formats' }, h('legend', {}, 'Files per frame'),
@@ -136,6 +141,7 @@ export function submitView() {
           view_transform: view.value,
           exposure: Number(exposure.value) || 0,
           bounces: Number(bounces.value),
+          engine: engine.value,
           fps: Number(fps.value),
           priority: Math.trunc(Number(priority.value) || 0),
           formats,

@@ -555,6 +555,7 @@ fn a_submitted_job_renders_and_its_frames_download() {
         assert_eq!(s["formats"], json!(["png"]));
         assert_eq!(s["view_transform"], "agx");
         assert_eq!(s["bounces"], 8);
+        assert_eq!(s["engine"], "cpu");
         assert_eq!(s["camera"], Value::Null);
         assert!(job["error"].is_null() && job["finished_ms"].is_null(), "{job}");
         assert_eq!(job["progress"]["frames"], 2);
@@ -738,6 +739,7 @@ fn malformed_submissions_are_refused_and_store_nothing() {
             ("formats []", vec![settings(r#"{"formats":[],"width":32}"#), scene], StatusCode::UNPROCESSABLE_ENTITY, Some("formats")),
             ("view_transform nope", vec![settings(r#"{"view_transform":"nope","width":32}"#), scene], StatusCode::UNPROCESSABLE_ENTITY, Some("view_transform")),
             ("fps 0", vec![settings(r#"{"fps":0,"width":32}"#), scene], StatusCode::UNPROCESSABLE_ENTITY, Some("fps")),
+            ("engine cuda", vec![settings(r#"{"engine":"cuda","width":32}"#), scene], StatusCode::UNPROCESSABLE_ENTITY, Some("cpu, gpu or auto")),
             ("empty scene", vec![("scene", Some("empty.glb"), &b""[..])], StatusCode::UNPROCESSABLE_ENTITY, None),
             ("random bytes", vec![("scene", Some("noise.glb"), &random[..])], StatusCode::UNPROCESSABLE_ENTITY, Some("glTF")),
             ("truncated GLB", vec![("scene", Some("cut.glb"), &glb[..100])], StatusCode::UNPROCESSABLE_ENTITY, None),
@@ -1336,6 +1338,7 @@ fn settings_text() -> impl Strategy<Value = String> {
         "exposure",
         "formats",
         "priority",
+        "engine",
         "widht",
         "",
         "FRAMES",
@@ -1393,6 +1396,7 @@ fn plausible_settings() -> impl Strategy<Value = String> {
             "background_strength" | "exposure" => v(vec![json!(0.0), json!(1.0), json!(-40.0), json!(1e30)]),
             "bounces" => v(vec![json!(0), json!(8), json!(1024), json!(1025)]),
             "view_transform" => v(vec![json!("agx"), json!("filmic"), json!("standard"), json!("AGX"), json!("nope")]),
+            "engine" => v(vec![json!("cpu"), json!("auto"), json!("GPU"), json!("cuda"), json!(3)]),
             "formats" => v(vec![
                 json!(["png"]),
                 json!(["exr"]),
@@ -1423,6 +1427,7 @@ fn plausible_settings() -> impl Strategy<Value = String> {
         "exposure",
         "formats",
         "priority",
+        "engine",
     ];
     prop::sample::subsequence(keys, 0..6)
         .prop_flat_map(move |keys| {

@@ -635,7 +635,13 @@ fn recheck_inner(
     // them (GPU floating point is not the CPU's), over all their rechecked
     // pixels together.
     let tolerance = tessera_coordinator::farm::gpu_check::GpuTolerance::default();
-    let mut gpu_pixels: Vec<((u32, u32), u32, [f32; 3], [f32; 3])> = Vec::new();
+    struct GpuPixel {
+        at: (u32, u32),
+        tile: u32,
+        cpu: [f32; 3],
+        stored: [f32; 3],
+    }
+    let mut gpu_pixels: Vec<GpuPixel> = Vec::new();
     for &(x, y) in &pixels {
         let Some(tile) = tile_of(x, y) else {
             problems.push(format!("pixel ({x}, {y}) is in no tile"));
@@ -649,7 +655,9 @@ fn recheck_inner(
             bail!("the guest returned no pixel for ({x}, {y})");
         };
         match (exr, png) {
-            (Some(exr), _) if tile.gpu.is_some() => gpu_pixels.push(((x, y), tile.index, rendered, exr.at(x, y))),
+            (Some(exr), _) if tile.gpu.is_some() => {
+                gpu_pixels.push(GpuPixel { at: (x, y), tile: tile.index, cpu: rendered, stored: exr.at(x, y) })
+            }
             (Some(exr), _) => {
                 let stored = exr.at(x, y);
                 if bits(stored) != bits(rendered) {
@@ -676,15 +684,16 @@ fn recheck_inner(
     if !gpu_pixels.is_empty() {
         use tessera_coordinator::farm::gpu_check::{colour_error, SceneScale};
         let mut scale = SceneScale::default();
-        for (_, _, cpu, _) in &gpu_pixels {
-            scale.add(*cpu);
+        for p in &gpu_pixels {
+            scale.add(p.cpu);
         }
         let errors: Vec<f32> =
-            gpu_pixels.iter().map(|(_, _, cpu, gpu)| colour_error(*cpu, *gpu, tolerance, scale.value())).collect();
+            gpu_pixels.iter().map(|p| colour_error(p.cpu, p.stored, tolerance, scale.value())).collect();
         let outliers = errors.iter().filter(|e| **e > 1.0).count();
         let allowed = (tolerance.outliers * gpu_pixels.len() as f64).floor() as usize;
         if outliers > allowed {
-            for (((x, y), index, cpu, gpu), e) in gpu_pixels.iter().zip(&errors).filter(|(_, e)| **e > 1.0) {
+            for (p, e) in gpu_pixels.iter().zip(&errors).filter(|(_, e)| **e > 1.0) {
+                let ((x, y), index, cpu, gpu) = (p.at, p.tile, p.cpu, p.stored);
                 problems.push(format!(
                     "pixel ({x}, {y}) of GPU tile {index} re-renders on the CPU as {cpu:?}, the EXR holds {gpu:?} \
                      ({e:.1}× the tolerance; {outliers} of {} GPU pixels outside it, {allowed} allowed)",

@@ -110,7 +110,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         .enumerate()
         .filter_map(|(class, n)| {
             let n = n.load(Ordering::Relaxed);
-            (class >= 1 && class <= 5).then(|| (format!("{{code=\"{class}xx\"}}"), n as f64))
+            (1..=5).contains(&class).then(|| (format!("{{code=\"{class}xx\"}}"), n as f64))
         })
         .collect();
     metric("tessera_http_requests_total", "counter", "HTTP requests answered, by status class.", &requests);

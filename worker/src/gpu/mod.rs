@@ -299,7 +299,7 @@ impl GpuSession {
     /// A zero-filled storage buffer of `size` bytes (a multiple of 4).
     pub fn create_buffer(&mut self, size: u64) -> Result<u32, GpuError> {
         let budget = self.gpu.budget();
-        if size == 0 || size % ALIGN != 0 {
+        if size == 0 || !size.is_multiple_of(ALIGN) {
             return Err(GpuError::InvalidArgument(format!("buffer size {size} is not a positive multiple of 4")));
         }
         if self.buffers.len() as u32 >= budget.buffers {
@@ -333,7 +333,7 @@ impl GpuSession {
     }
 
     fn range(entry: &BufferEntry, handle: u32, offset: u64, len: u64) -> Result<(), GpuError> {
-        if offset % ALIGN != 0 || len % ALIGN != 0 {
+        if !offset.is_multiple_of(ALIGN) || !len.is_multiple_of(ALIGN) {
             return Err(GpuError::InvalidArgument(format!("offset {offset} and length {len} must be multiples of 4")));
         }
         if offset.checked_add(len).is_none_or(|end| end > entry.size) {

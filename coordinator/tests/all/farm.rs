@@ -32,7 +32,7 @@ pub fn test_config(data: &Path) -> FarmConfig {
     c
 }
 
-fn worker_config(farm: &Farm, token: &str, data: &Path) -> WorkerConfig {
+pub fn worker_config(farm: &Farm, token: &str, data: &Path) -> WorkerConfig {
     let mut c = WorkerConfig::new(farm.quic_addr().to_string(), token, farm.fingerprint(), data.to_path_buf());
     c.slots = 1;
     c.idle_timeout = Duration::from_secs(2);

@@ -97,7 +97,7 @@ pub fn spawn_worker(addr: &str, token: &str, pin: &str, data: &Path) -> Proc {
     Proc::spawn(cmd)
 }
 
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -146,7 +146,7 @@ fn a_worker_killed_mid_tile_loses_nothing() {
 }
 
 /// A free port on loopback for both TCP and UDP (bound, then released).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     loop {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = tcp.local_addr().unwrap().port();

@@ -305,7 +305,9 @@ impl Drop for Relay {
     }
 }
 
-const NET_SPP: u32 = 128;
+/// Tiles of about half a second (16×16 px), so a cut lands while the
+/// relayed worker holds some.
+const NET_SPP: u32 = 384;
 
 #[test]
 fn a_worker_cut_off_the_network_is_noticed_and_its_tiles_rendered_elsewhere() {
@@ -332,35 +334,31 @@ fn a_worker_cut_off_the_network_is_noticed_and_its_tiles_rendered_elsewhere() {
         let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
         let job =
             farm.submit_scene(request_with_spp(NET_SPP), scene.clone(), guest("pathtracer").to_vec()).await.unwrap();
-        // The cut worker alone first, until it has rendered a tile and holds more.
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let s = farm.status().await.unwrap();
-            if s.workers.first().is_some_and(|w| w.tiles_done >= 1 && w.leases > 0) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the relayed worker never rendered: {s:?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
         let direct = Worker::new(worker_config(&farm, &token, &dir.path().join("direct"))).unwrap();
         tokio::spawn({
             let rx = stopped.clone();
             async move { direct.run(rx).await }
         });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while farm.status().await.unwrap().workers.len() < 2 {
-            assert!(Instant::now() < deadline, "the direct worker never joined");
+        // Cut it once work flows (tiles durable) and it holds leases.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let s = farm.status().await.unwrap();
+            let holding = s.workers.iter().any(|w| w.identity == cut_identity && w.leases > 0);
+            if holding && s.workers.len() == 2 && s.jobs[0].tiles_done >= 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the relayed worker never got going: {s:?}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-
         // Blackhole: nothing closes the connection; only silence tells.
-        let held = farm.status().await.unwrap().workers.iter().map(|w| w.leases).max().unwrap_or(0);
+        let held =
+            farm.status().await.unwrap().workers.iter().find(|w| w.identity == cut_identity).map_or(0, |w| w.leases);
         relay.set(DROP);
         let cut_at = Instant::now();
         let deadline = cut_at + Duration::from_secs(30);
         loop {
             let s = farm.status().await.unwrap();
-            if s.workers.len() == 1 {
+            if !s.workers.iter().any(|w| w.identity == cut_identity) {
                 break;
             }
             assert!(Instant::now() < deadline, "the coordinator never noticed the cut worker: {s:?}");
@@ -589,7 +587,8 @@ fn a_worker_with_a_full_cache_fails_tiles_retryably_and_recovers() {
 
 // ---- 4. a straggler ----
 
-const STRAGGLER_SPP: u32 = 384;
+/// Tiles of about a second each (16×16 px).
+const STRAGGLER_SPP: u32 = 2048;
 /// The straggler answers after this many times its render time.
 const SLOWDOWN: u32 = 20;
 
@@ -691,8 +690,6 @@ async fn spawn_straggler(farm: &Farm, token: &str, scene: Vec<u8>) -> (String, t
 fn a_worker_20x_slower_delays_the_end_by_about_one_tile() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let reference = dir.path().join("reference");
-    reference_render_spp(&reference, STRAGGLER_SPP);
     rt.block_on(async {
         // Results count once checked: second opinions would make the
         // straggler's tiles wait on the others, which is not this test's subject.
@@ -720,7 +717,6 @@ fn a_worker_20x_slower_delays_the_end_by_about_one_tile() {
         // Warm up (the workers compile the module), then the job alone.
         run(request_with_spp(1)).await;
         let (alone, alone_took) = run(request_with_spp(STRAGGLER_SPP)).await;
-        assert_frames_equal(&farm.job_dir(alone), &reference);
         let mut millis: Vec<u64> = {
             let store = farm.store().lock().unwrap();
             store.done_tiles(alone).unwrap().iter().map(|&i| store.tile(alone, i).unwrap().unwrap().millis).collect()
@@ -731,7 +727,15 @@ fn a_worker_20x_slower_delays_the_end_by_about_one_tile() {
         // The same job with a straggler among the workers.
         let (straggler_identity, straggler) = spawn_straggler(&farm, &token, scene.clone()).await;
         let (slow, slow_took) = run(request_with_spp(STRAGGLER_SPP)).await;
-        assert_frames_equal(&farm.job_dir(slow), &reference);
+        // The same pixels either way (the chaos and network tests compare
+        // with `tessera render`; here the two farm runs are compared).
+        for frame in [1, 12, 24] {
+            for ext in ["png", "exr"] {
+                let name = format!("turntable-{frame:04}.{ext}");
+                let a = std::fs::read(farm.job_dir(alone).join(&name)).unwrap();
+                assert!(a == std::fs::read(farm.job_dir(slow).join(&name)).unwrap(), "{name} differs");
+            }
+        }
         let from_straggler = {
             let store = farm.store().lock().unwrap();
             store

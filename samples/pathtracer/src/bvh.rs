@@ -230,6 +230,13 @@ pub fn hit_box(ray: &Ray, b: &Aabb, t_max: f32) -> Option<f32> {
 pub fn traverse(bvh: &Bvh, ray: &Ray, mut t_max: f32, mut leaf: impl FnMut(u32, u32, f32) -> f32) -> f32 {
     let mut stack = [0u32; 64];
     let mut sp = 0usize;
+    // An empty tree (a mesh whose primitives have no whole triangle) is a
+    // root of count 0 with empty bounds, which `hit_box` does not reject
+    // (−∞..∞ slabs): without this, the root reads as an interior node with
+    // children that do not exist (found by fuzzing).
+    if bvh.order.is_empty() {
+        return t_max;
+    }
     if hit_box(ray, &bvh.nodes[0].bounds, t_max).is_none() {
         return t_max;
     }

@@ -145,3 +145,55 @@ fn bad_settings() {
     }
     assert!(matches!(load(&cornell, 0, 10, "{}"), Err(JobError::InvalidSettings(_))));
 }
+
+/// Regression tests for what fuzzing found (RELIABILITY.md): each of these
+/// panicked inside the glTF crate or the BVH before the loader checked it.
+#[test]
+fn fuzz_findings_are_refused_not_panics() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        (
+            "accessor 9999 does not exist",
+            Box::new(|d| d["meshes"][0]["primitives"][0]["attributes"]["POSITION"] = json!(9999)),
+        ),
+        (
+            "not a glTF property",
+            Box::new(
+                |d| d["animations"] = json!([{"channels": [{"sampler": 0, "target": {"node": 0, "path": "trAnslation"}}], "samplers": [{"input": 0, "output": 0}]}]),
+            ),
+        ),
+        (
+            "targets no node",
+            Box::new(
+                |d| d["animations"] = json!([{"channels": [{"sampler": 0, "target": {"node": 999, "path": "translation"}}], "samplers": [{"input": 0, "output": 0}]}]),
+            ),
+        ),
+        ("needs a uri, or a bufferView and a mimeType", Box::new(|d| d["images"] = json!([{"bufferView": 0}]))),
+        ("count of 0", Box::new(|d| d["accessors"][0]["count"] = json!(0))),
+        ("do not fit buffer view", Box::new(|d| d["accessors"][0]["byteOffset"] = json!(u64::MAX - 3))),
+        ("shorter than its", Box::new(|d| d["bufferViews"][0]["byteStride"] = json!(4))),
+        ("expected VEC3", Box::new(|d| d["accessors"][0]["type"] = json!("SCALAR"))),
+    ];
+    for (want, edit) in cases {
+        let mut doc = cornell_json();
+        edit(&mut doc);
+        let m = scene_error(refuse(&serde_json::to_vec(&doc).unwrap(), "{}"));
+        assert!(m.contains(want), "{want}: {m}");
+    }
+    // A GLB whose header declares fewer bytes than the header itself.
+    let mut glb = scene("turntable.glb");
+    glb[8..12].copy_from_slice(&4u32.to_le_bytes());
+    let m = scene_error(refuse(&glb, "{}"));
+    assert!(m.contains(".glb") && m.contains("declares 4 bytes"), "{m}");
+}
+
+/// A primitive with no whole triangle builds an empty BVH, which rendering
+/// used to walk as an interior node (index out of bounds).
+#[test]
+fn a_mesh_without_a_whole_triangle_renders() {
+    let mut g = GltfBuilder::default();
+    let m = g.material(json!({}));
+    let mesh = g.mesh(&[[0.0; 3], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], &[], &[0, 1], m);
+    g.root(json!({"mesh": mesh}));
+    let mut job = load(&g.build(), 4, 4, "{}").expect("an empty mesh is a valid scene");
+    tile(&mut job, 1, tessera_guest_sdk::Rect { x: 0, y: 0, width: 2, height: 2 }, 1);
+}

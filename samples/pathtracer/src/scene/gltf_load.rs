@@ -47,9 +47,15 @@ fn invalid(msg: impl Into<String>) -> LoadError {
 /// picks a glTF scene by name (default: the document's default scene, else
 /// the first).
 pub fn load(bytes: &[u8], scene_name: Option<&str>) -> Result<Scene> {
-    // Required extensions first: the glTF crate's validation reports an
+    // What the glTF crate itself panics on (its validation skips them, or
+    // its readers assume them) is checked first, so a hostile file is
+    // refused with a message, never a trap: the GLB framing before anything
+    // reads the GLB.
+    check_glb_framing(bytes)?;
+    // Required extensions next: the glTF crate's validation reports an
     // unknown one as a generic error, and the artist needs its name.
     check_required_extensions(bytes)?;
+    precheck(bytes)?;
     let gltf = gltf::Gltf::from_slice(bytes).map_err(|e| invalid(describe_gltf_error(bytes, e)))?;
     let buffers = load_buffers(&gltf.document, gltf.blob.as_deref())?;
     load_document(&gltf.document, buffers, scene_name)
@@ -554,6 +560,247 @@ fn check_skins(scene: &Scene) -> Result<()> {
             if let Some(bad) = scene.meshes[p].joints.iter().flatten().find(|j| usize::from(**j) >= joints) {
                 return Err(invalid(format!("node {i}'s mesh uses joint {bad} but its skin has {joints}")));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a GLB's header and chunk lengths before the glTF crate reads them:
+/// it subtracts the header size from the declared length without checking
+/// (an overflow, a panic with debug assertions; fuzzing found it).
+fn check_glb_framing(bytes: &[u8]) -> Result<()> {
+    if !bytes.starts_with(b"glTF") {
+        return Ok(());
+    }
+    let bad = |why: String| Err(invalid(format!("invalid binary glTF (.glb): {why}")));
+    let word = |at: usize| -> Option<u32> {
+        bytes.get(at..at.checked_add(4)?).and_then(|w| <[u8; 4]>::try_from(w).ok()).map(u32::from_le_bytes)
+    };
+    let (Some(_version), Some(length)) = (word(4), word(8)) else {
+        return bad(format!("the file is {} bytes, shorter than the 12-byte header", bytes.len()));
+    };
+    let length = length as usize;
+    if length < 12 || length > bytes.len() {
+        return bad(format!("the header declares {length} bytes but the file has {}", bytes.len()));
+    }
+    let mut at = 12usize;
+    while at < length {
+        let Some(chunk) = word(at) else { return bad(format!("a chunk header at byte {at} is cut off")) };
+        let end = at.checked_add(8).and_then(|a| a.checked_add(chunk as usize));
+        match end {
+            Some(end) if end <= length => at = end,
+            _ => return bad(format!("a chunk of {chunk} bytes at byte {at} runs past the file's {length} bytes")),
+        }
+    }
+    Ok(())
+}
+
+/// The JSON of a `.gltf`, or of a GLB's JSON chunk; `None` when it cannot be
+/// read (the full parse then reports why).
+fn document_json(bytes: &[u8]) -> Option<serde_json::Value> {
+    let json: std::borrow::Cow<'_, [u8]> =
+        if bytes.starts_with(b"glTF") { gltf::Glb::from_slice(bytes).ok()?.json } else { bytes.into() };
+    // Lossily: the glTF crate skips the strings of fields it ignores without
+    // checking their UTF-8, so a strict parse here would miss documents it
+    // accepts.
+    serde_json::from_str(&String::from_utf8_lossy(&json)).ok()
+}
+
+/// Component count and byte size of an accessor's element; `None` for a
+/// type or component type the glTF crate's validation refuses anyway.
+fn element(acc: &serde_json::Value) -> Option<(&str, u64, u64)> {
+    let ty = acc.get("type")?.as_str()?;
+    let comps = match ty {
+        "SCALAR" => 1,
+        "VEC2" => 2,
+        "VEC3" => 3,
+        "VEC4" | "MAT2" => 4,
+        "MAT3" => 9,
+        "MAT4" => 16,
+        _ => return None,
+    };
+    let size = match acc.get("componentType")?.as_u64()? {
+        5120 | 5121 => 1,
+        5122 | 5123 => 2,
+        5125 | 5126 => 4,
+        _ => return None,
+    };
+    Some((ty, acc.get("componentType")?.as_u64()?, comps * size))
+}
+
+/// Refuses what the glTF crate (1.4) does not validate but then indexes,
+/// unwraps or computes with unchecked arithmetic — each a panic on a
+/// hostile file, found by fuzzing (RELIABILITY.md):
+///
+/// - a primitive's attribute or morph target accessor index out of range
+///   (its validation indexes `accessors[POSITION]` directly);
+/// - an animation channel whose target node is out of range or whose path
+///   is not one of glTF's four (never validated, unwrapped when read);
+/// - accessors whose data does not fit their buffer view, with a count of
+///   0, a stride shorter than an element (`count - 1` and the end offset
+///   are computed unchecked), or, where this renderer reads them, a type or
+///   component type other than the one the reader assumes (a debug
+///   assertion in the crate, garbage in release).
+fn precheck(bytes: &[u8]) -> Result<()> {
+    use serde_json::Value;
+    let Some(doc) = document_json(bytes) else { return Ok(()) };
+    let list = |key: &str| doc.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let (accessors, views, buffers) = (list("accessors"), list("bufferViews"), list("buffers"));
+    let index = |v: &Value| v.as_u64().and_then(|i| usize::try_from(i).ok());
+    let u = |v: &Value, key: &str, default: u64| v.get(key).map_or(Some(default), Value::as_u64);
+
+    // Every accessor's extent, with checked arithmetic.
+    let view_fits = |view: usize, offset: u64, stride: Option<u64>, elem: u64, count: u64, what: &str| -> Result<()> {
+        let Some(v) = views.get(view) else {
+            return Err(invalid(format!("{what}: buffer view {view} does not exist")));
+        };
+        let view_len = u(v, "byteLength", 0).unwrap_or(0);
+        let view_off = u(v, "byteOffset", 0).unwrap_or(u64::MAX);
+        let buffer = v.get("buffer").and_then(index).and_then(|b| buffers.get(b));
+        let buffer_len = buffer.and_then(|b| u(b, "byteLength", 0)).unwrap_or(0);
+        if view_off.checked_add(view_len).is_none_or(|end| end > buffer_len) {
+            return Err(invalid(format!("{what}: buffer view {view} runs past its buffer")));
+        }
+        let stride = match stride.or_else(|| v.get("byteStride").and_then(Value::as_u64)) {
+            Some(s) if s < elem => {
+                return Err(invalid(format!("{what}: a stride of {s} bytes is shorter than its {elem}-byte elements")))
+            }
+            Some(s) => s,
+            None => elem,
+        };
+        if count == 0 {
+            return Err(invalid(format!("{what} has a count of 0")));
+        }
+        let end = (count - 1).checked_mul(stride).and_then(|e| e.checked_add(offset)).and_then(|e| e.checked_add(elem));
+        if end.is_none_or(|end| end > view_len) {
+            return Err(invalid(format!(
+                "{what}: {count} elements from byte {offset} do not fit buffer view {view} ({view_len} bytes)"
+            )));
+        }
+        Ok(())
+    };
+    for (i, acc) in accessors.iter().enumerate() {
+        let what = format!("accessor {i}");
+        let Some((_, _, elem)) = element(acc) else { continue };
+        let Some(count) = u(acc, "count", 0) else { continue };
+        if count == 0 {
+            return Err(invalid(format!("{what} has a count of 0")));
+        }
+        if let Some(view) = acc.get("bufferView") {
+            let view = index(view).ok_or_else(|| invalid(format!("{what}: bad bufferView")))?;
+            view_fits(view, u(acc, "byteOffset", 0).unwrap_or(u64::MAX), None, elem, count, &what)?;
+        }
+        if let Some(sparse) = acc.get("sparse") {
+            let n = u(sparse, "count", 0).unwrap_or(0);
+            let idx = sparse.get("indices").unwrap_or(&Value::Null);
+            let size = match u(idx, "componentType", 0) {
+                Some(5121) => 1,
+                Some(5123) => 2,
+                Some(5125) => 4,
+                _ => return Err(invalid(format!("{what}: sparse indices of an unknown component type"))),
+            };
+            for (part, elem) in [(idx, size), (sparse.get("values").unwrap_or(&Value::Null), elem)] {
+                let view = part.get("bufferView").and_then(index).unwrap_or(usize::MAX);
+                // Sparse views are read tightly packed.
+                view_fits(
+                    view,
+                    u(part, "byteOffset", 0).unwrap_or(u64::MAX),
+                    Some(elem),
+                    elem,
+                    n,
+                    &format!("{what} sparse"),
+                )?;
+            }
+        }
+    }
+
+    // Accessors where this renderer reads them: index in range, and the
+    // element layout the glTF crate's reader assumes.
+    let use_as = |value: &Value, what: &str, types: &[&str], components: &[u64]| -> Result<()> {
+        let acc = index(value).and_then(|i| accessors.get(i));
+        let acc = acc.ok_or_else(|| invalid(format!("{what}: accessor {value} does not exist")))?;
+        if let Some((ty, comp, _)) = element(acc) {
+            if !types.contains(&ty) || !components.contains(&comp) {
+                return Err(invalid(format!(
+                    "{what}: accessor {value} is {ty} of component type {comp}; expected {} of {components:?}",
+                    types.join(" or ")
+                )));
+            }
+        }
+        Ok(())
+    };
+    const FLOAT: &[u64] = &[5126];
+    const NORM: &[u64] = &[5126, 5121, 5123];
+    const ANY: &[u64] = &[5126, 5120, 5121, 5122, 5123];
+    let attribute = |name: &str, value: &Value, what: &str| -> Result<()> {
+        let what = format!("{what} {name}");
+        match name {
+            "POSITION" | "NORMAL" => use_as(value, &what, &["VEC3"], FLOAT),
+            "TANGENT" => use_as(value, &what, &["VEC4"], FLOAT),
+            n if n.starts_with("TEXCOORD_") => use_as(value, &what, &["VEC2"], NORM),
+            n if n.starts_with("COLOR_") => use_as(value, &what, &["VEC3", "VEC4"], NORM),
+            n if n.starts_with("JOINTS_") => use_as(value, &what, &["VEC4"], &[5121, 5123]),
+            n if n.starts_with("WEIGHTS_") => use_as(value, &what, &["VEC4"], NORM),
+            _ => use_as(value, &what, &["SCALAR", "VEC2", "VEC3", "VEC4", "MAT2", "MAT3", "MAT4"], ANY),
+        }
+    };
+    for (m, mesh) in list("meshes").iter().enumerate() {
+        let prims = mesh.get("primitives").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        for (p, prim) in prims.iter().enumerate() {
+            let what = format!("mesh {m} primitive {p}");
+            if let Some(attrs) = prim.get("attributes").and_then(Value::as_object) {
+                for (name, value) in attrs {
+                    attribute(name, value, &what)?;
+                }
+            }
+            if let Some(indices) = prim.get("indices") {
+                use_as(indices, &format!("{what} indices"), &["SCALAR"], &[5121, 5123, 5125])?;
+            }
+            let targets = prim.get("targets").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            for target in targets {
+                for (name, value) in target.as_object().into_iter().flatten() {
+                    attribute(if name == "TANGENT" { "NORMAL" } else { name }, value, &format!("{what} morph target"))?;
+                }
+            }
+        }
+    }
+    for (s, skin) in list("skins").iter().enumerate() {
+        if let Some(ibm) = skin.get("inverseBindMatrices") {
+            use_as(ibm, &format!("skin {s} inverseBindMatrices"), &["MAT4"], FLOAT)?;
+        }
+    }
+    // The crate unwraps an image's mimeType when it has a bufferView, and
+    // its uri when it has none.
+    for (i, image) in list("images").iter().enumerate() {
+        let (uri, view, mime) = (image.get("uri"), image.get("bufferView"), image.get("mimeType"));
+        if uri.is_none() && (view.is_none() || mime.is_none()) {
+            return Err(invalid(format!("image {i} needs a uri, or a bufferView and a mimeType")));
+        }
+    }
+    let nodes = list("nodes").len();
+    for (a, anim) in list("animations").iter().enumerate() {
+        let samplers = anim.get("samplers").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let channels = anim.get("channels").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        for (c, ch) in channels.iter().enumerate() {
+            let what = format!("animation {a} channel {c}");
+            let target = ch.get("target").unwrap_or(&Value::Null);
+            match target.get("node") {
+                Some(n) if index(n).is_some_and(|n| n < nodes) => {}
+                // No node: glTF allows it (an extension animates something
+                // else); the crate then panics too, so refuse it here.
+                _ => return Err(invalid(format!("{what} targets no node of the scene"))),
+            }
+            let path = target.get("path").and_then(Value::as_str).unwrap_or("");
+            let output = match path {
+                "translation" | "scale" => (&["VEC3"][..], FLOAT),
+                "rotation" => (&["VEC4"][..], ANY),
+                "weights" => (&["SCALAR"][..], ANY),
+                other => return Err(invalid(format!("{what} animates {other:?}, not a glTF property"))),
+            };
+            let sampler = ch.get("sampler").and_then(index).and_then(|i| samplers.get(i));
+            let Some(sampler) = sampler else { continue }; // validated by the crate
+            use_as(sampler.get("input").unwrap_or(&Value::Null), &format!("{what} input"), &["SCALAR"], FLOAT)?;
+            use_as(sampler.get("output").unwrap_or(&Value::Null), &format!("{what} output"), output.0, output.1)?;
         }
     }
     Ok(())

@@ -1,0 +1,6 @@
+//! `wire_decode`: see tessera-fuzz-targets (the same body runs in CI, bounded).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    tessera_fuzz_targets::wire_decode(data);
+});

@@ -225,7 +225,7 @@ fn sim_endpoint(pin: &str) -> Result<(quinn::Endpoint, Arc<SigningKey>)> {
 
 /// A job of `tiles` tiles of `edge`×`edge` px whose module and scene are
 /// placeholders (simulated workers never fetch them).
-async fn synthetic_job(farm: &Farm, name: &str, edge: u32, tiles_x: u32, frames: u32) -> Result<(u64, u32)> {
+pub(crate) async fn synthetic_job(farm: &Farm, name: &str, edge: u32, tiles_x: u32, frames: u32) -> Result<(u64, u32)> {
     let module = farm.put_blob(b"placeholder module".to_vec()).await?;
     let scene = farm.put_blob(b"placeholder scene".to_vec()).await?;
     let (fuel_per_tile, fuel_per_pixel_sample) = JobSpec::default_fuel();

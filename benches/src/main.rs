@@ -10,6 +10,7 @@ mod pathtracer;
 mod proof;
 mod sandbox;
 mod scheduler;
+mod soak;
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,14 @@ fn main() -> anyhow::Result<()> {
     }
     if args.get(1).map(String::as_str) == Some("--memory-probe") {
         return farm::memory_probe_main(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some("--api-clients") {
+        return soak::api_clients_main(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some("--soak") {
+        let soak_args = soak::SoakArgs::parse(&args[2..])?;
+        let report = soak::run(&soak_args)?;
+        return soak::check(&soak_args, &report);
     }
     let only: Option<String> = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1).cloned());
     let quick = std::env::args().any(|a| a == "--quick");

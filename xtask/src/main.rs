@@ -7,6 +7,12 @@
 //! - `cargo xtask test [ARGS...]`: setup, guests, then the whole test suite.
 //! - `cargo xtask demo [ARGS...]`: setup, guests, then `tessera demo`.
 //! - `cargo xtask bench [ARGS...]`: setup, guests, then the benchmark table.
+//! - `cargo xtask soak [ARGS...]`: the coordinator under load for a bounded
+//!   time (`--minutes`, `--workers`, `--clients`); fails past its bounds.
+//! - `cargo xtask fuzz [TARGET] [--secs N] [--input FILE]`: the fuzz targets
+//!   (`scene_import`, `wire_decode`, `upload`; default all) for N seconds
+//!   each (default 300) with cargo-fuzz on nightly, else with the bounded
+//!   fuzzer CI runs; `--input` reruns one saved input.
 //! - `cargo xtask bench-cycles [ARGS...]`: the path tracer beside Blender
 //!   Cycles on the same scene (installs Debian's `blender`).
 
@@ -17,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use tessera_guest_build::{Toolchain, GUESTS};
 
 const USAGE: &str =
-    "usage: cargo xtask <setup | build-guests [NAME...] | test [ARGS...] | demo [ARGS...] | bench [ARGS...] | bench-cycles | blender-addon>";
+    "usage: cargo xtask <setup | build-guests [NAME...] | test [ARGS...] | demo [ARGS...] | bench [ARGS...] | soak [ARGS...] | fuzz [TARGET] [--secs N] [--input FILE] | bench-cycles | blender-addon>";
 
 fn main() -> ExitCode {
     match run() {
@@ -67,6 +73,15 @@ fn run() -> Result<()> {
             build_guests(setup()?, &["spheres".into(), "gradient".into(), "pathtracer".into()])?;
             cargo(&["run", "--release", "--quiet", "--package", "tessera-benches", "--"], &rest)
         }
+        "soak" => {
+            // The coordinator under 1,000 simulated workers and 200 API
+            // clients for a bounded time (benches/src/soak.rs); exits 1 if
+            // it breaks its memory or latency bounds.
+            cargo(&["build", "--release", "--quiet", "--package", "tessera-benches"], &[])?;
+            let mut args = vec!["--soak".to_string()];
+            args.extend(rest.iter().cloned());
+            cargo(&["run", "--release", "--quiet", "--package", "tessera-benches", "--"], &args)
+        }
         "bench-cycles" => {
             // Tessera beside Blender Cycles on the same scene (Debian's
             // `blender`); prints a Markdown table. Not part of CI.
@@ -95,6 +110,7 @@ fn run() -> Result<()> {
             }
             Ok(())
         }
+        "fuzz" => fuzz(&rest),
         "blender-addon" => {
             // The Blender add-on's zips (blender/README.md), in target/blender.
             if Command::new("python3").arg("--version").output().is_err() {
@@ -118,6 +134,86 @@ fn run() -> Result<()> {
         }
         other => bail!("unknown command {other:?}\n{USAGE}"),
     }
+}
+
+/// The fuzz targets (fuzz-targets/src/lib.rs, fuzz/fuzz_targets/).
+const FUZZ_TARGETS: &[&str] = &["scene_import", "wire_decode", "upload"];
+
+/// `cargo xtask fuzz [TARGET] [--secs N] [--input FILE]`. Long runs want
+/// coverage guidance, which only cargo-fuzz (libFuzzer, nightly) gives; where
+/// nightly is missing (CI has only stable) the same targets run under the
+/// bounded fuzzer of `fuzz-targets/tests/fuzz.rs` for the same time.
+fn fuzz(args: &[String]) -> Result<()> {
+    let (mut targets, mut secs, mut input) = (Vec::new(), 300u64, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--secs" => secs = it.next().context("--secs needs a number")?.parse().context("--secs")?,
+            "--input" => input = Some(it.next().context("--input needs a file")?.clone()),
+            t if FUZZ_TARGETS.contains(&t) => targets.push(t.to_string()),
+            other => bail!("unknown fuzz target or option {other:?} (targets: {})", FUZZ_TARGETS.join(", ")),
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.iter().map(|t| t.to_string()).collect();
+    }
+    let root = tessera_guest_build::workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let bounded = |target: &str, env: &[(&str, String)]| -> Result<()> {
+        let status = Command::new(&cargo)
+            .current_dir(&root)
+            .args(["test", "--package", "tessera-fuzz-targets", "--test", "fuzz", &format!("fuzz_{target}")])
+            .env("TESSERA_FUZZ_TARGET", target)
+            .envs(env.iter().map(|(k, v)| (*k, v)))
+            .status()
+            .with_context(|| format!("running {cargo}"))?;
+        if !status.success() {
+            bail!("fuzzing {target} failed ({status})");
+        }
+        Ok(())
+    };
+    if let Some(file) = input {
+        let file = std::path::absolute(&file).context("--input")?;
+        for t in &targets {
+            bounded(t, &[("TESSERA_FUZZ_INPUT", file.display().to_string())])?;
+        }
+        return Ok(());
+    }
+    // Plain `cargo`, not $CARGO: `+nightly` is rustup's proxy syntax.
+    let nightly = Command::new("cargo").args(["+nightly", "--version"]).output().is_ok_and(|o| o.status.success());
+    let mut have_fuzz = Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    if nightly && !have_fuzz {
+        eprintln!("xtask: installing cargo-fuzz");
+        have_fuzz = Command::new("cargo").args(["install", "cargo-fuzz"]).status().is_ok_and(|s| s.success());
+    }
+    for t in &targets {
+        if !(nightly && have_fuzz) {
+            eprintln!("xtask: no nightly toolchain or cargo-fuzz: {t} with the bounded fuzzer for {secs} s");
+            bounded(t, &[("TESSERA_FUZZ_SECS", secs.to_string())])?;
+            continue;
+        }
+        // libFuzzer grows fuzz/corpus/<t> (ignored by git), starting from
+        // the committed seeds. No sanitizer: the code is safe Rust, and ASan
+        // would double the build and halve the executions.
+        let corpus = root.join("fuzz/corpus").join(t);
+        std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
+        let status = Command::new("cargo")
+            .current_dir(root.join("fuzz"))
+            .args(["+nightly", "fuzz", "run", "--sanitizer", "none", t])
+            .arg(&corpus)
+            .arg(root.join("fuzz-targets/corpus").join(t))
+            .arg("--")
+            .arg(format!("-max_total_time={secs}"))
+            // The coordinator's build script would build and embed the
+            // sample guests; the targets do not run them.
+            .env("TESSERA_SKIP_EMBED", "1")
+            .status()
+            .context("running cargo fuzz")?;
+        if !status.success() {
+            bail!("cargo fuzz run {t} failed ({status}); the crashing input is under fuzz/artifacts/{t}/");
+        }
+    }
+    Ok(())
 }
 
 fn setup() -> Result<Toolchain> {

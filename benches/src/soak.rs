@@ -1,0 +1,461 @@
+//! `cargo xtask soak`: the coordinator under a bounded, steady load, with
+//! its memory and API latency checked against stated bounds.
+//!
+//! - **The coordinator** runs in this process (QUIC endpoint, scheduler,
+//!   SQLite store and writer, frame assembly, the HTTP API), so the memory
+//!   measured (VmRSS, sampled every second) is the coordinator's alone.
+//! - **Workers**: `--workers` simulated workers (default 1,000) in a child
+//!   process (`--sim-workers`, as the farm benchmark uses): real QUIC
+//!   connections with hello, heartbeats and signed results of the right
+//!   shape, each answering a tile after `--tile-ms`. Spot checks are off:
+//!   their pixels are flat colour. Three jobs of 8,000 tiles are kept in flight,
+//!   a new one submitted as each finishes, so frames are assembled and
+//!   written throughout.
+//! - **API clients**: `--clients` (default 200) in another child process
+//!   (`--api-clients`), each a thread that polls the farm's status, job
+//!   lists and jobs, the worker list and frame downloads with a short
+//!   pause, and a tenth of them follow the event stream. Every request's
+//!   latency is kept; any error status, other than a 404 for a frame not
+//!   yet written, counts as an error.
+//!
+//! It stops by itself after `--minutes` (default 10) and fails (exit 1)
+//! when the coordinator's peak memory is over `--max-rss-mib` (1024), the
+//! API's p99 latency over `--max-p99-ms` (500), or any request failed.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use tessera_coordinator::api::AppState;
+use tessera_coordinator::farm::Farm;
+use tessera_coordinator::store::{JobState, TokenKind};
+
+/// The soak's knobs, from its command line.
+#[derive(Clone, Debug)]
+pub struct SoakArgs {
+    pub minutes: f64,
+    pub workers: u32,
+    pub clients: u32,
+    pub tile_ms: u64,
+    pub max_rss_mib: u64,
+    pub max_p99_ms: u64,
+}
+
+impl SoakArgs {
+    pub fn parse(args: &[String]) -> Result<SoakArgs> {
+        let mut s =
+            SoakArgs { minutes: 10.0, workers: 1000, clients: 200, tile_ms: 500, max_rss_mib: 1024, max_p99_ms: 500 };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--minutes" => s.minutes = value()?.parse()?,
+                "--workers" => s.workers = value()?.parse()?,
+                "--clients" => s.clients = value()?.parse()?,
+                "--tile-ms" => s.tile_ms = value()?.parse()?,
+                "--max-rss-mib" => s.max_rss_mib = value()?.parse()?,
+                "--max-p99-ms" => s.max_p99_ms = value()?.parse()?,
+                other => bail!(
+                    "unknown flag {other:?} (--minutes M --workers N --clients N --tile-ms MS --max-rss-mib MIB \
+                     --max-p99-ms MS)"
+                ),
+            }
+        }
+        if !(s.minutes > 0.0 && s.minutes <= 24.0 * 60.0) || s.workers == 0 || s.clients == 0 {
+            bail!("--minutes must be in (0, 1440], --workers and --clients positive");
+        }
+        Ok(s)
+    }
+}
+
+/// What a soak found.
+#[derive(Debug)]
+pub struct SoakReport {
+    pub seconds: f64,
+    pub workers_connected: usize,
+    pub jobs_done: u64,
+    pub tiles_done: u64,
+    pub rss_start_mib: f64,
+    pub rss_peak_mib: f64,
+    pub rss_end_mib: f64,
+    pub clients: ClientReport,
+}
+
+/// The API clients' tally (printed by the `--api-clients` child as one line).
+#[derive(Clone, Debug, Default)]
+pub struct ClientReport {
+    pub requests: u64,
+    pub errors: u64,
+    pub events: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// The first few errors, for the report.
+    pub first_errors: Vec<String>,
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Kills a child process when dropped, so a failed soak leaves none behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the soak; prints progress on stderr.
+pub fn run(args: &SoakArgs) -> Result<SoakReport> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(soak(args))
+}
+
+async fn soak(args: &SoakArgs) -> Result<SoakReport> {
+    let dir = tempfile::tempdir()?;
+    let mut config = tessera_coordinator::farm::FarmConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse()?);
+    config.verify.spot_checks = false;
+    config.verify.replication = false;
+    let farm = Arc::new(Farm::start(config).await?);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let http = listener.local_addr()?;
+    let app = tessera_coordinator::http::app(AppState::new(farm.clone(), None));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let api_token = farm.create_token(TokenKind::Api, "soak").await?;
+    let worker_token = farm.first_token().context("first token")?.to_string();
+    let duration = Duration::from_secs_f64(args.minutes * 60.0);
+
+    // Workers first, all connected before the clock starts.
+    let exe = std::env::current_exe()?;
+    let mut workers = Reaped(
+        Command::new(&exe)
+            .args([
+                "--sim-workers".to_string(),
+                args.workers.to_string(),
+                "1".into(),
+                (args.tile_ms * 1000).to_string(),
+                "0".into(),
+                farm.quic_addr().to_string(),
+                worker_token,
+                farm.fingerprint().to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let mut lines = BufReader::new(workers.0.stdout.take().context("workers' stdout")?).lines();
+    match tokio::task::spawn_blocking(move || lines.next()).await? {
+        Some(Ok(l)) if l == "ready" => {}
+        other => bail!("simulated workers did not start: {other:?}"),
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while farm.status().await?.workers.len() < args.workers as usize {
+        if Instant::now() > deadline {
+            bail!("only {} of {} workers connected", farm.status().await?.workers.len(), args.workers);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("soak: {} workers connected; {} API clients for {:.1} min", args.workers, args.clients, args.minutes);
+
+    // Jobs: three in flight at all times.
+    let stop = Arc::new(AtomicBool::new(false));
+    let jobs_done = Arc::new(AtomicU64::new(0));
+    let feeder = {
+        let (farm, stop, jobs_done) = (farm.clone(), stop.clone(), jobs_done.clone());
+        tokio::spawn(async move {
+            let mut live = Vec::new();
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                while live.len() < 3 {
+                    n += 1;
+                    match crate::farm::synthetic_job(&farm, &format!("soak-{n}"), 1, 40, 5).await {
+                        Ok((id, _)) => live.push(id),
+                        Err(e) => {
+                            eprintln!("soak: submitting a job: {e}");
+                            break;
+                        }
+                    }
+                }
+                let mut still = Vec::new();
+                for id in live.drain(..) {
+                    let store = farm.store().clone();
+                    let state = tokio::task::spawn_blocking(move || {
+                        store.lock().unwrap_or_else(|e| e.into_inner()).job(id).ok().flatten().map(|j| j.state)
+                    })
+                    .await;
+                    match state {
+                        Ok(Some(s)) if s == JobState::Done => {
+                            jobs_done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => still.push(id),
+                    }
+                }
+                live = still;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+
+    // Clients, in their own process.
+    let mut clients = Reaped(
+        Command::new(&exe)
+            .args([
+                "--api-clients".to_string(),
+                args.clients.to_string(),
+                format!("http://{http}"),
+                api_token,
+                duration.as_secs_f64().to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let started = Instant::now();
+    let rss_start = rss_kib();
+    let mut rss_peak = rss_start;
+    let mut next_report = Duration::from_secs(30);
+    while started.elapsed() < duration {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rss_peak = rss_peak.max(rss_kib());
+        if started.elapsed() >= next_report {
+            let s = farm.status().await?;
+            eprintln!(
+                "soak: {:>4.0} s, RSS {:.0} MiB (peak {:.0}), {} workers, {} tiles, {} jobs done",
+                started.elapsed().as_secs_f64(),
+                rss_kib() as f64 / 1024.0,
+                rss_peak as f64 / 1024.0,
+                s.workers.len(),
+                s.counters.tiles_done,
+                jobs_done.load(Ordering::Relaxed)
+            );
+            next_report += Duration::from_secs(30);
+        }
+    }
+    let mut out = String::new();
+    let mut stdout = clients.0.stdout.take().context("clients' stdout")?;
+    let read = tokio::task::spawn_blocking(move || stdout.read_to_string(&mut out).map(|_| out));
+    let text = tokio::time::timeout(Duration::from_secs(60), read).await.context("the clients did not stop")???;
+    let client_report = parse_client_report(&text)?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = feeder.await;
+    let status = farm.status().await?;
+    let report = SoakReport {
+        seconds: started.elapsed().as_secs_f64(),
+        workers_connected: status.workers.len(),
+        jobs_done: jobs_done.load(Ordering::Relaxed),
+        tiles_done: status.counters.tiles_done,
+        rss_start_mib: rss_start as f64 / 1024.0,
+        rss_peak_mib: rss_peak as f64 / 1024.0,
+        rss_end_mib: rss_kib() as f64 / 1024.0,
+        clients: client_report,
+    };
+    drop(workers);
+    drop(clients);
+    if let Ok(f) = Arc::try_unwrap(farm) {
+        f.shutdown().await;
+    }
+    Ok(report)
+}
+
+fn parse_client_report(text: &str) -> Result<ClientReport> {
+    let line = text.lines().rev().find(|l| l.starts_with("clients ")).context("no report from the API clients")?;
+    let v: Vec<&str> = line.split_whitespace().collect();
+    let num = |i: usize| -> Result<f64> { Ok(v.get(i).context("short report")?.parse()?) };
+    Ok(ClientReport {
+        requests: num(1)? as u64,
+        errors: num(2)? as u64,
+        events: num(3)? as u64,
+        p50_ms: num(4)?,
+        p99_ms: num(5)?,
+        max_ms: num(6)?,
+        first_errors: text.lines().filter_map(|l| l.strip_prefix("error ")).map(str::to_string).take(5).collect(),
+    })
+}
+
+/// Prints the report as a Markdown table and checks the bounds.
+pub fn check(args: &SoakArgs, r: &SoakReport) -> Result<()> {
+    let c = &r.clients;
+    println!("| measurement | result | bound |");
+    println!("| --- | ---: | --- |");
+    println!("| duration | {:.0} s | {:.1} min |", r.seconds, args.minutes);
+    println!("| simulated workers connected at the end | {} | {} |", r.workers_connected, args.workers);
+    println!("| tiles stored | {} ({:.0}/s) | |", r.tiles_done, r.tiles_done as f64 / r.seconds);
+    println!("| jobs completed (8,000 tiles, 5 frames each) | {} | |", r.jobs_done);
+    println!("| API requests | {} ({:.0}/s) from {} clients | |", c.requests, c.requests as f64 / r.seconds, args.clients);
+    println!("| API errors | {} | 0 |", c.errors);
+    println!("| event-stream messages received | {} | |", c.events);
+    println!("| API latency p50 / p99 / max | {:.1} / {:.1} / {:.0} ms | p99 ≤ {} ms |", c.p50_ms, c.p99_ms, c.max_ms, args.max_p99_ms);
+    println!(
+        "| coordinator RSS start / peak / end | {:.0} / {:.0} / {:.0} MiB | peak ≤ {} MiB |",
+        r.rss_start_mib, r.rss_peak_mib, r.rss_end_mib, args.max_rss_mib
+    );
+    for e in &c.first_errors {
+        println!("error: {e}");
+    }
+    let mut broken = Vec::new();
+    if c.errors > 0 {
+        broken.push(format!("{} API requests failed", c.errors));
+    }
+    if c.p99_ms > args.max_p99_ms as f64 {
+        broken.push(format!("p99 {:.1} ms is over {} ms", c.p99_ms, args.max_p99_ms));
+    }
+    if r.rss_peak_mib > args.max_rss_mib as f64 {
+        broken.push(format!("peak RSS {:.0} MiB is over {} MiB", r.rss_peak_mib, args.max_rss_mib));
+    }
+    if r.workers_connected < args.workers as usize {
+        broken.push(format!("only {} of {} workers stayed connected", r.workers_connected, args.workers));
+    }
+    if r.jobs_done == 0 {
+        broken.push("no job completed".into());
+    }
+    if broken.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("the soak broke its bounds: {}", broken.join("; ")))
+    }
+}
+
+/// `--api-clients N URL TOKEN SECS`: N client threads for SECS seconds;
+/// prints `clients REQUESTS ERRORS EVENTS P50_MS P99_MS MAX_MS` and up to
+/// five `error …` lines.
+pub fn api_clients_main(args: &[String]) -> Result<()> {
+    let [n, url, token, secs] = args else { bail!("--api-clients N URL TOKEN SECS") };
+    let n: u32 = n.parse()?;
+    let until = Instant::now() + Duration::from_secs_f64(secs.parse()?);
+    let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let events = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for i in 0..n {
+        let (url, token) = (url.clone(), token.clone());
+        let (latencies, errors, events) = (latencies.clone(), errors.clone(), events.clone());
+        threads.push(std::thread::spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(30)))
+                .http_status_as_error(false)
+                .build()
+                .into();
+            if i % 10 == 0 {
+                follow_events(&agent, &url, &token, until, &events, &errors);
+                return;
+            }
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(i);
+            let mut last_job: Option<u64> = None;
+            while Instant::now() < until {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let path = match rng % 20 {
+                    0..=8 => "/api/v1/status".to_string(),
+                    9..=12 => "/api/v1/jobs?limit=20".to_string(),
+                    13..=15 => match last_job {
+                        Some(j) => format!("/api/v1/jobs/{j}"),
+                        None => "/api/v1/jobs?limit=1".to_string(),
+                    },
+                    16 => "/api/v1/workers".to_string(),
+                    _ => match last_job {
+                        Some(j) => format!("/api/v1/jobs/{j}/frames/1.png"),
+                        None => "/api/v1/health".to_string(),
+                    },
+                };
+                let t = Instant::now();
+                let result = agent.get(format!("{url}{path}")).header("Authorization", format!("Bearer {token}")).call();
+                match result {
+                    Ok(mut r) => {
+                        let status = r.status().as_u16();
+                        let body = r.body_mut().read_to_vec().unwrap_or_default();
+                        let ms = t.elapsed().as_secs_f64() * 1000.0;
+                        let frame_not_yet = status == 404 && path.contains("/frames/");
+                        if (200..300).contains(&status) || frame_not_yet {
+                            latencies.lock().unwrap_or_else(|e| e.into_inner()).push(ms);
+                            if path.starts_with("/api/v1/jobs?") {
+                                last_job = serde_json::from_slice::<serde_json::Value>(&body)
+                                    .ok()
+                                    .and_then(|v| v["jobs"][0]["id"].as_u64().or(v[0]["id"].as_u64()))
+                                    .or(last_job);
+                            }
+                        } else {
+                            errors.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{path}: {status}"));
+                        }
+                    }
+                    Err(e) => errors.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{path}: {e}")),
+                }
+                std::thread::sleep(Duration::from_millis(150 + rng % 100));
+            }
+        }));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    let mut lat = latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| if lat.is_empty() { 0.0 } else { lat[((lat.len() - 1) as f64 * p).round() as usize] };
+    let errors = errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for e in errors.iter().take(5) {
+        println!("error {e}");
+    }
+    println!(
+        "clients {} {} {} {:.3} {:.3} {:.3}",
+        lat.len() as u64 + errors.len() as u64,
+        errors.len(),
+        events.load(Ordering::Relaxed),
+        pct(0.5),
+        pct(0.99),
+        lat.last().copied().unwrap_or(0.0)
+    );
+    Ok(())
+}
+
+/// Follows `/api/v1/events` until `until`, reconnecting when a stream
+/// ends, counting `data:` lines.
+fn follow_events(
+    agent: &ureq::Agent,
+    url: &str,
+    token: &str,
+    until: Instant,
+    events: &AtomicU64,
+    errors: &Mutex<Vec<String>>,
+) {
+    while Instant::now() < until {
+        let r = agent
+            .get(format!("{url}/api/v1/events"))
+            .header("Authorization", format!("Bearer {token}"))
+            .config()
+            .timeout_global(Some(until.saturating_duration_since(Instant::now()) + Duration::from_secs(1)))
+            .build()
+            .call();
+        match r {
+            Ok(mut r) if r.status().is_success() => {
+                let mut reader = BufReader::new(r.body_mut().as_reader());
+                let mut line = String::new();
+                while Instant::now() < until {
+                    line.clear();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if line.starts_with("data:") => {
+                            events.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            }
+            Ok(r) => errors.lock().unwrap_or_else(|e| e.into_inner()).push(format!("events: {}", r.status())),
+            Err(e) => {
+                if Instant::now() < until {
+                    errors.lock().unwrap_or_else(|e| e.into_inner()).push(format!("events: {e}"))
+                }
+            }
+        }
+    }
+}

@@ -1,10 +1,11 @@
 //! A worker that breaks the protocol, driven by hand over real QUIC: each
 //! breach is refused with a reason, and the farm keeps going.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_coordinator::farm::Farm;
-use tessera_coordinator::store::JobState;
+use tessera_coordinator::store::{JobState, TokenKind};
 use tessera_protocol::proof::SigningKey;
 use tessera_protocol::wire::{
     self, Capabilities, CoordinatorMsg, Hello, TileAck, TileReply, TileResult, TileTask, WorkerOpen,
@@ -512,6 +513,151 @@ fn two_colluding_workers_with_the_same_wrong_tile_are_caught() {
         }
         drop(store);
         crate::farm::assert_frames_equal(&farm.job_dir(job), &reference);
+        farm.shutdown().await;
+    });
+}
+
+/// Accepts any server certificate: the client side of a connection that
+/// offers no certificate of its own (the server is what is tested).
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The QUIC side of the auth matrix: a connection without a client
+/// certificate, a hello without a token, with a wrong one, with a token of
+/// the wrong kind (an API token, even an admin one) or a revoked one, and a
+/// blob request before any hello are all refused; a worker whose token is
+/// revoked while it is connected is disconnected; only a live join token
+/// is welcomed.
+#[test]
+fn every_quic_opening_wants_a_certificate_and_a_live_join_token() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let mut config = test_config(&dir.path().join("coord"));
+        config.heartbeat = Duration::from_millis(200);
+        let farm = Farm::start(config).await.unwrap();
+        let good = farm.first_token().unwrap().to_string();
+
+        // No client certificate: the handshake itself fails.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![wire::ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+            let conn = endpoint.connect(farm.quic_addr(), "tessera").unwrap().await.map_err(|e| e.to_string())?;
+            // The client may finish its side of the handshake first; the
+            // server's refusal then ends the connection before any stream works.
+            let (mut tx, mut rx) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            let _ = write_msg(&mut tx, &WorkerOpen::Blob { hash: tessera_protocol::ContentHash([0; 32]) }).await;
+            read_msg::<CoordinatorMsg>(&mut rx, MAX_CONTROL_MESSAGE).await.map_err(|e| e.to_string())
+        })
+        .await
+        .expect("the coordinator answers a certificate-less client at once");
+        assert!(outcome.is_err(), "a client without a certificate got an answer: {outcome:?}");
+
+        // Hellos with bad credentials.
+        let api = farm.create_token(TokenKind::Api, "admin api").await.unwrap();
+        let revoked = farm.create_token(TokenKind::Worker, "revoked").await.unwrap();
+        let id = farm.store().lock().unwrap().check_token(TokenKind::Worker, &revoked).unwrap().unwrap();
+        farm.store().lock().unwrap().revoke_token(id).unwrap();
+        for (what, token) in [
+            ("no token", String::new()),
+            ("a wrong token", "tw_0123456789abcdef0123456789abcdef".to_string()),
+            ("an API token", api.clone()),
+            ("a revoked token", revoked.clone()),
+            ("a very long token", "x".repeat(60_000)),
+        ] {
+            match raw_hello(&farm, &token, tls::Identity::generate("bad").unwrap()).await {
+                Err(CoordinatorMsg::Refused { reason }) => {
+                    assert!(reason.contains("unknown or revoked join token"), "{what}: {reason}")
+                }
+                Err(other) => panic!("{what}: {other:?}"),
+                Ok(_) => panic!("{what} was welcomed"),
+            }
+        }
+
+        // A blob request before the hello.
+        let identity = tls::Identity::generate("eager").unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(
+            tls::client_config(&identity, farm.fingerprint(), transport(Duration::from_secs(5), 64)).unwrap(),
+        );
+        let conn = endpoint.connect(farm.quic_addr(), "tessera").unwrap().await.unwrap();
+        let (mut tx, mut rx) = conn.open_bi().await.unwrap();
+        write_msg(&mut tx, &WorkerOpen::Blob { hash: tessera_protocol::ContentHash([0; 32]) }).await.unwrap();
+        match read_msg::<CoordinatorMsg>(&mut rx, MAX_CONTROL_MESSAGE).await.unwrap() {
+            CoordinatorMsg::Refused { reason } => assert!(reason.contains("say hello first"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+
+        // A live token is welcomed; revoked while connected, it is cut off
+        // at a later heartbeat's check.
+        let token = farm.create_token(TokenKind::Worker, "short-lived").await.unwrap();
+        let mut raw = raw_hello(&farm, &token, tls::Identity::generate("ok").unwrap()).await.expect("welcomed");
+        let id = farm.store().lock().unwrap().check_token(TokenKind::Worker, &token).unwrap().unwrap();
+        farm.store().lock().unwrap().revoke_token(id).unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if write_msg(&mut raw.control.0, &wire::WorkerMsg::Heartbeat).await.is_err() {
+                    break;
+                }
+                if raw.conn.close_reason().is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "a worker whose token was revoked stayed connected");
+        assert!(
+            farm.status().await.unwrap().workers.is_empty() || {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                farm.status().await.unwrap().workers.is_empty()
+            }
+        );
+        drop(good);
         farm.shutdown().await;
     });
 }

@@ -91,8 +91,8 @@ fn assert_integrity(data: &Path) {
 // ---- 1. chaos over a long job ----
 
 /// Samples per pixel and tile size of the chaos job: 72 tiles of 8×8 px
-/// that take ~0.5 s each, about 40 s of farm time undisturbed on 2 cores.
-const CHAOS_SPP: u32 = 1536;
+/// that take ~0.9 s each: about 35 s of farm time undisturbed on 2 cores.
+const CHAOS_SPP: u32 = 2560;
 
 fn chaos_request() -> JobRequest {
     let mut r = request_with_spp(CHAOS_SPP);
@@ -114,7 +114,8 @@ fn chaos_coordinator_child() {
         let mut config = test_config(Path::new(&data));
         config.quic = SocketAddr::from(([127, 0, 0, 1], port));
         let farm = Farm::start(config).await.unwrap();
-        println!("fingerprint: {}", farm.fingerprint());
+        // On a line of its own (libtest has begun one: "test … ... ").
+        println!("\nfingerprint: {}", farm.fingerprint());
         if let Some(token) = farm.first_token() {
             println!("worker token: {token}");
             let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
@@ -158,15 +159,20 @@ fn chaos_kills_workers_and_the_coordinator_many_times() {
     let store = Store::open(&data).unwrap();
     let job_done = || store.job(job).unwrap().is_some_and(|j| j.state == JobState::Done);
 
+    // The chaos starts once work flows (both workers have compiled the
+    // module and tiles are durable), so kills land on verified work.
+    wait_for("tiles to be stored", Duration::from_secs(120), || store.done_tiles(job).unwrap().len() >= 3);
     let mut rng = Rng(seed);
     let started = Instant::now();
+    // What the store held at each coordinator kill: it must hold the same at the end.
+    let mut snapshots: Vec<BTreeMap<u32, ([u8; 32], String)>> = Vec::new();
     let (mut worker_kills, mut coordinator_kills) = (0u32, 0u32);
     const WORKER_KILLS: u32 = 12;
     const COORDINATOR_KILLS: u32 = 3;
     let mut schedule = Vec::new();
     'chaos: while worker_kills < WORKER_KILLS || coordinator_kills < COORDINATOR_KILLS {
-        // A random moment: 0.4 to 2.4 s after the last restart.
-        let until = Instant::now() + Duration::from_millis(rng.range(400, 2400));
+        // A random moment: 0.6 to 1.6 s after the last restart.
+        let until = Instant::now() + Duration::from_millis(rng.range(600, 1600));
         while Instant::now() < until {
             if job_done() {
                 break 'chaos;
@@ -177,19 +183,30 @@ fn chaos_kills_workers_and_the_coordinator_many_times() {
             coordinator_kills < COORDINATOR_KILLS && (worker_kills >= WORKER_KILLS || rng.range(0, 4) == 0);
         let at = started.elapsed().as_secs_f64();
         let down = Duration::from_millis(rng.range(0, 1000));
+        let stored = store.done_tiles(job).unwrap().len();
         if kill_coordinator {
             coordinator.kill();
             coordinator_kills += 1;
+            let tiles = store.done_tiles(job).unwrap();
+            snapshots.push(
+                tiles
+                    .iter()
+                    .map(|&i| {
+                        let t = store.tile(job, i).unwrap().unwrap();
+                        (i, (t.hash, t.worker))
+                    })
+                    .collect(),
+            );
             std::thread::sleep(down);
             coordinator = spawn_child_coordinator(&data, quic);
-            schedule.push(format!("{at:.1}s coordinator (down {} ms)", down.as_millis()));
+            schedule.push(format!("{at:.1}s coordinator (down {} ms, {stored} tiles stored)", down.as_millis()));
         } else {
             let i = rng.range(0, 2) as usize;
             workers[i].kill();
             worker_kills += 1;
             std::thread::sleep(down);
             workers[i] = spawn_worker(&addr, &token, &pin, &worker_dir(i));
-            schedule.push(format!("{at:.1}s worker {i} (down {} ms)", down.as_millis()));
+            schedule.push(format!("{at:.1}s worker {i} (down {} ms, {stored} tiles stored)", down.as_millis()));
         }
     }
     let chaos_ended = started.elapsed();
@@ -199,6 +216,13 @@ fn chaos_kills_workers_and_the_coordinator_many_times() {
     coordinator.kill();
     for w in &mut workers {
         w.kill();
+    }
+    // No tile stored before a coordinator kill was lost or replaced.
+    for snapshot in &snapshots {
+        for (i, (hash, worker)) in snapshot {
+            let t = store.tile(job, *i).unwrap().unwrap_or_else(|| panic!("tile {i} was lost"));
+            assert_eq!((&t.hash, &t.worker), (hash, worker), "tile {i} changed after a coordinator kill");
+        }
     }
     drop(store);
     println!("chaos: kill schedule: {}", schedule.join(", "));

@@ -9,6 +9,7 @@ mod farm;
 mod farm_gpu;
 mod farm_kill;
 mod farm_wire;
+mod hostile;
 mod faults;
 mod local;
 mod manifest;

@@ -311,6 +311,11 @@ fn decode_image(bytes: &[u8], budget: &mut u64) -> std::result::Result<(u32, u32
         Some(f) => return Err(format!("{f:?} images are not supported (glTF allows PNG and JPEG)")),
         None => return Err("not a PNG or JPEG image".into()),
     }
+    // Only the header is read here, so the decoder's default allocation
+    // limit would only replace our message (which names the size) with
+    // "Memory limit exceeded"; the pixels are decoded under limits below.
+    let mut reader = reader;
+    reader.no_limits();
     let (w, h) = reader.into_dimensions().map_err(|e| e.to_string())?;
     if w == 0 || h == 0 || w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
         return Err(format!(

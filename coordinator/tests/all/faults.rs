@@ -130,7 +130,11 @@ fn chaos_coordinator_child() {
 }
 
 fn spawn_child_coordinator(data: &Path, quic: u16) -> Proc {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    // /proc/self/exe runs this very binary even if a rebuild has replaced
+    // its file meanwhile (a shared target dir).
+    let exe = Path::new("/proc/self/exe");
+    let exe = if exe.exists() { exe.to_path_buf() } else { std::env::current_exe().unwrap() };
+    let mut cmd = Command::new(exe);
     cmd.args(["faults::chaos_coordinator_child", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
         .env("TESSERA_FAULTS_DATA", data)
         .env("TESSERA_FAULTS_QUIC", quic.to_string())
@@ -171,8 +175,8 @@ fn chaos_kills_workers_and_the_coordinator_many_times() {
     const COORDINATOR_KILLS: u32 = 3;
     let mut schedule = Vec::new();
     'chaos: while worker_kills < WORKER_KILLS || coordinator_kills < COORDINATOR_KILLS {
-        // A random moment: 0.6 to 1.6 s after the last restart.
-        let until = Instant::now() + Duration::from_millis(rng.range(600, 1600));
+        // A random moment: 0.5 to 1.3 s after the last restart.
+        let until = Instant::now() + Duration::from_millis(rng.range(500, 1300));
         while Instant::now() < until {
             if job_done() {
                 break 'chaos;

@@ -26,6 +26,15 @@ fn main() -> anyhow::Result<()> {
         return soak::api_clients_main(&args[2..]);
     }
     if args.get(1).map(String::as_str) == Some("--soak") {
+        // The coordinator's warnings (a worker dropped, a failed write) go
+        // to stderr; `RUST_LOG` widens them.
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
         let soak_args = soak::SoakArgs::parse(&args[2..])?;
         let report = soak::run(&soak_args)?;
         return soak::check(&soak_args, &report);

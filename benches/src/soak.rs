@@ -292,10 +292,18 @@ pub fn check(args: &SoakArgs, r: &SoakReport) -> Result<()> {
     println!("| simulated workers connected at the end | {} | {} |", r.workers_connected, args.workers);
     println!("| tiles stored | {} ({:.0}/s) | |", r.tiles_done, r.tiles_done as f64 / r.seconds);
     println!("| jobs completed (8,000 tiles, 5 frames each) | {} | |", r.jobs_done);
-    println!("| API requests | {} ({:.0}/s) from {} clients | |", c.requests, c.requests as f64 / r.seconds, args.clients);
+    println!(
+        "| API requests | {} ({:.0}/s) from {} clients | |",
+        c.requests,
+        c.requests as f64 / r.seconds,
+        args.clients
+    );
     println!("| API errors | {} | 0 |", c.errors);
     println!("| event-stream messages received | {} | |", c.events);
-    println!("| API latency p50 / p99 / max | {:.1} / {:.1} / {:.0} ms | p99 ≤ {} ms |", c.p50_ms, c.p99_ms, c.max_ms, args.max_p99_ms);
+    println!(
+        "| API latency p50 / p99 / max | {:.1} / {:.1} / {:.0} ms | p99 ≤ {} ms |",
+        c.p50_ms, c.p99_ms, c.max_ms, args.max_p99_ms
+    );
     println!(
         "| coordinator RSS start / peak / end | {:.0} / {:.0} / {:.0} MiB | peak ≤ {} MiB |",
         r.rss_start_mib, r.rss_peak_mib, r.rss_end_mib, args.max_rss_mib
@@ -370,7 +378,8 @@ pub fn api_clients_main(args: &[String]) -> Result<()> {
                     },
                 };
                 let t = Instant::now();
-                let result = agent.get(format!("{url}{path}")).header("Authorization", format!("Bearer {token}")).call();
+                let result =
+                    agent.get(format!("{url}{path}")).header("Authorization", format!("Bearer {token}")).call();
                 match result {
                     Ok(mut r) => {
                         let status = r.status().as_u16();

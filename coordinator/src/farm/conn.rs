@@ -138,6 +138,11 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
     let _ = ctx.core.send(CoreMsg::Joined { worker, identity, name, slots, addr, tx, gpu: gpu.clone() });
     let mut heartbeats: u64 = 0;
     let mut control = spawn_reader::<WorkerMsg>(control_rx, MAX_CONTROL_MESSAGE);
+    // The token is re-checked beside the loop, never in it: a store busy
+    // with commits and API reads must not hold up this worker's heartbeats
+    // and acks (under load that once cost workers their connections).
+    let (revoked_tx, mut revoked_rx) = mpsc::channel::<()>(1);
+    let checking = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let result = loop {
         tokio::select! {
             msg = control.recv() => match msg.unwrap_or(Err(NetError::Closed)) {
@@ -145,9 +150,15 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
                     heartbeats += 1;
                     let _ = ctx.core.send(CoreMsg::Heartbeat { worker });
                     // A revoked token ends the connection within a few heartbeats.
-                    if heartbeats.is_multiple_of(4) && !token_valid(ctx, &hello.token).await {
-                        conn.close(close::REFUSED.into(), b"join token revoked");
-                        break Err(NetError::Refused("join token revoked".into()));
+                    if heartbeats.is_multiple_of(4) && !checking.swap(true, Ordering::AcqRel) {
+                        let (ctx, token, revoked_tx, checking) =
+                            (ctx.clone(), hello.token.clone(), revoked_tx.clone(), checking.clone());
+                        tokio::spawn(async move {
+                            if !token_valid(&ctx, &token).await {
+                                let _ = revoked_tx.send(()).await;
+                            }
+                            checking.store(false, Ordering::Release);
+                        });
                     }
                 }
                 Ok(WorkerMsg::Leaving) => {
@@ -191,6 +202,10 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
                 if let Some(end) = end {
                     break end;
                 }
+            },
+            Some(()) = revoked_rx.recv() => {
+                conn.close(close::REFUSED.into(), b"join token revoked");
+                break Err(NetError::Refused("join token revoked".into()));
             },
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {

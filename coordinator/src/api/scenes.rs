@@ -85,6 +85,20 @@ pub async fn read_form(
                     .ok_or_else(|| {
                         ApiError::bad_request("a `resource` part needs a filename: its path relative to the scene")
                     })?;
+                // Names are matched against the scene's URIs, never opened,
+                // but a name that climbs or is absolute is refused all the
+                // same: it can only be a mistake or a probe.
+                if path.starts_with('/')
+                    || path.contains('\\')
+                    || path.contains(':')
+                    || path.chars().any(char::is_control)
+                    || path.split('/').any(|c| c == "..")
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "the resource name {path:?} must be a path relative to the scene, without `..`, `\\`, `:` \
+                         or a leading `/`"
+                    )));
+                }
                 if resources.len() == MAX_RESOURCES {
                     return Err(ApiError::bad_request(format!("at most {MAX_RESOURCES} resource parts")));
                 }

@@ -195,6 +195,10 @@ fn hostile_submissions_are_refused_before_allocating() {
             ("buffer uri /etc/passwd", traversal("/etc/passwd", "passwd"), s, "/etc/passwd"),
             ("buffer uri ..\\cornell.bin", traversal("..\\\\cornell.bin", "cornell.bin"), s, "cornell.bin"),
             ("buffer uri file:///etc/passwd", traversal("file:///etc/passwd", "passwd"), s, "file:"),
+            ("resource part named ../cornell.bin", traversal("cornell.bin", "../cornell.bin"), b, "without `..`"),
+            ("resource part named /etc/cornell.bin", traversal("cornell.bin", "/etc/cornell.bin"), b, "leading `/`"),
+            ("resource part named ..\\cornell.bin", traversal("cornell.bin", "..\\cornell.bin"), b, "resource name"),
+            ("resource part named C:cornell.bin", traversal("cornell.bin", "C:cornell.bin"), b, "resource name"),
             ("cyclic node graph", vec![settings_part(small), scene_part("c.gltf", edited(|d| d["nodes"][0]["children"] = json!([4])))], s, "cycle"),
             ("node its own child", vec![settings_part(small), scene_part("c.gltf", edited(|d| d["nodes"][0]["children"] = json!([0])))], s, "node"),
             ("accessor count 1e9", vec![settings_part(small), scene_part("c.gltf", edited(|d| d["accessors"][0]["count"] = json!(1_000_000_000u64)))], s, "accessor 0"),
@@ -237,11 +241,13 @@ fn hostile_submissions_are_refused_before_allocating() {
         // Nothing stored.
         assert!(lock(farm.store()).jobs().unwrap().is_empty());
         assert!(farm.status().await.unwrap().jobs.is_empty());
-        // Nothing large was allocated: the process's peak grew by less than
-        // the smallest bomb would take (64 MiB; the 65536² image is 16 GiB).
+        // Nothing large was allocated: the process's peak grew by far less
+        // than the smallest bomb here would take (the 4 GiB GLB chunk; the
+        // 65536² image is 16 GiB). The bound is loose because the peak is
+        // the whole test process's, and other tests run beside this one.
         if let (Some(before), Some(after)) = (before, peak_rss_kib()) {
             report.push(format!("peak RSS {} MiB before, {} MiB after", before / 1024, after / 1024));
-            assert!(after.saturating_sub(before) < 64 * 1024, "peak RSS grew from {before} to {after} KiB");
+            assert!(after.saturating_sub(before) < 1024 * 1024, "peak RSS grew from {before} to {after} KiB");
         }
         use std::io::Write as _;
         let _ = writeln!(std::io::stderr(), "hostile submissions:\n  {}", report.join("\n  "));

@@ -16,7 +16,7 @@ use tessera_worker::gpu::{Gpu, GpuConfig, GpuSelection};
 use tessera_worker::net::{tls, write_msg};
 
 use crate::farm::{request_with_spp, runtime, scenes, test_config};
-use crate::farm_wire::{ack, raw_hello_with, RawWorker};
+use crate::farm_wire::{ack, raw_hello_with, raw_worker_config, RawWorker};
 use crate::guest;
 
 /// lavapipe's class, as a worker with `--gpu llvmpipe` declares it.
@@ -178,11 +178,8 @@ fn a_gpu_worker_that_fakes_pixels_is_caught_by_a_worker_of_its_class_and_breache
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let mut config = test_config(&dir.path().join("coord"));
-        // The raw worker sends no heartbeats, and its breaches must not end the job.
-        config.heartbeat = Duration::from_secs(60);
-        config.scheduler.blocklist_after = 100;
-        config.scheduler.max_tile_failures = 100;
+        // The raw worker's breaches must not end the job.
+        let mut config = raw_worker_config(&dir.path().join("coord"));
         // Long enough for the honest workers to start and compile the job.
         config.verify.replica_wait = Duration::from_secs(20);
         let farm = Farm::start(config).await.unwrap();

@@ -85,6 +85,17 @@ fn result_for(task: &TileTask, key: &SigningKey) -> TileResult {
     task.seal(accumulators, 1, 1, None, key)
 }
 
+/// A farm for a hand-driven worker: it sends no heartbeats (they come a
+/// minute apart), and its breaches count as failures on the job, so the
+/// blocklist and the per-tile failure limit are out of its way.
+pub fn raw_worker_config(data: &std::path::Path) -> tessera_coordinator::farm::FarmConfig {
+    let mut config = test_config(data);
+    config.heartbeat = Duration::from_secs(60);
+    config.scheduler.blocklist_after = 100;
+    config.scheduler.max_tile_failures = 100;
+    config
+}
+
 /// The verdict on `lease`, from the control stream.
 pub async fn ack(control: &mut quinn::RecvStream, lease: u64) -> TileAck {
     loop {
@@ -105,14 +116,9 @@ fn protocol_breaches_are_refused_and_the_job_still_completes() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        // The raw worker sends no heartbeats: give it time.
-        let mut config = test_config(&dir.path().join("coord"));
-        config.heartbeat = Duration::from_secs(60);
-        // Each breach counts as a failure of the worker on the job; keep
-        // it off the blocklist so it gets the next tile to break.
-        config.scheduler.blocklist_after = 100;
-        config.scheduler.max_tile_failures = 100;
-        let farm = Farm::start(config).await.unwrap();
+        // Each breach counts as a failure of the worker on the job; it stays
+        // off the blocklist so it gets the next tile to break.
+        let farm = Farm::start(raw_worker_config(&dir.path().join("coord"))).await.unwrap();
         let token = farm.first_token().unwrap().to_string();
         let mut raw = raw_connect(&farm, &token).await;
         let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
@@ -256,10 +262,7 @@ fn cheating_workers_are_caught_by_spot_checks_and_never_reach_a_frame() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let mut config = test_config(&dir.path().join("coord"));
-        config.heartbeat = Duration::from_secs(60);
-        config.scheduler.blocklist_after = 100;
-        config.scheduler.max_tile_failures = 100;
+        let mut config = raw_worker_config(&dir.path().join("coord"));
         // Check (nearly) every pixel of these small tiles, so a cheat of a
         // few pixels is caught for certain rather than with 99 %.
         config.verify.faked_fraction = 0.004;
@@ -404,10 +407,7 @@ fn a_new_workers_tiles_get_a_second_opinion_and_a_faked_pixel_never_reaches_a_fr
     rt.block_on(async {
         // Default spot checks (44 of a 16×16 tile's 256 pixels): one faked
         // pixel is found by sampling only now and then; replication finds it.
-        let mut config = test_config(&dir.path().join("coord"));
-        config.heartbeat = Duration::from_secs(60);
-        config.scheduler.blocklist_after = 100;
-        config.scheduler.max_tile_failures = 100;
+        let mut config = raw_worker_config(&dir.path().join("coord"));
         // The slow cheater's tiles must be judged, not overtaken by
         // speculative copies on the honest worker.
         config.scheduler.straggler_factor = 1000;
@@ -467,10 +467,7 @@ fn two_colluding_workers_with_the_same_wrong_tile_are_caught() {
         // Replication cannot tell two colluders apart from two honest
         // workers (their bytes agree); spot checks on each result can.
         // Check (nearly) every pixel so the catch is certain here.
-        let mut config = test_config(&dir.path().join("coord"));
-        config.heartbeat = Duration::from_secs(60);
-        config.scheduler.blocklist_after = 100;
-        config.scheduler.max_tile_failures = 100;
+        let mut config = raw_worker_config(&dir.path().join("coord"));
         config.verify.faked_fraction = 0.004;
         config.verify.target = 1.0;
         let farm = Farm::start(config).await.unwrap();

@@ -10,16 +10,21 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tessera_coordinator::scheduler::*;
 
-/// splitmix64: a tiny, seedable generator for the simulation.
-struct Rng(u64);
+/// splitmix64: a tiny, seedable generator for the simulation (and the
+/// fault tests' kill schedules).
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+    /// Uniform in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)

@@ -361,10 +361,12 @@ impl ManifestSigner {
                         SampleRange { start: p.sample_start, count: p.sample_count },
                         TileChecks {
                             signature: if p.signature_checked { SIGNATURE_VERIFIED } else { "not checked" }.into(),
+                            // A GPU tile outside the tolerance is kept only
+                            // once a second opinion confirmed it whole.
                             spot_check: p.spot_check.map(|s| SpotCheckOutcome {
                                 epoch: s.epoch,
                                 pixels: s.pixels,
-                                passed: s.passed(),
+                                passed: s.passed() || (s.gpu.is_some() && p.confirmed_by.is_some()),
                             }),
                         },
                     ),
@@ -687,6 +689,7 @@ mod tests {
             signature_checked: true,
             spot_check: None,
             gpu: None,
+            confirmed_by: None,
         })
         .unwrap();
         let own_proof = serde_json::to_string(&TileProof {
@@ -699,6 +702,7 @@ mod tests {
             signature_checked: false,
             spot_check: None,
             gpu: None,
+            confirmed_by: None,
         })
         .unwrap();
         let inputs: Vec<TileInput<'_>> = tiles

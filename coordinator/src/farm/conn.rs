@@ -452,6 +452,7 @@ async fn tile_exchange(
         signature_checked: true,
         spot_check,
         gpu: result.gpu.clone(),
+        confirmed_by: None,
     };
     let replicate =
         ctx.replication && (outside_tolerance || needs_second_opinion(ctx, &record.worker, result.gpu.is_some()).await);

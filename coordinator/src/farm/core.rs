@@ -628,7 +628,7 @@ impl Core {
                 self.apply(Some(Finished {
                     identity: p.identity,
                     result: p.result,
-                    proof: p.proof,
+                    proof: confirmed(p.proof, "replica"),
                     acks: Some(p.acks),
                     replica: Some(replica),
                 }));
@@ -756,7 +756,7 @@ impl Core {
             winner = Some(Finished {
                 identity: p.identity.clone(),
                 result: p.result.clone(),
-                proof: p.proof.clone(),
+                proof: confirmed(p.proof.clone(), "coordinator"),
                 acks: Some(p.acks.clone()),
                 replica: None,
             });
@@ -774,7 +774,7 @@ impl Core {
                 winner = Some(Finished {
                     identity: second.identity,
                     result: second.result,
-                    proof: second.proof,
+                    proof: confirmed(second.proof, "coordinator"),
                     acks: Some(second.acks),
                     replica: None,
                 });
@@ -821,6 +821,7 @@ impl Core {
                     signature_checked: false,
                     spot_check: None,
                     gpu: None,
+                    confirmed_by: None,
                 },
                 acks: None,
                 replica: None,
@@ -941,4 +942,10 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// `proof`, marked as confirmed whole by a second opinion (`by`).
+fn confirmed(mut proof: super::verify::TileProof, by: &str) -> super::verify::TileProof {
+    proof.confirmed_by = Some(by.to_string());
+    proof
 }

@@ -416,6 +416,11 @@ pub struct TileProof {
     /// `None` for a CPU tile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<tessera_protocol::wire::GpuClass>,
+    /// Who confirmed the whole tile after its spot check: `replica` (an
+    /// equal result from another worker) or `coordinator` (its own render).
+    /// A GPU tile outside the tolerance is kept only when confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_by: Option<String>,
 }
 
 impl TileProof {

@@ -48,6 +48,8 @@ pub struct LocalRenderer {
     instances: Vec<JobInstance>,
     width: u32,
     height: u32,
+    /// Ask for the denoiser's guides (albedo and normal AOVs) with every tile.
+    guides: bool,
 }
 
 impl LocalRenderer {
@@ -70,7 +72,14 @@ impl LocalRenderer {
                 .collect::<Result<Vec<_>, _>>()
         })
         .map_err(LocalRenderError::Load)?;
-        Ok(LocalRenderer { instances, width: spec.settings.width, height: spec.settings.height })
+        Ok(LocalRenderer { instances, width: spec.settings.width, height: spec.settings.height, guides: false })
+    }
+
+    /// Renders the denoiser's guides too ([`FrameBuffer::guides`]). They
+    /// never change the colour: a pixel's samples are the same either way.
+    pub fn with_guides(mut self, guides: bool) -> Self {
+        self.guides = guides;
+        self
     }
 
     /// What the job reported about the scene.
@@ -92,7 +101,12 @@ impl LocalRenderer {
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
         let (tx, rx) = mpsc::channel::<Result<TileOutput, LocalRenderError>>();
-        let mut frame = FrameBuffer::new(self.width, self.height);
+        let mut frame = if self.guides {
+            FrameBuffer::with_guides(self.width, self.height)
+        } else {
+            FrameBuffer::new(self.width, self.height)
+        };
+        let guides = self.guides;
         let mut stats = FrameStats::default();
 
         // A poisoned instance (a trap on an earlier frame) is remade first.
@@ -111,7 +125,8 @@ impl LocalRenderer {
                     while !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(rect) = tiles.get(i) else { break };
-                        let req = TileRequest::new(job.frame, *rect, 0, job.samples, job.seed);
+                        let mut req = TileRequest::new(job.frame, *rect, 0, job.samples, job.seed);
+                        (req.albedo, req.normal) = (guides, guides);
                         let result = instance.render_tile(&req).map_err(|source| LocalRenderError::Tile {
                             frame: job.frame,
                             x: rect.x,

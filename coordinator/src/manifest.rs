@@ -70,7 +70,7 @@ use tessera_protocol::{ContentHash, Rect, SampleRange, TileAccumulators};
 
 use crate::assemble::FrameBuffer;
 use crate::farm::job::JobSpec;
-use crate::farm::verify::{hex, TileProof};
+use crate::farm::verify::{hex, Confirmation, TileProof};
 
 /// The `schema` member of every manifest.
 pub const SCHEMA: &str = "tessera-frame-manifest";
@@ -167,6 +167,13 @@ pub struct ManifestTile {
     /// CPU re-render within a tolerance, not bit for bit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<tessera_protocol::wire::GpuClass>,
+    /// The second opinion that confirmed the whole tile, if one was asked
+    /// for (adaptive replication, or a GPU tile outside the tolerance):
+    /// an independent worker whose signature of the same commitment is
+    /// here, or the coordinator's own render. Apart from `checks`, which
+    /// keep their own outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_by: Option<Confirmation>,
 }
 
 /// The checks the coordinator ran on a tile when it arrived.
@@ -188,6 +195,8 @@ pub struct SpotCheckOutcome {
     /// Pixels re-rendered and compared: bit for bit, or within the GPU
     /// tolerance for a GPU tile.
     pub pixels: u32,
+    /// The check's own outcome. A GPU tile outside the tolerance is not
+    /// refused but replicated; it is in a frame only with `confirmed_by`.
     pub passed: bool,
 }
 
@@ -314,6 +323,39 @@ pub fn tile_signature_problems(t: &ManifestTile, coordinator_key: &str) -> Vec<S
     if t.checks.signature == SIGNATURE_COORDINATOR && !t.public_key.eq_ignore_ascii_case(coordinator_key) {
         problems.push(format!("{name}: marked as the coordinator's own render, but not signed by the coordinator"));
     }
+    if let Some(Confirmation::Replica { worker, public_key, signature }) = &t.confirmed_by {
+        problems.extend(replica_problems(&name, &c, &t.worker, worker, public_key, signature));
+    }
+    problems
+}
+
+/// What is wrong with a replica's confirmation of a tile whose commitment
+/// is `c`: the replica must be another identity than the tile's worker,
+/// hold the key it names, and have signed the same commitment. A
+/// confirmation recorded without its signature (before proofs kept it)
+/// cannot be checked and is not reported here ([`Confirmation::Replica`]).
+fn replica_problems(name: &str, c: &[u8; 32], tile_worker: &str, worker: &str, key: &str, sig: &str) -> Vec<String> {
+    if sig.is_empty() && key.is_empty() {
+        return Vec::new();
+    }
+    let short = |s: &str| s.chars().take(16).filter(|c| c.is_ascii_hexdigit()).collect::<String>();
+    let key: Option<[u8; 32]> = from_hex(key).and_then(|k| k.try_into().ok());
+    let (Some(key), Some(sig)) = (key, from_hex(sig)) else {
+        return vec![format!("{name}: the confirming replica's key or signature is not valid hex")];
+    };
+    let mut problems = Vec::new();
+    if proof::verify(&key, c, &sig).is_err() {
+        problems.push(format!(
+            "{name}: the confirming replica {}…'s signature does not verify over the tile's commitment",
+            short(worker)
+        ));
+    }
+    if !identity_of_key(&key).eq_ignore_ascii_case(worker) {
+        problems.push(format!("{name}: confirming replica identity {}… is not its public key's", short(worker)));
+    }
+    if worker.eq_ignore_ascii_case(tile_worker) {
+        problems.push(format!("{name}: confirmed by a replica from the same worker that rendered it"));
+    }
     problems
 }
 
@@ -337,6 +379,7 @@ impl ManifestSigner {
             .map(|t| {
                 let proof: Option<TileProof> = t.proof.and_then(|p| serde_json::from_str(p).ok());
                 let gpu = proof.as_ref().and_then(|p| p.gpu.clone());
+                let confirmed_by = proof.as_ref().and_then(|p| p.confirmed_by.clone());
                 let (worker, public_key, commitment, signature, samples, checks) = match proof {
                     // Rendered by the coordinator itself: it commits and signs.
                     Some(p) if p.worker == COORDINATOR_WORKER && p.signature.is_empty() => {
@@ -361,12 +404,10 @@ impl ManifestSigner {
                         SampleRange { start: p.sample_start, count: p.sample_count },
                         TileChecks {
                             signature: if p.signature_checked { SIGNATURE_VERIFIED } else { "not checked" }.into(),
-                            // A GPU tile outside the tolerance is kept only
-                            // once a second opinion confirmed it whole.
                             spot_check: p.spot_check.map(|s| SpotCheckOutcome {
                                 epoch: s.epoch,
                                 pixels: s.pixels,
-                                passed: s.passed() || (s.gpu.is_some() && p.confirmed_by.is_some()),
+                                passed: s.passed(),
                             }),
                         },
                     ),
@@ -391,6 +432,7 @@ impl ManifestSigner {
                     pixels_blake3: t.pixels_blake3.clone(),
                     checks,
                     gpu,
+                    confirmed_by,
                 }
             })
             .collect();
@@ -740,6 +782,100 @@ mod tests {
         let mut t = m.tiles[0].clone();
         t.checks.signature = SIGNATURE_COORDINATOR.into();
         assert_eq!(tile_signature_problems(&t, &m.coordinator.public_key).len(), 1);
+    }
+
+    /// A GPU tile outside the tolerance, kept after a second opinion: the
+    /// manifest keeps the spot check's own outcome and says who confirmed
+    /// it; proofs stored with the bare word before still read.
+    #[test]
+    fn confirmed_gpu_tiles_keep_their_check_outcome() {
+        use crate::farm::gpu_check::GpuComparison;
+        use crate::farm::verify::SpotCheck;
+        let id = tessera_worker::net::tls::Identity::generate("coordinator").unwrap();
+        let signer = ManifestSigner::new(&id.key_der, id.cert_der.clone()).unwrap();
+        let worker =
+            SigningKey::from_pkcs8(&tessera_worker::net::tls::Identity::generate("w").unwrap().key_der).unwrap();
+        let replica =
+            SigningKey::from_pkcs8(&tessera_worker::net::tls::Identity::generate("r").unwrap().key_der).unwrap();
+        let samples = SampleRange { start: 0, count: 8 };
+        let acc = TileAccumulators {
+            rect: Rect { x: 0, y: 0, width: 2, height: 1 },
+            color: vec![1.0; 6],
+            weight: vec![2.0; 2],
+            aovs: vec![],
+        };
+        let data = acc.to_bytes();
+        let claim = TileClaim {
+            job: 9,
+            frame: 5,
+            tile: 0,
+            samples,
+            module: ContentHash([0x11; 32]),
+            scene: ContentHash([0x22; 32]),
+        };
+        let c = proof::commitment(&claim, &data);
+        let outside = GpuComparison { pixels: 2, outliers: 2, allowed: 0, worst: 3.0, worst_at: Some((1, 0)) };
+        let proof_of = |confirmed_by| TileProof {
+            worker: identity_of_key(&worker.public_key()),
+            public_key: hex(&worker.public_key()),
+            commitment: hex(&c),
+            signature: hex(&worker.sign(&c)),
+            sample_start: 0,
+            sample_count: 8,
+            signature_checked: true,
+            spot_check: Some(SpotCheck {
+                epoch: 3,
+                pixels: 2,
+                mismatch: Some((1, 0)),
+                expected: None,
+                got: None,
+                fuel: 10,
+                gpu: Some(outside.clone()),
+            }),
+            gpu: Some(tessera_protocol::wire::GpuClass { vendor: 1, device: 2, driver: "d".into(), name: "n".into() }),
+            confirmed_by,
+        };
+        let by_replica = Confirmation::Replica {
+            worker: identity_of_key(&replica.public_key()),
+            public_key: hex(&replica.public_key()),
+            signature: hex(&replica.sign(&c)),
+        };
+        let stored = serde_json::to_string(&proof_of(Some(by_replica.clone()))).unwrap();
+        let input = TileInput {
+            index: 0,
+            rect: acc.rect,
+            data: &data,
+            hash: *blake3::hash(&data).as_bytes(),
+            proof: Some(&stored),
+            pixels_blake3: String::new(),
+        };
+        let m = signer.build(9, &spec(), 5, "shot", BTreeMap::new(), &[input], samples);
+        let t = &m.tiles[0];
+        assert!(!t.checks.spot_check.as_ref().unwrap().passed, "the check's own outcome: {t:?}");
+        assert_eq!(t.confirmed_by.as_ref(), Some(&by_replica));
+        assert!(tile_signature_problems(t, &m.coordinator.public_key).is_empty(), "{t:?}");
+        // The replica's signature must be of this commitment.
+        let mut forged = t.clone();
+        forged.confirmed_by = Some(Confirmation::Replica {
+            worker: identity_of_key(&replica.public_key()),
+            public_key: hex(&replica.public_key()),
+            signature: hex(&replica.sign(&[7; 32])),
+        });
+        let problems = tile_signature_problems(&forged, &m.coordinator.public_key);
+        assert!(problems.len() == 1 && problems[0].contains("confirming replica"), "{problems:?}");
+
+        // The bare words of earlier proofs.
+        let mut v: Value = serde_json::from_str(&stored).unwrap();
+        v["confirmed_by"] = Value::String("coordinator".into());
+        let p: TileProof = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(p.confirmed_by, Some(Confirmation::Coordinator));
+        v["confirmed_by"] = Value::String("replica".into());
+        let p: TileProof = serde_json::from_value(v.clone()).unwrap();
+        assert!(matches!(p.confirmed_by, Some(Confirmation::Replica { ref signature, .. }) if signature.is_empty()));
+        v.as_object_mut().unwrap().remove("confirmed_by");
+        assert_eq!(serde_json::from_value::<TileProof>(v.clone()).unwrap().confirmed_by, None);
+        v["confirmed_by"] = Value::String("somebody".into());
+        assert!(serde_json::from_value::<TileProof>(v).is_err());
     }
 
     #[test]

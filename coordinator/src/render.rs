@@ -90,6 +90,12 @@ pub struct RenderArgs {
     /// llvmpipe for Mesa's lavapipe).
     #[arg(long, default_value = "auto")]
     gpu: tessera_worker::gpu::GpuSelection,
+    /// Also write each frame denoised (`NAME-0001.denoised.png`/`.exr`,
+    /// beside the raw frame, which stays as it is). Renders the albedo and
+    /// normal guides with the frame; the denoiser is deterministic, so the
+    /// same render gives the same denoised bytes anywhere.
+    #[arg(long)]
+    denoise: bool,
 }
 
 fn guest_settings(args: &RenderArgs) -> Result<String> {
@@ -173,7 +179,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
         label: args.scene.file_name().map_or("scene".into(), |n| n.to_string_lossy().into_owned()),
         ..JobSpec::new(scene, JobSettings { width, height, fps: args.fps, extra })
     };
-    let mut renderer = LocalRenderer::new(&module, &spec, threads)?;
+    let mut renderer = LocalRenderer::new(&module, &spec, threads)?.with_guides(args.denoise);
     eprintln!(
         "tessera: {} — {}x{}, {} spp, frames {}, {} threads (cameras: {})",
         args.scene.display(),
@@ -196,28 +202,39 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let options = OutputOptions { view: args.view, exposure: args.exposure };
     let mut written = Vec::new();
     let render_started = Instant::now();
+    let mut denoise_secs = 0.0f64;
     for (k, &frame_no) in frames.iter().enumerate() {
         bar.set_message(format!("frame {frame_no} ({}/{})", k + 1, frames.len()));
         let job = FrameJob { frame: frame_no, tile_size: args.tile_size, samples: args.spp, seed: args.seed, threads };
         let base = k as u64 * tiles_per_frame;
         let (frame, _) = renderer.render(&module, &spec, &job, |_, done, _| bar.set_position(base + done as u64))?;
-        for format in &args.format {
-            let path = args.out.join(format!(
-                "{stem}-{frame_no:04}.{}",
-                match format {
+        let denoised = if args.denoise {
+            let t = Instant::now();
+            let d = frame.denoised().with_context(|| format!("denoising frame {frame_no}"))?;
+            denoise_secs += t.elapsed().as_secs_f64();
+            Some(d)
+        } else {
+            None
+        };
+        for (frame, suffix) in [(Some(&frame), ""), (denoised.as_ref(), ".denoised")] {
+            let Some(frame) = frame else { continue };
+            for format in &args.format {
+                let ext = match format {
                     Format::Png => "png",
                     Format::Exr => "exr",
+                };
+                let path = args.out.join(format!("{stem}-{frame_no:04}{suffix}.{ext}"));
+                match format {
+                    Format::Png => frame.write_png_with(&path, &options)?,
+                    Format::Exr => frame.write_exr(&path)?,
                 }
-            ));
-            match format {
-                Format::Png => frame.write_png_with(&path, &options)?,
-                Format::Exr => frame.write_exr(&path)?,
+                written.push(path);
             }
-            written.push(path);
         }
     }
     bar.finish_and_clear();
-    let secs = render_started.elapsed().as_secs_f64();
+    // Sampling alone: the denoiser's time is reported apart.
+    let secs = render_started.elapsed().as_secs_f64() - denoise_secs;
     let paths = u64::from(width) * u64::from(height) * u64::from(args.spp) * frames.len() as u64;
     println!(
         "rendered {} frame{} of {}x{} at {} spp in {:.3} s ({:.2} Mpaths/s on {threads} threads; {:.1} s in all)",
@@ -230,6 +247,14 @@ pub fn run(args: RenderArgs) -> Result<()> {
         paths as f64 / secs / 1e6,
         started.elapsed().as_secs_f64(),
     );
+    if args.denoise {
+        let mpix = f64::from(width) * f64::from(height) * frames.len() as f64 / 1e6;
+        println!(
+            "denoised with {} in {denoise_secs:.3} s ({:.3} s per megapixel)",
+            tessera_coordinator::assemble::DENOISER,
+            denoise_secs / mpix
+        );
+    }
     let dir = args.out.canonicalize().unwrap_or(args.out.clone());
     println!("frames written to {} ({} files, first {})", dir.display(), written.len(), written[0].display());
     Ok(())

@@ -291,10 +291,17 @@ pub fn demo(args: DemoArgs, inputs: DemoInputs) -> Result<()> {
         request.farm_slots = slots * args.workers;
         request.extra = tessera_coordinator::farm::job::RENDER_DEFAULTS.into();
         request.engine = args.engine;
+        // The page's best moment is the tiles arriving: say how to sign in
+        // before they do. The token rides in the link's fragment, which a
+        // browser never sends to the server, so it reaches no log.
+        println!("web: http://{http}");
+        println!("token: {api_token}");
+        println!("sign in: http://{http}/#token={api_token}");
         let started = std::time::Instant::now();
         let job = farm.submit_scene(request, inputs.scene.to_vec(), module.to_vec()).await?;
         eprintln!(
-            "tessera demo: {} workers × {slots} slots rendering the turntable; watch at http://{http}",
+            "tessera demo: {} workers × {slots} slots rendering the turntable (job {job}); watch it at the sign-in \
+             link above",
             args.workers
         );
         let bar = ProgressBar::new(0).with_style(
@@ -328,8 +335,7 @@ pub fn demo(args: DemoArgs, inputs: DemoInputs) -> Result<()> {
             started.elapsed().as_secs_f64()
         );
         println!("frames: {}", farm.job_dir(job).display());
-        println!("web: http://{http}");
-        println!("token: {api_token}");
+        println!("sign in: http://{http}/#token={api_token}");
         println!(
             "join another worker: tessera-worker --coordinator {} --token {worker_token} --pin {}",
             local(farm.quic_addr()),

@@ -326,10 +326,15 @@ fn inside(r: Rect, m: &FrameManifest) -> bool {
 }
 
 fn check_tiles(m: &FrameManifest, report: &mut Report) {
+    use tessera_coordinator::farm::verify::Confirmation;
     let mut problems = Vec::new();
     let mut workers = BTreeSet::new();
     let (mut spot_checked, mut spot_pixels, mut by_coordinator) = (0usize, 0u64, 0usize);
     let mut recorded = Vec::new();
+    // GPU tiles whose spot check was outside the tolerance, kept after a
+    // second opinion: the check's outcome and who confirmed, both said.
+    let mut settled = Vec::new();
+    let (mut by_replica, mut by_render, mut unsigned) = (0usize, 0usize, 0usize);
     for t in &m.tiles {
         problems.extend(manifest::tile_signature_problems(t, &m.coordinator.public_key));
         workers.insert(t.worker.to_ascii_lowercase());
@@ -339,11 +344,34 @@ fn check_tiles(m: &FrameManifest, report: &mut Report) {
             manifest::SIGNATURE_COORDINATOR => by_coordinator += 1,
             other => recorded.push(format!("{name}: the coordinator recorded its signature as {:?}", clean(other))),
         }
+        let confirmation = match &t.confirmed_by {
+            Some(Confirmation::Replica { worker, signature, .. }) if signature.is_empty() => {
+                unsigned += 1;
+                format!("a replica whose signature was not recorded ({}…), which cannot be checked", short(worker))
+            }
+            Some(Confirmation::Replica { worker, .. }) => {
+                by_replica += 1;
+                format!(
+                    "an equal result from replica worker {}…, whose signature of the same commitment verifies",
+                    short(worker)
+                )
+            }
+            Some(Confirmation::Coordinator) => {
+                by_render += 1;
+                "the coordinator's own render of the whole tile".to_string()
+            }
+            None => String::new(),
+        };
         match &t.checks.spot_check {
             Some(s) if s.passed => {
                 spot_checked += 1;
                 spot_pixels += u64::from(s.pixels);
             }
+            Some(s) if t.gpu.is_some() && t.confirmed_by.is_some() => settled.push(format!(
+                "{name} (GPU): its spot check was outside the tolerance of the coordinator's CPU render \
+                 (epoch {}, {} pixels); kept after {confirmation}",
+                s.epoch, s.pixels
+            )),
             Some(s) => recorded.push(format!("{name}: its spot check failed (epoch {})", s.epoch)),
             None => {}
         }
@@ -358,12 +386,19 @@ fn check_tiles(m: &FrameManifest, report: &mut Report) {
         &problems,
     );
     let workers_tiles = m.tiles.len() - by_coordinator;
-    let spot = if spot_checked == workers_tiles {
-        format!("all spot checks passed ({spot_pixels} pixels re-rendered by the coordinator)")
-    } else if spot_checked == 0 {
+    let checked = spot_checked + settled.len();
+    let spot = if checked == 0 {
         "no spot checks (the farm ran without them)".to_string()
+    } else if !settled.is_empty() {
+        format!(
+            "{spot_checked} of {checked} spot checks passed and {} GPU tiles outside the tolerance were kept after a \
+             second opinion (below)",
+            settled.len()
+        )
+    } else if checked == workers_tiles {
+        format!("all spot checks passed ({spot_pixels} pixels re-rendered by the coordinator)")
     } else {
-        format!("{spot_checked} of {workers_tiles} workers' tiles spot-checked, all passed")
+        format!("{checked} of {workers_tiles} workers' tiles spot-checked, all passed")
     };
     let own = if by_coordinator > 0 {
         format!("; {by_coordinator} tiles rendered by the coordinator itself (workers disagreed), signed by it")
@@ -371,6 +406,29 @@ fn check_tiles(m: &FrameManifest, report: &mut Report) {
         String::new()
     };
     report.all(format!("the coordinator's checks: every signature verified on arrival, {spot}{own}"), &recorded);
+    if by_replica + by_render + unsigned > 0 {
+        let mut parts = Vec::new();
+        if by_replica > 0 {
+            parts.push(format!("{by_replica} by an independent replica's equal result (its signature verifies)"));
+        }
+        if by_render > 0 {
+            parts.push(format!("{by_render} by the coordinator's own render"));
+        }
+        if unsigned > 0 {
+            parts.push(format!("{unsigned} by a replica whose signature was not recorded"));
+        }
+        report.note(format!(
+            "second opinions: {} tiles confirmed whole, {}",
+            by_replica + by_render + unsigned,
+            parts.join(", ")
+        ));
+    }
+    for line in settled.iter().take(SHOWN) {
+        report.note(line);
+    }
+    if settled.len() > SHOWN {
+        report.note(format!("… and {} more GPU tiles like these", settled.len() - SHOWN));
+    }
 }
 
 fn check_coverage(m: &FrameManifest, report: &mut Report) {

@@ -62,7 +62,7 @@ function route() {
   render();
 }
 
-window.addEventListener('hashchange', route);
+window.addEventListener('hashchange', () => signInFromLink().then(route));
 window.addEventListener('tessera:unauthorized', e => {
   if (!api.token()) return;
   api.clearToken();
@@ -74,4 +74,21 @@ document.getElementById('signout').addEventListener('click', () => {
   location.hash = '#/jobs';
   route();
 });
-route();
+
+// A sign-in link (`tessera demo` prints one): `#token=ta_…`. The token rides
+// in the fragment, which the browser never sends to the server, so it
+// reaches no log; it leaves the address bar and the history at once.
+async function signInFromLink() {
+  const m = location.hash.match(/^#token=([^&]+)$/);
+  if (!m) return;
+  const value = decodeURIComponent(m[1]);
+  history.replaceState(null, '', `${location.pathname}${location.search}#/jobs`);
+  try {
+    await api.check(value);
+    api.setToken(value, false);
+  } catch (err) {
+    toast(`The sign-in link's token is not accepted: ${err.message}`, 'error');
+  }
+}
+
+signInFromLink().then(route);

@@ -5,8 +5,10 @@
 //! a pixel; each pixel belongs to exactly one tile per sample range, so a
 //! frame's bytes do not depend on which tile arrived first.
 
+mod denoised;
 pub mod output;
 
+pub use denoised::{DenoiseError, ALGORITHM as DENOISER};
 pub use output::{OutputOptions, ParseViewTransformError, ViewTransform, WriteError};
 
 use tessera_protocol::TileAccumulators;
@@ -18,6 +20,18 @@ pub struct FrameBuffer {
     pub height: u32,
     pub color: Vec<f32>,
     pub weight: Vec<f32>,
+    /// The denoiser's guides, when the frame was rendered with them.
+    pub guides: Option<Guides>,
+}
+
+/// The denoiser's guides: sums of the first hit's albedo and normal per
+/// pixel (the guest's `albedo` and `normal` AOVs, 3 floats a pixel),
+/// summed with the same sample weights as `color`, so `sum / weight` is
+/// their mean.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Guides {
+    pub albedo: Vec<f32>,
+    pub normal: Vec<f32>,
 }
 
 /// A tile that does not fit the frame it is added to.
@@ -35,7 +49,14 @@ pub struct TileOutsideFrame {
 impl FrameBuffer {
     pub fn new(width: u32, height: u32) -> Self {
         let n = width as usize * height as usize;
-        FrameBuffer { width, height, color: vec![0.0; 3 * n], weight: vec![0.0; n] }
+        FrameBuffer { width, height, color: vec![0.0; 3 * n], weight: vec![0.0; n], guides: None }
+    }
+
+    /// A frame that also sums the denoiser's guides from its tiles' AOVs.
+    pub fn with_guides(width: u32, height: u32) -> Self {
+        let n = width as usize * height as usize;
+        let guides = Guides { albedo: vec![0.0; 3 * n], normal: vec![0.0; 3 * n] };
+        FrameBuffer { guides: Some(guides), ..FrameBuffer::new(width, height) }
     }
 
     /// Adds a tile's accumulators to the frame.
@@ -62,6 +83,21 @@ impl FrameBuffer {
             }
             for (d, s) in self.color[3 * dst..3 * (dst + w)].iter_mut().zip(&tile.color[3 * src..3 * (src + w)]) {
                 *d += s;
+            }
+            if let Some(g) = &mut self.guides {
+                // A tile without a guide plane leaves it zero there, which
+                // the denoiser reads as "no guide".
+                for aov in tile.aovs.iter().filter(|a| a.channels == 3) {
+                    let plane = match aov.name.as_str() {
+                        "albedo" => &mut g.albedo,
+                        "normal" => &mut g.normal,
+                        _ => continue,
+                    };
+                    let Some(from) = aov.data.get(3 * src..3 * (src + w)) else { continue };
+                    for (d, s) in plane[3 * dst..3 * (dst + w)].iter_mut().zip(from) {
+                        *d += s;
+                    }
+                }
             }
         }
         Ok(())

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::job::{JobPlan, JobSpec};
+use super::verify::Confirmation;
 use super::writer::{PendingTile, WriterMsg};
 use crate::api::model::{Event as ApiEvent, TileRect};
 use crate::scheduler::{Action, Event, GpuClassId, JobId, LeaseId, Scheduler, TileRef, WorkerId};
@@ -620,6 +621,7 @@ impl Core {
                 let p = self.pending.remove(&key).expect("found above");
                 tracing::debug!(job = key.0, tile = key.1, "second opinion agrees");
                 self.log(key.0, LogLevel::Info, format!("tile {} confirmed by a second worker", key.1));
+                let by = Confirmation::replica(&proof);
                 let replica =
                     Replica { identity, proof, lease: lease.0, commitment: result.commitment, acks: Some(tx) };
                 // The scheduler completes the tile under the second lease;
@@ -628,7 +630,7 @@ impl Core {
                 self.apply(Some(Finished {
                     identity: p.identity,
                     result: p.result,
-                    proof: confirmed(p.proof, "replica"),
+                    proof: confirmed(p.proof, by),
                     acks: Some(p.acks),
                     replica: Some(replica),
                 }));
@@ -756,7 +758,7 @@ impl Core {
             winner = Some(Finished {
                 identity: p.identity.clone(),
                 result: p.result.clone(),
-                proof: confirmed(p.proof.clone(), "coordinator"),
+                proof: confirmed(p.proof.clone(), Confirmation::Coordinator),
                 acks: Some(p.acks.clone()),
                 replica: None,
             });
@@ -774,7 +776,7 @@ impl Core {
                 winner = Some(Finished {
                     identity: second.identity,
                     result: second.result,
-                    proof: confirmed(second.proof, "coordinator"),
+                    proof: confirmed(second.proof, Confirmation::Coordinator),
                     acks: Some(second.acks),
                     replica: None,
                 });
@@ -945,7 +947,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// `proof`, marked as confirmed whole by a second opinion (`by`).
-fn confirmed(mut proof: super::verify::TileProof, by: &str) -> super::verify::TileProof {
-    proof.confirmed_by = Some(by.to_string());
+fn confirmed(mut proof: super::verify::TileProof, by: Confirmation) -> super::verify::TileProof {
+    proof.confirmed_by = Some(by);
     proof
 }

@@ -416,11 +416,67 @@ pub struct TileProof {
     /// `None` for a CPU tile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<tessera_protocol::wire::GpuClass>,
-    /// Who confirmed the whole tile after its spot check: `replica` (an
-    /// equal result from another worker) or `coordinator` (its own render).
-    /// A GPU tile outside the tolerance is kept only when confirmed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub confirmed_by: Option<String>,
+    /// Who confirmed the whole tile after its spot check (replication),
+    /// apart from the spot check's own outcome. A GPU tile outside the
+    /// tolerance is kept only when confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "confirmation_or_legacy")]
+    pub confirmed_by: Option<Confirmation>,
+}
+
+/// The second opinion that confirmed a whole tile, as proofs and frame
+/// manifests record it: a verifier can check a replica's signature offline,
+/// since an equal result from the same claim has the same commitment.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "by", rename_all = "lowercase")]
+pub enum Confirmation {
+    /// Another, independent worker returned the same canonical bytes and
+    /// signed the same commitment.
+    Replica {
+        /// Its identity (blake3 of its public key, hex).
+        worker: String,
+        /// Its raw ed25519 public key, hex.
+        public_key: String,
+        /// Its signature of the tile's commitment, hex. Empty for a tile
+        /// confirmed before proofs kept it (then it cannot be checked).
+        signature: String,
+    },
+    /// The coordinator rendered the tile itself and the result agreed with
+    /// it: bit for bit for a CPU tile, within the GPU tolerance for a GPU
+    /// tile. The coordinator's signature of the manifest vouches for it.
+    Coordinator,
+}
+
+impl Confirmation {
+    /// The replica confirmation recorded by `proof` (the replica's own).
+    pub fn replica(proof: &TileProof) -> Confirmation {
+        Confirmation::Replica {
+            worker: proof.worker.clone(),
+            public_key: proof.public_key.clone(),
+            signature: proof.signature.clone(),
+        }
+    }
+}
+
+/// Reads `confirmed_by` as written now, or as the bare word (`"replica"`,
+/// `"coordinator"`) proofs stored before the replica's signature was kept.
+fn confirmation_or_legacy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Confirmation>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Word(String),
+        Full(Confirmation),
+    }
+    Ok(match <Option<Stored> as serde::Deserialize>::deserialize(d)? {
+        None => None,
+        Some(Stored::Full(c)) => Some(c),
+        Some(Stored::Word(w)) if w == "coordinator" => Some(Confirmation::Coordinator),
+        Some(Stored::Word(w)) if w == "replica" => {
+            Some(Confirmation::Replica { worker: String::new(), public_key: String::new(), signature: String::new() })
+        }
+        Some(Stored::Word(w)) => {
+            return Err(serde::de::Error::custom(format!("unknown confirmation {w:?}")));
+        }
+    })
 }
 
 impl TileProof {

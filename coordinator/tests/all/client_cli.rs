@@ -25,6 +25,8 @@ pub struct Demo {
     child: Child,
     pub url: String,
     pub token: String,
+    /// The sign-in link it printed (the token in the fragment).
+    pub sign_in: String,
     _data: tempfile::TempDir,
 }
 
@@ -35,34 +37,46 @@ impl Drop for Demo {
     }
 }
 
+/// Reads a child's pipe on a thread, line by line, into a channel; `echo`
+/// copies each line to this process's stderr. It keeps reading after the
+/// test stops listening: a closed pipe would make the demo's next line a
+/// broken-pipe panic that kills it.
+fn lines_of(pipe: impl std::io::Read + Send + 'static, echo: bool) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("{line}");
+            }
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
 /// Starts `tessera demo` (ports 0: never collides with a demo someone is
-/// running) and waits for its `web:` and `token:` lines.
+/// running) and waits until its sample job is rendered. Checks what a
+/// newcomer sees: the web address, token and sign-in link come before the
+/// rendering does, and a clean start logs no warning or error.
 pub fn start_demo() -> Demo {
     let data = tempfile::tempdir().unwrap();
     let mut child = tessera()
         .args(["demo", "--workers", "2", "--frames", "1", "--width", "48", "--spp", "2"])
         .args(["--http", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--data"])
-        .arg(data.path())
+        .arg(data.path().join("farm"))
         .current_dir(data.path())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Keep reading after the test stops listening: a closed pipe would
-        // make the demo's next line a broken-pipe panic that kills it.
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut demo = Demo { child, url: String::new(), token: String::new(), _data: data };
+    let stdout = lines_of(child.stdout.take().unwrap(), false);
+    let stderr = lines_of(child.stderr.take().unwrap(), true);
+    let mut demo = Demo { child, url: String::new(), token: String::new(), sign_in: String::new(), _data: data };
     let mut seen = String::new();
-    while demo.url.is_empty() || demo.token.is_empty() {
-        let line = rx
+    loop {
+        let line = stdout
             .recv_timeout(Duration::from_secs(300))
-            .unwrap_or_else(|e| panic!("the demo printed no web:/token: lines ({e}); it said:\n{seen}"));
+            .unwrap_or_else(|e| panic!("the demo did not finish its sample job ({e}); it said:\n{seen}"));
         seen.push_str(&line);
         seen.push('\n');
         if let Some(v) = line.strip_prefix("web:") {
@@ -71,7 +85,23 @@ pub fn start_demo() -> Demo {
         if let Some(v) = line.strip_prefix("token:") {
             demo.token = v.trim().to_owned();
         }
+        if let Some(v) = line.strip_prefix("sign in:") {
+            demo.sign_in = v.trim().to_owned();
+        }
+        if line.starts_with("rendered ") {
+            break;
+        }
     }
+    assert!(
+        !demo.url.is_empty() && !demo.token.is_empty(),
+        "the demo printed no web:/token: lines before rendering; it said:\n{seen}"
+    );
+    assert_eq!(demo.sign_in, format!("{}/#token={}", demo.url, demo.token), "{seen}");
+    // What it logged meanwhile (the last lines may trail stdout's a little).
+    std::thread::sleep(Duration::from_millis(300));
+    let logged: Vec<String> = stderr.try_iter().collect();
+    let bad: Vec<&String> = logged.iter().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+    assert!(bad.is_empty(), "a clean demo start logged warnings or errors:\n{}", logged.join("\n"));
     demo
 }
 

@@ -175,11 +175,9 @@ fn manifests_verify_offline_and_every_tamper_fails() {
     let m: FrameManifest = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     assert_eq!((m.frame, m.width, m.height, m.spp, m.tiles.len()), (FRAME, 48, 27, 4, 6));
     assert_eq!(m.coordinator.fingerprint, fingerprint);
-    assert!(m
-        .tiles
-        .iter()
-        .all(|t| t.checks.signature == "verified"
-            && t.checks.spot_check.as_ref().is_some_and(|s| s.passed && s.pixels > 0)));
+    assert!(m.tiles.iter().all(|t| t.checks.signature == "verified"
+        && t.checks.spot_check.as_ref().is_some_and(|s| s.passed && s.pixels > 0)
+        && t.confirmed_by == Some(tessera_coordinator::farm::verify::Confirmation::Coordinator)));
     assert_eq!(m.files.keys().collect::<Vec<_>>(), ["exr", "png"]);
 
     // Untouched: it verifies, with the pin and a re-render of 5 pixels
@@ -314,4 +312,101 @@ fn manifests_verify_offline_and_every_tamper_fails() {
     let (ok, text) = verify(&m8, &[]);
     assert!(ok, "{text}");
     fails_with(&m8, &["--pin", &fingerprint], &["✗ pin:", &other.fingerprint()]);
+
+    gpu_tiles_confirmed_after_a_failed_check(&download, dir.path(), &fingerprint);
+}
+
+/// A GPU tile whose spot check was outside the tolerance and that a second
+/// opinion then confirmed: the manifest keeps the check's own outcome
+/// (failed) and says who confirmed it; `tessera verify` prints both, checks
+/// the replica's signature, and fails a failed check that nobody confirmed.
+/// The manifests are made as the farm makes them (the farm's key signs)
+/// from the downloaded frame, since a real GPU outside the tolerance cannot
+/// be had on lavapipe.
+fn gpu_tiles_confirmed_after_a_failed_check(download: &Path, dir: &Path, fingerprint: &str) {
+    use tessera_coordinator::farm::verify::Confirmation;
+    use tessera_coordinator::manifest::identity_of_key;
+    use tessera_protocol::proof::SigningKey;
+
+    let signer = ManifestSigner::load(&dir.join("coord")).unwrap();
+    let replica_id = tessera_worker::net::tls::Identity::generate("replica").unwrap();
+    let replica = SigningKey::from_pkcs8(&replica_id.key_der).unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let class = tessera_protocol::wire::GpuClass {
+        vendor: 0x10de,
+        device: 0x2335,
+        driver: "NVIDIA 580.1".into(),
+        name: "NVIDIA H200".into(),
+    };
+    // Tiles 2 and 4 rendered on a GPU, outside the tolerance: 2 confirmed by
+    // a replica that signed the same commitment, 4 by the coordinator.
+    let make = |name: &str, edit: &dyn Fn(&mut FrameManifest)| -> PathBuf {
+        let path = copy_of(download, &dir.join(name));
+        let mut m: FrameManifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for i in [2, 4] {
+            let t = &mut m.tiles[i];
+            t.gpu = Some(class.clone());
+            t.checks.spot_check.as_mut().unwrap().passed = false;
+        }
+        let c: [u8; 32] = (0..32)
+            .map(|i| u8::from_str_radix(&m.tiles[2].commitment[2 * i..2 * i + 2], 16).unwrap())
+            .collect::<Vec<u8>>()
+            .try_into()
+            .unwrap();
+        m.tiles[2].confirmed_by = Some(Confirmation::Replica {
+            worker: identity_of_key(&replica.public_key()),
+            public_key: hex(&replica.public_key()),
+            signature: hex(&replica.sign(&c)),
+        });
+        m.tiles[4].confirmed_by = Some(Confirmation::Coordinator);
+        edit(&mut m);
+        signer.sign(&mut m);
+        std::fs::write(&path, m.to_file_bytes()).unwrap();
+        path
+    };
+
+    let confirmed = make("gpu-confirmed", &|_| {});
+    let v: Value = serde_json::from_slice(&std::fs::read(&confirmed).unwrap()).unwrap();
+    assert_eq!(v["tiles"][2]["checks"]["spot_check"]["passed"], Value::Bool(false));
+    assert_eq!(v["tiles"][2]["confirmed_by"]["by"], "replica");
+    assert_eq!(v["tiles"][4]["confirmed_by"], serde_json::json!({"by": "coordinator"}));
+    // The farm's lone new worker earned no trust yet: the coordinator
+    // confirmed each of its tiles itself.
+    assert_eq!(v["tiles"][0]["confirmed_by"], serde_json::json!({"by": "coordinator"}));
+    let (ok, text) = verify(&confirmed, &["--pin", fingerprint]);
+    assert!(ok, "{text}");
+    for want in [
+        "✓ 6 tile signatures verify",
+        "4 of 6 spot checks passed and 2 GPU tiles outside the tolerance were kept after a second opinion",
+        "- second opinions: 6 tiles confirmed whole, 1 by an independent replica's equal result (its signature \
+         verifies), 5 by the coordinator's own render",
+        "- tile 2 (GPU): its spot check was outside the tolerance of the coordinator's CPU render",
+        "kept after an equal result from replica worker",
+        "- tile 4 (GPU): its spot check was outside the tolerance",
+        "kept after the coordinator's own render of the whole tile",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+
+    // The replica's signature is not of this tile's commitment.
+    let forged = make("gpu-replica-forged", &|m| {
+        if let Some(Confirmation::Replica { signature, .. }) = &mut m.tiles[2].confirmed_by {
+            let mut v = Value::String(signature.clone());
+            flip_hex(&mut v);
+            *signature = v.as_str().unwrap().to_string();
+        }
+    });
+    fails_with(&forged, &[], &["✗ tile 2: the confirming replica", "does not verify over the tile's commitment"]);
+
+    // A "replica" that is the tile's own worker is no second opinion.
+    let own = make("gpu-replica-self", &|m| {
+        let t = &mut m.tiles[2];
+        let (worker, public_key, signature) = (t.worker.clone(), t.public_key.clone(), t.signature.clone());
+        t.confirmed_by = Some(Confirmation::Replica { worker, public_key, signature });
+    });
+    fails_with(&own, &[], &["✗ tile 2: confirmed by a replica from the same worker that rendered it"]);
+
+    // Outside the tolerance and confirmed by nobody: a failed check.
+    let unconfirmed = make("gpu-unconfirmed", &|m| m.tiles[4].confirmed_by = None);
+    fails_with(&unconfirmed, &[], &["✗ tile 4: its spot check failed"]);
 }

@@ -73,6 +73,71 @@ fn render_writes_png_and_exr_per_frame() {
     assert!(!out.path().join("turntable-0004.png").exists());
 }
 
+/// Linear RGB of an EXR `tessera render` wrote.
+fn exr_pixels(path: &Path) -> Vec<[f32; 3]> {
+    use exr::prelude::Vec2;
+    let image = exr::prelude::read_first_rgba_layer_from_file(
+        path,
+        |size, _| (size, vec![[0.0f32; 3]; size.width() * size.height()]),
+        |(size, px): &mut (Vec2<usize>, Vec<[f32; 3]>), pos: Vec2<usize>, (r, g, b, _a): (f32, f32, f32, f32)| {
+            px[pos.y() * size.width() + pos.x()] = [r, g, b];
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    image.layer_data.channel_data.pixels.1
+}
+
+/// relMSE of `x` against `reference` (per channel, +0.01 in the denominator).
+fn rel_mse(x: &[[f32; 3]], reference: &[[f32; 3]]) -> f64 {
+    let sum: f64 = x
+        .iter()
+        .zip(reference)
+        .flat_map(|(a, r)| (0..3).map(move |c| (f64::from(a[c]), f64::from(r[c]))))
+        .map(|(a, r)| (a - r).powi(2) / (r * r + 0.01))
+        .sum();
+    sum / (3 * x.len()) as f64
+}
+
+#[test]
+fn render_denoise_writes_both_images_reproducibly_and_leaves_the_raw_frame_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let render = |spp: &str, out: &str, denoise: bool| {
+        let mut cmd = tessera();
+        cmd.arg("render")
+            .arg(scenes().join("cornell.gltf"))
+            .args(["--frames", "1", "--spp", spp, "--width", "64", "--height", "64", "--format", "png,exr"])
+            .args(["--threads", "2", "--out"])
+            .arg(dir.path().join(out));
+        if denoise {
+            cmd.arg("--denoise");
+        }
+        let run = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+        assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+        stdout
+    };
+    let stdout = render("8", "a", true);
+    assert!(stdout.contains("denoised with tessera-atrous"), "{stdout}");
+    render("8", "b", false);
+    render("8", "c", true);
+    render("256", "reference", false);
+    let file = |out: &str, name: &str| std::fs::read(dir.path().join(out).join(name)).unwrap();
+    // Rendering the guides changes no raw pixel, and nothing else is denoised.
+    for name in ["cornell-0001.exr", "cornell-0001.png"] {
+        assert!(file("a", name) == file("b", name), "{name}: the raw frame changed with --denoise");
+    }
+    assert!(!dir.path().join("b/cornell-0001.denoised.exr").exists());
+    // Deterministic: the same render, the same denoised bytes.
+    for name in ["cornell-0001.denoised.exr", "cornell-0001.denoised.png"] {
+        assert!(file("a", name) == file("c", name), "{name} differs between two runs");
+    }
+    let reference = exr_pixels(&dir.path().join("reference/cornell-0001.exr"));
+    let raw = rel_mse(&exr_pixels(&dir.path().join("a/cornell-0001.exr")), &reference);
+    let denoised = rel_mse(&exr_pixels(&dir.path().join("a/cornell-0001.denoised.exr")), &reference);
+    println!("cornell 64×64, 8 spp, against 256 spp: relMSE raw {raw:.5}, denoised {denoised:.5}");
+    assert!(denoised < raw / 2.0, "denoising did not halve the error: raw {raw}, denoised {denoised}");
+}
+
 #[test]
 fn render_on_the_gpu_matches_the_cpu_within_tolerance_and_refuses_a_missing_gpu() {
     let render = |engine: &str, gpu: &str, out: &Path| {

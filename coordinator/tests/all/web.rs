@@ -63,6 +63,15 @@ fn an_artist_uploads_watches_downloads_and_checks_proofs() {
     browser.wait_for("#jobs tbody tr", short);
     browser.screenshot(&shots.join("jobs.png"));
 
+    // The demo's sign-in link signs in without typing (in an open page too),
+    // and the token leaves the address bar.
+    browser.find("#signout").click();
+    browser.wait_for("#token", short);
+    browser.goto(&demo.sign_in);
+    browser.wait_for("#jobs tbody tr", short);
+    let url = browser.url();
+    assert!(url.ends_with("#/jobs") && !url.contains(&demo.token), "{url}");
+
     // A bad file: the server's error next to the file, no job.
     let bad = downloads.path().join("broken.glb");
     std::fs::write(&bad, b"this is not a scene").unwrap();

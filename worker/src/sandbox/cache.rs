@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use tessera_protocol::ContentHash;
@@ -99,7 +100,12 @@ impl ModuleCache {
             let bytes = component.serialize().map_err(|e| e.to_string())?;
             let dir = path.parent().ok_or("cache path has no parent")?;
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-            let tmp = dir.join(format!(".{}.{}.tmp", hash.to_hex(), std::process::id()));
+            // Unique per write, not only per process: two threads that
+            // compiled the same module at once (a verifier's concurrent spot
+            // checks) must not rename each other's temporary away.
+            static WRITES: AtomicU64 = AtomicU64::new(0);
+            let n = WRITES.fetch_add(1, Ordering::Relaxed);
+            let tmp = dir.join(format!(".{}.{}.{n}.tmp", hash.to_hex(), std::process::id()));
             std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
             std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
         };

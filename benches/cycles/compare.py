@@ -14,10 +14,19 @@ What it does, so that both renderers see the same scene and settings:
    Standard view, linear EXR out.
 3. Renders the exported file with `tessera render` at the same resolution,
    samples and bounces, linear EXR out.
-4. For each renderer, measures wall time per sample count and the relative
-   MSE against that renderer's own high-sample reference, and prints a
-   Markdown table: paths/s, and the time each needs to reach the error
-   Cycles reaches at the middle sample count.
+4. For each renderer, measures the render time per sample count (the
+   median of `--repeat` renders) and the relative MSE against that
+   renderer's own high-sample reference, and prints a Markdown table:
+   paths/s, and the time each needs to reach the error Cycles reaches at
+   the middle sample count.
+
+A time is only as good as its clock: Tessera's render time is what
+`tessera render` prints, to as many decimals as it prints (its resolution is
+read from them: "0.065 s" is 0.001 s), Cycles' and the wall times come from
+`time.perf_counter`. A time under ten times its resolution is rounding more
+than measurement (a tenth or more of it), so no paths/s figure is derived
+from it ("—" in the table, with the reason under it) and it is left out of
+the time-to-quality interpolation.
 """
 
 import argparse
@@ -48,7 +57,31 @@ def parse_args():
     p.add_argument("--bounces", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="target/cycles")
+    p.add_argument("--repeat", type=int, default=3, help="renders per sample count; the median time is kept")
     return p.parse_args(argv)
+
+
+# A time must be at least this many times its clock's resolution to be
+# reported as a measurement.
+MIN_RESOLUTIONS = 10
+PERF_COUNTER_RESOLUTION = time.get_clock_info("perf_counter").resolution
+
+
+def resolution_of(printed):
+    """The resolution of a decimal number as printed: "0.065" -> 0.001, "4" -> 1."""
+    _, _, decimals = printed.partition(".")
+    return 10.0 ** -len(decimals)
+
+
+def timed(t, resolution):
+    """Whether `t` is far enough above its clock's resolution to be a measurement."""
+    return t >= MIN_RESOLUTIONS * resolution
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
 def setup_scene(args):
@@ -122,10 +155,11 @@ def render_tessera(args, glb, spp, out_dir):
     wall = time.perf_counter() - t
     # Tessera reports its render time alone ("... at N spp in X s ..."):
     # the wall time also counts process start and loading the module/scene.
-    m = re.search(r" spp in ([0-9.]+) s", run.stdout)
-    render = float(m.group(1)) if m else wall
+    m = re.search(r" spp in ([0-9]+(?:\.[0-9]+)?) s", run.stdout)
+    if not m:
+        raise SystemExit(f"no render time in tessera render's output:\n{run.stdout}")
     stem = os.path.splitext(os.path.basename(glb))[0]
-    return render, wall, os.path.join(out_dir, f"{stem}-0001.exr")
+    return float(m.group(1)), resolution_of(m.group(1)), wall, os.path.join(out_dir, f"{stem}-0001.exr")
 
 
 def load_rgb(path):
@@ -163,37 +197,63 @@ def main():
     export_gltf(glb)
     levels = [int(s) for s in args.spp.split(",")]
 
+    # Rows: (spp, render time, its resolution, wall time, relMSE); times
+    # are medians of `--repeat` renders (both renderers are deterministic
+    # for a given seed, so the image, and its error, is the same each time).
     results = {"Cycles": [], "Tessera": []}
     cyc_ref = os.path.join(out, "cycles-ref.exr")
     render_cycles(scene, args.ref_spp, cyc_ref)
-    _, _, tes_ref = render_tessera(args, glb, args.ref_spp, os.path.join(out, "tessera-ref"))
+    _, _, _, tes_ref = render_tessera(args, glb, args.ref_spp, os.path.join(out, "tessera-ref"))
     refs = {"Cycles": load_rgb(cyc_ref), "Tessera": load_rgb(tes_ref)}
+    repeat = max(1, args.repeat)
     for spp in levels:
         path = os.path.join(out, f"cycles-{spp}.exr")
-        t = render_cycles(scene, spp, path)
-        results["Cycles"].append((spp, t, t, rel_mse(load_rgb(path), refs["Cycles"])))
-        t, wall, path = render_tessera(args, glb, spp, os.path.join(out, f"tessera-{spp}"))
-        results["Tessera"].append((spp, t, wall, rel_mse(load_rgb(path), refs["Tessera"])))
+        ts = [render_cycles(scene, spp, path) for _ in range(repeat)]
+        t = median(ts)
+        results["Cycles"].append((spp, t, PERF_COUNTER_RESOLUTION, t, rel_mse(load_rgb(path), refs["Cycles"])))
+        runs = [render_tessera(args, glb, spp, os.path.join(out, f"tessera-{spp}")) for _ in range(repeat)]
+        res = max(r[1] for r in runs)
+        path = runs[-1][3]
+        results["Tessera"].append(
+            (spp, median([r[0] for r in runs]), res, median([r[2] for r in runs]), rel_mse(load_rgb(path), refs["Tessera"]))
+        )
 
     pixels = args.size * args.size
     print()
     print(f"Scene {os.path.basename(args.scene)} (imported and re-exported by Blender {bpy.app.version_string}), "
-          f"{args.size}x{args.size}, {args.bounces} bounces, {args.threads} threads, references at {args.ref_spp} spp.")
+          f"{args.size}x{args.size}, {args.bounces} bounces, {args.threads} threads, references at {args.ref_spp} spp, "
+          f"times are medians of {repeat} renders.")
     print()
     print("| renderer | spp | render time | paths/s | wall time | relMSE vs own reference |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    untimed = []
     for name, rows in results.items():
-        for spp, t, wall, err in rows:
-            print(f"| {name} | {spp} | {t:.2f} s | {pixels * spp / t:,.0f} | {wall:.2f} s | {err:.5f} |")
-    mid = levels[len(levels) // 2]
-    target = next(err for spp, _, _, err in results["Cycles"] if spp == mid)
-    tc = time_to_reach([(t, e) for _, t, _, e in results["Cycles"]], target)
-    tt = time_to_reach([(t, e) for _, t, _, e in results["Tessera"]], target)
+        for spp, t, res, wall, err in rows:
+            if timed(t, res):
+                rate = f"{pixels * spp / t:,.0f}"
+            else:
+                rate = "— (too fast to time)"
+                untimed.append((name, spp, t, res))
+            print(f"| {name} | {spp} | {t:.3f} s | {rate} | {wall:.3f} s | {err:.5f} |")
     print()
-    print(f"Time to reach Cycles' relMSE at {mid} spp ({target:.5f}): Cycles {tc:.2f} s, Tessera {tt:.2f} s "
-          f"(Tessera/Cycles = {tt / tc:.2f}).")
-    print("Render time: Cycles' render operator (scene sync, BVH, sampling); Tessera's own report "
-          "(sampling and frame assembly). Wall time adds, for Tessera, process start, module load and scene parse.")
+    for name, spp, t, res in untimed:
+        print(f"{name} at {spp} spp: {t:.3f} s is under {MIN_RESOLUTIONS} times the resolution of its time "
+              f"({res:g} s), so no paths/s is derived from it and the time-to-quality figures leave it out.")
+    mid = levels[len(levels) // 2]
+    target = next(err for spp, _, _, _, err in results["Cycles"] if spp == mid)
+    points = {
+        name: [(t, e) for _, t, res, _, e in rows if timed(t, res)] for name, rows in results.items()
+    }
+    if all(len(p) >= 1 for p in points.values()):
+        tc = time_to_reach(points["Cycles"], target)
+        tt = time_to_reach(points["Tessera"], target)
+        print(f"Time to reach Cycles' relMSE at {mid} spp ({target:.5f}): Cycles {tc:.3f} s, Tessera {tt:.3f} s "
+              f"(Tessera/Cycles = {tt / tc:.2f}).")
+    else:
+        print("Time to reach equal quality: not computed, a renderer has no timed point.")
+    print("Render time: Cycles' render operator (scene sync, BVH, sampling, writing the EXR), by time.perf_counter; "
+          "Tessera's own report (sampling, frame assembly, writing the EXR), to the decimals it prints. Wall time adds, "
+          "for Tessera, process start, module load and scene parse.")
 
 
 main()

@@ -96,10 +96,12 @@ pub fn raw_worker_config(data: &std::path::Path) -> tessera_coordinator::farm::F
     config
 }
 
-/// The verdict on `lease`, from the control stream.
+/// The verdict on `lease`, from the control stream. Generous: a verdict may
+/// wait for other workers to start, compile the guest and render a second
+/// opinion on a loaded 2-core machine (a bound on failure, not a timing).
 pub async fn ack(control: &mut quinn::RecvStream, lease: u64) -> TileAck {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), read_msg(control, MAX_CONTROL_MESSAGE))
+        let msg = tokio::time::timeout(Duration::from_secs(60), read_msg(control, MAX_CONTROL_MESSAGE))
             .await
             .unwrap()
             .unwrap();

@@ -641,6 +641,28 @@ impl FrameManifest {
 mod tests {
     use super::*;
 
+    /// A 2×1 tile at column `x` of a small frame, with the same sums each time.
+    fn sample_tile(x: u32) -> TileAccumulators {
+        TileAccumulators {
+            rect: Rect { x, y: 0, width: 2, height: 1 },
+            color: vec![1.0; 6],
+            weight: vec![2.0; 2],
+            aovs: vec![],
+        }
+    }
+
+    /// The claim of tile 0 of job 9, frame 5, that the tests' workers sign.
+    fn sample_claim(samples: SampleRange) -> TileClaim {
+        TileClaim {
+            job: 9,
+            frame: 5,
+            tile: 0,
+            samples,
+            module: ContentHash([0x11; 32]),
+            scene: ContentHash([0x22; 32]),
+        }
+    }
+
     #[test]
     fn canonical_form_sorts_keys_drops_the_signature_and_keeps_numbers() {
         let v: Value = serde_json::from_str(
@@ -703,23 +725,11 @@ mod tests {
         let samples = SampleRange { start: 0, count: 8 };
         let tiles: Vec<(Rect, Vec<u8>)> = (0..2)
             .map(|i| {
-                let acc = TileAccumulators {
-                    rect: Rect { x: 2 * i, y: 0, width: 2, height: 1 },
-                    color: vec![1.0; 6],
-                    weight: vec![2.0; 2],
-                    aovs: vec![],
-                };
+                let acc = sample_tile(2 * i);
                 (acc.rect, acc.to_bytes())
             })
             .collect();
-        let claim = TileClaim {
-            job: 9,
-            frame: 5,
-            tile: 0,
-            samples,
-            module: ContentHash([0x11; 32]),
-            scene: ContentHash([0x22; 32]),
-        };
+        let claim = sample_claim(samples);
         let c = proof::commitment(&claim, &tiles[0].1);
         let worker_proof = serde_json::to_string(&TileProof {
             worker: identity_of_key(&worker.public_key()),
@@ -798,21 +808,9 @@ mod tests {
         let replica =
             SigningKey::from_pkcs8(&tessera_worker::net::tls::Identity::generate("r").unwrap().key_der).unwrap();
         let samples = SampleRange { start: 0, count: 8 };
-        let acc = TileAccumulators {
-            rect: Rect { x: 0, y: 0, width: 2, height: 1 },
-            color: vec![1.0; 6],
-            weight: vec![2.0; 2],
-            aovs: vec![],
-        };
+        let acc = sample_tile(0);
         let data = acc.to_bytes();
-        let claim = TileClaim {
-            job: 9,
-            frame: 5,
-            tile: 0,
-            samples,
-            module: ContentHash([0x11; 32]),
-            scene: ContentHash([0x22; 32]),
-        };
+        let claim = sample_claim(samples);
         let c = proof::commitment(&claim, &data);
         let outside = GpuComparison { pixels: 2, outliers: 2, allowed: 0, worst: 3.0, worst_at: Some((1, 0)) };
         let proof_of = |confirmed_by| TileProof {

@@ -54,15 +54,20 @@ pub fn exp_neg(x: f32) -> f32 {
 
 /// `x^n` for `x >= 0` by repeated squaring, in a fixed order.
 #[inline]
-pub fn powi(mut x: f32, mut n: u32) -> f32 {
+pub fn powi(mut x: f32, n: u32) -> f32 {
     // The common case (the default normal exponent 128): squarings only,
-    // the same products the general loop below would form.
+    // the same products `square_and_multiply` would form.
     if n.is_power_of_two() {
         for _ in 0..n.trailing_zeros() {
             x *= x;
         }
         return x;
     }
+    square_and_multiply(x, n)
+}
+
+/// The general case of [`powi`]: binary exponentiation, low bit first.
+fn square_and_multiply(mut x: f32, mut n: u32) -> f32 {
     let mut acc = 1.0f32;
     while n > 0 {
         if n & 1 == 1 {
@@ -103,19 +108,7 @@ mod tests {
         assert_eq!(powi(0.7, 0), 1.0);
         assert_eq!(powi(0.0, 5), 0.0);
         // The power-of-two path agrees with the general one.
-        let general = |mut x: f32, mut n: u32| {
-            let mut acc = 1.0f32;
-            while n > 0 {
-                if n & 1 == 1 {
-                    acc *= x;
-                }
-                n >>= 1;
-                if n > 0 {
-                    x *= x;
-                }
-            }
-            acc
-        };
+        let general = square_and_multiply;
         for x in [0.1f32, 0.5, 0.93, 0.999, 1.0] {
             for n in [1, 2, 64, 128, 256] {
                 assert_eq!(powi(x, n).to_bits(), general(x, n).to_bits());

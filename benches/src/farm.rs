@@ -1,11 +1,16 @@
 //! The farm over real QUIC on loopback:
 //!
 //! - **dispatch**: simulated workers (in a child process, so the
-//!   coordinator's memory is measured alone) answer every tile at once with
-//!   a 1-pixel result; tiles/s through the whole coordinator (connection
+//!   coordinator's memory is measured alone, each with its own key, at 16
+//!   loopback addresses, as workers on separate machines) answer every
+//!   1-pixel tile; tiles/s through the whole coordinator (connection
 //!   tasks, core loop, scheduler, SQLite group commit, acks) against a bare
 //!   quinn loop of 64-byte request/response streams measured in the same
-//!   run, and ack latency p50/p99 at half the measured load;
+//!   run, and ack latency p50/p99 at half the measured load. Three ways, in
+//!   the same run: flat-colour results of a placeholder job with
+//!   verification off (pure dispatch); path-traced results of a real job
+//!   with verification off; the same with the farm's default verification
+//!   (spot checks and adaptive replication, as `tessera coordinator` runs);
 //! - **memory** per connected worker (coordinator RSS);
 //! - **bytes on the wire** per 64×64 tile against its raw float bytes;
 //! - **efficiency**: the demo job on N local workers against `tessera
@@ -27,7 +32,7 @@ use tessera_protocol::wire::{
 use tessera_protocol::TileAccumulators;
 use tessera_worker::client::{Worker, WorkerConfig};
 use tessera_worker::net::{read_last, read_msg, tls, transport, write_msg};
-use tessera_worker::sandbox::{JobSettings, JobSpec as SandboxJob, Sandbox, SandboxConfig};
+use tessera_worker::sandbox::{FuelBudget, JobSettings, JobSpec as SandboxJob, Sandbox, SandboxConfig, TileRequest};
 
 use crate::{Effort, Row};
 
@@ -111,28 +116,199 @@ async fn bare_quinn(connections: usize, per_connection: usize, duration: Duratio
     Ok(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
-/// What a simulated worker measures.
+/// What the simulated workers send back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SimTiles {
+    /// A flat-colour result of the right shape, at once: a placeholder job
+    /// (spot checks, which would re-render and refuse it, must be off).
+    Flat,
+    /// The tile as the path tracer guest renders it (in the workers'
+    /// process, on a pool of threads), so that the coordinator's spot
+    /// checks and second opinions pass, as for a real, honest worker.
+    Rendered,
+}
+
+impl SimTiles {
+    fn as_str(self) -> &'static str {
+        match self {
+            SimTiles::Flat => "flat",
+            SimTiles::Rendered => "rendered",
+        }
+    }
+
+    fn parse(s: &str) -> Result<SimTiles> {
+        match s {
+            "flat" => Ok(SimTiles::Flat),
+            "rendered" => Ok(SimTiles::Rendered),
+            other => Err(anyhow!("tiles {other:?}: flat or rendered")),
+        }
+    }
+}
+
+/// How the farm under test verifies results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verification {
+    /// Spot checks and replication off (signatures are still checked).
+    Off,
+    /// The farm's defaults, as `tessera coordinator` runs them: spot checks
+    /// of k pixels per tile, adaptive replication of untrusted workers'
+    /// tiles on an independent worker (another key and IP address).
+    Default,
+}
+
+impl Verification {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verification::Off => "verification off",
+            Verification::Default => "verification on",
+        }
+    }
+
+    pub fn apply(self, config: &mut FarmConfig) {
+        if self == Verification::Off {
+            config.verify.spot_checks = false;
+            config.verify.replication = false;
+        }
+    }
+
+    /// The tiles simulated workers must send for this farm.
+    pub fn tiles(self) -> SimTiles {
+        match self {
+            Verification::Off => SimTiles::Flat,
+            Verification::Default => SimTiles::Rendered,
+        }
+    }
+}
+
+/// What simulated workers measure.
 #[derive(Default)]
 struct SimStats {
+    /// Distinct tiles accepted (a replicated tile is acked to both workers).
     tiles: AtomicU64,
+    /// Accepted and rejected acks, all leases.
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    done: std::sync::Mutex<std::collections::HashSet<(u64, u32)>>,
     latencies: std::sync::Mutex<Vec<Duration>>,
     /// When the first task arrived.
     first: std::sync::Mutex<Option<Instant>>,
-    /// Results sent and not yet acknowledged, by lease.
-    sent: std::sync::Mutex<std::collections::BTreeMap<u64, Instant>>,
+    /// Results sent and not yet acknowledged, by lease: when, and which
+    /// tile (job, index).
+    sent: std::sync::Mutex<std::collections::BTreeMap<u64, (Instant, (u64, u32))>>,
+}
+
+/// The path tracer for simulated workers: the guest on a few threads, one
+/// instance per thread and job, as a worker's slots hold them.
+pub(crate) struct SimRenderer {
+    tx: std::sync::Mutex<std::sync::mpsc::Sender<RenderRequest>>,
+    module_hash: tessera_protocol::ContentHash,
+    scene_hash: tessera_protocol::ContentHash,
+    _sandbox: Sandbox,
+}
+
+type RenderRequest = (TileTask, tokio::sync::oneshot::Sender<Result<(TileAccumulators, u64), String>>);
+
+/// The scene real-pixel jobs render.
+fn bench_scene() -> Result<Vec<u8>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../samples/scenes/turntable.glb");
+    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Where simulated workers keep compiled modules between processes.
+fn sim_module_cache() -> std::path::PathBuf {
+    std::env::temp_dir().join("tessera-bench-sim-modules")
+}
+
+impl SimRenderer {
+    pub(crate) fn start(threads: usize) -> Result<Arc<SimRenderer>> {
+        let wasm = tessera_guest_build::guest("pathtracer")?;
+        let scene: Arc<[u8]> = bench_scene()?.into();
+        let sandbox = Sandbox::new(SandboxConfig { cache_dir: Some(sim_module_cache()), ..Default::default() })?;
+        let module = sandbox.load(&wasm)?;
+        let (tx, rx) = std::sync::mpsc::channel::<RenderRequest>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for slot in 0..threads.max(1) {
+            let (rx, module, scene) = (rx.clone(), module.clone(), scene.clone());
+            std::thread::spawn(move || {
+                let mut current: Option<(u64, tessera_worker::sandbox::JobInstance)> = None;
+                loop {
+                    let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((task, reply)) = next else { return };
+                    let out = render_sim_tile(slot, &module, &scene, &mut current, &task).map_err(|e| e.to_string());
+                    let _ = reply.send(out);
+                }
+            });
+        }
+        Ok(Arc::new(SimRenderer {
+            tx: std::sync::Mutex::new(tx),
+            module_hash: tessera_protocol::ContentHash::of(&wasm),
+            scene_hash: tessera_protocol::ContentHash::of(&scene),
+            _sandbox: sandbox,
+        }))
+    }
+
+    async fn render(&self, task: TileTask) -> Result<(TileAccumulators, u64)> {
+        if task.job.module != self.module_hash || task.job.scene != self.scene_hash {
+            return Err(anyhow!("job {} is not the benchmark's path tracer job", task.job.job));
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).send((task, reply)).map_err(|_| anyhow!("renderer gone"))?;
+        rx.await.map_err(|_| anyhow!("renderer gone"))?.map_err(|e| anyhow!(e))
+    }
+}
+
+/// Renders a task as a worker's slot does (`worker/src/client/slots.rs`).
+fn render_sim_tile(
+    slot: usize,
+    module: &tessera_worker::sandbox::GuestModule,
+    scene: &Arc<[u8]>,
+    current: &mut Option<(u64, tessera_worker::sandbox::JobInstance)>,
+    task: &TileTask,
+) -> Result<(TileAccumulators, u64)> {
+    let job = &task.job;
+    if current.as_ref().is_none_or(|(id, inst)| *id != job.job || inst.is_poisoned()) {
+        *current = None;
+        let spec = SandboxJob {
+            scene: scene.clone(),
+            settings: JobSettings { width: job.width, height: job.height, fps: job.fps, extra: job.extra.clone() },
+            fuel: FuelBudget {
+                per_tile: job.fuel_per_tile,
+                per_pixel_sample: job.fuel_per_pixel_sample,
+                ..FuelBudget::default()
+            },
+            label: format!("sim job {} slot {slot}", job.job),
+        };
+        *current = Some((job.job, module.instantiate(&spec)?));
+    }
+    let Some((_, instance)) = current.as_mut() else { unreachable!("set above") };
+    let request = TileRequest::new(task.frame, task.rect, task.samples.start, task.samples.count, task.seed)
+        .with_guides(task.job.guides);
+    let mut out = instance.render_tile(&request)?;
+    out.accumulators.canonicalize_nans();
+    Ok((out.accumulators, out.fuel_used))
+}
+
+/// The loopback address of simulated worker `i`: 127.1.0.1, 127.1.0.2, …
+/// (all of 127/8 reaches the loopback interface), so that the farm sees
+/// each at its own IP address, as workers on separate machines.
+pub(crate) fn sim_ip(i: u32) -> std::net::IpAddr {
+    let (a, b, c) = (1 + i / 62_500, (i / 250) % 250, i % 250 + 1);
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, a as u8, b as u8, c as u8))
 }
 
 /// A simulated worker: joins, then answers each tile after `delay` with a
-/// result of the right shape, and records result→ack latency.
+/// result of the right shape (rendered by `renderer` when there is one),
+/// and records result→ack latency.
 async fn sim_worker(
-    (endpoint, key): (quinn::Endpoint, Arc<SigningKey>),
+    (endpoint, config, key): (quinn::Endpoint, quinn::ClientConfig, Arc<SigningKey>),
     addr: SocketAddr,
     token: String,
     slots: u32,
     delay: Duration,
     stats: Arc<SimStats>,
+    renderer: Option<Arc<SimRenderer>>,
 ) -> Result<quinn::Connection> {
-    let conn = endpoint.connect(addr, "tessera")?.await?;
+    let conn = endpoint.connect_with(config, addr, "tessera")?.await?;
     let (mut tx, mut rx) = conn.open_bi().await?;
     let hello = Hello {
         version: PROTOCOL_VERSION,
@@ -161,10 +337,27 @@ async fn sim_worker(
                 let now = Instant::now();
                 let mut sent = acks.sent.lock().unwrap_or_else(|e| e.into_inner());
                 let mut lat = acks.latencies.lock().unwrap_or_else(|e| e.into_inner());
+                let mut done = acks.done.lock().unwrap_or_else(|e| e.into_inner());
                 for (lease, ack) in list {
-                    if let (Some(t), TileAck::Accepted) = (sent.remove(&lease), ack) {
-                        lat.push(now - t);
-                        acks.tiles.fetch_add(1, Ordering::Relaxed);
+                    let Some((t, tile)) = sent.remove(&lease) else { continue };
+                    match ack {
+                        TileAck::Accepted => {
+                            lat.push(now - t);
+                            acks.accepted.fetch_add(1, Ordering::Relaxed);
+                            if done.insert(tile) {
+                                acks.tiles.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        TileAck::Rejected { reason } => {
+                            // Leases that lost a race (a tile leased twice
+                            // near a job's end) and second opinions the farm
+                            // no longer needed are rejected; a failed check
+                            // would be a bug in the benchmark: say so.
+                            let raced = reason.contains("lost a race");
+                            if acks.rejected.fetch_add(1, Ordering::Relaxed) < 3 && !raced {
+                                eprintln!("sim: tile {tile:?} rejected: {reason}");
+                            }
+                        }
                     }
                 }
             }
@@ -183,6 +376,7 @@ async fn sim_worker(
         while let Ok((mut send, mut recv)) = c.accept_bi().await {
             let stats = stats.clone();
             let key = key.clone();
+            let renderer = renderer.clone();
             tokio::spawn(async move {
                 let Ok(task) = read_last::<TileTask>(&mut recv, MAX_CONTROL_MESSAGE, Duration::from_millis(100)).await
                 else {
@@ -192,11 +386,35 @@ async fn sim_worker(
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                let n = task.rect.pixel_count() as usize;
-                let accumulators =
-                    TileAccumulators { rect: task.rect, color: vec![0.25; 3 * n], weight: vec![1.0; n], aovs: vec![] };
-                let reply = TileReply::Done(task.seal(accumulators, 1, 0, None, &key));
-                stats.sent.lock().unwrap_or_else(|e| e.into_inner()).insert(task.lease, Instant::now());
+                let (accumulators, fuel) = match &renderer {
+                    None => {
+                        let n = task.rect.pixel_count() as usize;
+                        let flat = TileAccumulators {
+                            rect: task.rect,
+                            color: vec![0.25; 3 * n],
+                            weight: vec![1.0; n],
+                            aovs: vec![],
+                        };
+                        (flat, 1)
+                    }
+                    Some(r) => match r.render(task.clone()).await {
+                        Ok(out) => out,
+                        Err(e) => {
+                            eprintln!("sim: rendering failed: {e:#}");
+                            let reply =
+                                TileReply::Failed { lease: task.lease, error: format!("{e:#}"), retryable: true };
+                            let _ = write_msg(&mut send, &reply).await;
+                            let _ = send.finish();
+                            return;
+                        }
+                    },
+                };
+                let reply = TileReply::Done(task.seal(accumulators, fuel, 0, None, &key));
+                stats
+                    .sent
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(task.lease, (Instant::now(), (task.job.job, task.tile)));
                 let _ = write_msg(&mut send, &reply).await;
                 let _ = send.finish();
             });
@@ -205,29 +423,65 @@ async fn sim_worker(
     Ok(conn)
 }
 
-/// A farm for simulated workers, whose tiles are flat colour: spot checks
-/// (which would re-render and refuse them) are off; these runs measure
-/// dispatch, not verification.
-fn sim_config(dir: &std::path::Path) -> Result<FarmConfig> {
+/// A farm for the benchmarks, verifying as `verification` says.
+pub(crate) fn bench_config(dir: &std::path::Path, verification: Verification) -> Result<FarmConfig> {
     let mut config = FarmConfig::new(dir.to_path_buf(), "127.0.0.1:0".parse()?);
-    config.verify.spot_checks = false;
+    verification.apply(&mut config);
     Ok(config)
 }
 
-/// A client endpoint for simulated workers and the key they sign tiles with.
-fn sim_endpoint(pin: &str) -> Result<(quinn::Endpoint, Arc<SigningKey>)> {
+/// How many loopback addresses (as machines) the simulated workers of one
+/// process share: worker `i` connects from address `i % SIM_ADDRESSES`
+/// through that address's endpoint (one UDP socket), with a key of its
+/// own. One socket per worker would cost the workers' process more than
+/// the coordinator it measures on two cores; fewer addresses than workers
+/// still gives the farm's replication independent workers (another key
+/// and another address) for every tile.
+///
+/// `TESSERA_BENCH_SIM_LEGACY=1` gives every worker of a process one key
+/// and one address, as the benchmark did before 2026-12-02: its dispatch
+/// figures are comparable with the old ones, but no worker is then
+/// independent of another, and every replicated tile waits the farm's
+/// `replica_wait` (30 s) for the coordinator's render.
+const SIM_ADDRESSES: u32 = 16;
+
+/// One simulated worker's connection settings: the endpoint of its
+/// loopback address, its own TLS identity, and the key it signs tiles with.
+fn sim_identity(
+    endpoint: &quinn::Endpoint,
+    pin: &str,
+) -> Result<(quinn::Endpoint, quinn::ClientConfig, Arc<SigningKey>)> {
     let id = tls::Identity::generate("sim")?;
     let key = Arc::new(SigningKey::from_pkcs8(&id.key_der)?);
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    ep.set_default_client_config(tls::client_config(&id, pin, transport(Duration::from_secs(30), 4096))?);
-    Ok((ep, key))
+    let config = tls::client_config(&id, pin, transport(Duration::from_secs(30), 4096))?;
+    Ok((endpoint.clone(), config, key))
 }
 
-/// A job of `tiles` tiles of `edge`×`edge` px whose module and scene are
-/// placeholders (simulated workers never fetch them).
-pub(crate) async fn synthetic_job(farm: &Farm, name: &str, edge: u32, tiles_x: u32, frames: u32) -> Result<(u64, u32)> {
-    let module = farm.put_blob(b"placeholder module".to_vec()).await?;
-    let scene = farm.put_blob(b"placeholder scene".to_vec()).await?;
+/// A job of `tiles_x`² tiles of `edge`×`edge` px a frame. With
+/// [`SimTiles::Flat`] its module and scene are placeholders (simulated
+/// workers never fetch them); with [`SimTiles::Rendered`] they are the path
+/// tracer and `turntable.glb` at 1 sample per pixel, which the farm's
+/// spot checks re-render.
+pub(crate) async fn synthetic_job(
+    farm: &Farm,
+    name: &str,
+    edge: u32,
+    tiles_x: u32,
+    frames: u32,
+    tiles: SimTiles,
+) -> Result<(u64, u32)> {
+    let (module, scene, extra) = match tiles {
+        SimTiles::Flat => (
+            farm.put_blob(b"placeholder module".to_vec()).await?,
+            farm.put_blob(b"placeholder scene".to_vec()).await?,
+            "{}".to_string(),
+        ),
+        SimTiles::Rendered => (
+            farm.put_blob(tessera_guest_build::guest("pathtracer")?.to_vec()).await?,
+            farm.put_blob(bench_scene()?).await?,
+            tessera_coordinator::farm::job::RENDER_DEFAULTS.to_string(),
+        ),
+    };
     let (fuel_per_tile, fuel_per_pixel_sample) = JobSpec::default_fuel();
     let spec = JobSpec {
         name: name.into(),
@@ -236,7 +490,7 @@ pub(crate) async fn synthetic_job(farm: &Farm, name: &str, edge: u32, tiles_x: u
         width: edge * tiles_x,
         height: edge * tiles_x,
         fps: 24.0,
-        extra: "{}".into(),
+        extra,
         spp: 1,
         seed: 0,
         tile_size: edge,
@@ -249,6 +503,7 @@ pub(crate) async fn synthetic_job(farm: &Farm, name: &str, edge: u32, tiles_x: u
         formats: tessera_coordinator::farm::job::Format::all(),
         submitted_by: None,
         engine: Default::default(),
+        denoise: false,
     };
     let tiles = tiles_x * tiles_x * frames;
     Ok((farm.submit(spec).await?, tiles))
@@ -258,6 +513,8 @@ struct DispatchRun {
     tiles_per_sec: f64,
     p50: Duration,
     p99: Duration,
+    /// Accepted results per tile: 1 plus the share replicated.
+    results_per_tile: f64,
 }
 
 /// Starts the simulated workers in a child process (so they do not share
@@ -270,19 +527,11 @@ fn spawn_sim(
     slots: u32,
     delay: Duration,
     expect: u32,
+    tiles: SimTiles,
 ) -> Result<(std::process::Child, std::io::Lines<std::io::BufReader<std::process::ChildStdout>>)> {
     use std::io::BufRead;
     let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args([
-            "--sim-workers".to_string(),
-            workers.to_string(),
-            slots.to_string(),
-            delay.as_micros().to_string(),
-            expect.to_string(),
-            farm.quic_addr().to_string(),
-            token.to_string(),
-            farm.fingerprint().to_string(),
-        ])
+        .args(sim_args(farm, token, workers, slots, delay, expect, tiles))
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let mut lines = std::io::BufReader::new(child.stdout.take().context("child stdout")?).lines();
@@ -290,30 +539,87 @@ fn spawn_sim(
         Some(Ok(l)) if l == "ready" => Ok((child, lines)),
         other => {
             let _ = child.kill();
+            let _ = child.wait();
             Err(anyhow!("simulated workers did not start: {other:?}"))
         }
     }
 }
 
-async fn dispatch_run(workers: u32, slots: u32, delay: Duration, tiles_x: u32, frames: u32) -> Result<DispatchRun> {
+/// The command line of the `--sim-workers` child.
+pub(crate) fn sim_args(
+    farm: &Farm,
+    token: &str,
+    workers: u32,
+    slots: u32,
+    delay: Duration,
+    expect: u32,
+    tiles: SimTiles,
+) -> Vec<String> {
+    vec![
+        "--sim-workers".to_string(),
+        workers.to_string(),
+        slots.to_string(),
+        delay.as_micros().to_string(),
+        expect.to_string(),
+        farm.quic_addr().to_string(),
+        token.to_string(),
+        farm.fingerprint().to_string(),
+        tiles.as_str().to_string(),
+    ]
+}
+
+/// Runs one job of `tiles_x`² × `frames` 1-px tiles through `workers`
+/// simulated workers of `slots` slots on a fresh farm.
+///
+/// With verification on, a small job runs first on other simulated
+/// workers, so that the coordinator has compiled the module (once per
+/// coordinator, 1.5 s here, see the proof table) before the clock starts;
+/// the measured job's workers are new to the farm, so their first tiles
+/// are replicated until they have earned trust, as on a real farm.
+async fn dispatch_run(
+    verification: Verification,
+    tiles: SimTiles,
+    workers: u32,
+    slots: u32,
+    delay: Duration,
+    tiles_x: u32,
+    frames: u32,
+) -> Result<DispatchRun> {
     let dir = tempfile::tempdir()?;
-    let farm = Farm::start(sim_config(dir.path())?).await?;
+    let farm = Farm::start(bench_config(dir.path(), verification)?).await?;
     let token = farm.first_token().context("first token")?.to_string();
-    let tiles = tiles_x * tiles_x * frames;
-    let (mut child, mut lines) = spawn_sim(&farm, &token, workers, slots, delay, tiles)?;
-    let (job, _) = synthetic_job(&farm, "dispatch", 1, tiles_x, frames).await?;
-    let report = tokio::task::spawn_blocking(move || lines.next()).await?;
+    if verification == Verification::Default {
+        let (mut child, _lines) = spawn_sim(&farm, &token, 2, 1, Duration::ZERO, 0, tiles)?;
+        let (warm, _) = synthetic_job(&farm, "warm-up", 1, 2, 1, tiles).await?;
+        let waited = tokio::time::timeout(Duration::from_secs(120), farm.wait_job(warm)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        waited.context("the warm-up job did not finish in 2 minutes")??;
+    }
+    let n = tiles_x * tiles_x * frames;
+    let (mut child, mut lines) = spawn_sim(&farm, &token, workers, slots, delay, n, tiles)?;
+    let (job, _) = synthetic_job(&farm, "dispatch", 1, tiles_x, frames, tiles).await?;
+    // A tile the farm refuses is sent again and again: give up rather
+    // than wait for ever.
+    let report =
+        tokio::time::timeout(Duration::from_secs(600), tokio::task::spawn_blocking(move || lines.next())).await;
     let _ = child.kill();
     let _ = child.wait();
+    let report = report.map_err(|_| anyhow!("the dispatch run did not finish in 10 minutes"))??;
     let _ = farm.wait_job(job).await;
+    let failed = farm.status().await?.counters.tiles_failed;
     farm.shutdown().await;
+    if failed > 0 {
+        return Err(anyhow!("{failed} results were refused or failed ({}, {tiles:?} tiles)", verification.label()));
+    }
     let report = report.context("no report from the simulated workers")??;
     let v: Vec<f64> = report.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    let [secs, p50, p99] = v[..] else { return Err(anyhow!("bad report {report:?}")) };
+    let [secs, p50, p99, accepted, _rejected] = v[..] else { return Err(anyhow!("bad report {report:?}")) };
     Ok(DispatchRun {
-        tiles_per_sec: f64::from(tiles) / secs,
+        tiles_per_sec: f64::from(n) / secs,
         p50: Duration::from_secs_f64(p50),
         p99: Duration::from_secs_f64(p99),
+        results_per_tile: accepted / f64::from(n),
     })
 }
 
@@ -321,21 +627,12 @@ async fn dispatch_run(workers: u32, slots: u32, delay: Duration, tiles_x: u32, f
 /// child process (`--sim-workers`), so only the coordinator is in this RSS.
 async fn memory_per_worker(workers: u32) -> Result<f64> {
     let dir = tempfile::tempdir()?;
-    let farm = Farm::start(sim_config(dir.path())?).await?;
+    let farm = Farm::start(bench_config(dir.path(), Verification::Off)?).await?;
     let token = farm.first_token().context("first token")?.to_string();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = rss_bytes();
     let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args([
-            "--sim-workers",
-            &workers.to_string(),
-            "8",
-            "0",
-            "0",
-            &farm.quic_addr().to_string(),
-            &token,
-            farm.fingerprint(),
-        ])
+        .args(sim_args(&farm, &token, workers, 8, Duration::ZERO, 0, SimTiles::Flat))
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -369,23 +666,43 @@ pub fn memory_probe_main(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The child side of [`memory_per_worker`]: connect `n` idle workers and
-/// keep them alive until killed.
+/// `--sim-workers N SLOTS DELAY_US EXPECT ADDR TOKEN PIN flat|rendered`:
+/// the child side of the dispatch runs, [`memory_per_worker`] and the
+/// soak. Connects `n` workers (each its own key, at 16 loopback addresses),
+/// prints `ready`, then, if `expect` is not 0, waits for `expect` distinct
+/// tiles to be accepted and prints `SECS P50 P99 ACCEPTED REJECTED`
+/// (seconds from the first task to the last ack, ack latencies in
+/// seconds, acks of all leases); it keeps the workers alive until killed.
 pub fn sim_workers_main(args: &[String]) -> Result<()> {
-    let [n, slots, delay_us, expect, addr, token, pin] = args else {
-        return Err(anyhow!("--sim-workers N SLOTS DELAY_US EXPECT ADDR TOKEN PIN"));
+    let [n, slots, delay_us, expect, addr, token, pin, tiles] = args else {
+        return Err(anyhow!("--sim-workers N SLOTS DELAY_US EXPECT ADDR TOKEN PIN flat|rendered"));
     };
+    let tiles = SimTiles::parse(tiles)?;
     let (n, slots): (u32, u32) = (n.parse()?, slots.parse()?);
     let delay = Duration::from_micros(delay_us.parse()?);
     let expect: u64 = expect.parse()?;
     let addr: SocketAddr = addr.parse()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let endpoint = sim_endpoint(pin)?;
+        let renderer = match tiles {
+            SimTiles::Flat => None,
+            SimTiles::Rendered => {
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                Some(tokio::task::spawn_blocking(move || SimRenderer::start(threads)).await??)
+            }
+        };
         let stats = Arc::new(SimStats::default());
         let mut conns = Vec::new();
-        for _ in 0..n {
-            conns.push(sim_worker(endpoint.clone(), addr, token.clone(), slots, delay, stats.clone()).await?);
+        let mut endpoints = Vec::new();
+        for i in 0..n.min(SIM_ADDRESSES) {
+            endpoints.push(quinn::Endpoint::client(SocketAddr::new(sim_ip(i), 0))?);
+        }
+        let legacy = std::env::var_os("TESSERA_BENCH_SIM_LEGACY").is_some();
+        let shared = sim_identity(&endpoints[0], pin)?;
+        for i in 0..n {
+            let endpoint =
+                if legacy { shared.clone() } else { sim_identity(&endpoints[(i % SIM_ADDRESSES) as usize], pin)? };
+            conns.push(sim_worker(endpoint, addr, token.clone(), slots, delay, stats.clone(), renderer.clone()).await?);
         }
         println!("ready");
         if expect == 0 {
@@ -404,7 +721,13 @@ pub fn sim_workers_main(args: &[String]) -> Result<()> {
         let secs = started.elapsed().as_secs_f64();
         let mut lat = stats.latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
         lat.sort();
-        println!("{secs} {} {}", percentile(&lat, 0.5).as_secs_f64(), percentile(&lat, 0.99).as_secs_f64());
+        println!(
+            "{secs} {} {} {} {}",
+            percentile(&lat, 0.5).as_secs_f64(),
+            percentile(&lat, 0.99).as_secs_f64(),
+            stats.accepted.load(Ordering::Relaxed),
+            stats.rejected.load(Ordering::Relaxed)
+        );
         Ok(())
     })
 }
@@ -413,13 +736,13 @@ pub fn sim_workers_main(args: &[String]) -> Result<()> {
 /// simulated worker's connection.
 async fn wire_bytes_per_tile() -> Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
-    let farm = Farm::start(sim_config(dir.path())?).await?;
+    let farm = Farm::start(bench_config(dir.path(), Verification::Off)?).await?;
     let token = farm.first_token().context("first token")?.to_string();
     let stats = Arc::new(SimStats::default());
-    let conn = sim_worker(sim_endpoint(farm.fingerprint())?, farm.quic_addr(), token, 4, Duration::ZERO, stats.clone())
-        .await?;
+    let endpoint = sim_identity(&quinn::Endpoint::client(SocketAddr::new(sim_ip(0), 0))?, farm.fingerprint())?;
+    let conn = sim_worker(endpoint, farm.quic_addr(), token, 4, Duration::ZERO, stats.clone(), None).await?;
     let before = conn.stats();
-    let (job, tiles) = synthetic_job(&farm, "wire", 64, 8, 4).await?;
+    let (job, tiles) = synthetic_job(&farm, "wire", 64, 8, 4, SimTiles::Flat).await?;
     farm.wait_job(job).await?;
     let after = conn.stats();
     let bytes = (after.udp_tx.bytes + after.udp_rx.bytes) - (before.udp_tx.bytes + before.udp_rx.bytes);
@@ -470,8 +793,11 @@ async fn efficiency(effort: Effort) -> Result<(f64, f64, String)> {
 
     let dir = tempfile::tempdir()?;
     // Spot checks on; no replication: this measures the farm's overhead
-    // with trusted workers (a new worker's tiles are rendered twice by
-    // design, which BENCHMARKS.md reports separately).
+    // with trusted workers. (These real workers all connect from
+    // 127.0.0.1, so under the default replication none is independent of
+    // another, and every replicated tile would wait `replica_wait`, 30 s,
+    // for the coordinator's render; the dispatch rows measure replication
+    // with workers at separate addresses.)
     let mut config = FarmConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse()?);
     config.verify.replication = false;
     let farm = Farm::start(config).await?;
@@ -535,33 +861,83 @@ pub fn run(effort: Effort) -> Result<Vec<Row>> {
             value: format!("{bare:.0} round trips/s"),
             note: "the baseline for the farm's dispatch ratio".into(),
         });
-        eprintln!("farm: dispatch at full load");
-        let full = dispatch_run(workers, 4, Duration::ZERO, tiles_x, frames).await?;
+        // The same dispatch three ways (see the module's doc): what the
+        // verification on/off rows compare is the last two.
+        let modes = [
+            (Verification::Off, SimTiles::Flat),
+            (Verification::Off, SimTiles::Rendered),
+            (Verification::Default, SimTiles::Rendered),
+        ];
+        let what = |tiles: SimTiles| match tiles {
+            SimTiles::Flat => "flat tiles of a placeholder job",
+            SimTiles::Rendered => "path-traced tiles (turntable.glb, 1 spp)",
+        };
+        let n = tiles_x * tiles_x * frames;
+        let mut full = Vec::new();
+        for (verification, tiles) in modes {
+            eprintln!("farm: dispatch at full load, {}, {}", verification.label(), what(tiles));
+            full.push(dispatch_run(verification, tiles, workers, 4, Duration::ZERO, tiles_x, frames).await?);
+        }
         if std::env::var_os("TESSERA_BENCH_DISPATCH_ONLY").is_some() {
-            eprintln!("{:.0} tiles/s, p50 {:?} p99 {:?}", full.tiles_per_sec, full.p50, full.p99);
+            for ((v, t), r) in modes.iter().zip(&full) {
+                eprintln!(
+                    "{}, {}: {:.0} tiles/s, p50 {:?} p99 {:?}, {:.3} results/tile",
+                    v.label(),
+                    what(*t),
+                    r.tiles_per_sec,
+                    r.p50,
+                    r.p99,
+                    r.results_per_tile
+                );
+            }
             return Ok(rows);
         }
-        rows.push(Row {
-            name: format!("farm dispatch, {workers} simulated workers × 4 slots, {} 1-px tiles", tiles_x * tiles_x * frames),
-            value: format!("{:.0} tiles/s", full.tiles_per_sec),
-            note: format!(
+        let defaults = FarmConfig::new(std::env::temp_dir(), "127.0.0.1:0".parse()?).verify;
+        let k = tessera_protocol::proof::pixels_to_check(1, defaults.faked_fraction, defaults.target);
+        let off_rendered = full[1].tiles_per_sec;
+        for ((verification, tiles), r) in modes.iter().zip(&full) {
+            let mut note = format!(
                 "{:.2}× the bare loop (goal ≥ 0.8); each tile: task out, result in, SQLite group commit, ack; ack p50 {:.2} ms, p99 {:.2} ms at full load",
-                full.tiles_per_sec / bare,
-                full.p50.as_secs_f64() * 1e3,
-                full.p99.as_secs_f64() * 1e3
-            ),
-        });
+                r.tiles_per_sec / bare,
+                r.p50.as_secs_f64() * 1e3,
+                r.p99.as_secs_f64() * 1e3
+            );
+            if *verification == Verification::Default {
+                note.push_str(&format!(
+                    "; {:.2}× the same tiles with verification off: the coordinator re-renders {k} of each tile's 1 px (spot check), and {:.1} % of the tiles went to a second worker (replication of workers new to the farm, trust threshold {})",
+                    r.tiles_per_sec / off_rendered,
+                    (r.results_per_tile - 1.0).max(0.0) * 100.0,
+                    defaults.trust_threshold
+                ));
+            }
+            rows.push(Row {
+                name: format!(
+                    "farm dispatch, **{}**, {}, {workers} simulated workers × 4 slots, {n} 1-px tiles",
+                    verification.label(),
+                    what(*tiles)
+                ),
+                value: format!("{:.0} tiles/s", r.tiles_per_sec),
+                note,
+            });
+        }
         // Half load: each simulated slot waits so the offered rate is half
-        // the measured maximum.
+        // the measured maximum of the same mode.
         let in_flight = f64::from(workers * 4 * 2);
-        let delay = Duration::from_secs_f64(in_flight / (full.tiles_per_sec / 2.0));
-        eprintln!("farm: dispatch at half load");
-        let half = dispatch_run(workers, 4, delay, tiles_x / 2, frames).await?;
-        rows.push(Row {
-            name: "farm ack latency at half load".into(),
-            value: format!("p50 {:.2} ms, p99 {:.2} ms", half.p50.as_secs_f64() * 1e3, half.p99.as_secs_f64() * 1e3),
-            note: format!("result sent → durable ack received, at {:.0} tiles/s (goal p99 < 5 ms)", half.tiles_per_sec),
-        });
+        for ((verification, tiles), r) in modes.iter().zip(&full) {
+            let delay = Duration::from_secs_f64(in_flight / (r.tiles_per_sec / 2.0));
+            eprintln!("farm: dispatch at half load, {}, {}", verification.label(), what(*tiles));
+            let half = dispatch_run(*verification, *tiles, workers, 4, delay, tiles_x / 2, frames).await?;
+            let mut note =
+                format!("result sent → durable ack received, at {:.0} tiles/s (goal p99 < 5 ms)", half.tiles_per_sec);
+            if *verification == Verification::Default {
+                note.push_str("; a replicated tile's first result is acked once its second opinion has agreed");
+            }
+            rows.push(Row {
+                name: format!("farm ack latency at half load, **{}**, {}", verification.label(), what(*tiles)),
+                value: format!("p50 {:.2} ms, p99 {:.2} ms", half.p50.as_secs_f64() * 1e3, half.p99.as_secs_f64() * 1e3),
+                note,
+            });
+        }
         let n = match effort {
             Effort::Quick => 50,
             Effort::Full => 1000,
@@ -573,21 +949,21 @@ pub fn run(effort: Effort) -> Result<Vec<Row>> {
             .parse()
             .with_context(|| format!("memory probe: {}", String::from_utf8_lossy(&out.stderr)))?;
         rows.push(Row {
-            name: format!("coordinator memory per connected worker ({n} workers)"),
+            name: format!("coordinator memory per connected worker ({n} workers, idle)"),
             value: format!("{:.1} KiB", per / 1024.0),
             note: "RSS growth of the coordinator; workers in another process".into(),
         });
         eprintln!("farm: bytes per tile");
         let (wire, raw) = wire_bytes_per_tile().await?;
         rows.push(Row {
-            name: "bytes on the wire per 64×64 tile".into(),
+            name: "bytes on the wire per 64×64 tile, verification off".into(),
             value: format!("{:.0} B", wire),
             note: format!("{:.3}× its {raw:.0} raw float bytes (RGB sums + weight), both directions, QUIC + TLS included", wire / raw),
         });
         eprintln!("farm: efficiency");
         let (farm_fps, local_fps, what) = efficiency(effort).await?;
         rows.push(Row {
-            name: "farm efficiency, demo job on local workers".into(),
+            name: "farm efficiency, demo job on local workers, **spot checks on, replication off**".into(),
             value: format!("{:.3}×", farm_fps / local_fps),
             note: format!("{farm_fps:.2} frames/s on the farm vs {local_fps:.2} in one process (goal ≥ 0.95); {what}"),
         });

@@ -245,6 +245,7 @@ fn descriptor(job: u64, module: ContentHash, scene: ContentHash) -> JobDescripto
         fuel_per_tile,
         fuel_per_pixel_sample,
         engine: Default::default(),
+        guides: false,
     }
 }
 
@@ -452,6 +453,7 @@ fn manifest_bytes(tiles: u32) -> Result<Vec<u8>> {
         formats: tessera_coordinator::farm::job::Format::all(),
         submitted_by: None,
         engine: Default::default(),
+        denoise: false,
     };
     let coordinator = tls::Identity::generate("tessera")?;
     let signer = ManifestSigner::new(&coordinator.key_der, coordinator.cert_der.clone()).map_err(|e| anyhow!(e))?;

@@ -7,10 +7,19 @@
 //! - **Workers**: `--workers` simulated workers (default 1,000) in a child
 //!   process (`--sim-workers`, as the farm benchmark uses): real QUIC
 //!   connections with hello, heartbeats and signed results of the right
-//!   shape, each answering a tile after `--tile-ms`. Spot checks are off:
-//!   their pixels are flat colour. Three jobs of 8,000 tiles are kept in flight,
-//!   a new one submitted as each finishes, so frames are assembled and
-//!   written throughout.
+//!   shape, each answering a tile after `--tile-ms`, each with its own key,
+//!   at 16 loopback addresses. Three jobs are kept in flight, a new one
+//!   submitted as each finishes, so frames are assembled and written
+//!   throughout: each is 5 frames of `--job-edge`² 1-px tiles (default 40:
+//!   8,000 tiles a job; the suite's short soak uses smaller jobs so that one
+//!   finishes in its seconds with verification on).
+//! - **Verification** (`--verification off|on|both`, default both, one
+//!   soak of `--minutes` after the other on a fresh farm): *off* turns spot
+//!   checks and replication off, and the workers send flat-colour tiles of
+//!   a placeholder job; *on* is the farm's default (spot checks of every
+//!   tile, adaptive replication of new workers' tiles, as `tessera
+//!   coordinator` runs), and the workers path-trace each 1-px tile of a
+//!   real job (`turntable.glb`, 1 spp) so that the checks pass.
 //! - **API clients**: `--clients` (default 200) in another child process
 //!   (`--api-clients`), each a thread that polls the farm's status, job
 //!   lists and jobs, the worker list and frame downloads with a short
@@ -18,7 +27,7 @@
 //!   latency is kept; any error status, other than a 404 for a frame not
 //!   yet written, counts as an error.
 //!
-//! It stops by itself after `--minutes` (default 10) and fails (exit 1)
+//! Each stops by itself after `--minutes` (default 10); the soak fails (exit 1)
 //! when the coordinator's peak memory is over `--max-rss-mib` (1024), the
 //! API's p99 latency over `--max-p99-ms` (500), or any request failed.
 
@@ -33,6 +42,8 @@ use tessera_coordinator::api::AppState;
 use tessera_coordinator::farm::Farm;
 use tessera_coordinator::store::{JobState, TokenKind};
 
+use crate::farm::Verification;
+
 /// The soak's knobs, from its command line.
 #[derive(Clone, Debug)]
 pub struct SoakArgs {
@@ -42,12 +53,24 @@ pub struct SoakArgs {
     pub tile_ms: u64,
     pub max_rss_mib: u64,
     pub max_p99_ms: u64,
+    /// The side of each job's frame in 1-px tiles (5 frames a job).
+    pub job_edge: u32,
+    /// The farm's verification in each soak, run one after the other.
+    pub verification: Vec<Verification>,
 }
 
 impl SoakArgs {
     pub fn parse(args: &[String]) -> Result<SoakArgs> {
-        let mut s =
-            SoakArgs { minutes: 10.0, workers: 1000, clients: 200, tile_ms: 500, max_rss_mib: 1024, max_p99_ms: 500 };
+        let mut s = SoakArgs {
+            minutes: 10.0,
+            workers: 1000,
+            clients: 200,
+            tile_ms: 500,
+            max_rss_mib: 1024,
+            max_p99_ms: 500,
+            job_edge: 40,
+            verification: vec![Verification::Off, Verification::Default],
+        };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
             let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -58,14 +81,26 @@ impl SoakArgs {
                 "--tile-ms" => s.tile_ms = value()?.parse()?,
                 "--max-rss-mib" => s.max_rss_mib = value()?.parse()?,
                 "--max-p99-ms" => s.max_p99_ms = value()?.parse()?,
+                "--job-edge" => s.job_edge = value()?.parse()?,
+                "--verification" => {
+                    s.verification = match value()?.as_str() {
+                        "off" => vec![Verification::Off],
+                        "on" => vec![Verification::Default],
+                        "both" => vec![Verification::Off, Verification::Default],
+                        other => bail!("--verification {other:?}: off, on or both"),
+                    }
+                }
                 other => bail!(
                     "unknown flag {other:?} (--minutes M --workers N --clients N --tile-ms MS --max-rss-mib MIB \
-                     --max-p99-ms MS)"
+                     --max-p99-ms MS --job-edge N --verification off|on|both)"
                 ),
             }
         }
         if !(s.minutes > 0.0 && s.minutes <= 24.0 * 60.0) || s.workers == 0 || s.clients == 0 {
             bail!("--minutes must be in (0, 1440], --workers and --clients positive");
+        }
+        if !(1..=1000).contains(&s.job_edge) {
+            bail!("--job-edge must be in 1..=1000 (tiles on a frame's side)");
         }
         Ok(s)
     }
@@ -78,6 +113,7 @@ pub struct SoakReport {
     pub workers_connected: usize,
     pub jobs_done: u64,
     pub tiles_done: u64,
+    pub tiles_failed: u64,
     pub rss_start_mib: f64,
     pub rss_peak_mib: f64,
     pub rss_end_mib: f64,
@@ -116,17 +152,20 @@ impl Drop for Reaped {
     }
 }
 
-/// Runs the soak; prints progress on stderr.
-pub fn run(args: &SoakArgs) -> Result<SoakReport> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(soak(args))
+/// Runs the soak once per verification mode; prints progress on stderr.
+pub fn run(args: &SoakArgs) -> Result<Vec<(Verification, SoakReport)>> {
+    let mut reports = Vec::new();
+    for &verification in &args.verification {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        reports.push((verification, rt.block_on(soak(args, verification))?));
+    }
+    Ok(reports)
 }
 
-async fn soak(args: &SoakArgs) -> Result<SoakReport> {
+async fn soak(args: &SoakArgs, verification: Verification) -> Result<SoakReport> {
     let dir = tempfile::tempdir()?;
-    let mut config = tessera_coordinator::farm::FarmConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse()?);
-    config.verify.spot_checks = false;
-    config.verify.replication = false;
+    let config = crate::farm::bench_config(dir.path(), verification)?;
+    let tiles = verification.tiles();
     let farm = Arc::new(Farm::start(config).await?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let http = listener.local_addr()?;
@@ -142,16 +181,15 @@ async fn soak(args: &SoakArgs) -> Result<SoakReport> {
     let exe = std::env::current_exe()?;
     let mut workers = Reaped(
         Command::new(&exe)
-            .args([
-                "--sim-workers".to_string(),
-                args.workers.to_string(),
-                "1".into(),
-                (args.tile_ms * 1000).to_string(),
-                "0".into(),
-                farm.quic_addr().to_string(),
-                worker_token,
-                farm.fingerprint().to_string(),
-            ])
+            .args(crate::farm::sim_args(
+                &farm,
+                &worker_token,
+                args.workers,
+                1,
+                Duration::from_millis(args.tile_ms),
+                0,
+                tiles,
+            ))
             .stdout(Stdio::piped())
             .spawn()?,
     );
@@ -167,20 +205,27 @@ async fn soak(args: &SoakArgs) -> Result<SoakReport> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("soak: {} workers connected; {} API clients for {:.1} min", args.workers, args.clients, args.minutes);
+    eprintln!(
+        "soak, {}: {} workers connected; {} API clients for {:.1} min",
+        verification.label(),
+        args.workers,
+        args.clients,
+        args.minutes
+    );
 
     // Jobs: three in flight at all times.
     let stop = Arc::new(AtomicBool::new(false));
     let jobs_done = Arc::new(AtomicU64::new(0));
     let feeder = {
         let (farm, stop, jobs_done) = (farm.clone(), stop.clone(), jobs_done.clone());
+        let job_edge = args.job_edge;
         tokio::spawn(async move {
             let mut live = Vec::new();
             let mut n = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 while live.len() < 3 {
                     n += 1;
-                    match crate::farm::synthetic_job(&farm, &format!("soak-{n}"), 1, 40, 5).await {
+                    match crate::farm::synthetic_job(&farm, &format!("soak-{n}"), 1, job_edge, 5, tiles).await {
                         Ok((id, _)) => live.push(id),
                         Err(e) => {
                             eprintln!("soak: submitting a job: {e}");
@@ -231,7 +276,8 @@ async fn soak(args: &SoakArgs) -> Result<SoakReport> {
         if started.elapsed() >= next_report {
             let s = farm.status().await?;
             eprintln!(
-                "soak: {:>4.0} s, RSS {:.0} MiB (peak {:.0}), {} workers, {} tiles, {} jobs done",
+                "soak, {}: {:>4.0} s, RSS {:.0} MiB (peak {:.0}), {} workers, {} tiles, {} jobs done",
+                verification.label(),
                 started.elapsed().as_secs_f64(),
                 rss_kib() as f64 / 1024.0,
                 rss_peak as f64 / 1024.0,
@@ -255,6 +301,7 @@ async fn soak(args: &SoakArgs) -> Result<SoakReport> {
         workers_connected: status.workers.len(),
         jobs_done: jobs_done.load(Ordering::Relaxed),
         tiles_done: status.counters.tiles_done,
+        tiles_failed: status.counters.tiles_failed,
         rss_start_mib: rss_start as f64 / 1024.0,
         rss_peak_mib: rss_peak as f64 / 1024.0,
         rss_end_mib: rss_kib() as f64 / 1024.0,
@@ -283,49 +330,72 @@ fn parse_client_report(text: &str) -> Result<ClientReport> {
     })
 }
 
-/// Prints the report as a Markdown table and checks the bounds.
-pub fn check(args: &SoakArgs, r: &SoakReport) -> Result<()> {
-    let c = &r.clients;
-    println!("| measurement | result | bound |");
-    println!("| --- | ---: | --- |");
-    println!("| duration | {:.0} s | {:.1} min |", r.seconds, args.minutes);
-    println!("| simulated workers connected at the end | {} | {} |", r.workers_connected, args.workers);
-    println!("| tiles stored | {} ({:.0}/s) | |", r.tiles_done, r.tiles_done as f64 / r.seconds);
-    println!("| jobs completed (8,000 tiles, 5 frames each) | {} | |", r.jobs_done);
-    println!(
-        "| API requests | {} ({:.0}/s) from {} clients | |",
-        c.requests,
-        c.requests as f64 / r.seconds,
-        args.clients
+/// Prints the reports as a Markdown table (a column per verification
+/// mode) and checks the bounds of each.
+pub fn check(args: &SoakArgs, reports: &[(Verification, SoakReport)]) -> Result<()> {
+    let row = |name: &str, cell: &dyn Fn(&SoakReport) -> String, bound: String| {
+        let cells: Vec<String> = reports.iter().map(|(_, r)| cell(r)).collect();
+        println!("| {name} | {} | {bound} |", cells.join(" | "));
+    };
+    let heads: Vec<&str> = reports.iter().map(|(v, _)| v.label()).collect();
+    println!("| measurement | {} | bound |", heads.join(" | "));
+    println!("| --- |{} --- |", " ---: |".repeat(reports.len()));
+    row("duration", &|r| format!("{:.0} s", r.seconds), format!("{:.1} min each", args.minutes));
+    row("simulated workers connected at the end", &|r| r.workers_connected.to_string(), args.workers.to_string());
+    row("tiles stored", &|r| format!("{} ({:.0}/s)", r.tiles_done, r.tiles_done as f64 / r.seconds), String::new());
+    row("tiles failed", &|r| r.tiles_failed.to_string(), String::new());
+    let job_tiles = u64::from(args.job_edge).pow(2) * 5;
+    row(&format!("jobs completed ({job_tiles} tiles, 5 frames each)"), &|r| r.jobs_done.to_string(), String::new());
+    row(
+        "API requests",
+        &|r| {
+            format!(
+                "{} ({:.0}/s) from {} clients",
+                r.clients.requests,
+                r.clients.requests as f64 / r.seconds,
+                args.clients
+            )
+        },
+        String::new(),
     );
-    println!("| API errors | {} | 0 |", c.errors);
-    println!("| event-stream messages received | {} | |", c.events);
-    println!(
-        "| API latency p50 / p99 / max | {:.1} / {:.1} / {:.0} ms | p99 ≤ {} ms |",
-        c.p50_ms, c.p99_ms, c.max_ms, args.max_p99_ms
+    row("API errors", &|r| r.clients.errors.to_string(), "0".into());
+    row("event-stream messages received", &|r| r.clients.events.to_string(), String::new());
+    row(
+        "API latency p50 / p99 / max",
+        &|r| format!("{:.1} / {:.1} / {:.0} ms", r.clients.p50_ms, r.clients.p99_ms, r.clients.max_ms),
+        format!("p99 ≤ {} ms", args.max_p99_ms),
     );
-    println!(
-        "| coordinator RSS start / peak / end | {:.0} / {:.0} / {:.0} MiB | peak ≤ {} MiB |",
-        r.rss_start_mib, r.rss_peak_mib, r.rss_end_mib, args.max_rss_mib
+    row(
+        "coordinator RSS start / peak / end",
+        &|r| format!("{:.0} / {:.0} / {:.0} MiB", r.rss_start_mib, r.rss_peak_mib, r.rss_end_mib),
+        format!("peak ≤ {} MiB", args.max_rss_mib),
     );
-    for e in &c.first_errors {
-        println!("error: {e}");
-    }
     let mut broken = Vec::new();
-    if c.errors > 0 {
-        broken.push(format!("{} API requests failed", c.errors));
-    }
-    if c.p99_ms > args.max_p99_ms as f64 {
-        broken.push(format!("p99 {:.1} ms is over {} ms", c.p99_ms, args.max_p99_ms));
-    }
-    if r.rss_peak_mib > args.max_rss_mib as f64 {
-        broken.push(format!("peak RSS {:.0} MiB is over {} MiB", r.rss_peak_mib, args.max_rss_mib));
-    }
-    if r.workers_connected < args.workers as usize {
-        broken.push(format!("only {} of {} workers stayed connected", r.workers_connected, args.workers));
-    }
-    if r.jobs_done == 0 {
-        broken.push("no job completed".into());
+    for (v, r) in reports {
+        let c = &r.clients;
+        for e in &c.first_errors {
+            println!("error ({}): {e}", v.label());
+        }
+        if c.errors > 0 {
+            broken.push(format!("{}: {} API requests failed", v.label(), c.errors));
+        }
+        if c.p99_ms > args.max_p99_ms as f64 {
+            broken.push(format!("{}: p99 {:.1} ms is over {} ms", v.label(), c.p99_ms, args.max_p99_ms));
+        }
+        if r.rss_peak_mib > args.max_rss_mib as f64 {
+            broken.push(format!("{}: peak RSS {:.0} MiB is over {} MiB", v.label(), r.rss_peak_mib, args.max_rss_mib));
+        }
+        if r.workers_connected < args.workers as usize {
+            broken.push(format!(
+                "{}: only {} of {} workers stayed connected",
+                v.label(),
+                r.workers_connected,
+                args.workers
+            ));
+        }
+        if r.jobs_done == 0 {
+            broken.push(format!("{}: no job completed", v.label()));
+        }
     }
     if broken.is_empty() {
         Ok(())

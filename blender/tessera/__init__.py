@@ -74,6 +74,8 @@ class TesseraSceneSettings(bpy.types.PropertyGroup):
         default="SCENE", description="How the PNG maps light to display values (EXR is always linear)")
     png: BoolProperty(name="PNG", default=True, description="Save an 8-bit PNG per frame")
     exr: BoolProperty(name="EXR", default=True, description="Save a linear float EXR per frame")
+    denoise: BoolProperty(name="Denoise", default=True,
+                          description="Also save each frame denoised (name.denoised.png/.exr); the raw frame is kept")
     priority: IntProperty(name="Priority", default=0, description="Higher renders first")
     # The job being followed.
     job_id: IntProperty(name="Job", default=0)
@@ -270,6 +272,7 @@ class TESSERA_PT_render(bpy.types.Panel):
         row = layout.row(heading="Files")
         row.prop(props, "png")
         row.prop(props, "exr")
+        layout.prop(props, "denoise")
         layout.prop(props, "priority")
         layout.prop(scene.render, "filepath", text="Output")
         layout.operator("tessera.submit", icon="RENDER_ANIMATION")

@@ -131,6 +131,7 @@ def settings_of(scene, props):
         "bounces": bounces_of(scene),
         "formats": formats,
         "priority": int(props.priority),
+        "denoise": bool(props.denoise),
     }
     background = background_of(scene)
     if background is not None:

@@ -148,7 +148,9 @@ def main():
     props = scene.tessera
     assert props.job_state == "done", props.job_state
     saved = sorted(f for f in os.listdir(a.out) if f.startswith("shot_"))
-    want = [f"shot_{n:04d}.{ext}" for n in (1, 2, 3) for ext in ("exr", "png")]
+    # Denoised by default (the panel's checkbox): raw and denoised files.
+    exts = ("exr", "png", "denoised.exr", "denoised.png")
+    want = [f"shot_{n:04d}.{ext}" for n in (1, 2, 3) for ext in exts]
     assert saved == sorted(want), saved
     sync_job = props.job_id
 
@@ -159,6 +161,7 @@ def main():
     addon = sys.modules["tessera"]
     live = os.path.join(a.out, "live")
     scene.render.filepath = os.path.join(live, "take_")
+    scene.tessera.denoise = False
     run = addon.prepare(bpy.context)
     addon.start(run, scene)
     seen = set()

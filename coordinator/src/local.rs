@@ -125,8 +125,7 @@ impl LocalRenderer {
                     while !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(rect) = tiles.get(i) else { break };
-                        let mut req = TileRequest::new(job.frame, *rect, 0, job.samples, job.seed);
-                        (req.albedo, req.normal) = (guides, guides);
+                        let req = TileRequest::new(job.frame, *rect, 0, job.samples, job.seed).with_guides(guides);
                         let result = instance.render_tile(&req).map_err(|source| LocalRenderError::Tile {
                             frame: job.frame,
                             x: rect.x,

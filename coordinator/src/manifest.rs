@@ -117,8 +117,13 @@ pub struct FrameManifest {
     pub exposure: f64,
     /// Frame files are `<stem>-NNNN.<ext>`; the manifest `<stem>-NNNN.manifest.json`.
     pub stem: String,
-    /// By format (`png`, `exr`): the job's formats.
+    /// By format (`png`, `exr`): the job's formats; a denoised job's frame
+    /// also lists `denoised.png` / `denoised.exr`.
     pub files: BTreeMap<String, ManifestFile>,
+    /// The denoiser that made the `denoised.*` files from the raw EXR's
+    /// colour and guides (`tessera-atrous …`), for a denoised job only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denoiser: Option<String>,
     /// By tile index.
     pub tiles: Vec<ManifestTile>,
     pub coordinator: ManifestCoordinator,
@@ -456,6 +461,7 @@ impl ManifestSigner {
             exposure: f64::from(spec.exposure),
             stem: stem.into(),
             files,
+            denoiser: spec.denoise.then(|| crate::assemble::DENOISER.to_string()),
             tiles: out,
             coordinator: self.coordinator(),
             signature: String::new(),
@@ -713,6 +719,7 @@ mod tests {
             formats: crate::farm::job::Format::all(),
             submitted_by: None,
             engine: Default::default(),
+            denoise: false,
         }
     }
 

@@ -91,9 +91,10 @@ pub struct RenderArgs {
     #[arg(long, default_value = "auto")]
     gpu: tessera_worker::gpu::GpuSelection,
     /// Also write each frame denoised (`NAME-0001.denoised.png`/`.exr`,
-    /// beside the raw frame, which stays as it is). Renders the albedo and
-    /// normal guides with the frame; the denoiser is deterministic, so the
-    /// same render gives the same denoised bytes anywhere.
+    /// beside the raw frame, whose pixels stay as they are). Renders the
+    /// albedo and normal guides with the frame and keeps them in the raw EXR
+    /// (`albedo.R`… `normal.Z`); the denoiser is deterministic, so the same
+    /// render gives the same denoised bytes anywhere.
     #[arg(long)]
     denoise: bool,
 }

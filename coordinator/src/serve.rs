@@ -228,6 +228,10 @@ pub struct DemoArgs {
     /// Where the demo job renders: cpu, gpu or auto (see `submit --engine`).
     #[arg(long, default_value = "cpu")]
     engine: tessera_protocol::wire::Engine,
+    /// Ship each frame denoised too (`…-0001.denoised.png` beside the raw
+    /// frame), as the web page does by default for previews; `--denoise false` to skip.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    denoise: bool,
 }
 
 /// The sample the demo renders.
@@ -291,6 +295,7 @@ pub fn demo(args: DemoArgs, inputs: DemoInputs) -> Result<()> {
         request.farm_slots = slots * args.workers;
         request.extra = tessera_coordinator::farm::job::RENDER_DEFAULTS.into();
         request.engine = args.engine;
+        request.denoise = args.denoise;
         // The page's best moment is the tiles arriving: say how to sign in
         // before they do. The token rides in the link's fragment, which a
         // browser never sends to the server, so it reaches no log.

@@ -12,6 +12,9 @@
 //! 5. that the EXR decodes and each tile's pixels hash to its
 //!    `pixels_blake3`, and the PNG equals the EXR through the job's view
 //!    transform;
+//! 5b. for a denoised frame, that the denoised EXR is the manifest's
+//!    denoiser applied to the raw EXR's colour and guide channels, bit for
+//!    bit, and the denoised PNG that EXR through the view transform;
 //! 6. with `--recheck N --scene S`: N pixels, drawn from the manifest's
 //!    signature (or `--seed`), rendered again through the guest in the wasm
 //!    sandbox as 1×1 tiles and compared with the EXR bit for bit.
@@ -295,12 +298,15 @@ pub fn run(args: VerifyArgs, embedded_module: Option<&'static [u8]>) -> Result<(
                 .collect();
             report.all(format!("EXR pixels match all {} tiles' pixel hashes", m.tiles.len()), &problems);
             if let Some(png) = &png {
-                check_png_against_exr(exr, png, &options, &m, &mut report);
+                check_png_against_exr("the PNG", exr, png, &options, &m, &mut report);
             }
         }
         None if m.files.contains_key("exr") => {}
         None => report.note("no EXR listed: the tiles' pixel hashes cannot be checked against an 8-bit PNG"),
     }
+
+    // 5b. The denoised image, re-derived from the raw EXR.
+    check_denoised(&m, &paths, &options, &mut report);
 
     // 6. Re-rendering.
     if let Some(n) = args.recheck {
@@ -542,7 +548,113 @@ fn check_files(m: &FrameManifest, dir: &Path, args: &VerifyArgs, report: &mut Re
     found
 }
 
+/// A denoised frame's files: the denoised EXR must be what the manifest's
+/// denoiser makes of the raw EXR's colour and guides, bit for bit (the
+/// denoiser is deterministic CPU code), and the denoised PNG that EXR
+/// through the view transform. So the denoised image, which no worker
+/// signed, is bound to the raw pixels that the tiles' proofs cover.
+fn check_denoised(m: &FrameManifest, paths: &BTreeMap<String, PathBuf>, options: &OutputOptions, report: &mut Report) {
+    use tessera_coordinator::assemble::DENOISER;
+    let (exr_key, png_key) = ("denoised.exr", "denoised.png");
+    let listed = m.files.contains_key(exr_key) || m.files.contains_key(png_key);
+    if !listed {
+        if m.denoiser.is_some() {
+            report.fail("the manifest names a denoiser but lists no denoised file");
+        }
+        return;
+    }
+    match m.denoiser.as_deref() {
+        Some(DENOISER) => {}
+        Some(other) => {
+            report.fail(format!(
+                "the denoised files were made by {:?}; this tessera has {DENOISER} and cannot re-derive them",
+                clean(other)
+            ));
+            return;
+        }
+        None => {
+            report.fail("denoised files are listed, but the manifest names no denoiser");
+            return;
+        }
+    }
+    let denoised = match paths.get(exr_key) {
+        Some(path) => match FrameBuffer::read_exr(path) {
+            Ok(f) if (f.width, f.height) == (m.width, m.height) => Some(f),
+            Ok(f) => {
+                report.fail(format!(
+                    "{}: {}x{}, but the frame is {}x{}",
+                    path.display(),
+                    f.width,
+                    f.height,
+                    m.width,
+                    m.height
+                ));
+                None
+            }
+            Err(e) => {
+                report.fail(format!("{e}"));
+                None
+            }
+        },
+        None => None,
+    };
+    match (paths.get("exr"), &denoised) {
+        (Some(raw_path), Some(denoised)) => match FrameBuffer::read_exr(raw_path) {
+            Ok(raw) if raw.guides.is_none() => report.fail(format!(
+                "{}: the raw EXR has no albedo/normal guide channels, so its denoised image cannot be re-derived",
+                raw_path.display()
+            )),
+            Ok(raw) => match raw.denoised() {
+                Ok(again) => {
+                    let first = again.color.iter().zip(&denoised.color).position(|(a, b)| a.to_bits() != b.to_bits());
+                    match first {
+                        None => report.pass(format!(
+                            "the denoised EXR is {DENOISER} of the raw EXR's colour, albedo and normal, bit for bit"
+                        )),
+                        Some(i) => {
+                            let p = (i / 3) as u32;
+                            report.fail(format!(
+                                "denoised EXR pixel ({}, {}) is not {DENOISER} of the raw EXR: the denoised image                                  is not derived from this frame",
+                                p % m.width,
+                                p / m.width
+                            ))
+                        }
+                    }
+                }
+                Err(e) => report.fail(format!("denoising the raw EXR again: {e}")),
+            },
+            Err(e) => report.fail(format!("{e}")),
+        },
+        (None, _) if !m.files.contains_key("exr") => {
+            report.note("no raw EXR listed: the denoised image cannot be re-derived from an 8-bit PNG")
+        }
+        _ => {}
+    }
+    if let (Some(denoised), Some(path)) = (&denoised, paths.get(png_key)) {
+        match read_png(path) {
+            Ok(png) if (png.width, png.height) == (m.width, m.height) => {
+                let linear = Pixels {
+                    width: m.width,
+                    height: m.height,
+                    data: denoised.color.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect(),
+                };
+                check_png_against_exr("the denoised PNG", &linear, &png, options, m, report);
+            }
+            Ok(png) => report.fail(format!(
+                "{}: {}x{}, but the frame is {}x{}",
+                path.display(),
+                png.width,
+                png.height,
+                m.width,
+                m.height
+            )),
+            Err(e) => report.fail(format!("{}: does not decode as PNG: {e}", path.display())),
+        }
+    }
+}
+
 fn check_png_against_exr(
+    label: &str,
     exr: &Pixels<[f32; 3]>,
     png: &Pixels<[u8; 3]>,
     options: &OutputOptions,
@@ -551,14 +663,14 @@ fn check_png_against_exr(
 ) {
     let display = display8(exr, options);
     let first = (0..display.len()).find(|&i| display[i] != png.data[i]);
-    let what = format!("the PNG equals the EXR through the {} view transform at {} EV", options.view, options.exposure);
+    let what = format!("{label} equals its EXR through the {} view transform at {} EV", options.view, options.exposure);
     match first {
         None => report.pass(what),
         Some(i) => {
             let (x, y) = (i as u32 % m.width, i as u32 / m.width);
             let differ = (0..display.len()).filter(|&i| display[i] != png.data[i]).count();
             report.fail(format!(
-                "PNG pixel ({x}, {y}) is {:?}, the EXR through {} gives {:?} ({differ} pixel{} differ{})",
+                "{label}: pixel ({x}, {y}) is {:?}, its EXR through {} gives {:?} ({differ} pixel{} differ{})",
                 png.data[i],
                 options.view,
                 display[i],

@@ -212,6 +212,7 @@ fn task() -> TileTask {
             fuel_per_tile: 1000,
             fuel_per_pixel_sample: 10,
             engine: Engine::Auto,
+            guides: false,
         },
         tile: 3,
         frame: -2,

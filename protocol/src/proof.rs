@@ -208,6 +208,25 @@ impl TileAccumulators {
         let c = self.color.get(3 * i..3 * i + 3)?;
         Some(([c[0], c[1], c[2]], *self.weight.get(i)?))
     }
+
+    /// The AOV values of pixel `(x, y)` in frame coordinates, plane after
+    /// plane in the tile's order (`channels` values each): what a spot check
+    /// compares besides the colour, so a worker cannot ship honest colour
+    /// with made-up denoiser guides. Empty outside the rectangle; a plane
+    /// too short for the pixel gives what it has (shape checks come first).
+    pub fn aovs_at(&self, x: u32, y: u32) -> Vec<f32> {
+        let r = self.rect;
+        if x < r.x || y < r.y || x >= r.x + r.width || y >= r.y + r.height {
+            return Vec::new();
+        }
+        let i = ((y - r.y) * r.width + (x - r.x)) as usize;
+        let mut out = Vec::new();
+        for aov in &self.aovs {
+            let c = usize::from(aov.channels);
+            out.extend(aov.data.get(c * i..c * i + c).unwrap_or_default());
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -275,5 +294,23 @@ mod tests {
         assert!((40..=44).contains(&k), "{k}");
         assert!(detection_probability(4096, 410, u64::from(k)) >= 0.99);
         assert_eq!(pixels_to_check(10, 0.5, 0.999999), 6);
+    }
+
+    #[test]
+    fn a_pixels_aovs_come_plane_after_plane_in_frame_coordinates() {
+        use crate::AovPlane;
+        let rect = Rect { x: 10, y: 20, width: 2, height: 1 };
+        let tile = TileAccumulators {
+            rect,
+            color: vec![0.0; 6],
+            weight: vec![1.0; 2],
+            aovs: vec![
+                AovPlane { name: "albedo".into(), channels: 3, data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0] },
+                AovPlane { name: "depth".into(), channels: 1, data: vec![7.0, 8.0] },
+            ],
+        };
+        assert_eq!(tile.aovs_at(11, 20), [4.0, 5.0, 6.0, 8.0]);
+        assert_eq!(tile.aovs_at(10, 20), [1.0, 2.0, 3.0, 7.0]);
+        assert!(tile.aovs_at(12, 20).is_empty() && tile.aovs_at(0, 0).is_empty());
     }
 }

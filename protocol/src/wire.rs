@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::{ContentHash, Rect, SampleRange, TileAccumulators};
 
 /// The protocol version a worker announces in its [`Hello`].
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The QUIC ALPN protocol id: the major version is part of the handshake.
 pub const ALPN: &[u8] = b"tessera/1";
@@ -121,6 +121,41 @@ pub struct JobDescriptor {
     /// instances only when this is not [`Engine::Cpu`] (and then only for
     /// tiles whose [`TileTask::gpu`] says so).
     pub engine: Engine,
+    /// Whether every tile carries the denoiser's guides ([`GUIDE_AOVS`]):
+    /// the job asked for a denoised frame. Version 4.
+    pub guides: bool,
+}
+
+/// The AOV planes a tile of a job with [`JobDescriptor::guides`] must
+/// carry, 3 floats a pixel each, summed with the same sample weights as
+/// the colour: the first hit's albedo and its shading normal.
+pub const GUIDE_AOVS: [&str; 2] = ["albedo", "normal"];
+
+/// Why a tile's AOV planes are not what its job asked for, or `None`
+/// when they are: with `guides`, exactly the [`GUIDE_AOVS`], in order, of
+/// 3 channels and one value per channel and pixel; without, none. The
+/// coordinator refuses a tile that fails this before it checks anything
+/// else, so a frame never holds a tile without guides the denoiser needs.
+pub fn guides_problem(tile: &TileAccumulators, guides: bool) -> Option<String> {
+    let pixels = tile.rect.pixel_count();
+    if !guides {
+        return (!tile.aovs.is_empty())
+            .then(|| format!("{} AOV planes for a job that asked for none", tile.aovs.len()));
+    }
+    let names: Vec<&str> = tile.aovs.iter().map(|a| a.name.as_str()).collect();
+    if names != GUIDE_AOVS {
+        return Some(format!("AOV planes {names:?} where the job asked for {GUIDE_AOVS:?}"));
+    }
+    tile.aovs.iter().find_map(|a| {
+        (a.channels != 3 || a.data.len() as u64 != 3 * pixels).then(|| {
+            format!(
+                "AOV {:?} has {} channels and {} values for {pixels} pixels (3 a pixel)",
+                a.name,
+                a.channels,
+                a.data.len()
+            )
+        })
+    })
 }
 
 /// Where a job renders: its owner's choice (`--engine`).
@@ -392,6 +427,7 @@ mod tests {
                 fuel_per_tile: 1_000_000_000,
                 fuel_per_pixel_sample: 5_000_000,
                 engine: Engine::Auto,
+                guides: true,
             },
             tile: 3,
             frame: 2,
@@ -436,6 +472,25 @@ mod tests {
         let bytes = encode(&TileReply::Done(result.clone()));
         assert!(bytes.len() <= max_tile_reply(n as u64));
         assert_eq!(decode_frame::<TileReply>(&bytes, max_tile_reply(n as u64)).unwrap(), TileReply::Done(result));
+    }
+
+    #[test]
+    fn a_tile_carries_the_guides_its_job_asked_for_and_no_others() {
+        use crate::AovPlane;
+        let rect = Rect { x: 0, y: 0, width: 2, height: 2 };
+        let plane = |name: &str, channels: u8, n: usize| AovPlane { name: name.into(), channels, data: vec![0.5; n] };
+        let mut tile = TileAccumulators { rect, color: vec![0.5; 12], weight: vec![1.0; 4], aovs: vec![] };
+        assert_eq!(guides_problem(&tile, false), None);
+        assert!(guides_problem(&tile, true).unwrap().contains("where the job asked for"));
+        tile.aovs = vec![plane("albedo", 3, 12), plane("normal", 3, 12)];
+        assert_eq!(guides_problem(&tile, true), None);
+        assert!(guides_problem(&tile, false).unwrap().contains("asked for none"));
+        tile.aovs.reverse();
+        assert!(guides_problem(&tile, true).is_some(), "the order is part of the contract");
+        tile.aovs = vec![plane("albedo", 3, 12), plane("normal", 3, 9)];
+        assert!(guides_problem(&tile, true).unwrap().contains("9 values for 4 pixels"));
+        tile.aovs = vec![plane("albedo", 1, 4), plane("normal", 3, 12)];
+        assert!(guides_problem(&tile, true).unwrap().contains("1 channels"));
     }
 
     #[test]

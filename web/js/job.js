@@ -172,7 +172,7 @@ export function jobView(id) {
       const link = (label, path, format) => h('button', { type: 'button', class: 'small', dataset: { format },
         onclick: () => api.download(path).catch(e => toast(e.message, 'error')) }, label);
       fill(downloads, h('span', {}, `Frame ${shown}: `),
-        Object.entries(f.files).map(([format, file]) => link(`${format.toUpperCase()} (${(file.bytes / 1e6).toFixed(2)} MB)`, file.url, format)),
+        Object.entries(f.files).map(([format, file]) => link(`${fileLabel(format)} (${(file.bytes / 1e6).toFixed(2)} MB)`, file.url, format)),
         f.manifest ? link('Proof manifest', f.manifest.url, 'manifest') : null);
     };
 
@@ -246,7 +246,8 @@ export function jobView(id) {
     // Start on the first unfinished frame (or the last one).
     const open = s.frames.find(f => !frames.has(f)) ?? s.frames[s.frames.length - 1];
     await show(open);
-    if (frames.has(open) && frames.get(open).files.png) tiles.whole(frames.get(open).files.png.url).catch(() => {});
+    const picture = frames.has(open) && viewable(frames.get(open));
+    if (picture) tiles.whole(picture.url).catch(() => {});
     loadLog().catch(() => {});
 
     const refreshHead = throttle(() => reload().catch(() => {}), 1000);
@@ -272,6 +273,16 @@ export function jobView(id) {
       }
     }, signal);
   };
+}
+
+/** A frame file's button label: `PNG`, `EXR`, `Denoised PNG`, `Denoised EXR`. */
+function fileLabel(format) {
+  return format.startsWith('denoised.') ? `Denoised ${format.slice('denoised.'.length).toUpperCase()}` : format.toUpperCase();
+}
+
+/** The PNG to show for a whole frame: the denoised one when the job has it. */
+function viewable(frame) {
+  return frame.files['denoised.png'] || frame.files.png;
 }
 
 function row(label, ...value) {

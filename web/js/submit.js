@@ -97,6 +97,8 @@ export function submitView() {
       const priority = number(d.priority, { step: 1 });
       const png = h('input', { type: 'checkbox', id: 'format-png', checked: d.formats.includes('png') });
       const exr = h('input', { type: 'checkbox', id: 'format-exr', checked: d.formats.includes('exr') });
+      // On by default here: a preview is for looking at. The raw frame ships too.
+      const denoise = h('input', { type: 'checkbox', id: 'denoise', checked: true });
       const error = h('div', { id: 'submit-error-box' });
       const progress = h('progress', { id: 'upload-progress', max: 1, value: 0, hidden: true, 'aria-label': 'upload' });
       const button = h('button', { type: 'submit', class: 'primary', id: 'submit-button' }, 'Render');
@@ -116,7 +118,8 @@ export function submitView() {
           field('fps', 'Frames per second', fps),
           field('priority', 'Priority', priority, 'higher renders first')),
         h('fieldset', { class: 'formats' }, h('legend', {}, 'Files per frame'),
-          h('label', { class: 'check' }, png, ' PNG'), h('label', { class: 'check' }, exr, ' EXR (linear, float)')),
+          h('label', { class: 'check' }, png, ' PNG'), h('label', { class: 'check' }, exr, ' EXR (linear, float)'),
+          h('label', { class: 'check' }, denoise, ' Denoised too (the raw frame is kept beside it)')),
         error, progress, button);
       form.addEventListener('submit', async e => {
         e.preventDefault();
@@ -145,6 +148,7 @@ export function submitView() {
           fps: Number(fps.value),
           priority: Math.trunc(Number(priority.value) || 0),
           formats,
+          denoise: denoise.checked,
         };
         if (info.cameras.length > 1) settings.camera = camera.value;
         button.disabled = true;

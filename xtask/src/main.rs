@@ -84,7 +84,9 @@ fn run() -> Result<()> {
         "soak" => {
             // The coordinator under 1,000 simulated workers and 200 API
             // clients for a bounded time (benches/src/soak.rs); exits 1 if
-            // it breaks its memory or latency bounds.
+            // it breaks its memory or latency bounds. With verification on,
+            // the simulated workers path-trace their tiles with the guest.
+            build_guests(setup()?, &["pathtracer".into()])?;
             cargo(&["build", "--release", "--quiet", "--package", "tessera-benches"], &[])?;
             let mut args = vec!["--soak".to_string()];
             args.extend(rest.iter().cloned());

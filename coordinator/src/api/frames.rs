@@ -21,7 +21,7 @@ use super::model::{ErrorBody, FileInfo, Frame, FrameList, Link, LinkRequest};
 use super::{blocking, AppState};
 use crate::farm::job::{Format, JobSpec};
 use crate::farm::verify::hex;
-use crate::farm::writer::{frame_file, frame_stem};
+use crate::farm::writer::{frame_file, frame_stem, DENOISED};
 use crate::manifest;
 use crate::store::{FrameRecord, Scope, Store, StoreError};
 
@@ -42,11 +42,28 @@ fn job_frames(store: &Store, id: u64) -> Result<Option<(JobSpec, Vec<FrameRecord
     Ok(Some((spec, frames)))
 }
 
-fn blob_of(f: &FrameRecord, format: Format) -> Option<[u8; 32]> {
-    match format {
-        Format::Png => f.png,
-        Format::Exr => f.exr,
+fn blob_of(f: &FrameRecord, format: Format, denoised: bool) -> Option<[u8; 32]> {
+    match (format, denoised) {
+        (Format::Png, false) => f.png,
+        (Format::Exr, false) => f.exr,
+        (Format::Png, true) => f.denoised_png,
+        (Format::Exr, true) => f.denoised_exr,
     }
+}
+
+/// A frame's files among `formats`: the raw ones, then the denoised ones
+/// of a denoised job, as (name within the frame: `png`, `denoised.png`…,
+/// blob hash). The name is also the manifest's key and the file's suffix.
+fn frame_files(f: &FrameRecord, formats: &[Format]) -> Vec<(String, [u8; 32])> {
+    let mut out = Vec::new();
+    for (denoised, prefix) in [(false, ""), (true, DENOISED)] {
+        for &format in formats {
+            if let Some(hash) = blob_of(f, format, denoised) {
+                out.push((format!("{prefix}{}", format.ext()), hash));
+            }
+        }
+    }
+    out
 }
 
 /// The blob hashes of a job's frame manifests, by frame (kept in the
@@ -82,17 +99,10 @@ pub async fn list(
         let mut out = Vec::with_capacity(frames.len());
         for f in &frames {
             let mut files = BTreeMap::new();
-            for &format in &spec.formats {
-                let Some(hash) = blob_of(f, format) else { continue };
+            for (name, hash) in frame_files(f, &spec.formats) {
                 let bytes = std::fs::metadata(store.blob_path(&hash)).map_or(0, |m| m.len());
-                files.insert(
-                    format.ext().to_string(),
-                    FileInfo {
-                        url: format!("/api/v1/jobs/{id}/frames/{}.{}", f.frame, format.ext()),
-                        blake3: hex(&hash),
-                        bytes,
-                    },
-                );
+                let url = format!("/api/v1/jobs/{id}/frames/{}.{name}", f.frame);
+                files.insert(name, FileInfo { url, blake3: hex(&hash), bytes });
             }
             let manifest = manifests.get(&f.frame).and_then(|hash| {
                 let bytes = std::fs::metadata(store.blob_path(hash)).ok()?.len();
@@ -112,12 +122,13 @@ pub async fn list(
     Ok(Json(listing))
 }
 
-/// One frame file: `{frame}.png`, `{frame}.exr`, a 256-pixel-wide preview
-/// `{frame}.thumb.png`, or the frame's signed manifest
+/// One frame file: `{frame}.png`, `{frame}.exr`, a denoised job's
+/// `{frame}.denoised.png` and `{frame}.denoised.exr`, a 256-pixel-wide
+/// preview `{frame}.thumb.png`, or the frame's signed manifest
 /// `{frame}.manifest.json` (JSON; see `tessera verify`). The
 /// `ETag` is the file's blake3; `If-None-Match` with it gives 304.
 #[utoipa::path(get, path = "/jobs/{id}/frames/{file}", tag = "frames",
-    params(("id" = u64, Path), ("file" = String, Path, description = "`12.png`, `12.exr`, `12.thumb.png` or `12.manifest.json`"), LinkQuery),
+    params(("id" = u64, Path), ("file" = String, Path, description = "`12.png`, `12.exr`, `12.denoised.png`, `12.denoised.exr`, `12.thumb.png` or `12.manifest.json`"), LinkQuery),
     responses((status = 200, description = "the file", content_type = "application/octet-stream"),
         (status = 304, description = "unchanged"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
@@ -132,18 +143,27 @@ pub async fn file(
     require_read_or_link(&state, &headers, &format!("/api/v1/jobs/{id}/frames/{file}"), q.link.as_deref()).await?;
     let id = job_id(&id)?;
     let not_named = || {
-        ApiError::not_found(format!("frame files are named N.png, N.exr, N.thumb.png or N.manifest.json, not {file:?}"))
+        ApiError::not_found(format!(
+            "frame files are named N.png, N.exr, N.denoised.png, N.denoised.exr, N.thumb.png or N.manifest.json, \
+             not {file:?}"
+        ))
     };
     if let Some(number) = file.strip_suffix(".thumb.png") {
         let frame = number.parse::<i32>().map_err(|_| not_named())?;
         return thumbnail(&state, &headers, id, frame).await;
     }
     // `None`: the manifest.
-    let (frame, format) = match file.strip_suffix(".manifest.json") {
-        Some(number) => (number.parse::<i32>().map_err(|_| not_named())?, None),
+    let (frame, format, denoised) = match file.strip_suffix(".manifest.json") {
+        Some(number) => (number.parse::<i32>().map_err(|_| not_named())?, None, false),
         None => file
             .rsplit_once('.')
-            .and_then(|(number, ext)| Some((number.parse::<i32>().ok()?, Some(Format::parse(ext)?))))
+            .and_then(|(number, ext)| {
+                let (number, denoised) = match number.strip_suffix(".denoised") {
+                    Some(n) => (n, true),
+                    None => (number, false),
+                };
+                Some((number.parse::<i32>().ok()?, Some(Format::parse(ext)?), denoised))
+            })
             .ok_or_else(not_named)?,
     };
     let found = blocking(&state, move |store| {
@@ -164,6 +184,9 @@ pub async fn file(
         if !spec.formats.contains(&format) {
             return Ok(Err(format!("job {id} was not asked for {} files", format.ext())));
         }
+        if denoised && !spec.denoise {
+            return Ok(Err(format!("job {id} was not denoised (submit it with \"denoise\": true)")));
+        }
         let Some(f) = frames.iter().find(|f| f.frame == frame) else {
             return Ok(Err(if spec.frames.contains(&frame) {
                 format!("frame {frame} of job {id} is not finished yet")
@@ -171,8 +194,11 @@ pub async fn file(
                 format!("job {id} has no frame {frame}")
             }));
         };
-        let Some(hash) = blob_of(f, format) else { return Ok(Err(format!("frame {frame} has no {ext} file"))) };
-        Ok(Ok((store.blob_path(&hash), hex(&hash), frame_file(&spec, frame, ext), format.content_type())))
+        let key = if denoised { format!("{DENOISED}{ext}") } else { ext.to_string() };
+        let Some(hash) = blob_of(f, format, denoised) else {
+            return Ok(Err(format!("frame {frame} has no {key} file")));
+        };
+        Ok(Ok((store.blob_path(&hash), hex(&hash), frame_file(&spec, frame, &key), format.content_type())))
     })
     .await?;
     let (path, etag, name, content_type) = found.map_err(ApiError::not_found)?;
@@ -267,7 +293,8 @@ pub async fn link(
 }
 
 /// Every finished frame as one ZIP archive (files stored, not compressed:
-/// PNG and EXR already are), each frame's files followed by its signed
+/// PNG and EXR already are), each frame's files (raw, then a denoised
+/// job's denoised ones) followed by its signed
 /// manifest (`<stem>-NNNN.manifest.json`), streamed while it is written.
 #[utoipa::path(get, path = "/jobs/{id}/archive", tag = "frames", params(("id" = u64, Path), ArchiveQuery),
     responses((status = 200, description = "a ZIP archive", content_type = "application/zip"),
@@ -302,10 +329,8 @@ pub async fn archive(
         let mut entries = Vec::new();
         for f in &frames {
             let before = entries.len();
-            for &format in &formats {
-                if let Some(hash) = blob_of(f, format) {
-                    entries.push((frame_file(&spec, f.frame, format.ext()), store.blob_path(&hash)));
-                }
+            for (name, hash) in frame_files(f, &formats) {
+                entries.push((frame_file(&spec, f.frame, &name), store.blob_path(&hash)));
             }
             // A frame in the archive comes with its manifest.
             if entries.len() > before {

@@ -163,6 +163,7 @@ pub fn request_from(s: &SubmitSettings, default_name: &str) -> Result<JobRequest
     if let Some(engine) = &s.engine {
         r.engine = engine.parse().map_err(ApiError::unprocessable)?;
     }
+    r.denoise = s.denoise.unwrap_or(false);
     r.extra = guest_settings(s)?;
     Ok(r)
 }
@@ -429,5 +430,6 @@ fn settings_view(spec: Option<&JobSpec>, record: &JobRecord) -> JobSettingsView 
         background_strength: extra["background_strength"].as_f64().unwrap_or(1.0) as f32,
         bounces: extra["max_bounces"].as_u64().unwrap_or(8) as u32,
         engine: spec.map_or(tessera_protocol::wire::Engine::Cpu, |s| s.engine).to_string(),
+        denoise: spec.is_some_and(|s| s.denoise),
     }
 }

@@ -78,6 +78,11 @@ pub struct SubmitSettings {
     /// only) or `auto` (the GPU where a worker offers one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
+    /// Also ship each frame denoised (`N.denoised.png` / `.exr` beside the
+    /// raw files, which stay as rendered); default false. Tiles then carry
+    /// the denoiser's albedo and normal guides, and the raw EXR keeps them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denoise: Option<bool>,
 }
 
 /// A job's settings as resolved when it was accepted.
@@ -100,6 +105,8 @@ pub struct JobSettingsView {
     pub bounces: u32,
     /// `cpu`, `gpu` or `auto`.
     pub engine: String,
+    /// Whether each frame also ships denoised.
+    pub denoise: bool,
 }
 
 /// How far a job is.
@@ -149,7 +156,8 @@ pub struct FileInfo {
     pub bytes: u64,
 }
 
-/// A finished frame and its files, keyed by format (`png`, `exr`).
+/// A finished frame and its files, keyed by format (`png`, `exr`, and a
+/// denoised job's `denoised.png`, `denoised.exr`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Frame {
     pub frame: i32,
@@ -433,6 +441,9 @@ pub struct SceneDefaults {
     pub exposure: f32,
     pub formats: Vec<String>,
     pub priority: i32,
+    /// Whether a job is denoised unless it says (false: the API ships what
+    /// was rendered; the web page and the Blender add-on ask for it).
+    pub denoise: bool,
 }
 
 /// Asks for a signed download link.

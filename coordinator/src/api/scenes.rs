@@ -208,6 +208,7 @@ pub async fn inspect(
             exposure: defaults.exposure,
             formats: defaults.formats.iter().map(|f| f.ext().to_string()).collect(),
             priority: defaults.priority,
+            denoise: defaults.denoise,
         },
     }))
 }

@@ -10,7 +10,7 @@ pub use tessera_denoise::{DenoiseError, ALGORITHM};
 impl FrameBuffer {
     /// Means of a summed plane of `channels` floats a pixel (`sum / weight`,
     /// zero where nothing landed), in the order `pixel` divides.
-    fn means(&self, sums: &[f32], channels: usize) -> Vec<f32> {
+    pub(super) fn means(&self, sums: &[f32], channels: usize) -> Vec<f32> {
         let mut out = vec![0.0f32; sums.len()];
         for (i, &w) in self.weight.iter().enumerate() {
             if w > 0.0 {

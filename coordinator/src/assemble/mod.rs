@@ -9,7 +9,7 @@ mod denoised;
 pub mod output;
 
 pub use denoised::{DenoiseError, ALGORITHM as DENOISER};
-pub use output::{OutputOptions, ParseViewTransformError, ViewTransform, WriteError};
+pub use output::{OutputOptions, ParseViewTransformError, ReadError, ViewTransform, WriteError, GUIDE_CHANNELS};
 
 use tessera_protocol::TileAccumulators;
 

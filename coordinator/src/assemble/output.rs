@@ -46,6 +46,21 @@ pub enum WriteError {
     Exr { path: String, source: exr::error::Error },
 }
 
+/// Reading a frame's EXR back failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("reading EXR {path}: {source}")]
+    Exr { path: String, source: exr::error::Error },
+    #[error("EXR {path}: {detail}")]
+    Shape { path: String, detail: String },
+}
+
+/// The EXR channels of the denoiser's guides, beside `R`, `G`, `B`, in a
+/// denoised job's raw frame: the means of the first hit's albedo and
+/// normal. With them the raw EXR alone is the denoiser's whole input, so
+/// `tessera verify` can re-derive the denoised frame from it.
+pub const GUIDE_CHANNELS: [&str; 6] = ["albedo.R", "albedo.G", "albedo.B", "normal.X", "normal.Y", "normal.Z"];
+
 /// How scene-linear light becomes display values (Blender's "View Transform").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ViewTransform {
@@ -293,8 +308,12 @@ impl FrameBuffer {
 
     /// Writes the frame as a scene-linear float EXR: R, G, B as 32-bit floats
     /// holding `color / weight` exactly (no view transform, no exposure),
-    /// ZIP-compressed scanlines (lossless, read by every EXR reader).
+    /// ZIP-compressed scanlines (lossless, read by every EXR reader). A
+    /// frame with guides also gets the [`GUIDE_CHANNELS`].
     pub fn write_exr(&self, path: &Path) -> Result<(), WriteError> {
+        if self.guides.is_some() {
+            return self.write_exr_with_guides(path);
+        }
         use exr::prelude::{Encoding, Image, SpecificChannels, Vec2, WritableImage};
         let width = self.width as usize;
         let channels = SpecificChannels::rgb(|Vec2(x, y): Vec2<usize>| {
@@ -312,6 +331,93 @@ impl FrameBuffer {
                 source => WriteError::Exr { path: path.display().to_string(), source },
             })
         })
+    }
+}
+
+impl FrameBuffer {
+    fn write_exr_with_guides(&self, path: &Path) -> Result<(), WriteError> {
+        use exr::prelude::{AnyChannel, AnyChannels, Encoding, FlatSamples, Image, Layer, LayerAttributes};
+        use exr::prelude::{SmallVec, WritableImage};
+        let color = self.means(&self.color, 3);
+        let mut planes: Vec<(&str, Vec<f32>)> = ["R", "G", "B"]
+            .iter()
+            .enumerate()
+            .map(|(c, name)| (*name, color[c..].iter().step_by(3).copied().collect()))
+            .collect();
+        if let Some(g) = &self.guides {
+            let (albedo, normal) = (self.means(&g.albedo, 3), self.means(&g.normal, 3));
+            for (k, name) in GUIDE_CHANNELS.iter().enumerate() {
+                let plane = if k < 3 { &albedo } else { &normal };
+                planes.push((name, plane[k % 3..].iter().step_by(3).copied().collect()));
+            }
+        }
+        let list: SmallVec<[AnyChannel<FlatSamples>; 4]> =
+            planes.into_iter().map(|(name, data)| AnyChannel::new(name, FlatSamples::F32(data))).collect();
+        let layer = Layer::new(
+            (self.width as usize, self.height as usize),
+            LayerAttributes::default(),
+            Encoding::SMALL_LOSSLESS,
+            AnyChannels::sort(list),
+        );
+        let image = Image::from_layer(layer);
+        write_atomically(path, |out| {
+            image.write().to_buffered(out).map_err(|source| match source {
+                exr::error::Error::Io(source) => WriteError::Io { path: path.display().to_string(), source },
+                source => WriteError::Exr { path: path.display().to_string(), source },
+            })
+        })
+    }
+
+    /// Reads a frame's EXR back as a frame of weight 1 a pixel, with its
+    /// guides when it has all of the [`GUIDE_CHANNELS`]: exactly what
+    /// [`FrameBuffer::denoised`] needs to give, bit for bit, the denoised
+    /// frame the farm wrote from the tiles (means of weight 1 are the
+    /// stored values themselves).
+    pub fn read_exr(path: &Path) -> Result<FrameBuffer, ReadError> {
+        use exr::prelude::{FlatSamples, ReadChannels, ReadLayers};
+        let name = path.display().to_string();
+        let shape = |detail: String| ReadError::Shape { path: name.clone(), detail };
+        let image = exr::prelude::read()
+            .no_deep_data()
+            .largest_resolution_level()
+            .all_channels()
+            .first_valid_layer()
+            .all_attributes()
+            .non_parallel()
+            .from_file(path)
+            .map_err(|source| ReadError::Exr { path: name.clone(), source })?;
+        let layer = image.layer_data;
+        let (w, h) = (layer.size.width(), layer.size.height());
+        let n = w.checked_mul(h).filter(|&n| n > 0 && n as u64 <= crate::farm::job::MAX_PIXELS);
+        let n = n.ok_or_else(|| shape(format!("{w}x{h} is not a frame size")))?;
+        let plane = |wanted: &str| -> Result<Option<Vec<f32>>, ReadError> {
+            let Some(channel) = layer.channel_data.list.iter().find(|c| c.name.to_string() == wanted) else {
+                return Ok(None);
+            };
+            match &channel.sample_data {
+                FlatSamples::F32(v) if v.len() == n => Ok(Some(v.clone())),
+                _ => Err(shape(format!("channel {wanted} is not {n} 32-bit floats"))),
+            }
+        };
+        let interleave = |names: &[&str]| -> Result<Option<Vec<f32>>, ReadError> {
+            let mut planes = Vec::new();
+            for name in names {
+                match plane(name)? {
+                    Some(p) => planes.push(p),
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some((0..n).flat_map(|i| planes.iter().map(move |p| p[i])).collect()))
+        };
+        let color = interleave(&["R", "G", "B"])?.ok_or_else(|| shape("no R, G, B channels".into()))?;
+        let albedo = interleave(&GUIDE_CHANNELS[..3])?;
+        let normal = interleave(&GUIDE_CHANNELS[3..])?;
+        let guides = match (albedo, normal) {
+            (Some(albedo), Some(normal)) => Some(super::Guides { albedo, normal }),
+            (None, None) => None,
+            _ => return Err(shape("some of the denoiser's guide channels but not all".into())),
+        };
+        Ok(FrameBuffer { width: w as u32, height: h as u32, color, weight: vec![1.0; n], guides })
     }
 }
 
@@ -594,6 +700,44 @@ mod tests {
         // Only the frame is left in the directory: no temporary file.
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("frame.exr")]);
+    }
+
+    #[test]
+    fn an_exr_with_guides_gives_back_the_denoisers_input_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("frame.exr");
+        let (w, h) = (5u32, 4u32);
+        let n = (w * h) as usize;
+        let mut f = FrameBuffer::with_guides(w, h);
+        for i in 0..n {
+            let v = i as f32;
+            f.weight[i] = if i == 3 { 0.0 } else { 1.0 + (i % 3) as f32 };
+            for c in 0..3 {
+                f.color[3 * i + c] = 0.1 * v + c as f32 / 7.0;
+                let g = f.guides.as_mut().unwrap();
+                g.albedo[3 * i + c] = (v + c as f32) / 37.0;
+                g.normal[3 * i + c] = if c == 2 { 1.0 } else { -0.3 + v / 50.0 };
+            }
+        }
+        f.write_exr(&path).unwrap();
+        let read = FrameBuffer::read_exr(&path).unwrap();
+        assert_eq!((read.width, read.height), (w, h));
+        for i in 0..n {
+            assert_eq!(read.pixel(i).map(f32::to_bits), f.pixel(i).map(f32::to_bits), "pixel {i}");
+        }
+        assert!(read.guides.is_some());
+        let (a, b) = (f.denoised().unwrap(), read.denoised().unwrap());
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a.color), bits(&b.color), "the denoised frame from the EXR is the farm's, bit for bit");
+        // A frame without guides reads back without them.
+        let plain = frame(2, 1, &[[0.5; 3], [2.0, 1.0, 0.0]]);
+        plain.write_exr(&path).unwrap();
+        let read = FrameBuffer::read_exr(&path).unwrap();
+        assert_eq!((read.guides.is_none(), read.pixel(1)), (true, [2.0, 1.0, 0.0]));
+        // Not an EXR: a clear error naming the file.
+        std::fs::write(&path, b"not an exr").unwrap();
+        let err = FrameBuffer::read_exr(&path).unwrap_err();
+        assert!(err.to_string().contains("frame.exr"), "{err}");
     }
 
     #[test]

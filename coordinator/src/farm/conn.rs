@@ -354,6 +354,12 @@ async fn tile_exchange(
     if let Err(e) = result.accumulators.check_shape() {
         return Err(reject(format!("a malformed tile: {e}")));
     }
+    // A denoised job's frames need every tile's guides, and nothing else
+    // rides along: a tile without them would leave a hole in the
+    // denoiser's input that no check of the colour would see.
+    if let Some(problem) = tessera_protocol::wire::guides_problem(&result.accumulators, task.job.guides) {
+        return Err(reject(format!("a malformed tile: {problem}")));
+    }
     // A GPU result only where the tile was leased for the GPU, and only
     // from the GPU class the worker declared: the class decides how the
     // tile is checked and who may give its second opinion.

@@ -46,6 +46,13 @@ pub struct JobSpec {
     /// replicated within their GPU class (`farm/gpu_check.rs`).
     #[serde(default)]
     pub engine: Engine,
+    /// Ship each frame denoised too (`NAME-0001.denoised.png`/`.exr`
+    /// beside the raw files): workers send the denoiser's guides (albedo
+    /// and normal AOVs) with every tile, and the frame writer runs
+    /// `tessera-denoise`, which is deterministic, so anyone can re-derive
+    /// the denoised frame from the raw EXR. Off for jobs stored before it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub denoise: bool,
 }
 
 /// A frame file format.
@@ -173,6 +180,7 @@ impl JobSpec {
             fuel_per_tile: self.fuel_per_tile,
             fuel_per_pixel_sample: self.fuel_per_pixel_sample,
             engine: self.engine,
+            guides: self.denoise,
         }
     }
 
@@ -286,6 +294,7 @@ mod tests {
             formats: Format::all(),
             submitted_by: None,
             engine: Default::default(),
+            denoise: false,
         };
         let err = spec.plan().unwrap_err().to_string();
         assert!(err.contains("100000000 tiles a frame"), "{err}");

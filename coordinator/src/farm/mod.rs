@@ -29,7 +29,9 @@ use std::time::Duration;
 use tessera_protocol::ContentHash;
 use tessera_worker::net::tls::Identity;
 use tessera_worker::net::{self, NetError};
-use tessera_worker::sandbox::{JobSettings, JobSpec as SandboxJob, Sandbox, SandboxConfig, SandboxError, SceneInfo};
+use tessera_worker::sandbox::{
+    JobSettings, JobSpec as SandboxJob, Sandbox, SandboxConfig, SandboxError, SceneInfo, TileRequest,
+};
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::core::{Counters, FarmStatus, JobStatus, WorkerStatus};
@@ -350,6 +352,21 @@ impl Farm {
         fps: f64,
         extra: String,
     ) -> Result<SceneInfo, FarmError> {
+        self.inspect(scene, module, fps, extra, false).await
+    }
+
+    /// [`Farm::inspect_scene`], and with `guides` also one pixel rendered
+    /// with the denoiser's guides: a module that does not return them
+    /// (`wire::guides_problem`) cannot serve a denoised job, which is
+    /// better said at submission than by every tile being refused.
+    async fn inspect(
+        &self,
+        scene: Vec<u8>,
+        module: Vec<u8>,
+        fps: f64,
+        extra: String,
+        guides: bool,
+    ) -> Result<SceneInfo, FarmError> {
         let sandbox = {
             let mut s = self.sandbox.lock().unwrap_or_else(|e| e.into_inner());
             match &*s {
@@ -364,10 +381,23 @@ impl Farm {
         let info = tokio::task::spawn_blocking(move || -> Result<_, SandboxError> {
             let m = sandbox.load(&module)?;
             let probe = SandboxJob::new(scene, JobSettings { fps, extra, ..JobSettings::new(16, 16) });
-            Ok(m.instantiate(&probe)?.scene_info().clone())
+            let mut instance = m.instantiate(&probe)?;
+            let info = instance.scene_info().clone();
+            if !guides {
+                return Ok(Ok(info));
+            }
+            let rect = tessera_protocol::Rect { x: 0, y: 0, width: 1, height: 1 };
+            let request = TileRequest::new(info.frame_start, rect, 0, 1, 0).with_guides(true).cpu_only();
+            let tile = instance.render_tile(&request)?;
+            Ok(match tessera_protocol::wire::guides_problem(&tile.accumulators, true) {
+                None => Ok(info),
+                Some(problem) => Err(job::SpecError::Invalid(format!(
+                    "denoise: the job's module does not return the denoiser's guides ({problem})"
+                ))),
+            })
         })
         .await
-        .map_err(|_| FarmError::Stopped)??;
+        .map_err(|_| FarmError::Stopped)???;
         Ok(info)
     }
 
@@ -375,7 +405,8 @@ impl Farm {
     /// sandbox first ([`Farm::inspect_scene`]), so a bad one is an error
     /// and no job; what `request` leaves open comes from the scene.
     pub async fn submit_scene(&self, request: JobRequest, scene: Vec<u8>, module: Vec<u8>) -> Result<u64, FarmError> {
-        let info = self.inspect_scene(scene.clone(), module.clone(), request.fps, request.extra.clone()).await?;
+        let info =
+            self.inspect(scene.clone(), module.clone(), request.fps, request.extra.clone(), request.denoise).await?;
         let (width, height) = job::resolve_size(request.width, request.height, &info);
         let frames = request.frames.clone().unwrap_or_else(|| (info.frame_start..=info.frame_end).collect());
         let _gc = self.blob_gc.lock().await;
@@ -405,6 +436,7 @@ impl Farm {
             formats: request.formats,
             submitted_by: request.submitted_by,
             engine: request.engine,
+            denoise: request.denoise,
         })
         .await
     }
@@ -537,6 +569,8 @@ pub struct JobRequest {
     /// The submitting token's label ([`JobSpec::submitted_by`]).
     pub submitted_by: Option<String>,
     pub engine: tessera_protocol::wire::Engine,
+    /// Ship each frame denoised as well ([`JobSpec::denoise`]).
+    pub denoise: bool,
 }
 
 impl JobRequest {
@@ -559,6 +593,7 @@ impl JobRequest {
             formats: job::Format::all(),
             submitted_by: None,
             engine: Default::default(),
+            denoise: false,
         }
     }
 }

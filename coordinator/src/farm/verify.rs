@@ -245,7 +245,8 @@ impl Verifier {
         let mut outcome = Ok(());
         for &(x, y) in &pixels {
             let rect = Rect { x, y, width: 1, height: 1 };
-            let request = TileRequest::new(task.frame, rect, task.samples.start, task.samples.count, task.seed);
+            let request = TileRequest::new(task.frame, rect, task.samples.start, task.samples.count, task.seed)
+                .with_guides(task.job.guides);
             match instance.render_tile(&request) {
                 Ok(mut out) => {
                     out.accumulators.canonicalize_nans();
@@ -310,6 +311,9 @@ impl Verifier {
                 }
                 _ => false,
             };
+            // A denoised job's guides are pixels too: bit for bit on the CPU.
+            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            let same = same && bits(acc.aovs_at(x, y)) == bits(tile.aovs_at(x, y));
             if !same {
                 check.mismatch = Some((x, y));
                 check.expected = as_array(expected);
@@ -324,7 +328,8 @@ impl Verifier {
     /// or the arbiter between two that disagree).
     pub fn render(&self, task: &TileTask) -> Result<TileAccumulators, VerifyError> {
         let mut instance = self.instance(task)?;
-        let request = TileRequest::new(task.frame, task.rect, task.samples.start, task.samples.count, task.seed);
+        let request = TileRequest::new(task.frame, task.rect, task.samples.start, task.samples.count, task.seed)
+            .with_guides(task.job.guides);
         let out = instance.render_tile(&request);
         self.give_back(task.job.job, instance);
         let mut acc = out?.accumulators;

@@ -290,7 +290,13 @@ pub enum FrameError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("the frame's manifest: {0}")]
     Manifest(String),
+    #[error("denoising the frame: {0}")]
+    Denoise(#[from] crate::assemble::DenoiseError),
 }
+
+/// What a denoised frame's file names and manifest keys add before the
+/// extension: `NAME-0001.denoised.png`, manifest files `denoised.png`.
+pub const DENOISED: &str = "denoised.";
 
 /// The directory a job's frames are exported to.
 pub fn job_dir(frames_dir: &Path, job: u64) -> PathBuf {
@@ -330,7 +336,11 @@ fn write_frame(
     let plan = spec.plan().map_err(|e| FrameError::Decode { index: 0, detail: e.to_string() })?;
     let frame = plan.frames[slot];
     let tiles = lock(store).frame_tiles(job, frame)?;
-    let mut buffer = FrameBuffer::new(spec.width, spec.height);
+    let mut buffer = if spec.denoise {
+        FrameBuffer::with_guides(spec.width, spec.height)
+    } else {
+        FrameBuffer::new(spec.width, spec.height)
+    };
     let mut seen = 0;
     let mut manifest_tiles = Vec::with_capacity(tiles.len());
     for t in &tiles {
@@ -361,27 +371,36 @@ fn write_frame(
     let read = |p: &Path| std::fs::read(p).map_err(|source| FrameError::Io { path: p.to_path_buf(), source });
     // Blob files need no lock: the writer keeps committing meanwhile.
     let blobs = lock(store).blobs().clone();
-    let (mut png, mut exr) = (None, None);
+    // The raw frame (what the proofs cover, with the denoiser's guides in
+    // its EXR), then the denoised one: deterministic, so the same tiles give
+    // the same denoised bytes, and `tessera verify` re-derives them.
+    let denoised = if spec.denoise { Some(buffer.denoised()?) } else { None };
+    let mut hashes = std::collections::BTreeMap::new();
     let mut files = std::collections::BTreeMap::new();
-    for &format in &spec.formats {
-        let name = frame_file(spec, frame, format.ext());
-        let path = dir.join(&name);
-        match format {
-            Format::Png => buffer.write_png_with(&path, &spec.output_options())?,
-            Format::Exr => buffer.write_exr(&path)?,
-        }
-        let bytes = read(&path)?;
-        let hash = blobs.put(&bytes)?;
-        files.insert(
-            format.ext().to_string(),
-            ManifestFile { name, blake3: crate::farm::verify::hex(&hash), bytes: bytes.len() as u64 },
-        );
-        match format {
-            Format::Png => png = Some(hash),
-            Format::Exr => exr = Some(hash),
+    for (image, prefix) in [(Some(&buffer), ""), (denoised.as_ref(), DENOISED)] {
+        let Some(image) = image else { continue };
+        for &format in &spec.formats {
+            let key = format!("{prefix}{}", format.ext());
+            let name = frame_file(spec, frame, &key);
+            let path = dir.join(&name);
+            match format {
+                Format::Png => image.write_png_with(&path, &spec.output_options())?,
+                Format::Exr => image.write_exr(&path)?,
+            }
+            let bytes = read(&path)?;
+            let hash = blobs.put(&bytes)?;
+            files.insert(
+                key.clone(),
+                ManifestFile { name, blake3: crate::farm::verify::hex(&hash), bytes: bytes.len() as u64 },
+            );
+            hashes.insert(key, hash);
         }
     }
-    let thumbnail = blobs.put(&thumbnail_png(&buffer, spec))?;
+    let hash = |key: &str| hashes.get(key).copied();
+    let (exr, png, denoised_exr, denoised_png) =
+        (hash("exr"), hash("png"), hash(&format!("{DENOISED}exr")), hash(&format!("{DENOISED}png")));
+    // The thumbnail shows what the artist will use: the denoised frame.
+    let thumbnail = blobs.put(&thumbnail_png(denoised.as_ref().unwrap_or(&buffer), spec))?;
     // The manifest before the frame's record: a listed frame always has one.
     let signer = signer.map_err(|e| FrameError::Manifest(e.to_string()))?;
     let stem = frame_stem(spec);
@@ -395,7 +414,8 @@ fn write_frame(
             .map_err(|source| crate::assemble::WriteError::Io { path: path.display().to_string(), source })
     })?;
     lock(store).set_meta(&manifest::meta_key(job, frame), &hash)?;
-    lock(store).record_frame(&FrameRecord { job, frame, exr, png, thumbnail, finished_ms: unix_ms() })?;
+    let record = FrameRecord { job, frame, exr, png, thumbnail, finished_ms: unix_ms(), denoised_exr, denoised_png };
+    lock(store).record_frame(&record)?;
     tracing::info!(job, frame, dir = %dir.display(), "frame written");
     Ok(())
 }

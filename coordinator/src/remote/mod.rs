@@ -92,6 +92,10 @@ pub struct SubmitArgs {
     /// workers only) or auto (the GPU where a worker offers one) [farm default: cpu].
     #[arg(long)]
     engine: Option<tessera_protocol::wire::Engine>,
+    /// Also ship each frame denoised (`NAME-0001.denoised.png`/`.exr`
+    /// beside the raw files, which stay as rendered) [farm default: off].
+    #[arg(long)]
+    denoise: bool,
     /// Wait for the job to finish, showing its progress; fail if it fails.
     #[arg(long)]
     wait: bool,
@@ -213,6 +217,7 @@ fn submit_settings(args: &SubmitArgs) -> Result<SubmitSettings> {
         formats: (!args.format.is_empty()).then(|| args.format.iter().map(|f| format_name(*f).to_owned()).collect()),
         priority: args.priority,
         engine: args.engine.map(|e| e.to_string()),
+        denoise: args.denoise.then_some(true),
     })
 }
 
@@ -403,6 +408,12 @@ fn job_details(j: &Job) -> String {
         "output:",
         format!("{} ({}, exposure {})", clean(&s.formats.join(", ")), clean(&s.view_transform), s.exposure),
     );
+    if s.denoise {
+        line(
+            "denoise:",
+            format!("yes: each frame also as {} (the raw frame is kept)", tessera_coordinator::assemble::DENOISER),
+        );
+    }
     line("camera:", s.camera.as_deref().map_or("the scene's first".to_owned(), clean));
     let bg = s.background.map_or("Blender's grey".to_owned(), |[r, g, b]| format!("{r},{g},{b}"));
     line("world:", format!("{bg}, strength {}", s.background_strength));
@@ -482,7 +493,9 @@ fn download_frames(client: &Client, id: u64, dir: &Path, formats: &[&str], summa
     let mut plan = Vec::new();
     for frame in &list.frames {
         for (ext, info) in &frame.files {
-            if !formats.is_empty() && !formats.contains(&ext.as_str()) {
+            // `--format png` also fetches a denoised job's `denoised.png`.
+            let format = ext.strip_prefix(tessera_coordinator::farm::writer::DENOISED).unwrap_or(ext);
+            if !formats.is_empty() && !formats.contains(&format) {
                 continue;
             }
             check_name_part("extension", ext)?;

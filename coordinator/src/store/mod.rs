@@ -199,9 +199,21 @@ pub struct FrameRecord {
     pub exr: Option<[u8; 32]>,
     /// The PNG file; `None` when the job did not ask for PNG.
     pub png: Option<[u8; 32]>,
-    /// Always made: the web page and the API's frame listings show it.
+    /// Always made: the web page and the API's frame listings show it
+    /// (from the denoised image when there is one).
     pub thumbnail: [u8; 32],
     pub finished_ms: u64,
+    /// The denoised EXR and PNG of a denoised job (`JobSpec::denoise`), in
+    /// the formats the job asked for; `None` otherwise.
+    pub denoised_exr: Option<[u8; 32]>,
+    pub denoised_png: Option<[u8; 32]>,
+}
+
+impl FrameRecord {
+    /// Every blob the frame refers to.
+    pub fn blobs(&self) -> impl Iterator<Item = [u8; 32]> {
+        [self.exr, self.png, Some(self.thumbnail), self.denoised_exr, self.denoised_png].into_iter().flatten()
+    }
 }
 
 /// A worker the coordinator has seen, keyed by its identity (its key's
@@ -369,7 +381,7 @@ pub struct Store {
 
 const JOB_COLUMNS: &str = "id, name, spec_json, priority, tiles, frames_json, state, error, created_ms, finished_ms";
 const TILE_COLUMNS: &str = "job, idx, frame, hash, data, worker, fuel, millis, proof";
-const FRAME_COLUMNS: &str = "job, frame, exr, png, thumbnail, finished_ms";
+const FRAME_COLUMNS: &str = "job, frame, exr, png, thumbnail, finished_ms, denoised_exr, denoised_png";
 const TOKEN_COLUMNS: &str = "id, kind, label, created_ms, revoked, scopes";
 
 impl Store {
@@ -541,13 +553,11 @@ impl Store {
         let Some(spec) = spec else { return Ok(false) };
         let mut candidates: BTreeSet<[u8; 32]> = BTreeSet::new();
         {
-            let mut stmt = tx.prepare_cached("SELECT exr, png, thumbnail FROM frames WHERE job = ?1")?;
+            let sql = format!("SELECT {FRAME_COLUMNS} FROM frames WHERE job = ?1");
+            let mut stmt = tx.prepare_cached(&sql)?;
             let mut rows = stmt.query([key])?;
             while let Some(row) = rows.next()? {
-                let exr: Option<[u8; 32]> = row.get(0)?;
-                let png: Option<[u8; 32]> = row.get(1)?;
-                let thumbnail: [u8; 32] = row.get(2)?;
-                candidates.extend(exr.into_iter().chain(png).chain([thumbnail]));
+                candidates.extend(frame_from_row(row)?.blobs());
             }
         }
         candidates.extend(spec_blobs(&spec));
@@ -557,8 +567,10 @@ impl Store {
         tx.execute("DELETE FROM jobs WHERE id = ?1", [key])?;
         let mut unreferenced = Vec::new();
         {
-            let mut in_frames =
-                tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM frames WHERE exr = ?1 OR png = ?1 OR thumbnail = ?1)")?;
+            let mut in_frames = tx.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM frames WHERE exr = ?1 OR png = ?1 OR thumbnail = ?1
+                     OR denoised_exr = ?1 OR denoised_png = ?1)",
+            )?;
             // lower(): a spec written by hand may spell a hash in capitals.
             let mut in_jobs =
                 tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM jobs WHERE instr(lower(spec_json), ?1) > 0)")?;
@@ -673,18 +685,21 @@ impl Store {
     /// `(job, frame)` (a re-assembly).
     pub fn record_frame(&mut self, f: &FrameRecord) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO frames (job, frame, exr, png, thumbnail, finished_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO frames (job, frame, exr, png, thumbnail, finished_ms, denoised_exr, denoised_png)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (job, frame) DO UPDATE SET
                  exr = excluded.exr, png = excluded.png, thumbnail = excluded.thumbnail,
-                 finished_ms = excluded.finished_ms",
+                 finished_ms = excluded.finished_ms,
+                 denoised_exr = excluded.denoised_exr, denoised_png = excluded.denoised_png",
             params![
                 to_sql(f.job, "frame job")?,
                 f.frame,
                 f.exr,
                 f.png,
                 f.thumbnail,
-                to_sql(f.finished_ms, "frame finished_ms")?
+                to_sql(f.finished_ms, "frame finished_ms")?,
+                f.denoised_exr,
+                f.denoised_png,
             ],
         )?;
         Ok(())
@@ -1059,6 +1074,8 @@ fn frame_from_row(row: &Row<'_>) -> rusqlite::Result<FrameRecord> {
         png: row.get(3)?,
         thumbnail: row.get(4)?,
         finished_ms: get_u64(row, 5)?,
+        denoised_exr: row.get(6)?,
+        denoised_png: row.get(7)?,
     })
 }
 

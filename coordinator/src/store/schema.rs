@@ -18,10 +18,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The schema version this binary writes and understands.
-pub const VERSION: i64 = 5;
+pub const VERSION: i64 = 6;
 
 /// `MIGRATIONS[i]` upgrades a version-`i` database to version `i + 1`.
-const MIGRATIONS: [&str; VERSION as usize] = [V1, V2, V3, V4, V5];
+const MIGRATIONS: [&str; VERSION as usize] = [V1, V2, V3, V4, V5, V6];
 
 /// Version 1: jobs, tiles, frames, workers, tokens, key/value metadata.
 const V1: &str = "
@@ -195,6 +195,14 @@ const V5: &str = "
 ALTER TABLE workers ADD COLUMN gpu_trust INTEGER NOT NULL DEFAULT 0 CHECK (gpu_trust >= 0);
 ";
 
+/// Version 6: a denoised job's frames keep their denoised files beside the
+/// raw ones (`denoised_exr`, `denoised_png`; NULL for a frame that was not
+/// denoised, as every frame stored before this version).
+const V6: &str = "
+ALTER TABLE frames ADD COLUMN denoised_exr BLOB CHECK (denoised_exr IS NULL OR length(denoised_exr) = 32);
+ALTER TABLE frames ADD COLUMN denoised_png BLOB CHECK (denoised_png IS NULL OR length(denoised_png) = 32);
+";
+
 /// Brings the database at `path` (open on `conn`) to [`VERSION`].
 ///
 /// Runs in one immediate transaction, so a second process opening the same
@@ -280,7 +288,9 @@ mod tests {
                 exr: Some([1; 32]),
                 png: Some([2; 32]),
                 thumbnail: [3; 32],
-                finished_ms: 20
+                finished_ms: 20,
+                denoised_exr: None,
+                denoised_png: None,
             })
         );
         let api = store.api_token("ta_old").unwrap().unwrap();
@@ -292,14 +302,28 @@ mod tests {
 
         // The rebuilt frames table takes a PNG-only frame and still refuses a
         // malformed hash and a missing thumbnail.
-        let png_only =
-            FrameRecord { job: 1, frame: 2, exr: None, png: Some([4; 32]), thumbnail: [5; 32], finished_ms: 30 };
+        let png_only = FrameRecord {
+            job: 1,
+            frame: 2,
+            exr: None,
+            png: Some([4; 32]),
+            thumbnail: [5; 32],
+            finished_ms: 30,
+            denoised_exr: None,
+            denoised_png: Some([7; 32]),
+        };
         store.record_frame(&png_only).unwrap();
         assert_eq!(store.frame(1, 2).unwrap(), Some(png_only));
-        let bad = store.conn.execute("INSERT INTO frames VALUES (1, 3, x'00', NULL, ?1, 0)", [[6u8; 32]]);
+        let insert = "INSERT INTO frames (job, frame, exr, png, thumbnail, finished_ms, denoised_png) VALUES";
+        let ok = store.conn.execute(&format!("{insert} (1, 3, NULL, ?1, ?1, 0, NULL)"), [[6u8; 32]]);
+        assert_eq!(ok.unwrap(), 1, "the statement below differs from this one only where it is wrong");
+        store.conn.execute("DELETE FROM frames WHERE frame = 3", []).unwrap();
+        let bad = store.conn.execute(&format!("{insert} (1, 3, x'00', NULL, ?1, 0, NULL)"), [[6u8; 32]]);
         assert!(bad.is_err());
-        let bad = store.conn.execute("INSERT INTO frames VALUES (1, 3, NULL, NULL, NULL, 0)", []);
+        let bad = store.conn.execute(&format!("{insert} (1, 3, NULL, NULL, NULL, 0, NULL)"), []);
         assert!(bad.is_err());
+        let bad = store.conn.execute(&format!("{insert} (1, 3, NULL, NULL, ?1, 0, x'00')"), [[6u8; 32]]);
+        assert!(bad.is_err(), "a denoised file's hash is checked too");
         // The frames table still checks its job.
         let orphan = FrameRecord { job: 99, ..store.frame(1, 1).unwrap().unwrap() };
         assert!(store.record_frame(&orphan).is_err());

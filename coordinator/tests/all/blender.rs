@@ -88,9 +88,10 @@ fn the_blender_add_on_submits_and_saves_frames_to_the_output_path() {
     assert_eq!(s["frames"], serde_json::json!([1, 2, 3]), "{job}");
     assert_eq!((s["width"].as_u64(), s["height"].as_u64(), s["spp"].as_u64()), (Some(64), Some(36), Some(4)));
     assert_eq!(s["camera"], "Shot camera");
+    assert_eq!(s["denoise"], true, "the panel denoises by default: {job}");
     assert_eq!(job["state"], "done");
     for frame in 1..=3 {
-        for ext in ["png", "exr"] {
+        for ext in ["png", "exr", "denoised.png", "denoised.exr"] {
             let name = format!("shot_{frame:04}.{ext}");
             let local = std::fs::read(out.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             let farm = ureq::get(format!("{}/api/v1/jobs/{job_id}/frames/{frame}.{ext}", demo.url))

@@ -253,7 +253,8 @@ fn honest_pixels(task: &TileTask, scene: &[u8], count: u32) -> tessera_protocol:
         label: "honest".into(),
     };
     let mut instance = module.instantiate(&spec).unwrap();
-    let request = TileRequest::new(task.frame, task.rect, task.samples.start, count, task.seed);
+    let request =
+        TileRequest::new(task.frame, task.rect, task.samples.start, count, task.seed).with_guides(task.job.guides);
     let mut out = instance.render_tile(&request).unwrap().accumulators;
     out.canonicalize_nans();
     out
@@ -369,6 +370,61 @@ fn cheating_workers_are_caught_by_spot_checks_and_never_reach_a_frame() {
         let entries = store.verify_ledger().unwrap().unwrap();
         assert!(entries >= tiles, "{entries} ledger entries for {tiles} tiles");
         drop(store);
+        farm.shutdown().await;
+    });
+}
+
+#[test]
+fn a_denoised_jobs_guides_are_required_and_spot_checked() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let mut config = raw_worker_config(&dir.path().join("coord"));
+        // Check every pixel of these small tiles: a made-up guide anywhere is caught.
+        config.verify.faked_fraction = 0.004;
+        config.verify.target = 1.0;
+        let farm = Farm::start(config).await.unwrap();
+        let token = farm.first_token().unwrap().to_string();
+        let mut raw = raw_connect(&farm, &token).await;
+        let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
+        let mut request = request_with_spp(2);
+        request.denoise = true;
+        farm.submit_scene(request, scene.clone(), guest("pathtracer").to_vec()).await.unwrap();
+
+        // Honest colour without the guides the job asked for: refused before any check.
+        let (mut send, _recv, task) = raw.next_task().await;
+        assert!(task.job.guides, "the job's descriptor asks for guides");
+        let mut bare = honest_pixels(&task, &scene, task.samples.count);
+        bare.aovs.clear();
+        write_msg(&mut send, &TileReply::Done(task.seal(bare, 1, 1, None, &raw.key))).await.unwrap();
+        match ack(&mut raw.control.1, task.lease).await {
+            TileAck::Rejected { reason } => {
+                assert!(reason.contains("a malformed tile") && reason.contains("albedo"), "{reason}")
+            }
+            TileAck::Accepted => panic!("a tile without guides was accepted"),
+        }
+
+        // Honest colour with a made-up albedo (flat grey): the spot check
+        // compares the guides bit for bit too.
+        let (mut send, _recv, task) = raw.next_task().await;
+        let mut faked = honest_pixels(&task, &scene, task.samples.count);
+        assert_eq!(faked.aovs.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), wire::GUIDE_AOVS);
+        let weights = faked.weight.clone();
+        for (i, v) in faked.aovs[0].data.iter_mut().enumerate() {
+            *v = 0.5 * weights[i / 3];
+        }
+        write_msg(&mut send, &TileReply::Done(task.seal(faked, 1, 1, None, &raw.key))).await.unwrap();
+        match ack(&mut raw.control.1, task.lease).await {
+            TileAck::Rejected { reason } => assert!(reason.contains("spot check failed"), "{reason}"),
+            TileAck::Accepted => panic!("made-up guides were accepted"),
+        }
+
+        // Honest colour and guides: accepted.
+        let (mut send, _recv, task) = raw.next_task().await;
+        let honest = honest_pixels(&task, &scene, task.samples.count);
+        write_msg(&mut send, &TileReply::Done(task.seal(honest, 1, 1, None, &raw.key))).await.unwrap();
+        assert_eq!(ack(&mut raw.control.1, task.lease).await, TileAck::Accepted);
+        drop(raw);
         farm.shutdown().await;
     });
 }

@@ -5,6 +5,7 @@ mod blender;
 mod browser;
 mod cli;
 mod client_cli;
+mod denoise;
 mod farm;
 mod farm_gpu;
 mod farm_kill;

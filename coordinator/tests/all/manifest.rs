@@ -193,7 +193,7 @@ fn manifests_verify_offline_and_every_tamper_fails() {
         "✓ 6 tile signatures verify",
         "exactly once",
         "✓ EXR pixels match all 6 tiles",
-        "✓ the PNG equals the EXR",
+        "✓ the PNG equals its EXR",
         "✓ 5 pixels re-rendered through the guest",
         "✓ verified",
     ] {

@@ -67,6 +67,8 @@ fn store_data_survives_reopen() {
                 png: Some([2; 32]),
                 thumbnail: [3; 32],
                 finished_ms: 2_000,
+                denoised_exr: Some([4; 32]),
+                denoised_png: None,
             })
             .unwrap();
         let (_, secret) = store.create_token(TokenKind::Worker, "farm room", 1_200).unwrap();
@@ -522,8 +524,20 @@ fn store_delete_job_removes_rows_and_unshared_blobs() {
     let own_exr = store.put_blob(b"doomed frame 1 exr").unwrap();
     let shared_thumb = store.put_blob(b"a black thumbnail").unwrap();
     let own_png2 = store.put_blob(b"doomed frame 2 png").unwrap();
-    let frame = |job, frame, exr, png| FrameRecord { job, frame, exr, png, thumbnail: shared_thumb, finished_ms: 1 };
-    store.record_frame(&frame(doomed, 1, Some(own_exr), Some(own_png))).unwrap();
+    let frame = |job, frame, exr, png| FrameRecord {
+        job,
+        frame,
+        exr,
+        png,
+        thumbnail: shared_thumb,
+        finished_ms: 1,
+        denoised_exr: None,
+        denoised_png: None,
+    };
+    // Frame 1 was denoised: its denoised files go with it.
+    let own_denoised = store.put_blob(b"doomed frame 1 denoised png").unwrap();
+    let denoised = FrameRecord { denoised_png: Some(own_denoised), ..frame(doomed, 1, Some(own_exr), Some(own_png)) };
+    store.record_frame(&denoised).unwrap();
     store.record_frame(&frame(doomed, 2, None, Some(own_png2))).unwrap();
     store.record_frame(&frame(kept, 1, None, Some(own_png2))).unwrap();
     store.record_tiles(&[tile(doomed, 0, "w"), tile(doomed, 5, "w"), tile(kept, 0, "w")]).unwrap();
@@ -540,6 +554,7 @@ fn store_delete_job_removes_rows_and_unshared_blobs() {
     assert!(!store.has_blob(&own_module).unwrap());
     assert!(!store.has_blob(&own_exr).unwrap());
     assert!(!store.has_blob(&own_png).unwrap());
+    assert!(!store.has_blob(&own_denoised).unwrap(), "a denoised file is the frame's blob too");
     assert!(store.has_blob(&shared_scene).unwrap(), "the kept job's scene");
     assert!(store.has_blob(&shared_thumb).unwrap(), "the kept frame's thumbnail");
     assert!(store.has_blob(&own_png2).unwrap(), "the kept frame's PNG");

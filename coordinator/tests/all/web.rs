@@ -113,6 +113,7 @@ fn an_artist_uploads_watches_downloads_and_checks_proofs() {
     assert_eq!(job["name"], "web test");
     assert_eq!(job["settings"]["frames"], json!([1, 2]));
     assert_eq!((job["settings"]["width"].as_u64(), job["settings"]["spp"].as_u64()), (Some(96), Some(8)));
+    assert_eq!(job["settings"]["denoise"], true, "the page's denoise box is ticked by default");
     assert!(
         browser.find("#progress-text").text().contains("2 / 2 frames"),
         "{}",
@@ -126,6 +127,11 @@ fn an_artist_uploads_watches_downloads_and_checks_proofs() {
     let saved = browser.wait_for_download("web_test-0001.png", short);
     let api_png = api_get(&format!("{}/api/v1/jobs/{id}/frames/1.png", demo.url), &demo.token);
     assert!(std::fs::read(&saved).unwrap() == api_png, "the browser's download differs from the API's frame");
+    browser.find("#frame-downloads button[data-format='denoised.png']").click();
+    let saved = browser.wait_for_download("web_test-0001.denoised.png", short);
+    let api_denoised = api_get(&format!("{}/api/v1/jobs/{id}/frames/1.denoised.png", demo.url), &demo.token);
+    assert!(std::fs::read(&saved).unwrap() == api_denoised, "the denoised download differs from the API's");
+    assert!(api_denoised != api_png, "the denoised frame is not the raw one");
     browser.find("#download-all").click();
     let zip = browser.wait_for_download(&format!("web_test-job{id}.zip"), short);
     assert!(std::fs::read(zip).unwrap().starts_with(b"PK"));

@@ -141,7 +141,8 @@ fn render(
     }
     let Some((_, instance)) = current.as_mut() else { unreachable!("set above") };
     let started = Instant::now();
-    let mut request = TileRequest::new(task.frame, task.rect, task.samples.start, task.samples.count, task.seed);
+    let mut request = TileRequest::new(task.frame, task.rect, task.samples.start, task.samples.count, task.seed)
+        .with_guides(job.guides);
     request.gpu = task.gpu;
     let out = instance.render_tile(&request)?;
     let millis = started.elapsed().as_millis() as u64;

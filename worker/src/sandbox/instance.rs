@@ -90,6 +90,13 @@ impl TileRequest {
     pub fn cpu_only(self) -> Self {
         TileRequest { gpu: false, ..self }
     }
+
+    /// Asks for the denoiser's guides (`wire::GUIDE_AOVS`: the albedo and
+    /// normal AOVs) or none: what a tile of a job with or without
+    /// `JobDescriptor::guides` must carry. Depth is never asked for here.
+    pub fn with_guides(self, guides: bool) -> Self {
+        TileRequest { albedo: guides, normal: guides, depth: false, ..self }
+    }
 }
 
 /// A rendered tile and what it cost.

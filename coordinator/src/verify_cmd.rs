@@ -614,7 +614,8 @@ fn check_denoised(m: &FrameManifest, paths: &BTreeMap<String, PathBuf>, options:
                         Some(i) => {
                             let p = (i / 3) as u32;
                             report.fail(format!(
-                                "denoised EXR pixel ({}, {}) is not {DENOISER} of the raw EXR: the denoised image                                  is not derived from this frame",
+                                "denoised EXR pixel ({}, {}) is not {DENOISER} of the raw EXR: the denoised image \
+                                 is not derived from this frame",
                                 p % m.width,
                                 p / m.width
                             ))

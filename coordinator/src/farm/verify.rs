@@ -141,6 +141,11 @@ pub struct Verifier {
     blobs: Blobs,
     store: Arc<Mutex<Store>>,
     modules: Mutex<BTreeMap<ContentHash, GuestModule>>,
+    /// Held while a module compiles: the checks of a job's first tiles, which
+    /// arrive together from every worker, wait for one compilation instead
+    /// of each compiling the module (60 workers once made 60 concurrent
+    /// compilations that held the farm's CPUs and 1 GiB for minutes).
+    loading: Mutex<()>,
     /// Idle instances per job, most recently used job last.
     instances: Mutex<Vec<(u64, Vec<JobInstance>)>>,
     secrets: Mutex<BTreeMap<u64, [u8; 32]>>,
@@ -164,6 +169,7 @@ impl Verifier {
             blobs,
             store,
             modules: Mutex::default(),
+            loading: Mutex::default(),
             instances: Mutex::default(),
             secrets: Mutex::default(),
             scales: Mutex::default(),
@@ -351,11 +357,15 @@ impl Verifier {
             }
         }
         let job = &task.job;
-        let module = {
-            let cached = self.modules.lock().unwrap_or_else(|e| e.into_inner()).get(&job.module).cloned();
-            match cached {
-                Some(m) => m,
-                None => {
+        let cached = |v: &Verifier| v.modules.lock().unwrap_or_else(|e| e.into_inner()).get(&job.module).cloned();
+        let module = match cached(self) {
+            Some(m) => m,
+            None => {
+                let _loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+                // Another check may have loaded it while this one waited.
+                if let Some(m) = cached(self) {
+                    m
+                } else {
                     let m = self.sandbox.load(&self.blobs.get(&job.module.0)?)?;
                     let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
                     while modules.len() >= WARM_JOBS {

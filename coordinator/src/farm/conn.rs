@@ -37,6 +37,11 @@ pub struct ConnContext {
     pub next_worker: AtomicU64,
     /// Spot checks; `None` when they are turned off.
     pub verifier: Option<Arc<Verifier>>,
+    /// Spot checks running at once: one per core. They are CPU-bound, and
+    /// each holds a guest instance (scene, BVH, wasm memory); unbounded,
+    /// 1,000 workers' results queued hundreds of them on the blocking pool
+    /// and took the coordinator to 1.7 GiB (the soak, verification on).
+    pub checks: Arc<tokio::sync::Semaphore>,
     /// Adaptive replication on.
     pub replication: bool,
     pub trust_threshold: u64,
@@ -393,7 +398,10 @@ async fn tile_exchange(
         None => None,
         Some(verifier) => {
             let (verifier, t) = (verifier.clone(), task.clone());
+            let permit =
+                ctx.checks.clone().acquire_owned().await.map_err(|_| NetError::Protocol("shutting down".into()))?;
             let (r, verdict) = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 let verdict = verifier.check(
                     &t,
                     &result.accumulators,

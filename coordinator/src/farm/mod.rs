@@ -172,6 +172,7 @@ impl Farm {
             lease_timeout: Duration::from_millis(config.scheduler.lease_timeout_ms),
             next_worker: AtomicU64::new(1),
             verifier: verifier.clone(),
+            checks: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))),
             replication: config.verify.replication && verifier.is_some(),
             trust_threshold: config.verify.trust_threshold,
         });

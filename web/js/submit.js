@@ -74,7 +74,11 @@ export function submitView() {
         h('dt', {}, 'File'), h('dd', {}, files.scene.name, files.resources.length ? ` + ${files.resources.length} files` : ''),
         h('dt', {}, 'Size'), h('dd', {}, bytes(info.bytes)),
         h('dt', {}, 'Animation'), h('dd', {}, `frames ${info.frame_start}–${info.frame_end}`),
-        h('dt', {}, 'Cameras'), h('dd', {}, info.cameras.length ? info.cameras.join(', ') : 'none (a default view is used)')));
+        h('dt', {}, 'Cameras'), h('dd', {}, info.cameras.length ? info.cameras.join(', ') : 'none (a default view is used)')),
+        (info.warnings || []).length
+          ? h('ul', { id: 'scene-warnings', class: 'warnings', 'aria-label': 'What the renderer will ignore' },
+            info.warnings.map(w => h('li', {}, w)))
+          : null);
       settingsForm(info);
     };
 

@@ -427,6 +427,10 @@ pub struct SceneSummary {
     pub height: u32,
     /// Camera names in the scene's order; the first is the default.
     pub cameras: Vec<String>,
+    /// What the renderer will ignore or render differently, in its words
+    /// (e.g. a glTF extension it does not implement); also written to the
+    /// log of a job submitted with this scene.
+    pub warnings: Vec<String>,
     pub defaults: SceneDefaults,
 }
 

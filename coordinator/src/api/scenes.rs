@@ -184,7 +184,9 @@ pub async fn inspect(
     let request = super::jobs::request_from(&form.settings, &form.file_name)?;
     let module = module(&state)?;
     let bytes = form.scene.len() as u64;
-    let info = state.farm.inspect_scene(form.scene, module.to_vec(), request.fps, request.extra.clone()).await?;
+    let inspection =
+        state.farm.inspect_scene_with_warnings(form.scene, module.to_vec(), request.fps, request.extra.clone()).await?;
+    let (info, warnings) = (inspection.info, inspection.warnings);
     let (width, height) = job::resolve_size(None, None, &info);
     let defaults = JobRequest::new("");
     let bounces = serde_json::from_str::<serde_json::Value>(&request.extra)
@@ -199,6 +201,7 @@ pub async fn inspect(
         width,
         height,
         cameras: info.cameras,
+        warnings,
         defaults: SceneDefaults {
             spp: defaults.spp,
             fps: defaults.fps,

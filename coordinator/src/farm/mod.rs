@@ -30,7 +30,8 @@ use tessera_protocol::ContentHash;
 use tessera_worker::net::tls::Identity;
 use tessera_worker::net::{self, NetError};
 use tessera_worker::sandbox::{
-    JobSettings, JobSpec as SandboxJob, Sandbox, SandboxConfig, SandboxError, SceneInfo, TileRequest,
+    JobSettings, JobSpec as SandboxJob, LogLevel as GuestLogLevel, Sandbox, SandboxConfig, SandboxError, SceneInfo,
+    TileRequest,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -353,6 +354,20 @@ impl Farm {
         fps: f64,
         extra: String,
     ) -> Result<SceneInfo, FarmError> {
+        Ok(self.inspect(scene, module, fps, extra, false).await?.info)
+    }
+
+    /// [`Farm::inspect_scene`] with the warnings the module logged while it
+    /// read the scene: what it will ignore or render differently (a glTF
+    /// extension it does not implement, say), for the artist to see before
+    /// the frames do.
+    pub async fn inspect_scene_with_warnings(
+        &self,
+        scene: Vec<u8>,
+        module: Vec<u8>,
+        fps: f64,
+        extra: String,
+    ) -> Result<SceneInspection, FarmError> {
         self.inspect(scene, module, fps, extra, false).await
     }
 
@@ -367,7 +382,7 @@ impl Farm {
         fps: f64,
         extra: String,
         guides: bool,
-    ) -> Result<SceneInfo, FarmError> {
+    ) -> Result<SceneInspection, FarmError> {
         let sandbox = {
             let mut s = self.sandbox.lock().unwrap_or_else(|e| e.into_inner());
             match &*s {
@@ -384,11 +399,18 @@ impl Farm {
             let probe = SandboxJob::new(scene, JobSettings { fps, extra, ..JobSettings::new(16, 16) });
             let mut instance = m.instantiate(&probe)?;
             let info = instance.scene_info().clone();
+            let warnings = instance
+                .take_logs()
+                .into_iter()
+                .filter(|l| matches!(l.level, GuestLogLevel::Warn | GuestLogLevel::Error))
+                .map(|l| l.message)
+                .collect();
+            let info = SceneInspection { info, warnings };
             if !guides {
                 return Ok(Ok(info));
             }
             let rect = tessera_protocol::Rect { x: 0, y: 0, width: 1, height: 1 };
-            let request = TileRequest::new(info.frame_start, rect, 0, 1, 0).with_guides(true).cpu_only();
+            let request = TileRequest::new(info.info.frame_start, rect, 0, 1, 0).with_guides(true).cpu_only();
             let tile = instance.render_tile(&request)?;
             Ok(match tessera_protocol::wire::guides_problem(&tile.accumulators, true) {
                 None => Ok(info),
@@ -406,7 +428,7 @@ impl Farm {
     /// sandbox first ([`Farm::inspect_scene`]), so a bad one is an error
     /// and no job; what `request` leaves open comes from the scene.
     pub async fn submit_scene(&self, request: JobRequest, scene: Vec<u8>, module: Vec<u8>) -> Result<u64, FarmError> {
-        let info =
+        let SceneInspection { info, warnings } =
             self.inspect(scene.clone(), module.clone(), request.fps, request.extra.clone(), request.denoise).await?;
         let (width, height) = job::resolve_size(request.width, request.height, &info);
         let frames = request.frames.clone().unwrap_or_else(|| (info.frame_start..=info.frame_end).collect());
@@ -417,29 +439,40 @@ impl Farm {
         let tile_size = request.tile_size.unwrap_or_else(|| {
             job::tile_size_for(width, height, request.spp, request.target_tile_ms, 450_000.0, request.farm_slots)
         });
-        self.submit(JobSpec {
-            name: request.name,
-            module: module_hash.to_hex(),
-            scene: scene_hash.to_hex(),
-            width,
-            height,
-            fps: request.fps,
-            extra: job::with_engine(&request.extra, request.engine),
-            spp: request.spp,
-            seed: request.seed,
-            tile_size,
-            frames,
-            priority: request.priority,
-            view: request.view,
-            exposure: request.exposure,
-            fuel_per_tile,
-            fuel_per_pixel_sample,
-            formats: request.formats,
-            submitted_by: request.submitted_by,
-            engine: request.engine,
-            denoise: request.denoise,
-        })
-        .await
+        let job = self
+            .submit(JobSpec {
+                name: request.name,
+                module: module_hash.to_hex(),
+                scene: scene_hash.to_hex(),
+                width,
+                height,
+                fps: request.fps,
+                extra: job::with_engine(&request.extra, request.engine),
+                spp: request.spp,
+                seed: request.seed,
+                tile_size,
+                frames,
+                priority: request.priority,
+                view: request.view,
+                exposure: request.exposure,
+                fuel_per_tile,
+                fuel_per_pixel_sample,
+                formats: request.formats,
+                submitted_by: request.submitted_by,
+                engine: request.engine,
+                denoise: request.denoise,
+            })
+            .await?;
+        // What the module said it will ignore, where the artist reads the
+        // job's story (`tessera logs`, the web page's log).
+        if !warnings.is_empty() {
+            let now = writer::unix_ms();
+            let lines: Vec<_> = warnings.into_iter().map(|w| (job, now, crate::store::LogLevel::Warn, w)).collect();
+            if let Err(e) = lock(&self.store).append_job_log(&lines) {
+                tracing::warn!(job, error = %e, "could not log the scene's warnings");
+            }
+        }
+        Ok(job)
     }
 
     /// Runs a failed or cancelled job again: tiles already stored are kept,
@@ -545,6 +578,14 @@ impl Farm {
         self.endpoint.close(conn::close::SHUTDOWN.into(), b"coordinator shutting down");
         self.endpoint.wait_idle().await;
     }
+}
+
+/// A scene as the job's module read it: what it holds, and what the module
+/// warned about while reading it (guest log lines of level warn or error).
+#[derive(Clone, Debug)]
+pub struct SceneInspection {
+    pub info: SceneInfo,
+    pub warnings: Vec<String>,
 }
 
 /// A job as a person asks for it: what `tessera render` takes.

@@ -245,6 +245,16 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
         s.spp,
         format_frames(&s.frames)
     );
+    // What the renderer said it will ignore in the scene (the job's log
+    // has it from submission): said before the wait, not after the frames.
+    match client.get_json::<LogPage>(&format!("{}/log", job_path(job.id))) {
+        Ok(page) => {
+            for e in page.entries.iter().filter(|e| e.level == "warn") {
+                eprintln!("tessera: warning: {}", clean_text(&e.message));
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "could not read the job's log for warnings"),
+    }
     if !args.json {
         println!("{}", job.id);
     }

@@ -1043,6 +1043,7 @@ fn tiles_previews_scene_inspection_and_download_links() {
         assert!(info["width"].as_u64() > Some(0) && info["height"].as_u64() > Some(0), "{info}");
         assert_eq!(info["defaults"]["view_transform"], "agx");
         assert_eq!(info["bytes"], glb.len());
+        assert_eq!(info["warnings"], json!([]), "{info}");
         // A .gltf with its buffer as a separate file: the same scene.
         let (gltf, bin) = turntable_separate();
         let (status, separate) =
@@ -1051,6 +1052,16 @@ fn tiles_previews_scene_inspection_and_download_links() {
         for key in ["frame_start", "frame_end", "width", "height", "cameras"] {
             assert_eq!(separate[key], info[key], "{key}");
         }
+        // An extension the renderer ignores is named before anything renders.
+        let mut doc: Value = serde_json::from_slice(&gltf).unwrap();
+        doc["extensionsUsed"] = json!(["KHR_materials_sheen"]);
+        let sheen = serde_json::to_vec(&doc).unwrap();
+        let (status, warned) =
+            inspect(&api, &[("scene", Some("turntable.gltf"), &sheen), ("resource", Some("turntable.bin"), &bin)])
+                .await;
+        assert_eq!(status, StatusCode::OK, "{warned}");
+        let warnings = warned["warnings"].as_array().unwrap();
+        assert!(warnings.len() == 1 && warnings[0].as_str().unwrap().contains("KHR_materials_sheen"), "{warned}");
         // Without its buffer, or with the buffer twice: clear errors.
         let (status, body) = inspect(&api, &[("scene", Some("turntable.gltf"), &gltf)]).await;
         let msg = check_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "missing buffer");

@@ -56,6 +56,31 @@ fn verify(manifest: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `glb` with `ext` added to its JSON's `extensionsUsed` (a GLB rebuilt
+/// around the edited JSON chunk): what Blender writes for a material
+/// setting the renderer does not implement.
+fn with_extension_used(glb: &[u8], ext: &str) -> Vec<u8> {
+    let u32_at = |at: usize| u32::from_le_bytes(glb[at..at + 4].try_into().unwrap()) as usize;
+    let json_len = u32_at(12);
+    let mut doc: Value = serde_json::from_slice(&glb[20..20 + json_len]).unwrap();
+    doc["extensionsUsed"].as_array_mut().map(|a| a.push(ext.into())).unwrap_or_else(|| {
+        doc["extensionsUsed"] = serde_json::json!([ext]);
+    });
+    let mut json = serde_json::to_vec(&doc).unwrap();
+    while json.len() % 4 != 0 {
+        json.push(b' ');
+    }
+    let bin = &glb[20 + json_len..];
+    let mut out = b"glTF".to_vec();
+    out.extend(2u32.to_le_bytes());
+    out.extend(((12 + 8 + json.len() + bin.len()) as u32).to_le_bytes());
+    out.extend((json.len() as u32).to_le_bytes());
+    out.extend(b"JSON");
+    out.extend(json);
+    out.extend(bin);
+    out
+}
+
 fn bits(f: &FrameBuffer) -> Vec<u32> {
     f.color.iter().map(|c| c.to_bits()).collect()
 }
@@ -86,7 +111,16 @@ fn a_denoised_job_ships_the_raw_frame_unchanged_and_a_denoised_one_that_verifies
         assert_eq!(farm.status().await.unwrap().jobs.len(), jobs_before);
 
         let denoised = farm.submit_scene(request(true), scene.clone(), module.clone()).await.unwrap();
-        let plain = farm.submit_scene(request(false), scene, module).await.unwrap();
+        // The plain job's scene says it uses an extension the renderer
+        // ignores: the job's log says so (its pixels do not change, below).
+        let clearcoat = with_extension_used(&scene, "KHR_materials_clearcoat");
+        let plain = farm.submit_scene(request(false), clearcoat, module).await.unwrap();
+        let log = lock(farm.store()).job_log(plain, 0, 100).unwrap();
+        assert!(
+            log.iter().any(|l| l.message.contains("KHR_materials_clearcoat") && l.message.contains("ignores")),
+            "{log:?}"
+        );
+        assert!(!lock(farm.store()).job_log(denoised, 0, 100).unwrap().iter().any(|l| l.message.contains("KHR_")));
         for job in [denoised, plain] {
             let status = tokio::time::timeout(Duration::from_secs(180), farm.wait_job(job)).await.unwrap().unwrap();
             assert_eq!(status.state, JobState::Done, "{status:?}");

@@ -8,10 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::StatusCode;
 use serde_json::Value;
-use tower::ServiceExt;
 
 use tessera_coordinator::assemble::{FrameBuffer, DENOISER};
 use tessera_coordinator::farm::{lock, Farm, FarmError, JobRequest};
@@ -22,6 +20,7 @@ use tessera_worker::client::Worker;
 
 use crate::farm::{runtime, scenes, test_config, worker_config};
 use crate::guest;
+use crate::manifest::{get, verify};
 
 const FRAME: i32 = 12;
 
@@ -35,25 +34,6 @@ fn request(denoise: bool) -> JobRequest {
     r.extra = tessera_coordinator::farm::job::RENDER_DEFAULTS.into();
     r.denoise = denoise;
     r
-}
-
-async fn get(app: &axum::Router, uri: &str, token: &str) -> (StatusCode, Vec<u8>) {
-    let req = Request::get(uri).header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty()).unwrap();
-    let r = app.clone().oneshot(req).await.unwrap();
-    let status = r.status();
-    (status, axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap().to_vec())
-}
-
-fn verify(manifest: &Path) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .arg("verify")
-        .arg(manifest)
-        .env_remove("TESSERA_URL")
-        .env_remove("TESSERA_TOKEN")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
 }
 
 /// `glb` with `ext` added to its JSON's `extensionsUsed` (a GLB rebuilt
@@ -192,7 +172,7 @@ fn a_denoised_job_ships_the_raw_frame_unchanged_and_a_denoised_one_that_verifies
     let m: FrameManifest = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     assert_eq!(m.files.keys().collect::<Vec<_>>(), ["denoised.exr", "denoised.png", "exr", "png"]);
     assert_eq!(m.denoiser.as_deref(), Some(DENOISER));
-    let (ok, text) = verify(&manifest);
+    let (ok, text) = verify(&manifest, &[]);
     assert!(ok, "{text}");
     for want in [
         "✓ the PNG equals its EXR",
@@ -203,7 +183,7 @@ fn a_denoised_job_ships_the_raw_frame_unchanged_and_a_denoised_one_that_verifies
         assert!(text.contains(want), "{want:?} missing:\n{text}");
     }
     let plain_manifest = plain_dir.join(format!("turntable-{FRAME:04}.manifest.json"));
-    let (ok, text) = verify(&plain_manifest);
+    let (ok, text) = verify(&plain_manifest, &[]);
     assert!(ok && !text.contains("denoised"), "{text}");
 
     // A denoised EXR that is not this frame's (here: the plain job's raw
@@ -215,7 +195,7 @@ fn a_denoised_job_ships_the_raw_frame_unchanged_and_a_denoised_one_that_verifies
         std::fs::copy(entry.path(), tampered.join(entry.file_name())).unwrap();
     }
     std::fs::copy(file(&plain_dir, "exr"), file(&tampered, "denoised.exr")).unwrap();
-    let (ok, text) = verify(&tampered.join(format!("turntable-{FRAME:04}.manifest.json")));
+    let (ok, text) = verify(&tampered.join(format!("turntable-{FRAME:04}.manifest.json")), &[]);
     assert!(!ok, "{text}");
     assert!(text.contains("the file was changed"), "{text}");
     assert!(text.contains("the denoised image is not derived from this frame"), "{text}");

@@ -30,7 +30,7 @@ const EXR: &str = "turntable-0012.exr";
 const MANIFEST: &str = "turntable-0012.manifest.json";
 
 /// `tessera verify` with `args`: whether it succeeded, and what it printed.
-fn verify(manifest: &Path, args: &[&str]) -> (bool, String) {
+pub fn verify(manifest: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .arg("verify")
         .arg(manifest)
@@ -92,7 +92,8 @@ fn read_exr(path: &Path) -> (usize, usize, Vec<[f32; 3]>) {
     (size.width(), size.height(), px)
 }
 
-async fn get(app: &axum::Router, uri: &str, token: &str) -> (StatusCode, Vec<u8>) {
+/// GET `uri` from `app` with a bearer token: status and body.
+pub async fn get(app: &axum::Router, uri: &str, token: &str) -> (StatusCode, Vec<u8>) {
     let req = Request::get(uri).header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty()).unwrap();
     let r = app.clone().oneshot(req).await.unwrap();
     let status = r.status();

@@ -30,9 +30,9 @@ use tessera_protocol::wire::{
     PROTOCOL_VERSION,
 };
 use tessera_protocol::TileAccumulators;
-use tessera_worker::client::{Worker, WorkerConfig};
+use tessera_worker::client::{sandbox_job, tile_request, Worker, WorkerConfig};
 use tessera_worker::net::{read_last, read_msg, tls, transport, write_msg};
-use tessera_worker::sandbox::{FuelBudget, JobSettings, JobSpec as SandboxJob, Sandbox, SandboxConfig, TileRequest};
+use tessera_worker::sandbox::{JobSettings, JobSpec as SandboxJob, Sandbox, SandboxConfig};
 
 use crate::{Effort, Row};
 
@@ -268,22 +268,11 @@ fn render_sim_tile(
     let job = &task.job;
     if current.as_ref().is_none_or(|(id, inst)| *id != job.job || inst.is_poisoned()) {
         *current = None;
-        let spec = SandboxJob {
-            scene: scene.clone(),
-            settings: JobSettings { width: job.width, height: job.height, fps: job.fps, extra: job.extra.clone() },
-            fuel: FuelBudget {
-                per_tile: job.fuel_per_tile,
-                per_pixel_sample: job.fuel_per_pixel_sample,
-                ..FuelBudget::default()
-            },
-            label: format!("sim job {} slot {slot}", job.job),
-        };
+        let spec = sandbox_job(job, scene.clone(), format!("sim job {} slot {slot}", job.job));
         *current = Some((job.job, module.instantiate(&spec)?));
     }
     let Some((_, instance)) = current.as_mut() else { unreachable!("set above") };
-    let request = TileRequest::new(task.frame, task.rect, task.samples.start, task.samples.count, task.seed)
-        .with_guides(task.job.guides);
-    let mut out = instance.render_tile(&request)?;
+    let mut out = instance.render_tile(&tile_request(task))?;
     out.accumulators.canonicalize_nans();
     Ok((out.accumulators, out.fuel_used))
 }

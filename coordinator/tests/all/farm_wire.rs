@@ -96,6 +96,16 @@ pub fn raw_worker_config(data: &std::path::Path) -> tessera_coordinator::farm::F
     config
 }
 
+/// [`raw_worker_config`] checking (nearly) every pixel of the tests' small
+/// tiles, so a cheat of a few pixels is caught for certain rather than
+/// with 99 %.
+fn checking_every_pixel(data: &std::path::Path) -> tessera_coordinator::farm::FarmConfig {
+    let mut config = raw_worker_config(data);
+    config.verify.faked_fraction = 0.004;
+    config.verify.target = 1.0;
+    config
+}
+
 /// The verdict on `lease`, from the control stream. Generous: a verdict may
 /// wait for other workers to start, compile the guest and render a second
 /// opinion on a loaded 2-core machine (a bound on failure, not a timing).
@@ -238,23 +248,15 @@ fn protocol_breaches_are_refused_and_the_job_still_completes() {
 /// The tile `task` asks for, rendered honestly (through the same sandbox
 /// and module as a real worker), with `count` samples.
 fn honest_pixels(task: &TileTask, scene: &[u8], count: u32) -> tessera_protocol::TileAccumulators {
-    use tessera_worker::sandbox::{FuelBudget, JobSettings, JobSpec, Sandbox, SandboxConfig, TileRequest};
+    use tessera_worker::client::{sandbox_job, tile_request};
+    use tessera_worker::sandbox::{Sandbox, SandboxConfig, TileRequest};
     let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
     let module = sandbox.load(&guest("pathtracer")).unwrap();
-    let job = &task.job;
-    let spec = JobSpec {
-        scene: scene.to_vec().into(),
-        settings: JobSettings { width: job.width, height: job.height, fps: job.fps, extra: job.extra.clone() },
-        fuel: FuelBudget {
-            per_tile: job.fuel_per_tile,
-            per_pixel_sample: job.fuel_per_pixel_sample,
-            ..FuelBudget::default()
-        },
-        label: "honest".into(),
+    let mut instance = module.instantiate(&sandbox_job(&task.job, scene.to_vec().into(), "honest".into())).unwrap();
+    let request = TileRequest {
+        samples: tessera_protocol::SampleRange { start: task.samples.start, count },
+        ..tile_request(task)
     };
-    let mut instance = module.instantiate(&spec).unwrap();
-    let request =
-        TileRequest::new(task.frame, task.rect, task.samples.start, count, task.seed).with_guides(task.job.guides);
     let mut out = instance.render_tile(&request).unwrap().accumulators;
     out.canonicalize_nans();
     out
@@ -265,12 +267,7 @@ fn cheating_workers_are_caught_by_spot_checks_and_never_reach_a_frame() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let mut config = raw_worker_config(&dir.path().join("coord"));
-        // Check (nearly) every pixel of these small tiles, so a cheat of a
-        // few pixels is caught for certain rather than with 99 %.
-        config.verify.faked_fraction = 0.004;
-        config.verify.target = 1.0;
-        let farm = Farm::start(config).await.unwrap();
+        let farm = Farm::start(checking_every_pixel(&dir.path().join("coord"))).await.unwrap();
         let token = farm.first_token().unwrap().to_string();
         let mut raw = raw_connect(&farm, &token).await;
         let raw_identity = tls::identity_of(&raw.identity.cert_der).unwrap();
@@ -379,11 +376,8 @@ fn a_denoised_jobs_guides_are_required_and_spot_checked() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let mut config = raw_worker_config(&dir.path().join("coord"));
-        // Check every pixel of these small tiles: a made-up guide anywhere is caught.
-        config.verify.faked_fraction = 0.004;
-        config.verify.target = 1.0;
-        let farm = Farm::start(config).await.unwrap();
+        // A made-up guide anywhere is caught.
+        let farm = Farm::start(checking_every_pixel(&dir.path().join("coord"))).await.unwrap();
         let token = farm.first_token().unwrap().to_string();
         let mut raw = raw_connect(&farm, &token).await;
         let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
@@ -525,10 +519,7 @@ fn two_colluding_workers_with_the_same_wrong_tile_are_caught() {
         // Replication cannot tell two colluders apart from two honest
         // workers (their bytes agree); spot checks on each result can.
         // Check (nearly) every pixel so the catch is certain here.
-        let mut config = raw_worker_config(&dir.path().join("coord"));
-        config.verify.faked_fraction = 0.004;
-        config.verify.target = 1.0;
-        let farm = Farm::start(config).await.unwrap();
+        let farm = Farm::start(checking_every_pixel(&dir.path().join("coord"))).await.unwrap();
         let token = farm.first_token().unwrap().to_string();
         let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
         let job = farm.submit_scene(request_with_spp(4), scene.clone(), guest("pathtracer").to_vec()).await.unwrap();

@@ -26,7 +26,7 @@ use crate::blobs::{BlobCache, BlobError};
 use crate::net::tls::{self, Identity};
 use crate::net::{read_last, read_msg, within, write_msg, NetError};
 use crate::sandbox::{Sandbox, SandboxConfig, SandboxError};
-pub use slots::JobContext;
+pub use slots::{sandbox_job, tile_request, JobContext};
 use slots::{SlotTask, Slots};
 
 /// How a worker is set up.

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tessera_protocol::wire::{TileReply, TileResult, TileTask};
+use tessera_protocol::wire::{JobDescriptor, TileReply, TileResult, TileTask};
 use tokio::sync::oneshot;
 
 use crate::sandbox::{FuelBudget, GuestModule, JobInstance, JobSettings, JobSpec, SandboxError, TileRequest};
@@ -127,25 +127,39 @@ fn render(
     };
     if fresh {
         *current = None; // free the old instance's memory first
-        let spec = JobSpec {
-            scene: context.scene.clone(),
-            settings: JobSettings { width: job.width, height: job.height, fps: job.fps, extra: job.extra.clone() },
-            fuel: FuelBudget {
-                per_tile: job.fuel_per_tile,
-                per_pixel_sample: job.fuel_per_pixel_sample,
-                ..FuelBudget::default()
-            },
-            label: format!("job {} slot {slot}", job.job),
-        };
+        let spec = sandbox_job(job, context.scene.clone(), format!("job {} slot {slot}", job.job));
         *current = Some((job.job, context.module.instantiate_with_gpu(&spec, job.engine.allows_gpu())?));
     }
     let Some((_, instance)) = current.as_mut() else { unreachable!("set above") };
     let started = Instant::now();
-    let mut request = TileRequest::new(task.frame, task.rect, task.samples.start, task.samples.count, task.seed)
-        .with_guides(job.guides);
-    request.gpu = task.gpu;
-    let out = instance.render_tile(&request)?;
+    let out = instance.render_tile(&tile_request(task))?;
     let millis = started.elapsed().as_millis() as u64;
     let gpu = out.gpu.as_ref().map(|a| a.class());
     Ok(task.seal(out.accumulators, out.fuel_used, millis, gpu, &context.signer))
+}
+
+/// The sandbox job a leased job stands for: its scene, the guest's settings
+/// and the job's fuel budget. What a worker's slot instantiates, and what
+/// anything rendering "as a worker would" (the benchmarks' simulated
+/// workers, the tests' honest hand-driven ones) should build too.
+pub fn sandbox_job(job: &JobDescriptor, scene: Arc<[u8]>, label: String) -> JobSpec {
+    JobSpec {
+        scene,
+        settings: JobSettings { width: job.width, height: job.height, fps: job.fps, extra: job.extra.clone() },
+        fuel: FuelBudget {
+            per_tile: job.fuel_per_tile,
+            per_pixel_sample: job.fuel_per_pixel_sample,
+            ..FuelBudget::default()
+        },
+        label,
+    }
+}
+
+/// The tile a task asks for: its rectangle, samples and seed, the
+/// denoiser's guides when the job wants them, the GPU where it is allowed.
+pub fn tile_request(task: &TileTask) -> TileRequest {
+    let mut request = TileRequest::new(task.frame, task.rect, task.samples.start, task.samples.count, task.seed)
+        .with_guides(task.job.guides);
+    request.gpu = task.gpu;
+    request
 }

@@ -8,7 +8,7 @@ use glam::{Mat3, Mat4, Vec3};
 
 use crate::bvh::{self, Aabb, Bvh, Ray};
 use crate::camera::Camera;
-use crate::scene::{anim, AlphaMode, LightKind, Scene};
+use crate::scene::{anim, AlphaMode, LightKind, Scene, SpotCone};
 
 /// Triangles of one mesh with their BVH, in object space (or world space
 /// for deformed meshes), stored in leaf order for cache-friendly tests.
@@ -78,6 +78,8 @@ pub struct PunctualLight {
     pub direction: Vec3,
     pub power: Vec3,
     pub range: Option<f32>,
+    /// A spot light's cone in the scene's shading model.
+    pub cone: Option<SpotCone>,
 }
 
 /// An emissive triangle, for next-event estimation.
@@ -178,6 +180,12 @@ impl Frame {
                 direction: world[n].transform_vector3(-Vec3::Z).normalize_or(-Vec3::Z),
                 power: def.power,
                 range: def.range,
+                cone: match def.kind {
+                    LightKind::Spot { cos_inner, cos_outer } => {
+                        Some(SpotCone::new(cos_inner, cos_outer, scene.shading))
+                    }
+                    _ => None,
+                },
             });
         }
 

@@ -49,7 +49,10 @@ pub fn trace(scene: &Scene, frame: &Frame, settings: &Settings, mut ray: Ray, rn
     let mut prev_origin = ray.origin;
     let background = settings.background();
 
-    for depth in 0..=settings.max_bounces {
+    // Cycles' count: `max_bounces` scatterings after the camera ray's hit,
+    // so the last vertex (depth `max_bounces + 1`) only gathers emission.
+    let last = settings.max_bounces + 1;
+    for depth in 0..=last {
         let Some(hit) = frame.intersect(scene, &ray, f32::INFINITY) else {
             out.radiance += beta * background;
             if depth == 0 {
@@ -82,12 +85,12 @@ pub fn trace(scene: &Scene, frame: &Frame, settings: &Settings, mut ray: Ray, rn
             };
             out.radiance += beta * sp.emission * weight;
         }
-        if depth == settings.max_bounces {
+        if depth == last {
             break;
         }
 
         let wo = -ray.dir;
-        let bsdf = Bsdf::new(sp.n, sp.base_color, sp.metallic, sp.roughness);
+        let bsdf = Bsdf::new(sp.n, sp.base_color, sp.metallic, sp.roughness, scene.shading);
 
         // Next-event estimation: one emissive triangle, chosen by power.
         if let Some(e) = frame.pick_emitter(rng.next_1d()) {
@@ -141,11 +144,8 @@ pub fn trace(scene: &Scene, frame: &Frame, settings: &Settings, mut ray: Ray, rn
                         let x = (dist / range).powi(4);
                         i *= (1.0 - x).clamp(0.0, 1.0).powi(2);
                     }
-                    if let LightKind::Spot { cos_inner, cos_outer } = light.kind {
-                        let cd = light.direction.dot(-wi);
-                        let scale = 1.0 / (cos_inner - cos_outer).max(1e-3);
-                        let a = ((cd - cos_outer) * scale).clamp(0.0, 1.0);
-                        i *= a * a;
+                    if let Some(cone) = &light.cone {
+                        i *= cone.falloff(light.direction.dot(-wi));
                     }
                     (wi, dist, i)
                 }

@@ -158,10 +158,11 @@ impl Job for PathTracer {
         if !(settings.fps.is_finite() && settings.fps > 0.0 && settings.fps <= 1000.0) {
             return Err(JobError::InvalidSettings(format!("fps must be in (0, 1000], got {}", settings.fps)));
         }
-        let scene = gltf_load::load(bytes, parsed.scene.as_deref()).map_err(|e| match e {
+        let mut scene = gltf_load::load(bytes, parsed.scene.as_deref()).map_err(|e| match e {
             LoadError::Invalid(m) => JobError::InvalidScene(m),
             LoadError::Unsupported(m) => JobError::Unsupported(m),
         })?;
+        scene.shading = parsed.shading.resolve(scene.shading);
         let cameras: Vec<String> = scene.camera_nodes().into_iter().map(|(_, n)| n).collect();
         if let Some(name) = &parsed.camera {
             if !cameras.contains(name) {

@@ -3,6 +3,8 @@
 use glam::Vec3;
 use serde::Deserialize;
 
+use crate::scene::ShadingModel;
+
 /// Path tracer settings. Unknown keys are refused, so a typo does not go
 /// unnoticed through a long render.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -12,7 +14,9 @@ pub struct Settings {
     pub camera: Option<String>,
     /// glTF scene name; default: the file's default scene.
     pub scene: Option<String>,
-    /// Longest path, in bounces. Default 8.
+    /// Longest path, in bounces after the first hit, as Cycles counts
+    /// them (Blender's Max Bounces, which the add-on sends): 0 is direct
+    /// light only. Default 8.
     pub max_bounces: u32,
     /// World colour (linear RGB) and strength: glTF has no world, so it is
     /// a setting. Default: Blender's default world, grey 0.0508 × 1.
@@ -24,6 +28,32 @@ pub struct Settings {
     /// Where paths are traced: `"cpu"`, `"gpu"` or `"auto"` (the default:
     /// the GPU when the worker offers one for this job, else the CPU).
     pub engine: Engine,
+    /// Which BRDF the materials mean (`scene::ShadingModel`): `"auto"` (the
+    /// default: Blender 3's Principled v1 for files Blender 2.8–3.6
+    /// exported, glTF's reference BRDF otherwise), `"blender3"` or `"gltf"`.
+    pub shading: Shading,
+}
+
+/// The `shading` setting.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Shading {
+    /// From the file's generator.
+    #[default]
+    Auto,
+    Blender3,
+    Gltf,
+}
+
+impl Shading {
+    /// The model in effect for a scene whose generator implies `implied`.
+    pub fn resolve(self, implied: ShadingModel) -> ShadingModel {
+        match self {
+            Shading::Auto => implied,
+            Shading::Blender3 => ShadingModel::PrincipledV1,
+            Shading::Gltf => ShadingModel::Gltf,
+        }
+    }
 }
 
 /// The render engine. Both trace the same paths with the same random
@@ -52,6 +82,7 @@ impl Default for Settings {
             exposure: 0.0,
             view_transform: None,
             engine: Engine::Auto,
+            shading: Shading::Auto,
         }
     }
 }
@@ -96,5 +127,9 @@ mod tests {
             assert_eq!(Settings::parse(&format!(r#"{{"engine": "{text}"}}"#)).unwrap().engine, engine);
         }
         assert!(Settings::parse(r#"{"engine": "GPU"}"#).unwrap_err().contains("unknown variant"));
+        let s = Settings::parse(r#"{"shading": "gltf"}"#).unwrap();
+        assert_eq!(s.shading.resolve(ShadingModel::PrincipledV1), ShadingModel::Gltf);
+        assert_eq!(Shading::Auto.resolve(ShadingModel::PrincipledV1), ShadingModel::PrincipledV1);
+        assert!(Settings::parse(r#"{"shading": "cycles"}"#).unwrap_err().contains("unknown variant"));
     }
 }

@@ -4,7 +4,7 @@
 use glam::{Vec2, Vec3, Vec4};
 
 use crate::frame::{Frame, Hit};
-use crate::scene::{Material, Mesh, Scene, TextureRef};
+use crate::scene::{Material, Mesh, Scene, ShadingModel, TextureRef};
 
 /// Everything the integrator needs at a surface point.
 #[derive(Clone, Copy, Debug)]
@@ -42,7 +42,8 @@ fn uv(mesh: &Mesh, set: u32, i: [usize; 3], u: f32, v: f32) -> Vec2 {
 fn tex(scene: &Scene, r: Option<TextureRef>, mesh: &Mesh, i: [usize; 3], u: f32, v: f32, srgb: bool) -> Option<Vec4> {
     let r = r?;
     let t = scene.textures.get(r.texture)?;
-    Some(t.sample(uv(mesh, r.tex_coord, i, u, v), srgb, crate::srgb_lut()))
+    let cycles = scene.shading == ShadingModel::PrincipledV1;
+    Some(t.sample(uv(mesh, r.tex_coord, i, u, v), srgb, cycles, crate::srgb_lut()))
 }
 
 fn tri_indices(mesh: &Mesh, tri: u32) -> [usize; 3] {

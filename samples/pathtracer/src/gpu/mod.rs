@@ -34,7 +34,7 @@ use crate::bvh::Bvh;
 use crate::camera::FilterTable;
 use crate::frame::{Blas, Frame};
 use crate::integrator::PathResult;
-use crate::scene::{AlphaMode, LightKind, Scene, TextureRef, Wrap};
+use crate::scene::{AlphaMode, LightKind, Scene, ShadingModel, SpotCone, TextureRef, Wrap};
 use crate::settings::Settings;
 use crate::TileSums;
 
@@ -95,6 +95,8 @@ mod p {
     pub const N_LIGHTS: usize = 50;
     pub const FILTER: usize = 51;
     pub const SRGB: usize = 52;
+    /// `scene::ShadingModel`: 0 glTF, 1 Principled v1.
+    pub const MODEL: usize = 53;
     pub const WORDS: usize = 64;
 }
 
@@ -158,6 +160,7 @@ fn shader() -> &'static str {
             ("P_N_LIGHTS", p::N_LIGHTS as u32),
             ("P_FILTER", p::FILTER as u32),
             ("P_SRGB", p::SRGB as u32),
+            ("P_MODEL", p::MODEL as u32),
             ("R_NODE", rec::NODE),
             ("R_TRI", rec::TRI),
             ("R_INSTANCE", rec::INSTANCE),
@@ -383,7 +386,12 @@ fn upload(ctx: &Context, frame_number: i32) -> Result<FrameBuffers, JobError> {
     let mut params = vec![0u32; p::WORDS];
     params[p::WIDTH] = ctx.width;
     params[p::HEIGHT] = ctx.height;
-    params[p::MAX_BOUNCES] = ctx.settings.max_bounces;
+    // The last path vertex's depth (`integrator::trace`'s `last`).
+    params[p::MAX_BOUNCES] = ctx.settings.max_bounces + 1;
+    params[p::MODEL] = match scene.shading {
+        ShadingModel::Gltf => 0,
+        ShadingModel::PrincipledV1 => 1,
+    };
     params[p::INF] = f32::INFINITY.to_bits();
     let cam = &frame.camera;
     for (at, v) in [(p::CAM_O, cam.origin), (p::CAM_R, cam.right), (p::CAM_U, cam.up), (p::CAM_F, cam.forward)]
@@ -591,19 +599,21 @@ fn upload(ctx: &Context, frame_number: i32) -> Result<FrameBuffers, JobError> {
     params[p::N_LIGHTS] = frame.lights.len() as u32;
     for l in &frame.lights {
         let start = w.at();
-        let (kind, cos_inner, cos_outer) = match l.kind {
-            LightKind::Point => (0, 0.0, 0.0),
-            LightKind::Spot { cos_inner, cos_outer } => (1, cos_inner, cos_outer),
-            LightKind::Directional => (2, 0.0, 0.0),
+        let kind = match l.kind {
+            LightKind::Point => 0,
+            LightKind::Spot { .. } => 1,
+            LightKind::Directional => 2,
         };
+        let cone = l.cone.unwrap_or(SpotCone { cos_outer: 0.0, width: 1.0, cycles: false });
         w.u(kind); // 0
         w.v3(l.position); // 1..4
         w.v3(l.direction); // 4..7
         w.v3(l.power); // 7..10
                        // `integrator` uses the range only when positive.
         w.f(l.range.filter(|r| *r > 0.0).unwrap_or(0.0)); // 10
-        w.f(cos_inner); // 11
-        w.f(cos_outer); // 12
+        w.f(cone.cos_outer); // 11
+        w.f(cone.width); // 12
+        w.u(u32::from(cone.cycles)); // 13
         w.pad_to(start, rec::LIGHT);
     }
 

@@ -248,7 +248,20 @@ fn texel(t: u32, x: i32, y: i32, srgb: bool) -> vec4<f32> {
 // texels have no fractional precision left anyway).
 fn to_int(x: f32) -> i32 { return i32(clamp(x, -1073741824.0, 1073741824.0)); }
 fn lerp4(a: vec4<f32>, b: vec4<f32>, s: f32) -> vec4<f32> { return a * (1.0 - s) + b * s; }
+fn srgb_decode(c: f32) -> f32 {
+    if (c <= 0.04045) { return c / 12.92; }
+    return pow((c + 0.055) / 1.055, 2.4);
+}
+// `Texture::sample`: the Principled v1 model filters sRGB textures on their
+// encoded values and decodes after, as Cycles does.
 fn tex_sample(ti: u32, uv: vec2<f32>, srgb: bool) -> vec4<f32> {
+    if (srgb && P[P_MODEL] == 1u) {
+        let v = tex_filter(ti, uv, false);
+        return vec4<f32>(srgb_decode(v.x), srgb_decode(v.y), srgb_decode(v.z), v.w);
+    }
+    return tex_filter(ti, uv, srgb);
+}
+fn tex_filter(ti: u32, uv: vec2<f32>, srgb: bool) -> vec4<f32> {
     let t = P[P_TEXTURES] + ti * R_TEXTURE;
     if (!(is_finite(uv.x) && is_finite(uv.y))) { return texel(t, 0, 0, srgb); }
     let x = uv.x * f32(S[t]) - 0.5;
@@ -614,6 +627,7 @@ fn pick_emitter(u: f32) -> u32 {
 struct Bsdf {
     base: vec3<f32>,
     metallic: f32,
+    roughness: f32,
     alpha: f32,
     t: vec3<f32>,
     b: vec3<f32>,
@@ -627,7 +641,7 @@ fn make_bsdf(n: vec3<f32>, base: vec3<f32>, metallic: f32, roughness: f32) -> Bs
     let b = n.x * n.y * a;
     let t = vec3<f32>(1.0 + sign * n.x * n.x * a, sign * b, -sign * n.x);
     let bt = vec3<f32>(b, sign + n.y * n.y * a, -n.y);
-    return Bsdf(base, metallic, rmax(roughness * roughness, MIN_ALPHA), t, bt, n);
+    return Bsdf(base, metallic, roughness, rmax(roughness * roughness, MIN_ALPHA), t, bt, n);
 }
 fn bsdf_local(s: Bsdf, v: vec3<f32>) -> vec3<f32> { return vec3<f32>(dot3(v, s.t), dot3(v, s.b), dot3(v, s.n)); }
 fn bsdf_world(s: Bsdf, v: vec3<f32>) -> vec3<f32> { return s.t * v.x + s.b * v.y + s.n * v.z; }
@@ -655,13 +669,7 @@ fn spec_prob(s: Bsdf, nv: f32) -> f32 {
     return clamp(spec / rmax(spec + diffuse, 1e-6), 0.05, 1.0);
 }
 
-// `f·cos θi` in xyz and the pdf in w.
-fn bsdf_eval(s: Bsdf, wo: vec3<f32>, wi: vec3<f32>) -> vec4<f32> {
-    let o = bsdf_local(s, wo);
-    let i = bsdf_local(s, wi);
-    if (o.z <= 0.0 || i.z <= 0.0) { return vec4<f32>(0.0); }
-    let h = normalize_or(o + i, vec3<f32>(0.0));
-    if (all(h == vec3<f32>(0.0))) { return vec4<f32>(0.0); }
+fn gltf_brdf(s: Bsdf, o: vec3<f32>, i: vec3<f32>, h: vec3<f32>) -> vec3<f32> {
     let vh = rmax(dot3(o, h), 0.0);
     let schlick = pow5(1.0 - vh);
     let dv = ggx_d(s, h.z) * visibility(s, i.z, o.z);
@@ -669,7 +677,59 @@ fn bsdf_eval(s: Bsdf, wo: vec3<f32>, wi: vec3<f32>) -> vec4<f32> {
     let f_metal = s.base + (vec3<f32>(1.0) - s.base) * schlick;
     let dielectric = s.base * FRAC_1_PI * (1.0 - f_dielectric) + vec3<f32>(f_dielectric * dv);
     let metal = f_metal * dv;
-    let f = dielectric * (1.0 - s.metallic) + metal * s.metallic;
+    return dielectric * (1.0 - s.metallic) + metal * s.metallic;
+}
+
+fn fresnel_dielectric(cos_i: f32, eta: f32) -> f32 {
+    let c = abs(cos_i);
+    var g = eta * eta - 1.0 + c * c;
+    if (g <= 0.0) { return 1.0; }
+    g = sqrt(g);
+    let a = (g - c) / (g + c);
+    let b = (c * (g + c) - 1.0) / (c * (g - c) + 1.0);
+    return 0.5 * a * a * (1.0 + b * b);
+}
+
+fn principled_v1(s: Bsdf, o: vec3<f32>, i: vec3<f32>, h: vec3<f32>) -> vec3<f32> {
+    let lh = dot3(i, h);
+    let fd90 = 0.5 + 2.0 * s.roughness * lh * lh;
+    let fl = pow5(rmax(1.0 - i.z, 0.0));
+    let fv = pow5(rmax(1.0 - o.z, 0.0));
+    let fd = (1.0 + (fd90 - 1.0) * fl) * (1.0 + (fd90 - 1.0) * fv);
+    let diffuse = s.base * ((1.0 - s.metallic) * FRAC_1_PI * fd);
+    let spec0 = vec3<f32>(0.04 * (1.0 - s.metallic)) + s.base * s.metallic;
+    let fh = clamp((fresnel_dielectric(lh, 1.5) - 0.04) / (1.0 - 0.04), 0.0, 1.0);
+    let fresnel = spec0 * (1.0 - fh) + vec3<f32>(fh);
+    let g = g1(s, o.z) * g1(s, i.z);
+    return diffuse + fresnel * (ggx_d(s, h.z) * g / (4.0 * o.z * i.z));
+}
+
+// `scene::SpotCone::falloff` of the light record at `l`.
+fn spot_falloff(l: u32, cd: f32) -> f32 {
+    let cos_outer = sf(l + 11u);
+    let width = sf(l + 12u);
+    if (S[l + 13u] != 0u) {
+        if (cd <= cos_outer) { return 0.0; }
+        let t = cd - cos_outer;
+        if (t < width && width != 0.0) {
+            let x = t / width;
+            return cd * (x * x * (3.0 - 2.0 * x));
+        }
+        return cd;
+    }
+    let a = clamp((cd - cos_outer) * (1.0 / width), 0.0, 1.0);
+    return a * a;
+}
+
+// `f·cos θi` in xyz and the pdf in w.
+fn bsdf_eval(s: Bsdf, wo: vec3<f32>, wi: vec3<f32>) -> vec4<f32> {
+    let o = bsdf_local(s, wo);
+    let i = bsdf_local(s, wi);
+    if (o.z <= 0.0 || i.z <= 0.0) { return vec4<f32>(0.0); }
+    let h = normalize_or(o + i, vec3<f32>(0.0));
+    if (all(h == vec3<f32>(0.0))) { return vec4<f32>(0.0); }
+    var f: vec3<f32>;
+    if (P[P_MODEL] == 1u) { f = principled_v1(s, o, i, h); } else { f = gltf_brdf(s, o, i, h); }
     let ps = spec_prob(s, o.z);
     let pdf_spec = g1(s, o.z) * ggx_d(s, h.z) / (4.0 * o.z);
     let pdf = ps * pdf_spec + (1.0 - ps) * i.z * FRAC_1_PI;
@@ -761,6 +821,7 @@ fn trace(ray0: Ray) -> PathResult {
     var prev_bsdf_pdf = 0.0;
     var prev_origin = ray.o;
     let background = pv3(P_BACKGROUND);
+    // The last vertex's depth: Cycles' max bounces + 1 (set by the host).
     let max_bounces = P[P_MAX_BOUNCES];
 
     for (var depth = 0u; depth <= max_bounces; depth++) {
@@ -870,12 +931,7 @@ fn trace(ray0: Ray) -> PathResult {
                     i *= c * c;
                 }
                 if (kind == 1u) {
-                    let cos_inner = sf(l + 11u);
-                    let cos_outer = sf(l + 12u);
-                    let cd = dot3(sv3(l + 4u), -wi);
-                    let scale = 1.0 / rmax(cos_inner - cos_outer, 1e-3);
-                    let a = clamp((cd - cos_outer) * scale, 0.0, 1.0);
-                    i *= a * a;
+                    i *= spot_falloff(l, dot3(sv3(l + 4u), -wi));
                 }
                 intensity = i;
             }

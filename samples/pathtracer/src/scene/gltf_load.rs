@@ -108,6 +108,8 @@ fn check_required_in(json: &[u8]) -> Result<()> {
 /// Loads the document's data; see [`load`].
 fn load_document(doc: &gltf::Document, buffers: Vec<Vec<u8>>, scene_name: Option<&str>) -> Result<Scene> {
     let mut scene = Scene::default();
+    scene.generator = doc.as_json().asset.generator.clone();
+    scene.shading = ShadingModel::of_generator(scene.generator.as_deref());
     scene.textures = load_textures(doc, &buffers)?;
     scene.materials = doc.materials().map(|m| material(&m, &scene.textures)).collect::<Result<_>>()?;
     let default_material = scene.materials.len();
@@ -118,7 +120,24 @@ fn load_document(doc: &gltf::Document, buffers: Vec<Vec<u8>>, scene_name: Option
         let mut group =
             MeshGroup { primitives: Vec::new(), weights: mesh.weights().map(<[f32]>::to_vec).unwrap_or_default() };
         for prim in mesh.primitives() {
-            let Some(m) = primitive(&prim, &buffers, default_material, mesh.index())? else { continue };
+            let Some(mut m) = primitive(&prim, &buffers, default_material, mesh.index())? else { continue };
+            if let Some(normal_tex) = scene.materials.get(m.material).and_then(|mat| mat.normal_tex) {
+                if m.tangents.is_empty() {
+                    match tangents::generate(&m, normal_tex.tex_coord) {
+                        Some(t) => m.tangents = t,
+                        None => tessera_guest_sdk::log(
+                            tessera_guest_sdk::Level::Warn,
+                            &format!(
+                                "mesh {} primitive {} has a normal map but no normals or TEXCOORD_{} to build its \
+                             tangents from: the normal map is ignored",
+                                mesh.index(),
+                                prim.index(),
+                                normal_tex.tex_coord
+                            ),
+                        ),
+                    }
+                }
+            }
             triangles += m.triangle_count();
             if triangles > MAX_TRIANGLES {
                 return Err(LoadError::Unsupported(format!("the scene has more than {MAX_TRIANGLES} triangles")));

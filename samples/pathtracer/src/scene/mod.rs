@@ -6,6 +6,7 @@
 
 pub mod anim;
 pub mod gltf_load;
+pub mod tangents;
 pub mod texture;
 
 use glam::{Mat4, Quat, Vec2, Vec3, Vec4};
@@ -171,6 +172,82 @@ pub struct LightDef {
     pub range: Option<f32>,
 }
 
+/// Which BRDF (and spot-light falloff) the scene's materials mean: the one
+/// of the renderer that made the file, so that a frame looks like what its
+/// author saw (docs/fidelity.md). See `bsdf` for the two models.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ShadingModel {
+    /// glTF 2.0's reference BRDF and spot falloff (and Blender 4's
+    /// Principled BSDF, which follows it).
+    #[default]
+    Gltf,
+    /// Blender 2.8–3.6's Principled BSDF and spot lights, as Cycles
+    /// renders them.
+    PrincipledV1,
+}
+
+impl ShadingModel {
+    /// The model a file's `asset.generator` implies: Blender's exporter
+    /// names itself "Khronos glTF Blender I/O vX.Y.Z", its major version
+    /// Blender's own since 3.0 (1.x shipped with Blender 2.8x–2.9x), and
+    /// Blender before 4.0 renders Principled v1.
+    pub fn of_generator(generator: Option<&str>) -> ShadingModel {
+        let version = generator.and_then(|g| g.strip_prefix("Khronos glTF Blender I/O v"));
+        let major = version.and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());
+        match major {
+            Some(m) if m < 4 => ShadingModel::PrincipledV1,
+            _ => ShadingModel::Gltf,
+        }
+    }
+}
+
+/// A spot light's cone: how its intensity falls off with the angle from
+/// its axis, in the scene's shading model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SpotCone {
+    /// cos of the outer half-angle: no light beyond it.
+    pub cos_outer: f32,
+    /// Width of the soft edge in cosine, from `cos_outer` inwards.
+    pub width: f32,
+    /// Cycles' falloff (a smoothstep over the edge, times the cosine to
+    /// the axis) rather than glTF's (the square of a linear ramp).
+    pub cycles: bool,
+}
+
+impl SpotCone {
+    pub fn new(cos_inner: f32, cos_outer: f32, model: ShadingModel) -> SpotCone {
+        match model {
+            ShadingModel::Gltf => SpotCone { cos_outer, width: (cos_inner - cos_outer).max(1e-3), cycles: false },
+            ShadingModel::PrincipledV1 => {
+                // Blender's exporter writes outer = size/2 and inner =
+                // outer·(1 − blend); Cycles blends over (1 − cos outer)·blend.
+                let (outer, inner) = (cos_outer.clamp(-1.0, 1.0).acos(), cos_inner.clamp(-1.0, 1.0).acos());
+                let blend = if outer > 0.0 { (1.0 - inner / outer).clamp(0.0, 1.0) } else { 0.0 };
+                SpotCone { cos_outer, width: (1.0 - cos_outer) * blend, cycles: true }
+            }
+        }
+    }
+
+    /// The fraction of the light's intensity sent at cosine `cd` to its axis.
+    pub fn falloff(&self, cd: f32) -> f32 {
+        if self.cycles {
+            if cd <= self.cos_outer {
+                return 0.0;
+            }
+            let t = cd - self.cos_outer;
+            if t < self.width && self.width != 0.0 {
+                let x = t / self.width;
+                cd * (x * x * (3.0 - 2.0 * x))
+            } else {
+                cd
+            }
+        } else {
+            let a = ((cd - self.cos_outer) * (1.0 / self.width)).clamp(0.0, 1.0);
+            a * a
+        }
+    }
+}
+
 /// The whole scene, read-only after load.
 #[derive(Debug, Default)]
 pub struct Scene {
@@ -185,6 +262,11 @@ pub struct Scene {
     pub lights: Vec<LightDef>,
     pub skins: Vec<Skin>,
     pub animations: Vec<anim::Animation>,
+    /// The file's `asset.generator`.
+    pub generator: Option<String>,
+    /// What the materials mean: from the generator, or the job's
+    /// `shading` setting.
+    pub shading: ShadingModel,
 }
 
 impl Scene {
@@ -218,5 +300,47 @@ impl Scene {
             stack.extend(node.children.iter().rev().copied());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blender_before_4_means_principled_v1() {
+        for (generator, model) in [
+            (Some("Khronos glTF Blender I/O v3.4.50"), ShadingModel::PrincipledV1),
+            (Some("Khronos glTF Blender I/O v1.8.19"), ShadingModel::PrincipledV1),
+            (Some("Khronos glTF Blender I/O v4.2.70"), ShadingModel::Gltf),
+            (Some("Tessera samples/scenes/generate.py"), ShadingModel::Gltf),
+            (Some("Khronos glTF Blender I/O vX"), ShadingModel::Gltf),
+            (None, ShadingModel::Gltf),
+        ] {
+            assert_eq!(ShadingModel::of_generator(generator), model, "{generator:?}");
+        }
+    }
+
+    #[test]
+    fn spot_cones_fall_off_as_their_renderer_does() {
+        // Blender: spot size 60°, blend 0.4 → glTF outer 30°, inner 18°.
+        let (outer, inner) = (30f32.to_radians(), 18f32.to_radians());
+        let gltf = SpotCone::new(inner.cos(), outer.cos(), ShadingModel::Gltf);
+        let cycles = SpotCone::new(inner.cos(), outer.cos(), ShadingModel::PrincipledV1);
+        // Cycles' soft edge: (1 − cos 30°)·0.4 wide in cosine, from outside in.
+        assert!((cycles.width - (1.0 - outer.cos()) * 0.4).abs() < 1e-5, "{cycles:?}");
+        for cone in [gltf, cycles] {
+            assert_eq!(cone.falloff(31f32.to_radians().cos()), 0.0);
+            assert!(cone.falloff(30.01f32.to_radians().cos()) < 0.01);
+        }
+        // On the axis: glTF's full intensity; Cycles' too (cos 0 = 1).
+        assert_eq!(gltf.falloff(1.0), 1.0);
+        assert_eq!(cycles.falloff(1.0), 1.0);
+        // Inside the edge Cycles keeps its cosine to the axis.
+        let c = 5f32.to_radians().cos();
+        assert!((cycles.falloff(c) - c).abs() < 1e-6);
+        // Halfway through Cycles' edge: the smoothstep's ½, times the cosine.
+        let mid = outer.cos() + cycles.width / 2.0;
+        assert!((cycles.falloff(mid) - 0.5 * mid).abs() < 1e-5);
     }
 }

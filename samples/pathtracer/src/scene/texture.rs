@@ -34,7 +34,11 @@ pub struct TextureRef {
 
 /// sRGB-encoded byte → linear float, exact for all 256 values.
 pub fn srgb_to_linear(b: u8) -> f32 {
-    let c = f32::from(b) / 255.0;
+    srgb_decode(f32::from(b) / 255.0)
+}
+
+/// The sRGB transfer function's inverse, for an encoded value in [0, 1].
+pub fn srgb_decode(c: f32) -> f32 {
     if c <= 0.04045 {
         c / 12.92
     } else {
@@ -74,7 +78,16 @@ impl Texture {
 
     /// Samples at `uv` (glTF: origin top left). With `srgb`, RGB is decoded
     /// from sRGB to linear before filtering (alpha is always linear).
-    pub fn sample(&self, uv: Vec2, srgb: bool, lut: &[f32; 256]) -> Vec4 {
+    /// The texture at `uv`, bilinear unless nearest was asked for; `srgb`
+    /// decodes the colour channels to linear. With `filter_encoded`, an
+    /// sRGB texture is filtered on its encoded values and decoded after,
+    /// as Cycles does with 8-bit sRGB images (it keeps them compressed and
+    /// converts after interpolation); without, texels are decoded first.
+    pub fn sample(&self, uv: Vec2, srgb: bool, filter_encoded: bool, lut: &[f32; 256]) -> Vec4 {
+        if srgb && filter_encoded {
+            let v = self.sample(uv, false, false, lut);
+            return Vec4::new(srgb_decode(v.x), srgb_decode(v.y), srgb_decode(v.z), v.w);
+        }
         if !uv.is_finite() {
             return self.texel(0, 0, lut, srgb);
         }
@@ -128,14 +141,28 @@ mod tests {
     }
 
     #[test]
+    fn cycles_filters_srgb_textures_before_decoding() {
+        let lut = srgb_lut();
+        let t = tex(Wrap::Clamp);
+        // Halfway between black and white: decoded first, the mean of 0
+        // and 1; filtered encoded, sRGB 0.5 decoded (0.214).
+        let mid = Vec2::new(0.5, 0.5);
+        assert!((t.sample(mid, true, false, &lut).x - 0.5).abs() < 1e-6);
+        assert!((t.sample(mid, true, true, &lut).x - srgb_decode(0.5)).abs() < 1e-6);
+        assert!((srgb_decode(0.5) - 0.214).abs() < 1e-3);
+        // Alpha is never decoded.
+        assert_eq!(t.sample(mid, true, true, &lut).w, 1.0);
+    }
+
+    #[test]
     fn bilinear_between_texels() {
         let lut = srgb_lut();
         let t = tex(Wrap::Clamp);
-        assert_eq!(t.sample(Vec2::new(0.25, 0.5), false, &lut).x, 0.0);
-        assert_eq!(t.sample(Vec2::new(0.75, 0.5), false, &lut).x, 1.0);
-        assert!((t.sample(Vec2::new(0.5, 0.5), false, &lut).x - 0.5).abs() < 1e-6);
+        assert_eq!(t.sample(Vec2::new(0.25, 0.5), false, false, &lut).x, 0.0);
+        assert_eq!(t.sample(Vec2::new(0.75, 0.5), false, false, &lut).x, 1.0);
+        assert!((t.sample(Vec2::new(0.5, 0.5), false, false, &lut).x - 0.5).abs() < 1e-6);
         // Repeat wraps the right edge onto the left texel.
-        assert!((tex(Wrap::Repeat).sample(Vec2::new(1.0, 0.5), false, &lut).x - 0.5).abs() < 1e-6);
+        assert!((tex(Wrap::Repeat).sample(Vec2::new(1.0, 0.5), false, false, &lut).x - 0.5).abs() < 1e-6);
         assert!((srgb_to_linear(188) - 0.5029).abs() < 1e-3);
     }
 }

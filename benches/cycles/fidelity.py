@@ -72,7 +72,7 @@ def parse_args():
 
 
 def material(name, base=(0.8, 0.8, 0.8), metallic=0.0, roughness=0.5, emission=None, strength=1.0,
-             texture=None, normal_map=None):
+             texture=None, normal_map=None, mapping=None, specular=None, specular_tint=None):
     m = bpy.data.materials.new(name)
     m.use_nodes = True
     nodes, links = m.node_tree.nodes, m.node_tree.links
@@ -83,10 +83,22 @@ def material(name, base=(0.8, 0.8, 0.8), metallic=0.0, roughness=0.5, emission=N
     if emission is not None:
         p.inputs["Emission"].default_value = (*emission, 1.0)
         p.inputs["Emission Strength"].default_value = strength
+    if specular is not None:
+        p.inputs["Specular"].default_value = specular
+    if specular_tint is not None:
+        p.inputs["Specular Tint"].default_value = specular_tint
     if texture is not None:
         t = nodes.new("ShaderNodeTexImage")
         t.image = texture
         links.new(t.outputs["Color"], p.inputs["Base Color"])
+        if mapping is not None:
+            # UV -> Mapping -> image: the exporter writes KHR_texture_transform.
+            uv = nodes.new("ShaderNodeTexCoord")
+            mp = nodes.new("ShaderNodeMapping")
+            for k, v in mapping.items():
+                mp.inputs[k].default_value = v
+            links.new(uv.outputs["UV"], mp.inputs["Vector"])
+            links.new(mp.outputs["Vector"], t.inputs["Vector"])
     if normal_map is not None:
         t = nodes.new("ShaderNodeTexImage")
         t.image = normal_map
@@ -124,9 +136,12 @@ def look_at(obj, target):
     obj.rotation_euler = direction.to_track_quat("-Z", "Y").to_euler()
 
 
-def camera(location, target, lens=35.0):
+def camera(location, target, lens=35.0, ortho_scale=None):
     cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
     cam.data.lens = lens
+    if ortho_scale is not None:
+        cam.data.type = "ORTHO"
+        cam.data.ortho_scale = ortho_scale
     cam.data.sensor_fit = "AUTO"
     bpy.context.scene.collection.objects.link(cam)
     cam.location = location
@@ -289,6 +304,46 @@ def floor_world():
     return world((0.4, 0.5, 0.6), 1.0)
 
 
+def ortho_blocks():
+    """Blocks on a floor seen through an orthographic camera under a sun:
+    the orthographic projection (its scale and framing) and a shadowed
+    grey-green-red palette."""
+    plane(10, (0, 0, 0), mat=material("Floor", (0.6, 0.6, 0.6), roughness=0.9))
+    for i, (c, h) in enumerate([((0.7, 0.2, 0.2), 0.8), ((0.2, 0.6, 0.25), 0.5), ((0.25, 0.3, 0.7), 1.1)]):
+        cube(0.7, (-1.2 + 1.2 * i, 0.2 * i, 0.35), mat=material(f"Block{i}", c, roughness=0.6)).scale = (1, 1, h / 0.7)
+    sun = light("SUN", "Sun", (0, 0, 5), 3.0)
+    sun.rotation_euler = (math.radians(35), 0, math.radians(40))
+    camera((4, -6, 5), (0, 0, 0.3), ortho_scale=5.0)
+    return world((0.2, 0.22, 0.25), 1.0)
+
+
+def mapped_specular():
+    """A checker floor through a Mapping node (offset, rotation, scale:
+    KHR_texture_transform) and dark glossy spheres with Blender's Specular
+    0, 0.25 and 1 and a tinted one (KHR_materials_specular and _ior, which
+    Blender 3's exporter writes for a Specular other than 0.5)."""
+
+    def checker(u, v):
+        on = (int(u * 4) + int(v * 4)) % 2 == 0
+        return (0.2, 0.45, 0.8) if on else (0.9, 0.88, 0.8)
+
+    mapping = {"Location": (0.15, 0.3, 0.0), "Rotation": (0.0, 0.0, math.radians(30)), "Scale": (2.5, 1.5, 1.0)}
+    floor = material("Mapped", texture=image("checker4", 64, checker), roughness=0.8, mapping=mapping)
+    plane(8, (0, 0, 0), mat=floor)
+    for i, (spec, tint, base) in enumerate([
+        (0.0, 0.0, (0.05, 0.05, 0.05)),
+        (0.25, 0.0, (0.05, 0.05, 0.05)),
+        (1.0, 0.0, (0.05, 0.05, 0.05)),
+        (0.8, 1.0, (0.5, 0.12, 0.05)),
+    ]):
+        m = material(f"Spec{i}", base, roughness=0.3, specular=spec, specular_tint=tint)
+        sphere(0.42, (-1.5 + i, 0.2, 0.42), mat=m)
+    sun = light("SUN", "Sun", (0, 0, 5), 3.0, color=(1.0, 0.97, 0.9))
+    sun.rotation_euler = (math.radians(50), 0, math.radians(-25))
+    camera((0, -4.4, 1.7), (0, 0.2, 0.35), lens=38)
+    return world((0.35, 0.4, 0.5), 0.6)
+
+
 SCENES = {
     "floor_point": floor_point,
     "floor_sun": floor_sun,
@@ -297,6 +352,8 @@ SCENES = {
     "sun_spheres": sun_spheres,
     "spot_emitter": spot_emitter,
     "textured": textured,
+    "ortho_blocks": ortho_blocks,
+    "mapped_specular": mapped_specular,
 }
 
 

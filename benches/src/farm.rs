@@ -493,6 +493,7 @@ pub(crate) async fn synthetic_job(
         submitted_by: None,
         engine: Default::default(),
         denoise: false,
+        progressive: false,
     };
     let tiles = tiles_x * tiles_x * frames;
     Ok((farm.submit(spec).await?, tiles))

@@ -454,6 +454,7 @@ fn manifest_bytes(tiles: u32) -> Result<Vec<u8>> {
         submitted_by: None,
         engine: Default::default(),
         denoise: false,
+        progressive: false,
     };
     let coordinator = tls::Identity::generate("tessera")?;
     let signer = ManifestSigner::new(&coordinator.key_der, coordinator.cert_der.clone()).map_err(|e| anyhow!(e))?;

@@ -720,6 +720,7 @@ mod tests {
             submitted_by: None,
             engine: Default::default(),
             denoise: false,
+            progressive: false,
         }
     }
 

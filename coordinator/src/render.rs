@@ -61,9 +61,15 @@ pub struct RenderArgs {
     /// World strength.
     #[arg(long, default_value_t = 1.0)]
     background_strength: f32,
-    /// Longest light path, in bounces.
+    /// Longest light path, in bounces after the first hit as Blender counts
+    /// them (0: direct light only).
     #[arg(long, default_value_t = 8)]
     bounces: u32,
+    /// What the materials mean: auto (Blender 2.8–3.6's Principled BSDF for
+    /// files those Blenders exported, glTF's BRDF otherwise), blender3 or
+    /// gltf (docs/fidelity.md).
+    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(tessera_coordinator::api::jobs::SHADING))]
+    shading: String,
     /// Frames per second: frame N shows the scene at time N / fps.
     #[arg(long, default_value_t = 24.0)]
     fps: f64,
@@ -109,6 +115,10 @@ fn guest_settings(args: &RenderArgs) -> Result<String> {
             bail!("--background takes three linear values R,G,B, not {}", bg.len());
         }
         s["background"] = serde_json::json!(bg);
+    }
+    // Only when asked: the default leaves the settings as the farm's are.
+    if args.shading != "auto" {
+        s["shading"] = args.shading.clone().into();
     }
     Ok(s.to_string())
 }

@@ -275,9 +275,14 @@ pub fn run(args: VerifyArgs, embedded_module: Option<&'static [u8]>) -> Result<(
     let options = OutputOptions { view: m.view.parse().unwrap_or_default(), exposure: m.exposure as f32 };
     match &exr {
         Some(exr) => {
+            // A progressive frame's tiles bind the frame's pixels with the
+            // samples through their pass: the last pass's are the file's.
+            let last = |t: &&ManifestTile| u64::from(t.samples.start) + u64::from(t.samples.count) == u64::from(m.spp);
+            let checked = m.tiles.iter().filter(last).count();
             let problems: Vec<String> = m
                 .tiles
                 .iter()
+                .filter(last)
                 .filter(|t| inside(t.rect, &m))
                 .filter_map(|t| {
                     let got = manifest::pixels_blake3(exr.region(t.rect));
@@ -296,7 +301,12 @@ pub fn run(args: VerifyArgs, embedded_module: Option<&'static [u8]>) -> Result<(
                     })
                 })
                 .collect();
-            report.all(format!("EXR pixels match all {} tiles' pixel hashes", m.tiles.len()), &problems);
+            let what = if checked == m.tiles.len() {
+                format!("all {checked} tiles'")
+            } else {
+                format!("the {checked} last-pass tiles' (of {})", m.tiles.len())
+            };
+            report.all(format!("EXR pixels match {what} pixel hashes"), &problems);
             if let Some(png) = &png {
                 check_png_against_exr("the PNG", exr, png, &options, &m, &mut report);
             }
@@ -438,6 +448,9 @@ fn check_tiles(m: &FrameManifest, report: &mut Report) {
 }
 
 fn check_coverage(m: &FrameManifest, report: &mut Report) {
+    if m.tiles.iter().any(|t| (t.samples.start, t.samples.count) != (0, m.spp)) {
+        return check_pass_coverage(m, report);
+    }
     let (w, h) = (m.width as usize, m.height as usize);
     let mut covered = vec![0u64; (w * h).div_ceil(64)];
     let mut problems = Vec::new();
@@ -486,6 +499,63 @@ fn check_coverage(m: &FrameManifest, report: &mut Report) {
     }
     report.all(
         format!("the tiles cover the {}x{} frame exactly once, all {} samples each", m.width, m.height, m.spp),
+        &problems,
+    );
+}
+
+/// A progressive frame's coverage: at every pixel, the tiles over it, by
+/// index, carry consecutive sample ranges that start at 0 and end at the
+/// frame's spp (so they add up to the frame, as `SampleRange::passes`
+/// cuts it).
+fn check_pass_coverage(m: &FrameManifest, report: &mut Report) {
+    let (w, h) = (m.width as usize, m.height as usize);
+    // The next sample each pixel expects.
+    let mut next = vec![0u32; w * h];
+    let mut problems = Vec::new();
+    let (mut out_of_order, mut passes) = (0u64, BTreeSet::new());
+    let mut indices = BTreeSet::new();
+    let mut tiles: Vec<&ManifestTile> = m.tiles.iter().collect();
+    tiles.sort_by_key(|t| t.index);
+    for t in tiles {
+        if !indices.insert(t.index) {
+            problems.push(format!("tile {} is listed twice", t.index));
+        }
+        if !inside(t.rect, m) {
+            problems.push(format!(
+                "tile {}: {},{} {}x{} is not inside the {}x{} frame",
+                t.index, t.rect.x, t.rect.y, t.rect.width, t.rect.height, m.width, m.height
+            ));
+            continue;
+        }
+        passes.insert((t.samples.start, t.samples.count));
+        for y in t.rect.y..t.rect.y + t.rect.height {
+            for x in t.rect.x..t.rect.x + t.rect.width {
+                let i = y as usize * w + x as usize;
+                if next[i] != t.samples.start {
+                    out_of_order += 1;
+                }
+                next[i] = t.samples.start.saturating_add(t.samples.count);
+            }
+        }
+    }
+    if out_of_order > 0 {
+        problems.push(format!(
+            "{out_of_order} pixels' tiles do not carry consecutive sample ranges from 0 (a gap, an overlap or a pass \
+             out of order)"
+        ));
+    }
+    let lacking = next.iter().filter(|n| **n != m.spp).count();
+    if lacking > 0 {
+        problems.push(format!("{lacking} of the frame's {} pixels do not have all {} samples", w * h, m.spp));
+    }
+    report.all(
+        format!(
+            "the tiles cover the {}x{} frame in {} sample passes, all {} samples at every pixel",
+            m.width,
+            m.height,
+            passes.len(),
+            m.spp
+        ),
         &problems,
     );
 }
@@ -795,10 +865,13 @@ fn recheck_inner(
         label: "tessera verify".into(),
     };
     let mut instance = guest.instantiate(&spec).context("loading the scene in the guest")?;
-    let tile_of = |x: u32, y: u32| -> Option<&ManifestTile> {
+    // The tiles over a pixel: one, or one per pass of a progressive frame
+    // (whose sample ranges the coverage check found consecutive).
+    let tiles_at = |x: u32, y: u32| -> Vec<&ManifestTile> {
         m.tiles
             .iter()
-            .find(|t| x >= t.rect.x && y >= t.rect.y && x - t.rect.x < t.rect.width && y - t.rect.y < t.rect.height)
+            .filter(|t| x >= t.rect.x && y >= t.rect.y && x - t.rect.x < t.rect.width && y - t.rect.y < t.rect.height)
+            .collect()
     };
     let pixels = recheck_pixels(m, args.seed, n);
     let mut problems = Vec::new();
@@ -814,12 +887,19 @@ fn recheck_inner(
     }
     let mut gpu_pixels: Vec<GpuPixel> = Vec::new();
     for &(x, y) in &pixels {
-        let Some(tile) = tile_of(x, y) else {
+        let over = tiles_at(x, y);
+        let Some(&tile) = over.iter().max_by_key(|t| t.samples.start) else {
             problems.push(format!("pixel ({x}, {y}) is in no tile"));
             continue;
         };
+        let start = over.iter().map(|t| t.samples.start).min().unwrap_or(0);
+        let count = over.iter().map(|t| t.samples.count).sum();
+        // A pixel with any GPU pass is judged within the GPU tolerance.
+        let tile = over.iter().find(|t| t.gpu.is_some()).copied().unwrap_or(tile);
         let rect = Rect { x, y, width: 1, height: 1 };
-        let request = TileRequest::new(m.frame, rect, tile.samples.start, tile.samples.count, m.seed);
+        // All its samples at once: sums by sample block add up exactly as
+        // the passes did (`SampleRange::passes`).
+        let request = TileRequest::new(m.frame, rect, start, count, m.seed);
         let mut out = instance.render_tile(&request).with_context(|| format!("rendering pixel ({x}, {y})"))?;
         out.accumulators.canonicalize_nans();
         let Some(&rendered) = manifest::tile_pixels(&out.accumulators).first() else {

@@ -107,6 +107,16 @@ impl TileResult {
     }
 }
 
+/// Whether sample index `s` starts a *sample block* (1, 4, 16, 64, …: the
+/// powers of 4). Sum each pixel's samples block by block and add the block
+/// sums in order: then a range cut at block starts, its parts added in
+/// order by the host, equals the whole range bit for bit, which is what a
+/// progressive job's passes (`SampleRange::passes` in tessera-protocol,
+/// the same rule) promise.
+pub fn starts_sample_block(s: u32) -> bool {
+    s.is_power_of_two() && s.trailing_zeros() % 2 == 0
+}
+
 /// Writes a message to the host's log for this job.
 pub fn log(level: Level, message: &str) {
     #[cfg(target_arch = "wasm32")]

@@ -45,6 +45,33 @@ pub struct SampleRange {
     pub count: u32,
 }
 
+impl SampleRange {
+    /// Whether sample index `s` starts a *sample block*: 1, 4, 16, 64, …
+    /// (the powers of 4). A guest sums each pixel's samples block by block
+    /// and adds the block sums in order (the path tracer's `TileSums`), so
+    /// ranges cut at block starts, added in order, equal the whole range
+    /// bit for bit: progressive jobs' passes rely on it. The guest SDK's
+    /// `starts_sample_block` is the same rule.
+    pub fn starts_block(s: u32) -> bool {
+        s.is_power_of_two() && s.trailing_zeros() % 2 == 0
+    }
+
+    /// `0..spp` cut at every block start: a progressive job's passes, of
+    /// 1, 3, 12, 48, 192, … samples (each pass brings the total to the
+    /// next power of 4, the last one to `spp`).
+    pub fn passes(spp: u32) -> Vec<SampleRange> {
+        let mut passes = Vec::new();
+        let mut start = 0u32;
+        while start < spp {
+            let mut end = if start == 0 { 1 } else { start.saturating_mul(4) };
+            end = end.min(spp);
+            passes.push(SampleRange { start, count: end - start });
+            start = end;
+        }
+        passes
+    }
+}
+
 /// A tile's per-pixel float accumulators, as a guest returned them.
 ///
 /// `color` holds RGB sums (3 floats per pixel, row-major), `weight` the filter
@@ -168,6 +195,24 @@ pub fn canonicalize_nans(data: &mut [f32]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passes_cut_at_powers_of_four_and_cover_every_sample() {
+        let r = |start, count| SampleRange { start, count };
+        assert_eq!(SampleRange::passes(1), vec![r(0, 1)]);
+        assert_eq!(SampleRange::passes(16), vec![r(0, 1), r(1, 3), r(4, 12)]);
+        assert_eq!(SampleRange::passes(100), vec![r(0, 1), r(1, 3), r(4, 12), r(16, 48), r(64, 36)]);
+        assert!(SampleRange::passes(0).is_empty());
+        for spp in [1, 2, 5, 64, 1000, 1 << 20] {
+            let passes = SampleRange::passes(spp);
+            assert_eq!(passes.iter().map(|p| p.count).sum::<u32>(), spp);
+            for p in &passes[1..] {
+                assert!(SampleRange::starts_block(p.start), "{p:?}");
+            }
+        }
+        let starts: Vec<u32> = (0..300).filter(|s| SampleRange::starts_block(*s)).collect();
+        assert_eq!(starts, vec![1, 4, 16, 64, 256]);
+    }
 
     #[test]
     fn tiles_cover_the_frame_exactly_once() {

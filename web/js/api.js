@@ -127,6 +127,13 @@ export function imageUrl(path) {
   return url;
 }
 
+/** An object URL for an image that changes under one path (a progressive
+ * frame's preview): fetched every time, not cached. */
+export async function freshImageUrl(path, signal) {
+  const response = await request(path, { signal });
+  return URL.createObjectURL(await response.blob());
+}
+
 /** A decoded image (for a canvas) from the API. */
 export async function bitmap(path, signal) {
   const response = await request(path, { signal });

@@ -254,13 +254,30 @@ export function jobView(id) {
     const refreshLog = throttle(() => loadLog().catch(() => {}), 2000);
     api.follow(`/api/v1/jobs/${id}/events`, (name, event) => {
       if (name === 'tile') {
-        if (follow && event.frame !== shown && !frames.has(event.frame)) show(event.frame);
+        // A progressive job goes over every frame once per pass: following
+        // its tiles would flip between frames, so it stays on the one shown.
+        if (follow && !s.progressive && event.frame !== shown && !frames.has(event.frame)) show(event.frame);
         if (event.frame === shown) tiles.add(event.tile, event.rect);
         job.progress.tiles_done = Math.min(job.progress.tiles, job.progress.tiles_done + 1);
         job.progress.fraction = job.progress.tiles ? job.progress.tiles_done / job.progress.tiles : 1;
         renderHead();
         refreshHead();
+      } else if (name === 'preview') {
+        // A progressive frame's whole image after a pass (denoised if the job is).
+        if (event.frame === shown && !frames.has(shown)) {
+          tiles.whole(`/api/v1/jobs/${id}/frames/${event.frame}.preview.png`).catch(() => {});
+          frameLabel.textContent = `Frame ${event.frame} · ${event.samples} spp preview`;
+        }
+        const button = thumbs.get(event.frame);
+        if (button && !button.classList.contains('done')) {
+          api.freshImageUrl(`/api/v1/jobs/${id}/frames/${event.frame}.preview.png`, signal).then(url => {
+            const old = button.querySelector('.thumb-img img');
+            if (old) URL.revokeObjectURL(old.src);
+            fill(button.querySelector('.thumb-img'), h('img', { src: url, alt: '' }));
+          }).catch(() => {});
+        }
       } else if (name === 'frame') {
+        if (event.frame === shown) frameLabel.textContent = `Frame ${event.frame}`;
         loadFrames().catch(() => {});
         refreshHead();
         refreshLog();

@@ -103,6 +103,9 @@ export function submitView() {
       const exr = h('input', { type: 'checkbox', id: 'format-exr', checked: d.formats.includes('exr') });
       // On by default here: a preview is for looking at. The raw frame ships too.
       const denoise = h('input', { type: 'checkbox', id: 'denoise', checked: true });
+      // Also on here: the whole frame appears after its first sample pass
+      // and refines; the final frame is the same bit for bit.
+      const progressive = h('input', { type: 'checkbox', id: 'progressive', checked: true });
       const error = h('div', { id: 'submit-error-box' });
       const progress = h('progress', { id: 'upload-progress', max: 1, value: 0, hidden: true, 'aria-label': 'upload' });
       const button = h('button', { type: 'submit', class: 'primary', id: 'submit-button' }, 'Render');
@@ -123,7 +126,8 @@ export function submitView() {
           field('priority', 'Priority', priority, 'higher renders first')),
         h('fieldset', { class: 'formats' }, h('legend', {}, 'Files per frame'),
           h('label', { class: 'check' }, png, ' PNG'), h('label', { class: 'check' }, exr, ' EXR (linear, float)'),
-          h('label', { class: 'check' }, denoise, ' Denoised too (the raw frame is kept beside it)')),
+          h('label', { class: 'check' }, denoise, ' Denoised too (the raw frame is kept beside it)'),
+          h('label', { class: 'check' }, progressive, ' Progressive (preview each frame after 1, 4, 16, … samples)')),
         error, progress, button);
       form.addEventListener('submit', async e => {
         e.preventDefault();
@@ -153,6 +157,7 @@ export function submitView() {
           priority: Math.trunc(Number(priority.value) || 0),
           formats,
           denoise: denoise.checked,
+          progressive: progressive.checked,
         };
         if (info.cameras.length > 1) settings.camera = camera.value;
         button.disabled = true;

@@ -15,6 +15,9 @@
 //!   fuzzer CI runs; `--input` reruns one saved input.
 //! - `cargo xtask bench-cycles [ARGS...]`: the path tracer beside Blender
 //!   Cycles on the same scene (installs Debian's `blender`).
+//! - `cargo xtask fidelity [ARGS...]`: Tessera's frames against Cycles' on
+//!   scripted Blender scenes (benches/cycles/fidelity.py); fails past 3 %
+//!   per frame mean or 5 % per cell of a 4×4 grid.
 
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
@@ -23,7 +26,7 @@ use anyhow::{bail, Context, Result};
 use tessera_guest_build::{Toolchain, GUESTS};
 
 const USAGE: &str =
-    "usage: cargo xtask <setup | build-guests [NAME...] | test [ARGS...] | demo [ARGS...] | bench [ARGS...] | soak [ARGS...] | fuzz [TARGET] [--secs N] [--input FILE] | bench-cycles | blender-addon>";
+    "usage: cargo xtask <setup | build-guests [NAME...] | test [ARGS...] | demo [ARGS...] | bench [ARGS...] | soak [ARGS...] | fuzz [TARGET] [--secs N] [--input FILE] | bench-cycles [ARGS...] | fidelity [ARGS...] | blender-addon>";
 
 fn main() -> ExitCode {
     match run() {
@@ -92,34 +95,19 @@ fn run() -> Result<()> {
             args.extend(rest.iter().cloned());
             cargo(&["run", "--release", "--quiet", "--package", "tessera-benches", "--"], &args)
         }
-        "bench-cycles" => {
-            // Tessera beside Blender Cycles on the same scene (Debian's
-            // `blender`); prints a Markdown table. Not part of CI.
-            build_guests(setup()?, &["pathtracer".into(), "spheres".into()])?;
-            tessera_guest_build::apt_install(&["blender", "python3-numpy"])?;
-            cargo(&["build", "--release", "--quiet", "--package", "tessera-coordinator", "--bin", "tessera"], &[])?;
-            let root = tessera_guest_build::workspace_root();
-            let mut args: Vec<String> = vec![
-                "-b".into(),
-                "--factory-startup".into(),
-                "--python-exit-code".into(),
-                "1".into(),
-                "--python".into(),
-                root.join("benches/cycles/compare.py").display().to_string(),
-                "--".into(),
-                "--tessera".into(),
-                root.join("target/release/tessera").display().to_string(),
-            ];
+        "bench-cycles" => blender_script("benches/cycles/compare.py", &rest, |args| {
             if !rest.iter().any(|a| a == "--scene") {
+                let root = tessera_guest_build::workspace_root();
                 args.extend(["--scene".into(), root.join("samples/scenes/cornell.gltf").display().to_string()]);
             }
-            args.extend(rest.iter().cloned());
-            let status = Command::new("blender").args(&args).current_dir(&root).status().context("running blender")?;
-            if !status.success() {
-                bail!("the Cycles comparison failed ({status})");
+        }),
+        // Tessera's frames against Cycles' on scripted Blender scenes, at
+        // the bounds; exits 1 past them. CI runs a small version.
+        "fidelity" => blender_script("benches/cycles/fidelity.py", &rest, |args| {
+            if !rest.iter().any(|a| a == "--check") {
+                args.push("--check".into());
             }
-            Ok(())
-        }
+        }),
         "fuzz" => fuzz(&rest),
         "blender-addon" => {
             // The Blender add-on's zips (blender/README.md), in target/blender.
@@ -268,6 +256,34 @@ fn build_guests(toolchain: Toolchain, names: &[String]) -> Result<()> {
         let path = tessera_guest_build::build(name, toolchain, true)?;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         eprintln!("xtask: built {} ({} KiB, {:.1?})", path.display(), size / 1024, started.elapsed());
+    }
+    Ok(())
+}
+
+/// Runs a script of `benches/cycles/` in Debian's Blender against the
+/// release `tessera` (both installed or built first), with `rest` after the
+/// defaults `more` adds.
+fn blender_script(script: &str, rest: &[String], more: impl FnOnce(&mut Vec<String>)) -> Result<()> {
+    build_guests(setup()?, &["pathtracer".into(), "spheres".into()])?;
+    tessera_guest_build::apt_install(&["blender", "python3-numpy"])?;
+    cargo(&["build", "--release", "--quiet", "--package", "tessera-coordinator", "--bin", "tessera"], &[])?;
+    let root = tessera_guest_build::workspace_root();
+    let mut args: Vec<String> = vec![
+        "-b".into(),
+        "--factory-startup".into(),
+        "--python-exit-code".into(),
+        "1".into(),
+        "--python".into(),
+        root.join(script).display().to_string(),
+        "--".into(),
+        "--tessera".into(),
+        root.join("target/release/tessera").display().to_string(),
+    ];
+    more(&mut args);
+    args.extend(rest.iter().cloned());
+    let status = Command::new("blender").args(&args).current_dir(&root).status().context("running blender")?;
+    if !status.success() {
+        bail!("{script} failed ({status})");
     }
     Ok(())
 }

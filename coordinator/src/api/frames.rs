@@ -124,11 +124,14 @@ pub async fn list(
 
 /// One frame file: `{frame}.png`, `{frame}.exr`, a denoised job's
 /// `{frame}.denoised.png` and `{frame}.denoised.exr`, a 256-pixel-wide
-/// preview `{frame}.thumb.png`, or the frame's signed manifest
-/// `{frame}.manifest.json` (JSON; see `tessera verify`). The
-/// `ETag` is the file's blake3; `If-None-Match` with it gives 304.
+/// preview `{frame}.thumb.png`, the frame's signed manifest
+/// `{frame}.manifest.json` (JSON; see `tessera verify`), or, while a
+/// progressive job's frame renders, its latest pass `{frame}.preview.png`
+/// (the whole frame, denoised if the job is, at most 1,024 pixels on a
+/// side; `X-Tessera-Pass` and `X-Tessera-Samples` say which). The `ETag`
+/// is the file's blake3; `If-None-Match` with it gives 304.
 #[utoipa::path(get, path = "/jobs/{id}/frames/{file}", tag = "frames",
-    params(("id" = u64, Path), ("file" = String, Path, description = "`12.png`, `12.exr`, `12.denoised.png`, `12.denoised.exr`, `12.thumb.png` or `12.manifest.json`"), LinkQuery),
+    params(("id" = u64, Path), ("file" = String, Path, description = "`12.png`, `12.exr`, `12.denoised.png`, `12.denoised.exr`, `12.thumb.png`, `12.manifest.json` or `12.preview.png`"), LinkQuery),
     responses((status = 200, description = "the file", content_type = "application/octet-stream"),
         (status = 304, description = "unchanged"), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
@@ -144,13 +147,17 @@ pub async fn file(
     let id = job_id(&id)?;
     let not_named = || {
         ApiError::not_found(format!(
-            "frame files are named N.png, N.exr, N.denoised.png, N.denoised.exr, N.thumb.png or N.manifest.json, \
-             not {file:?}"
+            "frame files are named N.png, N.exr, N.denoised.png, N.denoised.exr, N.thumb.png, N.manifest.json or \
+             N.preview.png, not {file:?}"
         ))
     };
     if let Some(number) = file.strip_suffix(".thumb.png") {
         let frame = number.parse::<i32>().map_err(|_| not_named())?;
         return thumbnail(&state, &headers, id, frame).await;
+    }
+    if let Some(number) = file.strip_suffix(".preview.png") {
+        let frame = number.parse::<i32>().map_err(|_| not_named())?;
+        return preview(&state, &headers, id, frame).await;
     }
     // `None`: the manifest.
     let (frame, format, denoised) = match file.strip_suffix(".manifest.json") {
@@ -238,6 +245,38 @@ async fn thumbnail(state: &AppState, headers: &HeaderMap, id: u64, frame: i32) -
     let bytes = tokio::fs::read(&path).await.map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
     let mut response = bytes.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    etag.set(&mut response);
+    Ok(response)
+}
+
+/// A progressive frame's latest pass (see [`file`]).
+async fn preview(state: &AppState, headers: &HeaderMap, id: u64, frame: i32) -> Result<Response, ApiError> {
+    let found = blocking(state, move |store| {
+        let Some(value) = store.meta(&crate::farm::writer::preview_key(id, frame))? else {
+            return Ok(Err(format!(
+                "frame {frame} of job {id} has no preview (a progressive job's frames have one after their first pass)"
+            )));
+        };
+        Ok(Ok(value))
+    })
+    .await?;
+    let value = found.map_err(ApiError::not_found)?;
+    if value.len() < 8 {
+        return Err(ApiError::internal(format!("the preview of frame {frame} of job {id} is truncated")));
+    }
+    let word = |at: usize| u32::from_le_bytes([value[at], value[at + 1], value[at + 2], value[at + 3]]);
+    let (pass, samples) = (word(0), word(4));
+    let png = value[8..].to_vec();
+    let etag = Etag::of_hex(blake3::hash(&png).to_hex().as_str());
+    if etag.matches(headers) {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    let mut response = png.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    h.insert("x-tessera-pass", HeaderValue::from(pass));
+    h.insert("x-tessera-samples", HeaderValue::from(samples));
     etag.set(&mut response);
     Ok(response)
 }

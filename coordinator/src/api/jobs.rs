@@ -164,9 +164,13 @@ pub fn request_from(s: &SubmitSettings, default_name: &str) -> Result<JobRequest
         r.engine = engine.parse().map_err(ApiError::unprocessable)?;
     }
     r.denoise = s.denoise.unwrap_or(false);
+    r.progressive = s.progressive.unwrap_or(false);
     r.extra = guest_settings(s)?;
     Ok(r)
 }
+
+/// The path tracer's `shading` values (samples/pathtracer/src/settings.rs).
+pub const SHADING: &[&str] = &["auto", "blender3", "gltf"];
 
 /// The path tracer's own settings (JSON), with `tessera render`'s defaults.
 fn guest_settings(s: &SubmitSettings) -> Result<String, ApiError> {
@@ -190,6 +194,19 @@ fn guest_settings(s: &SubmitSettings) -> Result<String, ApiError> {
             return Err(ApiError::unprocessable("background must be three linear values from 0 to 1e6"));
         }
         extra["background"] = serde_json::json!(bg);
+    }
+    if let Some(shading) = &s.shading {
+        if !SHADING.contains(&shading.as_str()) {
+            return Err(ApiError::unprocessable(format!(
+                "shading must be one of {}, not {shading:?}",
+                SHADING.join(", ")
+            )));
+        }
+        // "auto" is what the guest does unasked: leaving it out keeps the
+        // job's settings, and so its content address, the same either way.
+        if shading != "auto" {
+            extra["shading"] = shading.clone().into();
+        }
     }
     Ok(extra.to_string())
 }
@@ -429,7 +446,9 @@ fn settings_view(spec: Option<&JobSpec>, record: &JobRecord) -> JobSettingsView 
         background,
         background_strength: extra["background_strength"].as_f64().unwrap_or(1.0) as f32,
         bounces: extra["max_bounces"].as_u64().unwrap_or(8) as u32,
+        shading: extra["shading"].as_str().unwrap_or("auto").to_string(),
         engine: spec.map_or(tessera_protocol::wire::Engine::Cpu, |s| s.engine).to_string(),
         denoise: spec.is_some_and(|s| s.denoise),
+        progressive: spec.is_some_and(|s| s.progressive),
     }
 }

@@ -59,9 +59,15 @@ pub struct SubmitSettings {
     pub background: Option<[f32; 3]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background_strength: Option<f32>,
-    /// Longest light path (default 8).
+    /// Longest light path: bounces after the first hit, as Blender's Max
+    /// Bounces counts them (0 is direct light only; default 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bounces: Option<u32>,
+    /// What the materials mean (docs/fidelity.md): `auto` (the default:
+    /// Cycles' Principled BSDF of Blender 2.8–3.6 for files those Blenders
+    /// exported, glTF's reference BRDF otherwise), `blender3` or `gltf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shading: Option<String>,
     /// `agx` (default), `filmic` or `standard`; PNG only (EXR is linear).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view_transform: Option<String>,
@@ -83,6 +89,12 @@ pub struct SubmitSettings {
     /// the denoiser's albedo and normal guides, and the raw EXR keeps them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub denoise: Option<bool>,
+    /// Render in sample passes (1, 4, 16, 64, … samples in all) so each
+    /// frame's whole image appears after its first pass and refines
+    /// (`preview` events); the final frame equals a plain render's bit for
+    /// bit. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progressive: Option<bool>,
 }
 
 /// A job's settings as resolved when it was accepted.
@@ -103,10 +115,14 @@ pub struct JobSettingsView {
     pub background: Option<[f32; 3]>,
     pub background_strength: f32,
     pub bounces: u32,
+    /// `auto`, `blender3` or `gltf`.
+    pub shading: String,
     /// `cpu`, `gpu` or `auto`.
     pub engine: String,
     /// Whether each frame also ships denoised.
     pub denoise: bool,
+    /// Whether the job renders in sample passes with previews.
+    pub progressive: bool,
 }
 
 /// How far a job is.
@@ -324,6 +340,15 @@ pub enum Event {
         job: u64,
         frame: i32,
     },
+    /// A progressive job's frame has finished `pass` (0 is the first):
+    /// its whole image at `samples` per pixel, denoised if the job is, is
+    /// at `/api/v1/jobs/{job}/frames/{frame}/preview.png`.
+    Preview {
+        job: u64,
+        frame: i32,
+        pass: u32,
+        samples: u32,
+    },
     Worker {
         identity: String,
         name: String,
@@ -341,6 +366,7 @@ impl Event {
             Event::Job { .. } => "job",
             Event::Tile { .. } => "tile",
             Event::Frame { .. } => "frame",
+            Event::Preview { .. } => "preview",
             Event::Worker { .. } => "worker",
             Event::Lagged { .. } => "lagged",
         }
@@ -349,7 +375,10 @@ impl Event {
     /// The job it is about, if any.
     pub fn job(&self) -> Option<u64> {
         match self {
-            Event::Job { job, .. } | Event::Tile { job, .. } | Event::Frame { job, .. } => Some(*job),
+            Event::Job { job, .. }
+            | Event::Tile { job, .. }
+            | Event::Frame { job, .. }
+            | Event::Preview { job, .. } => Some(*job),
             Event::Worker { .. } | Event::Lagged { .. } => None,
         }
     }

@@ -118,7 +118,10 @@ pub async fn get(
             },
             blake3: hex(&t.hash),
             fuel: t.fuel,
-            samples: SampleSpan { start: plan.samples(&spec).start, count: plan.samples(&spec).count },
+            samples: plan.place(index).map_or(SampleSpan { start: 0, count: spec.spp }, |p| SampleSpan {
+                start: p.samples.start,
+                count: p.samples.count,
+            }),
             proof: t.proof.as_deref().and_then(|p| serde_json::from_str(p).ok()),
             preview: format!("/api/v1/jobs/{id}/tiles/{index}/preview.png"),
         }))
@@ -143,32 +146,56 @@ pub async fn preview(
     require(&state, &headers, Scope::Read).await?;
     let (id, index) = (job_id(&id)?, tile_number(&tile)?);
     let found = blocking(&state, move |store| {
-        let Some((spec, _)) = plan(store, id)? else { return Ok(Err(format!("no job {id}"))) };
+        let Some((spec, plan)) = plan(store, id)? else { return Ok(Err(format!("no job {id}"))) };
         let Some(t) = store.tile(id, index)? else {
             return Ok(Err(format!("tile {index} of job {id} is not rendered (or not verified) yet")));
         };
-        Ok(Ok((spec, t.data, hex(&t.hash))))
+        // A progressive job's tile shows the samples so far there: its own
+        // and those of the same rectangle's earlier passes that are stored.
+        let mut tiles = Vec::new();
+        if let Some(place) = plan.progressive_place(index) {
+            for pass in 0..place.pass {
+                if let Some(earlier) = store.tile(id, plan.tile_of(pass, place.frame_slot, place.rect_index))? {
+                    tiles.push((earlier.data, earlier.hash));
+                }
+            }
+        }
+        tiles.push((t.data, t.hash));
+        Ok(Ok((spec, tiles)))
     })
     .await?;
-    let (spec, data, etag) = found.map_err(ApiError::not_found)?;
-    let etag = Etag::of_hex(&etag);
+    let (spec, tiles) = found.map_err(ApiError::not_found)?;
+    let etag = if tiles.len() == 1 {
+        Etag::of_hex(&hex(&tiles[0].1))
+    } else {
+        let mut h = blake3::Hasher::new();
+        tiles.iter().for_each(|(_, hash)| {
+            h.update(hash);
+        });
+        Etag::of_hex(h.finalize().to_hex().as_str())
+    };
     if etag.matches(&headers) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
     let png = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
         use image::ImageEncoder;
-        let tile: tessera_protocol::TileAccumulators =
-            postcard::from_bytes(&data).map_err(|e| format!("stored tile does not decode: {e}"))?;
-        let r = tile.rect;
-        // The tile alone, as a frame of its own size.
-        let mut buffer = FrameBuffer::new(r.width, r.height);
-        let local = tessera_protocol::TileAccumulators {
-            rect: tessera_protocol::Rect { x: 0, y: 0, ..r },
-            color: tile.color,
-            weight: tile.weight,
-            aovs: Vec::new(),
-        };
-        buffer.add_tile(&local).map_err(|e| e.to_string())?;
+        let mut buffer: Option<FrameBuffer> = None;
+        let mut r = tessera_protocol::Rect { x: 0, y: 0, width: 0, height: 0 };
+        for (data, _) in &tiles {
+            let tile: tessera_protocol::TileAccumulators =
+                postcard::from_bytes(data).map_err(|e| format!("stored tile does not decode: {e}"))?;
+            r = tile.rect;
+            // The tile alone, as a frame of its own size.
+            let buffer = buffer.get_or_insert_with(|| FrameBuffer::new(r.width, r.height));
+            let local = tessera_protocol::TileAccumulators {
+                rect: tessera_protocol::Rect { x: 0, y: 0, ..r },
+                color: tile.color,
+                weight: tile.weight,
+                aovs: Vec::new(),
+            };
+            buffer.add_tile(&local).map_err(|e| e.to_string())?;
+        }
+        let buffer = buffer.ok_or("no tile")?;
         let pixels = buffer.to_display8(&spec.output_options());
         let mut out = Vec::new();
         image::codecs::png::PngEncoder::new(&mut out)

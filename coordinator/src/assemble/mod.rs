@@ -104,6 +104,17 @@ impl FrameBuffer {
     }
 
     /// Linear RGB of pixel `i` (`color / weight`, black where nothing landed).
+    /// The pixels of `r` (inside the frame), row by row.
+    pub fn region(&self, r: tessera_protocol::Rect) -> Vec<[f32; 3]> {
+        let mut out = Vec::with_capacity(r.width as usize * r.height as usize);
+        for y in r.y..r.y + r.height {
+            for x in r.x..r.x + r.width {
+                out.push(self.pixel(y as usize * self.width as usize + x as usize));
+            }
+        }
+        out
+    }
+
     pub fn pixel(&self, i: usize) -> [f32; 3] {
         let w = self.weight[i];
         if w > 0.0 {

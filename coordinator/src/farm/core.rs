@@ -112,6 +112,12 @@ pub enum CoreMsg {
         frame_slot: usize,
         error: Option<String>,
     },
+    /// The writer stored the preview of a progressive frame through `pass`.
+    PreviewWritten {
+        job: u64,
+        frame_slot: usize,
+        pass: usize,
+    },
     /// The writer could not store a tile the scheduler counts as done.
     TileLost {
         job: u64,
@@ -193,6 +199,10 @@ struct LiveJob {
     descriptor: tessera_protocol::wire::JobDescriptor,
     /// Tiles durable in the store, per frame slot.
     persisted: Vec<u32>,
+    /// Of those, per frame slot and pass (progressive jobs' previews).
+    pass_persisted: Vec<Vec<u32>>,
+    /// The last pass each frame's preview was asked for.
+    previewed: Vec<Option<usize>>,
     /// Frames written (or being written).
     frame_started: Vec<bool>,
     frames_written: usize,
@@ -401,6 +411,7 @@ impl Core {
                 }
             }
             CoreMsg::FrameWritten { job, frame_slot, error } => self.frame_written(job, frame_slot, error),
+            CoreMsg::PreviewWritten { job, frame_slot, pass } => self.preview_written(job, frame_slot, pass),
             CoreMsg::TileLost { job, error } => self.fail_job(job, format!("storing a tile: {error}")),
             CoreMsg::Status { reply } => {
                 let _ = reply.send(self.status());
@@ -439,6 +450,8 @@ impl Core {
             descriptor: spec.descriptor(id),
             spec: Arc::new(spec),
             persisted: vec![0; frames],
+            pass_persisted: vec![vec![0; plan.passes.len()]; frames],
+            previewed: vec![None; frames],
             frame_started: vec![false; frames],
             frames_written: 0,
             state: JobState::Running,
@@ -450,6 +463,7 @@ impl Core {
         for &t in &done {
             if let Some(p) = job.plan.place(t) {
                 job.persisted[p.frame_slot] += 1;
+                job.pass_persisted[p.frame_slot][p.pass] += 1;
             }
         }
         for (slot, f) in job.plan.frames.iter().enumerate() {
@@ -519,7 +533,7 @@ impl Core {
                         tile: tile.index,
                         frame: place.frame,
                         rect: place.rect,
-                        samples: job.plan.samples(&job.spec),
+                        samples: place.samples,
                         seed: job.spec.seed,
                     };
                     let _ = w.tx.send(ConnCmd::Dispatch(task));
@@ -681,7 +695,7 @@ impl Core {
             tile: key.1,
             frame: place.frame,
             rect: place.rect,
-            samples: job.plan.samples(&job.spec),
+            samples: place.samples,
             seed: job.spec.seed,
         };
         let me = self.me.clone();
@@ -837,11 +851,38 @@ impl Core {
         let Some(j) = self.jobs.get_mut(&job) else { return };
         let Some(place) = j.plan.place(index) else { return };
         j.persisted[place.frame_slot] += 1;
+        j.pass_persisted[place.frame_slot][place.pass] += 1;
         self.counters.tiles_done += 1;
         let r = place.rect;
         let rect = TileRect { x: r.x, y: r.y, width: r.width, height: r.height };
         self.emit(ApiEvent::Tile { job, frame: place.frame, tile: index, worker, rect });
+        self.maybe_preview(job, place.frame_slot);
         self.maybe_write_frame(job, place.frame_slot);
+    }
+
+    /// A progressive frame whose passes are all durable up to one that has
+    /// no preview yet (and is not the last: that one is the frame itself)
+    /// gets a preview through it.
+    fn maybe_preview(&mut self, job: u64, slot: usize) {
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        if !j.plan.is_progressive() || j.frame_started[slot] || j.state.is_finished() {
+            return;
+        }
+        let per_pass = j.plan.tiles_per_pass();
+        let complete = j.pass_persisted[slot].iter().take_while(|n| **n >= per_pass).count();
+        let Some(through) = complete.checked_sub(1) else { return };
+        if through + 1 >= j.plan.passes.len() || j.previewed[slot].is_some_and(|p| p >= through) {
+            return;
+        }
+        j.previewed[slot] = Some(through);
+        let _ = self.writer.send(WriterMsg::Preview { job, frame_slot: slot, through, spec: j.spec.clone() });
+    }
+
+    fn preview_written(&mut self, job: u64, slot: usize, pass: usize) {
+        let Some(j) = self.jobs.get(&job) else { return };
+        let frame = j.plan.frames[slot];
+        let samples = j.plan.samples_through(pass);
+        self.emit(ApiEvent::Preview { job, frame, pass: pass as u32, samples });
     }
 
     fn maybe_write_frame(&mut self, job: u64, slot: usize) {

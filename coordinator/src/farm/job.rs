@@ -53,6 +53,14 @@ pub struct JobSpec {
     /// the denoised frame from the raw EXR. Off for jobs stored before it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub denoise: bool,
+    /// Render in sample passes (`SampleRange::passes`: 1, 3, 12, 48, …
+    /// samples, each bringing the frame to the next power of 4): every
+    /// frame's first pass is dispatched before any second pass, and each
+    /// completed pass of a frame gives a preview of the whole frame. The
+    /// final frame equals a plain render's bit for bit. Off for jobs
+    /// stored before it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub progressive: bool,
 }
 
 /// A frame file format.
@@ -158,13 +166,19 @@ impl JobSpec {
         }
         // Counted before any rectangle is made: a tiny tile on a huge frame
         // must be refused, not allocated.
-        let per_frame =
-            u64::from(self.width.div_ceil(self.tile_size)) * u64::from(self.height.div_ceil(self.tile_size));
+        let passes = if self.progressive {
+            SampleRange::passes(self.spp)
+        } else {
+            vec![SampleRange { start: 0, count: self.spp }]
+        };
+        let per_frame = u64::from(self.width.div_ceil(self.tile_size))
+            * u64::from(self.height.div_ceil(self.tile_size))
+            * passes.len() as u64;
         if per_frame.saturating_mul(self.frames.len() as u64) > MAX_TILES {
             return bad(format!("{per_frame} tiles a frame × {} frames is over {MAX_TILES} tiles", self.frames.len()));
         }
         let rects = Rect::tiles(self.width, self.height, self.tile_size);
-        Ok(JobPlan { rects, frames: self.frames.clone() })
+        Ok(JobPlan { rects, frames: self.frames.clone(), passes })
     }
 
     /// What workers are told about the job.
@@ -195,12 +209,18 @@ impl JobSpec {
     }
 }
 
-/// A job's tiles: tile `i` is frame `frames[i / tiles_per_frame]`,
-/// rectangle `rects[i % tiles_per_frame]`, all samples.
+/// A job's tiles, numbered pass by pass, then frame by frame, then
+/// rectangle by rectangle: tile `i` is pass `i / (frames × rects)`, frame
+/// `frames[i / rects % frames]`, rectangle `rects[i % rects]`. The
+/// scheduler hands tiles out in index order, so every frame's first pass
+/// goes out before any frame's second. A plain job has one pass of all
+/// samples, so its tile `i` is frame `i / rects`, as before passes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobPlan {
     pub rects: Vec<Rect>,
     pub frames: Vec<i32>,
+    /// The sample passes, in order; they cover `0..spp`.
+    pub passes: Vec<SampleRange>,
 }
 
 /// Where a tile lies.
@@ -210,31 +230,81 @@ pub struct TilePlace {
     /// Position of the frame in the job's frame list.
     pub frame_slot: usize,
     pub rect: Rect,
+    /// Its pass, and the samples that pass renders.
+    pub pass: usize,
+    pub samples: SampleRange,
+}
+
+/// A progressive tile's pass, frame and rectangle, by position.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProgressivePlace {
+    pub pass: usize,
+    pub frame_slot: usize,
+    pub rect_index: usize,
 }
 
 impl JobPlan {
+    /// Tiles that make one frame: every rectangle in every pass.
     pub fn tiles_per_frame(&self) -> u32 {
+        self.tiles_per_pass() * self.passes.len() as u32
+    }
+
+    /// Tiles of one pass of one frame: its rectangles.
+    pub fn tiles_per_pass(&self) -> u32 {
         self.rects.len() as u32
     }
 
     pub fn total_tiles(&self) -> u32 {
-        self.rects.len() as u32 * self.frames.len() as u32
+        self.tiles_per_frame() * self.frames.len() as u32
     }
 
     pub fn place(&self, tile: u32) -> Option<TilePlace> {
         let per = self.rects.len();
-        let slot = tile as usize / per;
-        Some(TilePlace { frame: *self.frames.get(slot)?, frame_slot: slot, rect: self.rects[tile as usize % per] })
+        let per_pass = per * self.frames.len();
+        if per_pass == 0 {
+            return None;
+        }
+        let (pass, rest) = (tile as usize / per_pass, tile as usize % per_pass);
+        let samples = *self.passes.get(pass)?;
+        let slot = rest / per;
+        Some(TilePlace { frame: self.frames[slot], frame_slot: slot, rect: self.rects[rest % per], pass, samples })
     }
 
-    /// The tiles of the frame at `frame_slot`.
-    pub fn frame_tiles(&self, frame_slot: usize) -> std::ops::Range<u32> {
-        let per = self.tiles_per_frame();
-        frame_slot as u32 * per..(frame_slot as u32 + 1) * per
+    /// The tile of `pass` of the frame at `frame_slot` whose rectangle is
+    /// `rects[rect]`.
+    pub fn tile_of(&self, pass: usize, frame_slot: usize, rect: usize) -> u32 {
+        ((pass * self.frames.len() + frame_slot) * self.rects.len() + rect) as u32
     }
 
-    pub fn samples(&self, spec: &JobSpec) -> SampleRange {
-        SampleRange { start: 0, count: spec.spp }
+    /// The tiles of `pass` of the frame at `frame_slot`.
+    pub fn pass_tiles(&self, pass: usize, frame_slot: usize) -> std::ops::Range<u32> {
+        let first = self.tile_of(pass, frame_slot, 0);
+        first..first + self.tiles_per_pass()
+    }
+
+    /// The tiles of the frame at `frame_slot`, all passes, by index.
+    pub fn frame_tiles(&self, frame_slot: usize) -> impl Iterator<Item = u32> + '_ {
+        (0..self.passes.len()).flat_map(move |p| self.pass_tiles(p, frame_slot))
+    }
+
+    /// The samples a frame has after `pass`: what its preview shows.
+    pub fn samples_through(&self, pass: usize) -> u32 {
+        self.passes.get(pass).map_or(0, |p| p.start + p.count)
+    }
+
+    pub fn is_progressive(&self) -> bool {
+        self.passes.len() > 1
+    }
+
+    /// Where a tile of a progressive job lies, with its rectangle's
+    /// position in `rects`; `None` for a plain job's tiles.
+    pub fn progressive_place(&self, tile: u32) -> Option<ProgressivePlace> {
+        if !self.is_progressive() {
+            return None;
+        }
+        let p = self.place(tile)?;
+        let rect_index = tile as usize % self.rects.len();
+        Some(ProgressivePlace { pass: p.pass, frame_slot: p.frame_slot, rect_index })
     }
 }
 
@@ -295,10 +365,32 @@ mod tests {
             submitted_by: None,
             engine: Default::default(),
             denoise: false,
+            progressive: false,
         };
         let err = spec.plan().unwrap_err().to_string();
         assert!(err.contains("100000000 tiles a frame"), "{err}");
-        assert_eq!(JobSpec { tile_size: 64, ..spec }.plan().unwrap().total_tiles(), 157 * 157);
+        assert_eq!(JobSpec { tile_size: 64, ..spec.clone() }.plan().unwrap().total_tiles(), 157 * 157);
+
+        // Progressive: pass-major numbering, every frame's first pass first.
+        let p =
+            JobSpec { width: 64, height: 32, tile_size: 32, spp: 20, frames: vec![5, 6], progressive: true, ..spec }
+                .plan()
+                .unwrap();
+        assert_eq!(p.passes.len(), 4); // 1, 3, 12, 4 samples
+        assert_eq!((p.tiles_per_pass(), p.tiles_per_frame(), p.total_tiles()), (2, 8, 16));
+        let place = |t| p.place(t).map(|q| (q.frame, q.rect.x, q.pass, q.samples.start, q.samples.count));
+        assert_eq!(place(0), Some((5, 0, 0, 0, 1)));
+        assert_eq!(place(3), Some((6, 32, 0, 0, 1)));
+        assert_eq!(place(4), Some((5, 0, 1, 1, 3)));
+        assert_eq!(place(15), Some((6, 32, 3, 16, 4)));
+        assert_eq!(place(16), None);
+        assert_eq!(p.frame_tiles(1).collect::<Vec<_>>(), vec![2, 3, 6, 7, 10, 11, 14, 15]);
+        assert_eq!(p.samples_through(1), 4);
+        for t in 0..16 {
+            let q = p.place(t).unwrap();
+            let rect = p.rects.iter().position(|r| *r == q.rect).unwrap();
+            assert_eq!(p.tile_of(q.pass, q.frame_slot, rect), t);
+        }
     }
 
     #[test]

@@ -461,6 +461,7 @@ impl Farm {
                 submitted_by: request.submitted_by,
                 engine: request.engine,
                 denoise: request.denoise,
+                progressive: request.progressive,
             })
             .await?;
         // What the module said it will ignore, where the artist reads the
@@ -531,6 +532,8 @@ impl Farm {
                     let _ = store.blobs().remove(&hash);
                 }
             }
+            // Progressive frames' previews live in the metadata itself.
+            store.take_meta_prefix(&writer::preview_prefix(job))?;
             Ok(deleted)
         })
         .await
@@ -613,6 +616,8 @@ pub struct JobRequest {
     pub engine: tessera_protocol::wire::Engine,
     /// Ship each frame denoised as well ([`JobSpec::denoise`]).
     pub denoise: bool,
+    /// Render in sample passes with previews ([`JobSpec::progressive`]).
+    pub progressive: bool,
 }
 
 impl JobRequest {
@@ -636,6 +641,7 @@ impl JobRequest {
             submitted_by: None,
             engine: Default::default(),
             denoise: false,
+            progressive: false,
         }
     }
 }

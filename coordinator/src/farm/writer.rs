@@ -51,6 +51,13 @@ pub enum WriterMsg {
         frame_slot: usize,
         spec: Arc<JobSpec>,
     },
+    /// A progressive frame's preview through pass `through`.
+    Preview {
+        job: u64,
+        frame_slot: usize,
+        through: usize,
+        spec: Arc<JobSpec>,
+    },
     /// A line for the job's log; written with the next batch.
     Log {
         job: u64,
@@ -86,7 +93,7 @@ pub fn spawn(
     frames_dir: PathBuf,
 ) -> (mpsc::Sender<WriterMsg>, Vec<std::thread::JoinHandle<()>>) {
     let (tx, rx) = mpsc::channel::<WriterMsg>();
-    let (frame_tx, frame_rx) = mpsc::channel::<(u64, usize, Arc<JobSpec>)>();
+    let (frame_tx, frame_rx) = mpsc::channel::<Assemble>();
     let (alive, checkpoints) = mpsc::channel::<()>();
     let checkpointer = {
         let dir = lock(&store).data_dir().to_path_buf();
@@ -118,10 +125,25 @@ pub fn spawn(
             if let Err(e) = &signer {
                 tracing::error!(error = %e, "no key to sign frame manifests: frames cannot be written");
             }
-            for (job, slot, spec) in frame_rx {
-                let signer = signer.as_ref().map_err(String::as_str);
-                let error = write_frame(&store, &frames_dir, job, slot, &spec, signer).err().map(|e| e.to_string());
-                let _ = core.send(CoreMsg::FrameWritten { job, frame_slot: slot, error });
+            for work in frame_rx {
+                match work {
+                    Assemble::Frame { job, slot, spec } => {
+                        let signer = signer.as_ref().map_err(String::as_str);
+                        let error =
+                            write_frame(&store, &frames_dir, job, slot, &spec, signer).err().map(|e| e.to_string());
+                        let _ = core.send(CoreMsg::FrameWritten { job, frame_slot: slot, error });
+                    }
+                    Assemble::Preview { job, slot, through, spec } => {
+                        // A preview that cannot be made is not the job's
+                        // failure: the frame itself still comes.
+                        match write_preview(&store, job, slot, through, &spec) {
+                            Ok(()) => {
+                                let _ = core.send(CoreMsg::PreviewWritten { job, frame_slot: slot, pass: through });
+                            }
+                            Err(e) => tracing::warn!(job, frame_slot = slot, pass = through, error = %e, "preview"),
+                        }
+                    }
+                }
             }
         })
         .expect("spawning the frame assembler");
@@ -149,11 +171,17 @@ fn checkpoint_loop(dir: &Path, alive: mpsc::Receiver<()>) {
     let _ = store.checkpoint();
 }
 
+/// Work for the frame assembler: a frame, or a progressive frame's preview.
+enum Assemble {
+    Frame { job: u64, slot: usize, spec: Arc<JobSpec> },
+    Preview { job: u64, slot: usize, through: usize, spec: Arc<JobSpec> },
+}
+
 fn writer_loop(
     store: &Mutex<Store>,
     core: &tokio_mpsc::UnboundedSender<CoreMsg>,
     rx: mpsc::Receiver<WriterMsg>,
-    frames: mpsc::Sender<(u64, usize, Arc<JobSpec>)>,
+    frames: mpsc::Sender<Assemble>,
 ) {
     let mut batch: Vec<PendingTile> = Vec::new();
     let mut logs: Vec<(u64, u64, LogLevel, String)> = Vec::new();
@@ -182,7 +210,11 @@ fn writer_loop(
         }
         WriterMsg::Frame { job, frame_slot, spec } => {
             commit(store, core, batch);
-            let _ = frames.send((job, frame_slot, spec));
+            let _ = frames.send(Assemble::Frame { job, slot: frame_slot, spec });
+        }
+        WriterMsg::Preview { job, frame_slot, through, spec } => {
+            commit(store, core, batch);
+            let _ = frames.send(Assemble::Preview { job, slot: frame_slot, through, spec });
         }
     };
     while let Ok(msg) = rx.recv() {
@@ -350,13 +382,18 @@ fn write_frame(
         let acc: TileAccumulators =
             postcard::from_bytes(&t.data).map_err(|e| FrameError::Decode { index: t.index, detail: e.to_string() })?;
         buffer.add_tile(&acc)?;
+        // The frame's pixels there with the samples so far: the tile's own
+        // in a plain job; in a progressive one, its pass and those before
+        // (tiles come by index, so a rectangle's passes come in order).
+        // The last pass's are the frame file's pixels.
+        let pixels = buffer.region(acc.rect);
         manifest_tiles.push(manifest::TileInput {
             index: t.index,
             rect: acc.rect,
             data: &t.data,
             hash: t.hash,
             proof: t.proof.as_deref(),
-            pixels_blake3: manifest::pixels_blake3(&manifest::tile_pixels(&acc)),
+            pixels_blake3: manifest::pixels_blake3(&pixels),
         });
         seen += 1;
     }
@@ -404,7 +441,7 @@ fn write_frame(
     // The manifest before the frame's record: a listed frame always has one.
     let signer = signer.map_err(|e| FrameError::Manifest(e.to_string()))?;
     let stem = frame_stem(spec);
-    let samples = plan.samples(spec);
+    let samples = tessera_protocol::SampleRange { start: 0, count: spec.spp };
     let m = signer.build(job, spec, frame, &stem, files, &manifest_tiles, samples);
     let bytes = m.to_file_bytes();
     let hash = blobs.put(&bytes)?;
@@ -420,14 +457,74 @@ fn write_frame(
     Ok(())
 }
 
+/// The metadata key of a progressive frame's latest preview: 4 bytes of
+/// pass, 4 of samples (little-endian), then the PNG. In the metadata, not
+/// a blob: it is replaced pass after pass and shared with nothing.
+pub fn preview_key(job: u64, frame: i32) -> String {
+    format!("preview/{job}/{frame}")
+}
+
+/// The metadata key prefix of a job's previews.
+pub fn preview_prefix(job: u64) -> String {
+    format!("preview/{job}/")
+}
+
+/// Longest side of a preview, in pixels (the page scales it to its canvas).
+const PREVIEW: u32 = 1024;
+
+/// Assembles passes `0..=through` of a progressive frame and stores the
+/// picture (denoised if the job is) under [`preview_key`].
+fn write_preview(
+    store: &Mutex<Store>,
+    job: u64,
+    slot: usize,
+    through: usize,
+    spec: &JobSpec,
+) -> Result<(), FrameError> {
+    let plan = spec.plan().map_err(|e| FrameError::Decode { index: 0, detail: e.to_string() })?;
+    let frame = plan.frames[slot];
+    let tiles = lock(store).frame_tiles(job, frame)?;
+    let mut buffer = if spec.denoise {
+        FrameBuffer::with_guides(spec.width, spec.height)
+    } else {
+        FrameBuffer::new(spec.width, spec.height)
+    };
+    let mut seen = 0;
+    for t in tiles.iter().filter(|t| plan.place(t.index).is_some_and(|p| p.pass <= through)) {
+        if ContentHash::of(&t.data).0 != t.hash {
+            return Err(FrameError::Decode { index: t.index, detail: "hash mismatch".into() });
+        }
+        let acc: TileAccumulators =
+            postcard::from_bytes(&t.data).map_err(|e| FrameError::Decode { index: t.index, detail: e.to_string() })?;
+        buffer.add_tile(&acc)?;
+        seen += 1;
+    }
+    if seen < plan.tiles_per_pass() * (through as u32 + 1) {
+        let index = (0..=through).flat_map(|p| plan.pass_tiles(p, slot)).next().unwrap_or(0);
+        return Err(FrameError::Missing { index });
+    }
+    let image = if spec.denoise { buffer.denoised()? } else { buffer };
+    let mut value = Vec::new();
+    value.extend_from_slice(&(through as u32).to_le_bytes());
+    value.extend_from_slice(&plan.samples_through(through).to_le_bytes());
+    value.extend_from_slice(&scaled_png(&image, spec, PREVIEW));
+    lock(store).set_meta(&preview_key(job, frame), &value)?;
+    Ok(())
+}
+
 /// Longest side of a thumbnail, in pixels.
 const THUMBNAIL: u32 = 256;
 
 fn thumbnail_png(buffer: &FrameBuffer, spec: &JobSpec) -> Vec<u8> {
+    scaled_png(buffer, spec, THUMBNAIL)
+}
+
+/// The frame through the job's view, no larger than `longest` on a side.
+fn scaled_png(buffer: &FrameBuffer, spec: &JobSpec, longest: u32) -> Vec<u8> {
     use image::ImageEncoder;
     let pixels = buffer.to_display8(&spec.output_options());
     let Some(img) = image::RgbImage::from_raw(buffer.width, buffer.height, pixels) else { return Vec::new() };
-    let scale = f64::from(THUMBNAIL) / f64::from(buffer.width.max(buffer.height));
+    let scale = f64::from(longest) / f64::from(buffer.width.max(buffer.height));
     let (w, h) = if scale < 1.0 {
         (((f64::from(buffer.width) * scale) as u32).max(1), ((f64::from(buffer.height) * scale) as u32).max(1))
     } else {

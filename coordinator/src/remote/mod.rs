@@ -73,9 +73,15 @@ pub struct SubmitArgs {
     /// World strength [farm default: 1].
     #[arg(long)]
     background_strength: Option<f32>,
-    /// Longest light path, in bounces [farm default: 8].
+    /// Longest light path, in bounces after the first hit as Blender counts
+    /// them (0: direct light only) [farm default: 8].
     #[arg(long)]
     bounces: Option<u32>,
+    /// What the materials mean: auto (Blender 2.8–3.6's Principled BSDF for
+    /// files those Blenders exported, glTF's BRDF otherwise), blender3 or
+    /// gltf (docs/fidelity.md) [farm default: auto].
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(tessera_coordinator::api::jobs::SHADING))]
+    shading: Option<String>,
     /// Frames per second: frame N shows the scene at time N / fps [farm default: 24].
     #[arg(long)]
     fps: Option<f64>,
@@ -96,6 +102,12 @@ pub struct SubmitArgs {
     /// beside the raw files, which stay as rendered) [farm default: off].
     #[arg(long)]
     denoise: bool,
+    /// Render in sample passes (1, 4, 16, 64, … samples in all): each
+    /// frame's whole image is previewed after its first pass and refines
+    /// (the web page shows it); the final frames are the same bit for bit
+    /// [farm default: off].
+    #[arg(long)]
+    progressive: bool,
     /// Wait for the job to finish, showing its progress; fail if it fails.
     #[arg(long)]
     wait: bool,
@@ -212,12 +224,14 @@ fn submit_settings(args: &SubmitArgs) -> Result<SubmitSettings> {
         background,
         background_strength: args.background_strength,
         bounces: args.bounces,
+        shading: args.shading.clone(),
         view_transform: args.view.map(|v| v.name().to_owned()),
         exposure: args.exposure,
         formats: (!args.format.is_empty()).then(|| args.format.iter().map(|f| format_name(*f).to_owned()).collect()),
         priority: args.priority,
         engine: args.engine.map(|e| e.to_string()),
         denoise: args.denoise.then_some(true),
+        progressive: args.progressive.then_some(true),
     })
 }
 
@@ -423,6 +437,9 @@ fn job_details(j: &Job) -> String {
             "denoise:",
             format!("yes: each frame also as {} (the raw frame is kept)", tessera_coordinator::assemble::DENOISER),
         );
+    }
+    if s.progressive {
+        line("passes:", "progressive: a preview of each frame after each sample pass".to_owned());
     }
     line("camera:", s.camera.as_deref().map_or("the scene's first".to_owned(), clean));
     let bg = s.background.map_or("Blender's grey".to_owned(), |[r, g, b]| format!("{r},{g},{b}"));

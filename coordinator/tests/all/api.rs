@@ -555,6 +555,7 @@ fn a_submitted_job_renders_and_its_frames_download() {
         assert_eq!(s["formats"], json!(["png"]));
         assert_eq!(s["view_transform"], "agx");
         assert_eq!(s["bounces"], 8);
+        assert_eq!(s["shading"], "auto");
         assert_eq!(s["engine"], "cpu");
         assert_eq!(s["camera"], Value::Null);
         assert!(job["error"].is_null() && job["finished_ms"].is_null(), "{job}");
@@ -1345,6 +1346,7 @@ fn settings_text() -> impl Strategy<Value = String> {
         "background",
         "background_strength",
         "bounces",
+        "shading",
         "view_transform",
         "exposure",
         "formats",
@@ -1406,6 +1408,9 @@ fn plausible_settings() -> impl Strategy<Value = String> {
             "background" => v(vec![json!([0.1, 0.2, 0.3]), json!([0, 0]), json!([-1, 0, 0]), json!([1e30, 0, 0])]),
             "background_strength" | "exposure" => v(vec![json!(0.0), json!(1.0), json!(-40.0), json!(1e30)]),
             "bounces" => v(vec![json!(0), json!(8), json!(1024), json!(1025)]),
+            "shading" => {
+                v(vec![json!("auto"), json!("blender3"), json!("gltf"), json!("GLTF"), json!("nope"), json!(1)])
+            }
             "view_transform" => v(vec![json!("agx"), json!("filmic"), json!("standard"), json!("AGX"), json!("nope")]),
             "engine" => v(vec![json!("cpu"), json!("auto"), json!("GPU"), json!("cuda"), json!(3)]),
             "formats" => v(vec![
@@ -1434,6 +1439,7 @@ fn plausible_settings() -> impl Strategy<Value = String> {
         "background",
         "background_strength",
         "bounces",
+        "shading",
         "view_transform",
         "exposure",
         "formats",

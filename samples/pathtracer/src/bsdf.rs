@@ -25,11 +25,60 @@ use crate::scene::ShadingModel;
 /// Smallest GGX α: below it the lobe is a near-mirror whose pdf overflows.
 const MIN_ALPHA: f32 = 1e-3;
 
+/// A dielectric's specular reflectance: `f0` at normal incidence (a
+/// colour: `KHR_materials_specular`'s tint) and `f90` at grazing. glTF's
+/// default, IOR 1.5 and no specular extension, is 0.04 and 1; so is
+/// Principled v1's default `Specular` 0.5.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Specular {
+    pub f0: Vec3,
+    pub f90: f32,
+}
+
+impl Specular {
+    pub const DEFAULT: Specular = Specular { f0: Vec3::splat(PRINCIPLED_F0), f90: 1.0 };
+
+    /// The reflectance at normal incidence of a dielectric of `ior`
+    /// against air; exactly 0.04 at glTF's default 1.5, so default
+    /// materials shade as they did before IOR was read.
+    pub fn f0_of_ior(ior: f32) -> f32 {
+        if ior == PRINCIPLED_IOR {
+            return PRINCIPLED_F0;
+        }
+        let r = (ior - 1.0) / (ior + 1.0);
+        r * r
+    }
+
+    /// One number for the colour, for lobe selection and Principled v1's
+    /// Fresnel curve: luminance with the weights Blender's exporter
+    /// normalises the specular tint by (0.3, 0.6, 0.1), so an untinted or
+    /// tinted Blender `Specular` s comes back as 0.08·s.
+    pub fn f0_scalar(&self) -> f32 {
+        0.3 * self.f0.x + 0.6 * self.f0.y + 0.1 * self.f0.z
+    }
+
+    /// Principled v1's Fresnel curve for this reflectance: the scalar F0
+    /// and the IOR whose dielectric Fresnel starts there. Cycles 3 derives
+    /// `ior = 2 / (1 − √(0.08·Specular)) − 1`, whose F0 is 0.08·Specular.
+    pub fn v1_fresnel(&self) -> (f32, f32) {
+        if *self == Specular::DEFAULT {
+            return (PRINCIPLED_F0, PRINCIPLED_IOR);
+        }
+        let f0 = self.f0_scalar().clamp(0.0, 0.999);
+        (f0, 2.0 / (1.0 - f0.sqrt()) - 1.0)
+    }
+}
+
 /// The BRDF at a shading point, in a local frame where the normal is +Z.
 #[derive(Clone, Copy, Debug)]
 pub struct Bsdf {
     base: Vec3,
     metallic: f32,
+    specular: Specular,
+    /// Principled v1's Fresnel: the scalar F0 and the IOR whose dielectric
+    /// Fresnel starts there (Cycles derives it from `Specular`).
+    v1_f0: f32,
+    v1_ior: f32,
     /// Perceptual roughness (Burley's diffuse reads it), and GGX α = r².
     roughness: f32,
     alpha: f32,
@@ -50,7 +99,29 @@ pub struct BsdfSample {
 impl Bsdf {
     pub fn new(n: Vec3, base: Vec3, metallic: f32, roughness: f32, model: ShadingModel) -> Bsdf {
         let (t, b) = n.any_orthonormal_pair();
-        Bsdf { base, metallic, roughness, alpha: (roughness * roughness).max(MIN_ALPHA), model, t, b, n }
+        Bsdf {
+            base,
+            metallic,
+            specular: Specular::DEFAULT,
+            v1_f0: PRINCIPLED_F0,
+            v1_ior: PRINCIPLED_IOR,
+            roughness,
+            alpha: (roughness * roughness).max(MIN_ALPHA),
+            model,
+            t,
+            b,
+            n,
+        }
+    }
+
+    /// The same BRDF with a dielectric reflectance other than the default.
+    pub fn with_specular(mut self, specular: Specular) -> Bsdf {
+        if specular == Specular::DEFAULT {
+            return self;
+        }
+        self.specular = specular;
+        (self.v1_f0, self.v1_ior) = specular.v1_fresnel();
+        self
     }
 
     fn local(&self, v: Vec3) -> Vec3 {
@@ -88,7 +159,8 @@ impl Bsdf {
     /// much each lobe reflects towards `wo`.
     fn spec_prob(&self, nv: f32) -> f32 {
         let f = (1.0 - nv.clamp(0.0, 1.0)).powi(5);
-        let spec = self.metallic + (1.0 - self.metallic) * (0.04 + 0.96 * f);
+        let f0 = self.specular.f0.max_element();
+        let spec = self.metallic + (1.0 - self.metallic) * (f0 + (self.specular.f90 - f0) * f);
         let diffuse = (1.0 - self.metallic) * (1.0 - f) * crate::frame::luminance(self.base).max(0.0);
         (spec / (spec + diffuse).max(1e-6)).clamp(0.05, 1.0)
     }
@@ -119,9 +191,11 @@ impl Bsdf {
         let vh = o.dot(h).max(0.0);
         let schlick = (1.0 - vh).powi(5);
         let dv = self.d(h.z) * self.visibility(i.z, o.z);
-        let f_dielectric = 0.04 + 0.96 * schlick;
+        // KHR_materials_specular: F = F0 + (F90 − F0)·(1 − v·h)⁵, per channel.
+        let s = self.specular;
+        let f_dielectric = s.f0 + (Vec3::splat(s.f90) - s.f0) * schlick;
         let f_metal = self.base + (Vec3::ONE - self.base) * schlick;
-        let dielectric = self.base * FRAC_1_PI * (1.0 - f_dielectric) + Vec3::splat(f_dielectric * dv);
+        let dielectric = self.base * FRAC_1_PI * (Vec3::ONE - f_dielectric) + f_dielectric * dv;
         let metal = f_metal * dv;
         dielectric * (1.0 - self.metallic) + metal * self.metallic
     }
@@ -137,8 +211,8 @@ impl Bsdf {
         let diffuse = self.base * ((1.0 - self.metallic) * FRAC_1_PI * fd);
         // Specular: D·G1(o)·G1(i)/(4 cos θo cos θi), Fresnel interpolated
         // between the specular colour and white by the dielectric Fresnel.
-        let spec0 = Vec3::splat(PRINCIPLED_F0 * (1.0 - self.metallic)) + self.base * self.metallic;
-        let fh = ((fresnel_dielectric(lh, PRINCIPLED_IOR) - PRINCIPLED_F0) / (1.0 - PRINCIPLED_F0)).clamp(0.0, 1.0);
+        let spec0 = self.specular.f0 * (1.0 - self.metallic) + self.base * self.metallic;
+        let fh = ((fresnel_dielectric(lh, self.v1_ior) - self.v1_f0) / (1.0 - self.v1_f0)).clamp(0.0, 1.0);
         let fresnel = spec0 * (1.0 - fh) + Vec3::splat(fh);
         let g = self.g1(o.z) * self.g1(i.z);
         diffuse + fresnel * (self.d(h.z) * g / (4.0 * o.z * i.z))
@@ -302,6 +376,24 @@ mod tests {
                 let (f, pdf) = b.eval(wo, s.wi);
                 assert!(((f / pdf) - s.weight).abs().max_element() < 1e-3);
             }
+        }
+    }
+
+    #[test]
+    fn specular_factor_zero_leaves_lambert_and_a_tint_colours_the_highlight() {
+        let none = Specular { f0: Vec3::ZERO, f90: 0.0 };
+        let base = Vec3::new(0.6, 0.5, 0.4);
+        let b = Bsdf::new(Vec3::Z, base, 0.0, 0.3, ShadingModel::Gltf).with_specular(none);
+        let wo = Vec3::new(0.3, 0.0, 0.95).normalize();
+        let wi = Vec3::new(-0.2, 0.1, 0.97).normalize();
+        let (f, _) = b.eval(wo, wi);
+        assert!((f - base * FRAC_1_PI * wi.z).abs().max_element() < 1e-7, "{f}");
+        // A red F0 reflects red at the mirror direction of a shiny dielectric.
+        let red = Specular { f0: Vec3::new(0.08, 0.0, 0.0), f90: 1.0 };
+        for model in [ShadingModel::Gltf, ShadingModel::PrincipledV1] {
+            let b = Bsdf::new(Vec3::Z, Vec3::ZERO, 0.0, 0.2, model).with_specular(red);
+            let (f, _) = b.eval(Vec3::Z, Vec3::Z);
+            assert!(f.x > 10.0 * f.y.max(1e-9) && f.y == f.z, "{model:?}: {f}");
         }
     }
 

@@ -8,6 +8,7 @@
 use glam::{Mat4, Vec2, Vec3};
 
 use crate::bvh::Ray;
+use crate::scene::CameraDef;
 
 #[derive(Clone, Debug)]
 pub struct Camera {
@@ -18,18 +19,23 @@ pub struct Camera {
     pub forward: Vec3,
     /// tan(yfov / 2).
     pub tan_half_fov: f32,
+    /// An orthographic camera's half height in scene units; 0 for a
+    /// perspective camera.
+    pub ortho_half_height: f32,
 }
 
 impl Camera {
-    /// From a camera node's world matrix (scale is ignored) and vertical fov.
-    pub fn from_matrix(m: &Mat4, yfov: f32) -> Camera {
+    /// From a camera node's world matrix (scale is ignored) and its
+    /// projection.
+    pub fn from_matrix(m: &Mat4, def: &CameraDef) -> Camera {
         let (_, rot, origin) = m.to_scale_rotation_translation();
         Camera {
             origin,
             right: (rot * Vec3::X).normalize(),
             up: (rot * Vec3::Y).normalize(),
             forward: (rot * -Vec3::Z).normalize(),
-            tan_half_fov: (yfov.clamp(1e-4, 3.1) * 0.5).tan(),
+            tan_half_fov: (def.yfov.clamp(1e-4, 3.1) * 0.5).tan(),
+            ortho_half_height: def.ortho_half_height.unwrap_or(0.0),
         }
     }
 
@@ -38,13 +44,19 @@ impl Camera {
         let forward = (target - origin).normalize_or(-Vec3::Z);
         let right = forward.cross(Vec3::Y).normalize_or(Vec3::X);
         let up = right.cross(forward);
-        Camera { origin, right, up, forward, tan_half_fov: (yfov * 0.5).tan() }
+        Camera { origin, right, up, forward, tan_half_fov: (yfov * 0.5).tan(), ortho_half_height: 0.0 }
     }
 
     /// The primary ray through film position `film` (pixels, origin top
     /// left) of a `width` × `height` image.
     pub fn ray(&self, film: Vec2, width: u32, height: u32) -> Ray {
         let aspect = width as f32 / height as f32;
+        if self.ortho_half_height > 0.0 {
+            // Parallel rays from the film plane through the camera's origin.
+            let sx = (2.0 * film.x / width as f32 - 1.0) * self.ortho_half_height * aspect;
+            let sy = (1.0 - 2.0 * film.y / height as f32) * self.ortho_half_height;
+            return Ray::new(self.origin + self.right * sx + self.up * sy, self.forward);
+        }
         let sx = (2.0 * film.x / width as f32 - 1.0) * self.tan_half_fov * aspect;
         let sy = (1.0 - 2.0 * film.y / height as f32) * self.tan_half_fov;
         let dir = (self.forward + self.right * sx + self.up * sy).normalize();
@@ -130,9 +142,27 @@ mod tests {
         assert!(t.sample(0.75) < 0.25);
     }
 
+    fn perspective(yfov: f32) -> CameraDef {
+        CameraDef { name: String::new(), yfov, aspect: None, ortho_half_height: None }
+    }
+
+    #[test]
+    fn orthographic_rays_are_parallel_and_span_the_view() {
+        let def = CameraDef { ortho_half_height: Some(2.0), ..perspective(0.7) };
+        let c = Camera::from_matrix(&Mat4::from_translation(Vec3::new(0.0, 1.0, 5.0)), &def);
+        // A 2:1 image: the view is 2 × 2 = 4 units high and 8 wide.
+        let corner = c.ray(Vec2::new(0.0, 0.0), 100, 50);
+        let centre = c.ray(Vec2::new(50.0, 25.0), 100, 50);
+        for r in [corner, centre] {
+            assert!((r.dir - Vec3::new(0.0, 0.0, -1.0)).length() < 1e-6, "{:?}", r.dir);
+        }
+        assert!((centre.origin - Vec3::new(0.0, 1.0, 5.0)).length() < 1e-6);
+        assert!((corner.origin - Vec3::new(-4.0, 3.0, 5.0)).length() < 1e-5, "{:?}", corner.origin);
+    }
+
     #[test]
     fn the_centre_ray_looks_forward() {
-        let c = Camera::from_matrix(&Mat4::from_translation(Vec3::new(0.0, 1.0, 5.0)), 0.7);
+        let c = Camera::from_matrix(&Mat4::from_translation(Vec3::new(0.0, 1.0, 5.0)), &perspective(0.7));
         let r = c.ray(Vec2::new(50.0, 25.0), 100, 50);
         assert!((r.dir - Vec3::new(0.0, 0.0, -1.0)).length() < 1e-6);
         let top = c.ray(Vec2::new(50.0, 0.0), 100, 50);

@@ -90,7 +90,7 @@ pub fn trace(scene: &Scene, frame: &Frame, settings: &Settings, mut ray: Ray, rn
         }
 
         let wo = -ray.dir;
-        let bsdf = Bsdf::new(sp.n, sp.base_color, sp.metallic, sp.roughness, scene.shading);
+        let bsdf = Bsdf::new(sp.n, sp.base_color, sp.metallic, sp.roughness, scene.shading).with_specular(sp.specular);
 
         // Next-event estimation: one emissive triangle, chosen by power.
         if let Some(e) = frame.pick_emitter(rng.next_1d()) {

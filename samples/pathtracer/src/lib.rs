@@ -68,64 +68,115 @@ pub struct PathTracer {
 /// A tile's sums: colour and weight in the `TileResult`, the AOVs beside
 /// it. Both engines feed it each pixel's samples in index order, through
 /// the same `add`, so they sum the same way.
+///
+/// Samples are summed per *sample block* (`starts_sample_block`: blocks
+/// start at 1, 4, 16, …) and each block's sum is then added to the
+/// pixel's total, in order. So a tile of samples 0..16 equals, bit for bit,
+/// the tiles 0..1, 1..4 and 4..16 added in that order: a progressive
+/// job's passes add up to the frame a single pass renders. A range within
+/// one block sums exactly as a plain running sum would.
 pub(crate) struct TileSums {
-    out: TileResult,
+    out: Sums,
+    /// The current block's sums, per pixel.
+    part: Sums,
+}
+
+/// Per-pixel sums of one kind: the result (colour, weight) and the AOVs.
+struct Sums {
+    result: TileResult,
     albedo: Vec<f32>,
     normal: Vec<f32>,
     depth: Vec<f32>,
 }
 
-impl TileSums {
-    pub(crate) fn new(req: &TileRequest) -> TileSums {
-        let out = TileResult::for_request(req);
-        let n = out.weight.len();
+impl Sums {
+    fn new(req: &TileRequest) -> Sums {
+        let result = TileResult::for_request(req);
+        let n = result.weight.len();
         let want = |aov| if req.aovs.contains(aov) { 1 } else { 0 };
-        TileSums {
-            out,
+        Sums {
+            result,
             albedo: vec![0.0f32; 3 * n * want(tessera_guest_sdk::AovSet::ALBEDO)],
             normal: vec![0.0f32; 3 * n * want(tessera_guest_sdk::AovSet::NORMAL)],
             depth: vec![0.0f32; n * want(tessera_guest_sdk::AovSet::DEPTH)],
         }
     }
+}
 
-    /// Adds one sample of pixel `i` (row-major within the tile).
+/// `into[k] += from[k]; from[k] = 0` over `range`.
+fn drain(into: &mut [f32], from: &mut [f32], range: std::ops::Range<usize>) {
+    for (d, s) in into[range.clone()].iter_mut().zip(&mut from[range]) {
+        *d += *s;
+        *s = 0.0;
+    }
+}
+
+impl TileSums {
+    pub(crate) fn new(req: &TileRequest) -> TileSums {
+        TileSums { out: Sums::new(req), part: Sums::new(req) }
+    }
+
+    /// Adds sample `s` (its global index) of pixel `i` (row-major within
+    /// the tile). Each pixel's samples must come in index order.
     #[inline]
-    pub(crate) fn add(&mut self, i: usize, p: &PathResult) {
+    pub(crate) fn add(&mut self, i: usize, s: u32, p: &PathResult) {
+        if tessera_guest_sdk::starts_sample_block(s) {
+            self.end_block(i);
+        }
         // A NaN or infinite sample would poison the pixel: drop it
         // (its weight too, so the pixel stays an average).
         if !p.radiance.is_finite() {
             return;
         }
-        self.out.add_sample(i, p.radiance.to_array(), 1.0);
-        if !self.albedo.is_empty() {
+        let part = &mut self.part;
+        part.result.add_sample(i, p.radiance.to_array(), 1.0);
+        if !part.albedo.is_empty() {
             for c in 0..3 {
-                self.albedo[3 * i + c] += p.albedo[c];
+                part.albedo[3 * i + c] += p.albedo[c];
             }
         }
-        if !self.normal.is_empty() {
+        if !part.normal.is_empty() {
             for c in 0..3 {
-                self.normal[3 * i + c] += p.normal[c];
+                part.normal[3 * i + c] += p.normal[c];
             }
         }
-        if !self.depth.is_empty() && p.depth.is_finite() {
-            self.depth[i] += p.depth;
+        if !part.depth.is_empty() && p.depth.is_finite() {
+            part.depth[i] += p.depth;
+        }
+    }
+
+    /// Adds pixel `i`'s block sums to its totals and starts a new block.
+    fn end_block(&mut self, i: usize) {
+        let (out, part) = (&mut self.out, &mut self.part);
+        drain(&mut out.result.color, &mut part.result.color, 3 * i..3 * i + 3);
+        drain(&mut out.result.weight, &mut part.result.weight, i..i + 1);
+        if !out.albedo.is_empty() {
+            drain(&mut out.albedo, &mut part.albedo, 3 * i..3 * i + 3);
+        }
+        if !out.normal.is_empty() {
+            drain(&mut out.normal, &mut part.normal, 3 * i..3 * i + 3);
+        }
+        if !out.depth.is_empty() {
+            drain(&mut out.depth, &mut part.depth, i..i + 1);
         }
     }
 
     pub(crate) fn wants_aovs(&self) -> bool {
-        !(self.albedo.is_empty() && self.normal.is_empty() && self.depth.is_empty())
+        let o = &self.out;
+        !(o.albedo.is_empty() && o.normal.is_empty() && o.depth.is_empty())
     }
 
-    pub(crate) fn finish(self) -> TileResult {
-        let mut out = self.out;
-        for (name, channels, data) in
-            [("albedo", 3u8, self.albedo), ("normal", 3, self.normal), ("depth", 1, self.depth)]
-        {
+    pub(crate) fn finish(mut self) -> TileResult {
+        for i in 0..self.out.result.weight.len() {
+            self.end_block(i);
+        }
+        let Sums { mut result, albedo, normal, depth } = self.out;
+        for (name, channels, data) in [("albedo", 3u8, albedo), ("normal", 3, normal), ("depth", 1, depth)] {
             if !data.is_empty() {
-                out.aovs.push(AovPlane { name: name.into(), channels, data });
+                result.aovs.push(AovPlane { name: name.into(), channels, data });
             }
         }
-        out
+        result
     }
 }
 
@@ -269,7 +320,7 @@ impl Job for PathTracer {
                         Vec2::new(x as f32 + 0.5 + self.filter.sample(fx), y as f32 + 0.5 + self.filter.sample(fy));
                     let ray = frame.camera.ray(film, self.width, self.height);
                     let p = integrator::trace(&self.scene, frame, &self.settings, ray, &mut rng);
-                    sums.add(i, &p);
+                    sums.add(i, s, &p);
                 }
             }
         }

@@ -17,6 +17,8 @@ pub struct SurfacePoint {
     pub base_color: Vec3,
     pub metallic: f32,
     pub roughness: f32,
+    /// The dielectric reflectance (IOR, `KHR_materials_specular`).
+    pub specular: crate::bsdf::Specular,
     /// Emitted radiance (towards the viewer) at this point.
     pub emission: Vec3,
     /// Whether the ray hit the side the triangle's winding calls front.
@@ -43,7 +45,7 @@ fn tex(scene: &Scene, r: Option<TextureRef>, mesh: &Mesh, i: [usize; 3], u: f32,
     let r = r?;
     let t = scene.textures.get(r.texture)?;
     let cycles = scene.shading == ShadingModel::PrincipledV1;
-    Some(t.sample(uv(mesh, r.tex_coord, i, u, v), srgb, cycles, crate::srgb_lut()))
+    Some(t.sample(r.map(uv(mesh, r.tex_coord, i, u, v)), srgb, cycles, crate::srgb_lut()))
 }
 
 fn tri_indices(mesh: &Mesh, tri: u32) -> [usize; 3] {
@@ -134,6 +136,7 @@ pub fn surface(scene: &Scene, frame: &Frame, hit: &Hit, origin: Vec3, dir: Vec3)
         base_color: base.truncate().clamp(Vec3::ZERO, Vec3::ONE),
         metallic: metallic.clamp(0.0, 1.0),
         roughness: roughness.clamp(0.0, 1.0),
+        specular: material.dielectric_specular(scene.shading),
         emission,
         front,
         double_sided: material.double_sided,

@@ -97,6 +97,8 @@ mod p {
     pub const SRGB: usize = 52;
     /// `scene::ShadingModel`: 0 glTF, 1 Principled v1.
     pub const MODEL: usize = 53;
+    /// `Camera::ortho_half_height` (0: perspective).
+    pub const ORTHO: usize = 54;
     pub const WORDS: usize = 64;
 }
 
@@ -106,7 +108,7 @@ mod rec {
     pub const TRI: u32 = 9;
     pub const INSTANCE: u32 = 48;
     pub const MESH: u32 = 16;
-    pub const MATERIAL: u32 = 24;
+    pub const MATERIAL: u32 = 56;
     pub const TEXTURE: u32 = 8;
     pub const LIGHT: u32 = 16;
     /// Words per sample in `out` without and with AOVs.
@@ -161,6 +163,7 @@ fn shader() -> &'static str {
             ("P_FILTER", p::FILTER as u32),
             ("P_SRGB", p::SRGB as u32),
             ("P_MODEL", p::MODEL as u32),
+            ("P_ORTHO", p::ORTHO as u32),
             ("R_NODE", rec::NODE),
             ("R_TRI", rec::TRI),
             ("R_INSTANCE", rec::INSTANCE),
@@ -313,7 +316,7 @@ impl GpuEngine {
                     path.normal = Vec3::new(f(6), f(7), f(8));
                     path.depth = f(9);
                 }
-                sums.add(g / spp, &path);
+                sums.add(g / spp, req.samples.start + (g % spp) as u32, &path);
             }
             start += n;
         }
@@ -401,6 +404,7 @@ fn upload(ctx: &Context, frame_number: i32) -> Result<FrameBuffers, JobError> {
         params[at..at + 3].copy_from_slice(&[v.x.to_bits(), v.y.to_bits(), v.z.to_bits()]);
     }
     params[p::TAN_HALF_FOV] = cam.tan_half_fov.to_bits();
+    params[p::ORTHO] = cam.ortho_half_height.to_bits();
 
     // BVH nodes: the instance BVH first (node 0), then each mesh BVH once.
     // Triangles and their ids: each mesh BVH's, once.
@@ -556,6 +560,19 @@ fn upload(ctx: &Context, frame_number: i32) -> Result<FrameBuffers, JobError> {
         }); // 18
         w.f(m.alpha_cutoff); // 19
         w.u(u32::from(m.double_sided)); // 20
+        let spec = m.dielectric_specular(scene.shading);
+        w.v3(spec.f0); // 21..24
+        w.f(spec.f90); // 24
+        let (v1_f0, v1_ior) = spec.v1_fresnel();
+        w.f(v1_f0); // 25
+        w.f(v1_ior); // 26
+                     // KHR_texture_transform of the base colour, metallic-roughness,
+                     // normal and emissive references, in that order (the identity
+                     // where there is none).
+        for r in [m.base_color_tex, m.metallic_roughness_tex, m.normal_tex, m.emissive_tex] {
+            let t = r.and_then(|r| r.transform).map_or([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], |t| t.0);
+            t.iter().for_each(|v| w.f(*v)); // 27.., 6 each
+        }
         w.pad_to(start, rec::MATERIAL);
     }
 

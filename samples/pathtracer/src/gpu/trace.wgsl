@@ -208,6 +208,12 @@ fn camera_ray(film: vec2<f32>) -> Ray {
     let w = f32(P[P_WIDTH]);
     let h = f32(P[P_HEIGHT]);
     let aspect = w / h;
+    let ortho = pf(P_ORTHO);
+    if (ortho > 0.0) {
+        let ox = (2.0 * film.x / w - 1.0) * ortho * aspect;
+        let oy = (1.0 - 2.0 * film.y / h) * ortho;
+        return make_ray(pv3(P_CAM_O) + pv3(P_CAM_R) * ox + pv3(P_CAM_U) * oy, pv3(P_CAM_F));
+    }
     let tanf = pf(P_TAN_HALF_FOV);
     let sx = (2.0 * film.x / w - 1.0) * tanf * aspect;
     let sy = (1.0 - 2.0 * film.y / h) * tanf;
@@ -305,23 +311,36 @@ fn mesh_uv(m: u32, uvset: u32, i: vec3<u32>, u: f32, v: f32) -> vec2<f32> {
     let c = vec2<f32>(sf(at + 2u * i.z), sf(at + 2u * i.z + 1u));
     return bary2(a, b, c, u, v);
 }
-// A material's texture (reference at word `r` of the material) at a point;
-// call only when S[r] != NONE.
-fn mat_tex(m: u32, r: u32, i: vec3<u32>, u: f32, v: f32, srgb: bool) -> vec4<f32> {
-    return tex_sample(S[r], mesh_uv(m, S[r + 1u], i, u, v), srgb);
+// A material's texture at a point: reference `slot` (0 base colour, 1
+// metallic-roughness, 2 normal, 3 emissive) of material `mat`, through its
+// KHR_texture_transform; call only when the reference is not NONE.
+fn mat_tex(m: u32, mat: u32, slot: u32, i: vec3<u32>, u: f32, v: f32, srgb: bool) -> vec4<f32> {
+    let r = mat + tex_ref_word(slot);
+    let uv = mesh_uv(m, S[r + 1u], i, u, v);
+    let t = mat + 27u + 6u * slot;
+    let tuv = vec2<f32>(sf(t) * uv.x + sf(t + 1u) * uv.y + sf(t + 2u), sf(t + 3u) * uv.x + sf(t + 4u) * uv.y + sf(t + 5u));
+    return tex_sample(S[r], tuv, srgb);
+}
+fn tex_ref_word(slot: u32) -> u32 {
+    switch slot {
+        case 0u: { return 4u; }
+        case 1u: { return 8u; }
+        case 2u: { return 10u; }
+        default: { return 16u; }
+    }
 }
 
 fn alpha_at(m: u32, mat: u32, tri: u32, u: f32, v: f32) -> f32 {
     let a = sf(mat + 3u);
     if (S[mat + 4u] == NONE) { return a; }
-    return a * mat_tex(m, mat + 4u, tri_indices(m, tri), u, v, true).w;
+    return a * mat_tex(m, mat, 0u, tri_indices(m, tri), u, v, true).w;
 }
 
 fn emission_at(m: u32, mat: u32, tri: u32, u: f32, v: f32) -> vec3<f32> {
     let e = sv3(mat + 13u);
     if (!(max_el(e) > 0.0)) { return vec3<f32>(0.0); }
     if (S[mat + 16u] == NONE) { return e; }
-    return e * mat_tex(m, mat + 16u, tri_indices(m, tri), u, v, true).xyz;
+    return e * mat_tex(m, mat, 3u, tri_indices(m, tri), u, v, true).xyz;
 }
 
 struct Tri {
@@ -358,6 +377,8 @@ struct Surface {
     metallic: f32,
     roughness: f32,
     emission: vec3<f32>,
+    // The material record (its specular words).
+    mat: u32,
 }
 
 fn surface(hit: Hit, origin: vec3<f32>, dir: vec3<f32>) -> Surface {
@@ -386,7 +407,7 @@ fn surface(hit: Hit, origin: vec3<f32>, dir: vec3<f32>) -> Surface {
 
     // Normal map (tangent space, glTF: +Y up in the texture).
     if (S[mat + 10u] != NONE) {
-        let t = mat_tex(m, mat + 10u, i, u, v, false);
+        let t = mat_tex(m, mat, 2u, i, u, v, false);
         if (S[m + 5u] != 0u) {
             let at = S[m + 4u];
             let ta = vec4<f32>(sv3(at + 4u * i.x), sf(at + 4u * i.x + 3u));
@@ -410,11 +431,11 @@ fn surface(hit: Hit, origin: vec3<f32>, dir: vec3<f32>) -> Surface {
     if (dot3(n, ng) < 0.0) { n = -n; }
 
     var base = vec4<f32>(sv3(mat), sf(mat + 3u));
-    if (S[mat + 4u] != NONE) { base = base * mat_tex(m, mat + 4u, i, u, v, true); }
+    if (S[mat + 4u] != NONE) { base = base * mat_tex(m, mat, 0u, i, u, v, true); }
     var metallic = sf(mat + 6u);
     var roughness = sf(mat + 7u);
     if (S[mat + 8u] != NONE) {
-        let t = mat_tex(m, mat + 8u, i, u, v, false);
+        let t = mat_tex(m, mat, 1u, i, u, v, false);
         roughness = roughness * t.y;
         metallic = metallic * t.z;
     }
@@ -428,6 +449,7 @@ fn surface(hit: Hit, origin: vec3<f32>, dir: vec3<f32>) -> Surface {
     s.metallic = clamp(metallic, 0.0, 1.0);
     s.roughness = clamp(roughness, 0.0, 1.0);
     s.emission = emission;
+    s.mat = mat;
     return s;
 }
 
@@ -627,6 +649,11 @@ fn pick_emitter(u: f32) -> u32 {
 struct Bsdf {
     base: vec3<f32>,
     metallic: f32,
+    // `bsdf::Specular` and Principled v1's Fresnel (material words 21..27).
+    f0: vec3<f32>,
+    f90: f32,
+    v1_f0: f32,
+    v1_ior: f32,
     roughness: f32,
     alpha: f32,
     t: vec3<f32>,
@@ -634,14 +661,15 @@ struct Bsdf {
     n: vec3<f32>,
 }
 
-fn make_bsdf(n: vec3<f32>, base: vec3<f32>, metallic: f32, roughness: f32) -> Bsdf {
+fn make_bsdf(n: vec3<f32>, base: vec3<f32>, metallic: f32, roughness: f32, mat: u32) -> Bsdf {
     // glam's `any_orthonormal_pair` (Duff et al. 2017).
     let sign = signum(n.z);
     let a = -1.0 / (sign + n.z);
     let b = n.x * n.y * a;
     let t = vec3<f32>(1.0 + sign * n.x * n.x * a, sign * b, -sign * n.x);
     let bt = vec3<f32>(b, sign + n.y * n.y * a, -n.y);
-    return Bsdf(base, metallic, roughness, rmax(roughness * roughness, MIN_ALPHA), t, bt, n);
+    return Bsdf(base, metallic, sv3(mat + 21u), sf(mat + 24u), sf(mat + 25u), sf(mat + 26u),
+        roughness, rmax(roughness * roughness, MIN_ALPHA), t, bt, n);
 }
 fn bsdf_local(s: Bsdf, v: vec3<f32>) -> vec3<f32> { return vec3<f32>(dot3(v, s.t), dot3(v, s.b), dot3(v, s.n)); }
 fn bsdf_world(s: Bsdf, v: vec3<f32>) -> vec3<f32> { return s.t * v.x + s.b * v.y + s.n * v.z; }
@@ -664,7 +692,8 @@ fn g1(s: Bsdf, c: f32) -> f32 {
 }
 fn spec_prob(s: Bsdf, nv: f32) -> f32 {
     let f = pow5(1.0 - clamp(nv, 0.0, 1.0));
-    let spec = s.metallic + (1.0 - s.metallic) * (0.04 + 0.96 * f);
+    let f0 = max_el(s.f0);
+    let spec = s.metallic + (1.0 - s.metallic) * (f0 + (s.f90 - f0) * f);
     let diffuse = (1.0 - s.metallic) * (1.0 - f) * rmax(luminance(s.base), 0.0);
     return clamp(spec / rmax(spec + diffuse, 1e-6), 0.05, 1.0);
 }
@@ -673,9 +702,9 @@ fn gltf_brdf(s: Bsdf, o: vec3<f32>, i: vec3<f32>, h: vec3<f32>) -> vec3<f32> {
     let vh = rmax(dot3(o, h), 0.0);
     let schlick = pow5(1.0 - vh);
     let dv = ggx_d(s, h.z) * visibility(s, i.z, o.z);
-    let f_dielectric = 0.04 + 0.96 * schlick;
+    let f_dielectric = s.f0 + (vec3<f32>(s.f90) - s.f0) * schlick;
     let f_metal = s.base + (vec3<f32>(1.0) - s.base) * schlick;
-    let dielectric = s.base * FRAC_1_PI * (1.0 - f_dielectric) + vec3<f32>(f_dielectric * dv);
+    let dielectric = s.base * FRAC_1_PI * (vec3<f32>(1.0) - f_dielectric) + f_dielectric * dv;
     let metal = f_metal * dv;
     return dielectric * (1.0 - s.metallic) + metal * s.metallic;
 }
@@ -697,8 +726,8 @@ fn principled_v1(s: Bsdf, o: vec3<f32>, i: vec3<f32>, h: vec3<f32>) -> vec3<f32>
     let fv = pow5(rmax(1.0 - o.z, 0.0));
     let fd = (1.0 + (fd90 - 1.0) * fl) * (1.0 + (fd90 - 1.0) * fv);
     let diffuse = s.base * ((1.0 - s.metallic) * FRAC_1_PI * fd);
-    let spec0 = vec3<f32>(0.04 * (1.0 - s.metallic)) + s.base * s.metallic;
-    let fh = clamp((fresnel_dielectric(lh, 1.5) - 0.04) / (1.0 - 0.04), 0.0, 1.0);
+    let spec0 = s.f0 * (1.0 - s.metallic) + s.base * s.metallic;
+    let fh = clamp((fresnel_dielectric(lh, s.v1_ior) - s.v1_f0) / (1.0 - s.v1_f0), 0.0, 1.0);
     let fresnel = spec0 * (1.0 - fh) + vec3<f32>(fh);
     let g = g1(s, o.z) * g1(s, i.z);
     return diffuse + fresnel * (ggx_d(s, h.z) * g / (4.0 * o.z * i.z));
@@ -862,7 +891,7 @@ fn trace(ray0: Ray) -> PathResult {
         if (depth == max_bounces) { break; }
 
         let wo = -ray.d;
-        let bsdf = make_bsdf(sp.n, sp.base, sp.metallic, sp.roughness);
+        let bsdf = make_bsdf(sp.n, sp.base, sp.metallic, sp.roughness, sp.mat);
 
         // Next-event estimation: one emissive triangle, chosen by power.
         let e = pick_emitter(next_1d());

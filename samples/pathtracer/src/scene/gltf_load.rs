@@ -14,11 +14,34 @@ use gltf::animation::util::ReadOutputs;
 use gltf::khr_lights_punctual::Kind;
 
 use super::anim::{Animation, Channel, Interpolation, Property};
-use super::texture::{Texture, TextureRef, Wrap};
+use super::texture::{Texture, TextureRef, UvTransform, Wrap};
 use super::*;
 
-/// Extensions this renderer implements; any other *required* one is refused.
-pub const SUPPORTED_REQUIRED: &[&str] = &["KHR_lights_punctual", "KHR_materials_emissive_strength"];
+/// Extensions this renderer implements; any other *required* one is
+/// refused, any other used one is named in a warning.
+pub const SUPPORTED_REQUIRED: &[&str] = &[
+    "KHR_lights_punctual",
+    "KHR_materials_emissive_strength",
+    "KHR_materials_ior",
+    "KHR_materials_specular",
+    "KHR_texture_transform",
+];
+
+/// What a frame loses when its file uses an extension the renderer
+/// ignores (those Blender's exporter writes, by name).
+fn ignored_effect(ext: &str) -> &'static str {
+    match ext {
+        "KHR_materials_transmission" => "transmissive materials (glass, water) render opaque",
+        "KHR_materials_volume" => "volume absorption (thickness, attenuation colour) is not applied",
+        "KHR_materials_clearcoat" => "the clearcoat layer is not rendered",
+        "KHR_materials_sheen" => "the sheen layer is not rendered",
+        "KHR_materials_unlit" => "unlit materials are shaded as lit ones",
+        "KHR_materials_variants" => "each primitive renders its default material",
+        "KHR_materials_anisotropy" => "anisotropic highlights render isotropic",
+        "KHR_materials_iridescence" => "iridescence is not rendered",
+        _ => "the render may differ",
+    }
+}
 
 /// Refuse images larger than this on either side (from the header, before
 /// any pixel is allocated).
@@ -88,7 +111,7 @@ fn check_required_in(json: &[u8]) -> Result<()> {
     for ext in root.used.iter().filter(|e| !SUPPORTED_REQUIRED.contains(&e.as_str()) && !root.required.contains(e)) {
         tessera_guest_sdk::log(
             tessera_guest_sdk::Level::Warn,
-            &format!("the scene uses the glTF extension {ext}, which this renderer ignores: the render may differ"),
+            &format!("the scene uses the glTF extension {ext}, which this renderer ignores: {}", ignored_effect(ext)),
         );
     }
     let unsupported: Vec<&str> =
@@ -151,13 +174,24 @@ fn load_document(doc: &gltf::Document, buffers: Vec<Vec<u8>>, scene_name: Option
     scene.cameras = doc
         .cameras()
         .map(|c| match c.projection() {
-            gltf::camera::Projection::Perspective(p) => {
-                CameraDef { name: c.name().unwrap_or("").to_string(), yfov: p.yfov(), aspect: p.aspect_ratio() }
-            }
-            // Orthographic cameras are rare in Blender exports; render them
-            // with a perspective of similar framing rather than refusing.
-            gltf::camera::Projection::Orthographic(_) => {
-                CameraDef { name: c.name().unwrap_or("").to_string(), yfov: 0.69, aspect: None }
+            gltf::camera::Projection::Perspective(p) => CameraDef {
+                name: c.name().unwrap_or("").to_string(),
+                yfov: p.yfov(),
+                aspect: p.aspect_ratio(),
+                ortho_half_height: None,
+            },
+            // Blender exports xmag/ymag as half its view's width and height
+            // at the scene's resolution: the view keeps ymag, the width
+            // follows the image's aspect (as yfov does for perspective).
+            gltf::camera::Projection::Orthographic(o) => {
+                let (x, y) = (o.xmag().abs(), o.ymag().abs());
+                let finite = x.is_finite() && y.is_finite() && x > 0.0 && y > 0.0;
+                CameraDef {
+                    name: c.name().unwrap_or("").to_string(),
+                    yfov: 0.69,
+                    aspect: finite.then(|| x / y),
+                    ortho_half_height: Some(if finite { y } else { 1.0 }),
+                }
             }
         })
         .collect();
@@ -365,19 +399,95 @@ fn tex_ref(info: Option<gltf::texture::Info<'_>>, textures: &[Texture]) -> Resul
     if texture >= textures.len() {
         return Err(invalid(format!("texture {texture} is out of range")));
     }
-    if info.tex_coord() > 1 {
+    let (transform, tex_coord) = match info.texture_transform() {
+        Some(t) => uv_transform(t.offset(), t.rotation(), t.scale(), t.tex_coord().unwrap_or(info.tex_coord()))?,
+        None => (None, info.tex_coord()),
+    };
+    if tex_coord > 1 {
         return Err(LoadError::Unsupported(format!(
-            "texture coordinate set {} (only TEXCOORD_0 and _1 are read)",
-            info.tex_coord()
+            "texture coordinate set {tex_coord} (only TEXCOORD_0 and _1 are read)"
         )));
     }
-    Ok(Some(TextureRef { texture, tex_coord: info.tex_coord() }))
+    Ok(Some(TextureRef { texture, tex_coord, transform }))
+}
+
+/// A `KHR_texture_transform` as a matrix (`None` for the identity, so an
+/// untransformed texture samples exactly as before), and the UV set it
+/// names.
+fn uv_transform(
+    offset: [f32; 2],
+    rotation: f32,
+    scale: [f32; 2],
+    tex_coord: u32,
+) -> Result<(Option<UvTransform>, u32)> {
+    if !(offset.iter().chain(&scale).all(|v| v.is_finite()) && rotation.is_finite()) {
+        return Err(invalid("a KHR_texture_transform has a non-finite offset, rotation or scale"));
+    }
+    let identity = offset == [0.0, 0.0] && rotation == 0.0 && scale == [1.0, 1.0];
+    Ok(((!identity).then(|| UvTransform::new(offset, rotation, scale)), tex_coord))
+}
+
+/// The normal texture's reference: the glTF crate does not type its
+/// `KHR_texture_transform`, so it is read from the extension's JSON.
+fn normal_ref(n: &gltf::material::NormalTexture<'_>, textures: &[Texture]) -> Result<Option<TextureRef>> {
+    let texture = n.texture().index();
+    let (transform, tex_coord) = match n.extension_value("KHR_texture_transform") {
+        Some(v) => {
+            let t: gltf::json::extensions::texture::TextureTransform = serde_json::from_value(v.clone())
+                .map_err(|e| invalid(format!("the normal texture's KHR_texture_transform: {e}")))?;
+            uv_transform(t.offset.0, t.rotation.0, t.scale.0, t.tex_coord.unwrap_or(n.tex_coord()))?
+        }
+        None => (None, n.tex_coord()),
+    };
+    // As before: a normal map the renderer cannot read is left out, not refused.
+    Ok((texture < textures.len() && tex_coord <= 1).then_some(TextureRef { texture, tex_coord, transform }))
+}
+
+/// `KHR_materials_ior`: 1.5 without it; 0 (the extension's "no
+/// Fresnel", F0 = 1) and values from 1 up are what glTF allows.
+fn ior(m: &gltf::Material<'_>) -> Result<f32> {
+    let ior = m.ior().unwrap_or(1.5);
+    if !(ior.is_finite() && (ior == 0.0 || ior >= 1.0)) {
+        return Err(invalid(format!(
+            "material {:?} has IOR {ior}: glTF allows 0 or 1 and above",
+            m.name().unwrap_or("")
+        )));
+    }
+    Ok(ior)
+}
+
+/// `KHR_materials_specular`'s factors. Its textures are not read: named
+/// in a warning (Blender's exporter writes one only when the `Specular`
+/// or `Specular Tint` input is driven by an image).
+fn specular(m: &gltf::Material<'_>) -> Result<Option<SpecularExt>> {
+    let Some(s) = m.specular() else { return Ok(None) };
+    let ext = SpecularExt { factor: s.specular_factor(), color: Vec3::from(s.specular_color_factor()) };
+    if !(ext.factor.is_finite() && ext.color.is_finite()) || ext.factor < 0.0 || ext.color.min_element() < 0.0 {
+        return Err(invalid(format!(
+            "material {:?} has a negative or non-finite KHR_materials_specular factor",
+            m.name().unwrap_or("")
+        )));
+    }
+    if s.specular_texture().is_some() || s.specular_color_texture().is_some() {
+        tessera_guest_sdk::log(
+            tessera_guest_sdk::Level::Warn,
+            &format!(
+                "material {:?}: KHR_materials_specular textures are ignored (their factors are used): \
+                 the specular level does not vary across the surface",
+                m.name().unwrap_or("")
+            ),
+        );
+    }
+    Ok(Some(ext.clamped()))
 }
 
 fn material(m: &gltf::Material<'_>, textures: &[Texture]) -> Result<Material> {
     let pbr = m.pbr_metallic_roughness();
     let normal = m.normal_texture();
-    let normal_tex = normal.as_ref().map(|n| TextureRef { texture: n.texture().index(), tex_coord: n.tex_coord() });
+    let normal_tex = match &normal {
+        Some(n) => normal_ref(n, textures)?,
+        None => None,
+    };
     let emissive_tex = tex_ref(m.emissive_texture(), textures)?;
     let strength = m.emissive_strength().unwrap_or(1.0);
     let (alpha, cutoff) = match m.alpha_mode() {
@@ -398,13 +508,15 @@ fn material(m: &gltf::Material<'_>, textures: &[Texture]) -> Result<Material> {
         metallic: pbr.metallic_factor().clamp(0.0, 1.0),
         roughness: pbr.roughness_factor().clamp(0.0, 1.0),
         metallic_roughness_tex: tex_ref(pbr.metallic_roughness_texture(), textures)?,
-        normal_tex: normal_tex.filter(|t| t.texture < textures.len() && t.tex_coord <= 1),
+        normal_tex,
         normal_scale: normal.as_ref().map_or(1.0, |n| n.scale()),
         emissive,
         emissive_tex,
         alpha,
         alpha_cutoff: cutoff,
         double_sided: m.double_sided(),
+        ior: ior(m)?,
+        specular: specular(m)?,
     })
 }
 
@@ -828,4 +940,100 @@ fn precheck(bytes: &[u8]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// One triangle with UVs, a 2×1 PNG and `material`, as a .gltf with
+    /// data URIs.
+    fn triangle_with(material: serde_json::Value, required: &[&str]) -> Vec<u8> {
+        let mut bin = Vec::new();
+        for f in [0.0f32, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0] {
+            bin.extend_from_slice(&f.to_le_bytes());
+        }
+        for f in [0.0f32, 0.0, 1.0, 0.0, 0.0, 1.0] {
+            bin.extend_from_slice(&f.to_le_bytes());
+        }
+        let mut png = Vec::new();
+        image::RgbaImage::from_raw(2, 1, vec![0, 0, 0, 255, 255, 255, 255, 255])
+            .unwrap()
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        serde_json::to_vec(&json!({
+            "asset": {"version": "2.0"},
+            "extensionsUsed": ["KHR_texture_transform", "KHR_materials_ior", "KHR_materials_specular"],
+            "extensionsRequired": required,
+            "scenes": [{"nodes": [0]}],
+            "nodes": [{"mesh": 0}],
+            "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 1}, "material": 0}]}],
+            "materials": [material],
+            "textures": [{"source": 0}],
+            "images": [{"uri": format!("data:image/png;base64,{}", b64(&png))}],
+            "accessors": [
+                {"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3",
+                 "min": [0.0, 0.0, 0.0], "max": [1.0, 1.0, 0.0]},
+                {"bufferView": 1, "componentType": 5126, "count": 3, "type": "VEC2"}
+            ],
+            "bufferViews": [{"buffer": 0, "byteLength": 36}, {"buffer": 0, "byteOffset": 36, "byteLength": 24}],
+            "buffers": [{"byteLength": 60, "uri": format!("data:application/octet-stream;base64,{}", b64(&bin))}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn texture_transforms_ior_and_specular_are_read() {
+        let transform = json!({"KHR_texture_transform": {"offset": [0.5, 0.0], "rotation": 0.0, "scale": [2.0, 1.0]}});
+        let file = triangle_with(
+            json!({
+                "pbrMetallicRoughness": {"baseColorTexture": {"index": 0, "extensions": transform}},
+                "normalTexture": {"index": 0, "extensions": {"KHR_texture_transform": {"scale": [4.0, 4.0], "texCoord": 0}}},
+                "extensions": {
+                    "KHR_materials_ior": {"ior": 1.45},
+                    "KHR_materials_specular": {"specularFactor": 0.5, "specularColorFactor": [1.0, 0.5, 0.25]}
+                }
+            }),
+            // Implemented, so a file may require them.
+            &["KHR_texture_transform"],
+        );
+        let scene = load(&file, None).unwrap();
+        let m = &scene.materials[0];
+        let base = m.base_color_tex.unwrap();
+        assert_eq!(base.map(Vec2::new(0.25, 0.5)), Vec2::new(1.0, 0.5));
+        assert_eq!(m.normal_tex.unwrap().map(Vec2::new(0.25, 0.5)), Vec2::new(1.0, 2.0));
+        assert_eq!(m.ior, 1.45);
+        assert_eq!(m.specular, Some(SpecularExt { factor: 0.5, color: Vec3::new(1.0, 0.5, 0.25) }));
+
+        // Without the extensions: the defaults, and no transform at all.
+        let plain =
+            load(&triangle_with(json!({"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}), &[]), None)
+                .unwrap();
+        let m = &plain.materials[0];
+        assert_eq!((m.ior, m.specular, m.base_color_tex.unwrap().transform), (1.5, None, None));
+    }
+
+    #[test]
+    fn impossible_transforms_and_iors_are_refused_by_name() {
+        let nan_scale = triangle_with(
+            json!({"pbrMetallicRoughness": {"baseColorTexture": {"index": 0,
+                "extensions": {"KHR_texture_transform": {"scale": [1e39, 1.0]}}}}}),
+            &[],
+        );
+        let err = load(&nan_scale, None).map(|_| ()).unwrap_err();
+        assert!(format!("{err:?}").contains("KHR_texture_transform"), "{err:?}");
+        let bad_ior = triangle_with(json!({"extensions": {"KHR_materials_ior": {"ior": 0.5}}}), &[]);
+        let err = load(&bad_ior, None).map(|_| ()).unwrap_err();
+        assert!(format!("{err:?}").contains("IOR 0.5"), "{err:?}");
+        // A texture set past TEXCOORD_1, named by a transform's override.
+        let set2 = triangle_with(
+            json!({"pbrMetallicRoughness": {"baseColorTexture": {"index": 0,
+                "extensions": {"KHR_texture_transform": {"texCoord": 2}}}}}),
+            &[],
+        );
+        let err = load(&set2, None).map(|_| ()).unwrap_err();
+        assert!(format!("{err:?}").contains("texture coordinate set 2"), "{err:?}");
+    }
 }

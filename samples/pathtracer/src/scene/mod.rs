@@ -11,7 +11,7 @@ pub mod texture;
 
 use glam::{Mat4, Quat, Vec2, Vec3, Vec4};
 
-pub use texture::{Texture, TextureRef, Wrap};
+pub use texture::{Texture, TextureRef, UvTransform, Wrap};
 
 /// One glTF primitive: triangles with one material.
 #[derive(Debug, Default)]
@@ -74,6 +74,28 @@ pub struct Material {
     pub alpha: AlphaMode,
     pub alpha_cutoff: f32,
     pub double_sided: bool,
+    /// `KHR_materials_ior` (default 1.5).
+    pub ior: f32,
+    /// `KHR_materials_specular`'s factors, if the material has the
+    /// extension (Blender 3's exporter writes it for a `Specular` other
+    /// than 0.5 or a `Specular Tint`).
+    pub specular: Option<SpecularExt>,
+}
+
+/// `KHR_materials_specular`: the strength (also F90) and colour of a
+/// dielectric's reflection.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SpecularExt {
+    pub factor: f32,
+    pub color: Vec3,
+}
+
+impl SpecularExt {
+    /// Within what glTF allows: the factor in [0, 1]; the colour is not
+    /// bounded (F0 is clamped to 1 after the IOR scales it).
+    pub fn clamped(self) -> SpecularExt {
+        SpecularExt { factor: self.factor.clamp(0.0, 1.0), color: self.color }
+    }
 }
 
 impl Default for Material {
@@ -93,11 +115,35 @@ impl Default for Material {
             alpha: AlphaMode::Opaque,
             alpha_cutoff: 0.5,
             double_sided: false,
+            ior: 1.5,
+            specular: None,
         }
     }
 }
 
 impl Material {
+    /// The dielectric reflectance this material asks for in `model`.
+    /// glTF: `F0 = min(F0(ior)·colour, 1)·factor`, `F90 = factor`.
+    /// Principled v1: Blender 3 ignores IOR outside transmission, so
+    /// without the specular extension F0 is its default 0.04, and with it
+    /// the extension's F0 (whose colour the exporter divided by F0(ior) to
+    /// carry Blender's 0.08·Specular), always rising to 1 at grazing.
+    pub fn dielectric_specular(&self, model: ShadingModel) -> crate::bsdf::Specular {
+        use crate::bsdf::Specular;
+        let f0_ior = Specular::f0_of_ior(self.ior);
+        match (model, self.specular) {
+            (ShadingModel::PrincipledV1, None) => Specular::DEFAULT,
+            (ShadingModel::PrincipledV1, Some(s)) => {
+                Specular { f0: (Vec3::splat(f0_ior) * s.color).min(Vec3::ONE) * s.factor, f90: 1.0 }
+            }
+            (ShadingModel::Gltf, None) if self.ior == 1.5 => Specular::DEFAULT,
+            (ShadingModel::Gltf, None) => Specular { f0: Vec3::splat(f0_ior), f90: 1.0 },
+            (ShadingModel::Gltf, Some(s)) => {
+                Specular { f0: (Vec3::splat(f0_ior) * s.color).min(Vec3::ONE) * s.factor, f90: s.factor }
+            }
+        }
+    }
+
     pub fn is_emissive(&self) -> bool {
         self.emissive.max_element() > 0.0
     }
@@ -147,8 +193,12 @@ pub struct Skin {
 #[derive(Clone, Debug)]
 pub struct CameraDef {
     pub name: String,
+    /// Vertical field of view (perspective cameras).
     pub yfov: f32,
     pub aspect: Option<f32>,
+    /// Half the view's height in scene units (glTF `ymag`), for an
+    /// orthographic camera; `None` for a perspective one.
+    pub ortho_half_height: Option<f32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -306,6 +356,36 @@ impl Scene {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn specular_and_ior_give_the_reflectance_each_model_expects() {
+        let f0 = |ior: f32| ((ior - 1.0) / (ior + 1.0)).powi(2);
+        // Blender 3.4's exporter for Specular 0.25 (IOR socket 1.45):
+        // specularColorFactor = 0.08·0.25 / F0(1.45), and the IOR beside it.
+        let blender = Material {
+            ior: 1.45,
+            specular: Some(SpecularExt { factor: 1.0, color: Vec3::splat(0.08 * 0.25 / f0(1.45)) }),
+            ..Material::default()
+        };
+        for model in [ShadingModel::PrincipledV1, ShadingModel::Gltf] {
+            let s = blender.dielectric_specular(model);
+            assert!((s.f0 - Vec3::splat(0.02)).abs().max_element() < 1e-6, "{model:?}: {s:?}");
+            assert_eq!(s.f90, 1.0);
+        }
+        // Principled v1's Fresnel curve starts at that F0: IOR 1.33…
+        let (v1_f0, v1_ior) = blender.dielectric_specular(ShadingModel::PrincipledV1).v1_fresnel();
+        assert!((v1_f0 - 0.02).abs() < 1e-6 && (f0(v1_ior) - 0.02).abs() < 1e-6, "{v1_f0} {v1_ior}");
+        // IOR alone: glTF reads it; Blender 3 ignores it outside transmission.
+        let water = Material { ior: 1.33, ..Material::default() };
+        assert!((water.dielectric_specular(ShadingModel::Gltf).f0.x - f0(1.33)).abs() < 1e-7);
+        assert_eq!(water.dielectric_specular(ShadingModel::PrincipledV1), crate::bsdf::Specular::DEFAULT);
+        // glTF's specularFactor scales F0 and sets F90.
+        let dim = Material { specular: Some(SpecularExt { factor: 0.5, color: Vec3::ONE }), ..Material::default() };
+        let s = dim.dielectric_specular(ShadingModel::Gltf);
+        assert!((s.f0.x - 0.02).abs() < 1e-6 && s.f90 == 0.5, "{s:?}");
+        // The defaults are exactly the constants the BSDF had before.
+        assert_eq!(Material::default().dielectric_specular(ShadingModel::Gltf), crate::bsdf::Specular::DEFAULT);
+    }
 
     #[test]
     fn blender_before_4_means_principled_v1() {

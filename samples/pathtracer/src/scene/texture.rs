@@ -25,11 +25,44 @@ pub struct Texture {
     pub linear: bool,
 }
 
-/// A material's use of a texture: which one and which UV set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A material's use of a texture: which one, which UV set, and the
+/// `KHR_texture_transform` on those coordinates (Blender's exporter writes
+/// one for a Mapping node before the image).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TextureRef {
     pub texture: usize,
     pub tex_coord: u32,
+    pub transform: Option<UvTransform>,
+}
+
+/// An affine map of texture coordinates, `KHR_texture_transform`'s
+/// `T · R · S`: `u' = m[0]·u + m[1]·v + m[2]`, `v' = m[3]·u + m[4]·v + m[5]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UvTransform(pub [f32; 6]);
+
+impl UvTransform {
+    /// From the extension's offset, rotation (radians, counter-clockwise
+    /// in UV space) and scale.
+    pub fn new(offset: [f32; 2], rotation: f32, scale: [f32; 2]) -> UvTransform {
+        let (s, c) = rotation.sin_cos();
+        UvTransform([c * scale[0], s * scale[1], offset[0], -s * scale[0], c * scale[1], offset[1]])
+    }
+
+    pub fn apply(&self, uv: glam::Vec2) -> glam::Vec2 {
+        let m = &self.0;
+        glam::Vec2::new(m[0] * uv.x + m[1] * uv.y + m[2], m[3] * uv.x + m[4] * uv.y + m[5])
+    }
+}
+
+impl TextureRef {
+    /// The coordinates to sample at for the mesh's `uv` of this
+    /// reference's set.
+    pub fn map(&self, uv: glam::Vec2) -> glam::Vec2 {
+        match &self.transform {
+            Some(t) => t.apply(uv),
+            None => uv,
+        }
+    }
 }
 
 /// sRGB-encoded byte → linear float, exact for all 256 values.
@@ -152,6 +185,23 @@ mod tests {
         assert!((srgb_decode(0.5) - 0.214).abs() < 1e-3);
         // Alpha is never decoded.
         assert_eq!(t.sample(mid, true, true, &lut).w, 1.0);
+    }
+
+    #[test]
+    fn uv_transforms_scale_then_rotate_then_offset() {
+        // KHR_texture_transform: T · R · S.
+        let t = UvTransform::new([0.5, 0.25], 0.0, [2.0, 3.0]);
+        assert_eq!(t.apply(Vec2::new(1.0, 1.0)), Vec2::new(2.5, 3.25));
+        // A quarter turn counter-clockwise in UV space (the image turns
+        // clockwise): u' = v, v' = −u.
+        let r = UvTransform::new([0.0, 0.0], std::f32::consts::FRAC_PI_2, [1.0, 1.0]);
+        let q = r.apply(Vec2::new(1.0, 0.0));
+        assert!((q - Vec2::new(0.0, -1.0)).length() < 1e-6, "{q}");
+        let q = r.apply(Vec2::new(0.0, 1.0));
+        assert!((q - Vec2::new(1.0, 0.0)).length() < 1e-6, "{q}");
+        // No transform: the coordinates pass through untouched.
+        let plain = TextureRef { texture: 0, tex_coord: 0, transform: None };
+        assert_eq!(plain.map(Vec2::new(0.3, 0.7)), Vec2::new(0.3, 0.7));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! profile and prints a Markdown table (copied into BENCHMARKS.md).
 //!
 //! `--quick` runs each measurement briefly (for a smoke run, not figures);
-//! `--only sandbox|pathtracer|scheduler|farm|proof|gpu` runs one group.
+//! `--only sandbox|pathtracer|scheduler|farm|proof|gpu|denoise` runs one group.
 
+mod denoise;
 mod farm;
 mod gpu;
 mod pathtracer;
@@ -61,6 +62,9 @@ fn main() -> anyhow::Result<()> {
     }
     if want("gpu") {
         rows.extend(gpu::run(effort)?);
+    }
+    if want("denoise") {
+        rows.extend(denoise::run(effort)?);
     }
     print_table(&rows);
     Ok(())

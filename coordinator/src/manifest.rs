@@ -34,6 +34,12 @@
 //! manifest; their blake3 is: `accumulators_blake3`, the hash the store
 //! keeps for the tile's canonical bytes, the same bytes `C` covers).
 //!
+//! A progressive frame has a tile per rectangle per sample pass, each with
+//! its pass's sample range; its `pixels_blake3` is of the frame's pixels in
+//! its rectangle with the samples through its pass (the tiles of earlier
+//! passes added), so the last pass's tiles bind the EXR's pixels and the
+//! earlier ones what the previews showed.
+//!
 //! # Canonical form and signature
 //!
 //! The signature is ed25519 (RFC 8032) by the key in

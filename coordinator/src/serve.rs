@@ -232,6 +232,11 @@ pub struct DemoArgs {
     /// frame), as the web page does by default for previews; `--denoise false` to skip.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     denoise: bool,
+    /// Render in sample passes, so the page shows each whole frame after
+    /// its first pass and refines it (the final frames are the same bit for
+    /// bit); `--progressive false` for one pass.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    progressive: bool,
 }
 
 /// The sample the demo renders.
@@ -296,12 +301,14 @@ pub fn demo(args: DemoArgs, inputs: DemoInputs) -> Result<()> {
         request.extra = tessera_coordinator::farm::job::RENDER_DEFAULTS.into();
         request.engine = args.engine;
         request.denoise = args.denoise;
+        request.progressive = args.progressive;
         // The page's best moment is the tiles arriving: say how to sign in
         // before they do. The token rides in the link's fragment, which a
         // browser never sends to the server, so it reaches no log.
         println!("web: http://{http}");
         println!("token: {api_token}");
         println!("sign in: http://{http}/#token={api_token}");
+        let mut events = farm.subscribe();
         let started = std::time::Instant::now();
         let job = farm.submit_scene(request, inputs.scene.to_vec(), module.to_vec()).await?;
         eprintln!(
@@ -317,7 +324,25 @@ pub fn demo(args: DemoArgs, inputs: DemoInputs) -> Result<()> {
             .progress_chars("=> "),
         );
         bar.set_prefix(job.to_string());
+        // Submission to the first whole frame on the page (a progressive
+        // job's first preview, else its first frame): BENCHMARKS.md.
+        let mut first_picture: Option<(f64, String)> = None;
         let status = loop {
+            while let Ok(e) = events.try_recv() {
+                if first_picture.is_some() || e.job() != Some(job) {
+                    continue;
+                }
+                let what = match e {
+                    tessera_coordinator::api::model::Event::Preview { frame, samples, .. } => {
+                        format!("a preview of frame {frame} at {samples} spp")
+                    }
+                    tessera_coordinator::api::model::Event::Frame { frame, .. } => format!("frame {frame}"),
+                    _ => continue,
+                };
+                let at = started.elapsed().as_secs_f64();
+                bar.println(format!("first whole picture {at:.2} s after submission: {what}"));
+                first_picture = Some((at, what));
+            }
             let status = farm.status().await?;
             let Some(j) = status.jobs.iter().find(|j| j.id == job) else { bail!("job {job} vanished") };
             bar.set_length(u64::from(j.tiles));
@@ -339,6 +364,9 @@ pub fn demo(args: DemoArgs, inputs: DemoInputs) -> Result<()> {
             args.workers,
             started.elapsed().as_secs_f64()
         );
+        if let Some((at, what)) = &first_picture {
+            println!("first whole picture: {what}, {at:.2} s after submission");
+        }
         println!("frames: {}", farm.job_dir(job).display());
         println!("sign in: http://{http}/#token={api_token}");
         println!(

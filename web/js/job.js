@@ -265,7 +265,9 @@ export function jobView(id) {
       } else if (name === 'preview') {
         // A progressive frame's whole image after a pass (denoised if the job is).
         if (event.frame === shown && !frames.has(shown)) {
-          tiles.whole(`/api/v1/jobs/${id}/frames/${event.frame}.preview.png`).catch(() => {});
+          tiles.whole(`/api/v1/jobs/${id}/frames/${event.frame}.preview.png`)
+            .then(() => { canvas.dataset.preview = String(event.samples); })
+            .catch(() => {});
           frameLabel.textContent = `Frame ${event.frame} · ${event.samples} spp preview`;
         }
         const button = thumbs.get(event.frame);

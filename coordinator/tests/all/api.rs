@@ -1352,6 +1352,8 @@ fn settings_text() -> impl Strategy<Value = String> {
         "formats",
         "priority",
         "engine",
+        "denoise",
+        "progressive",
         "widht",
         "",
         "FRAMES",
@@ -1413,6 +1415,7 @@ fn plausible_settings() -> impl Strategy<Value = String> {
             }
             "view_transform" => v(vec![json!("agx"), json!("filmic"), json!("standard"), json!("AGX"), json!("nope")]),
             "engine" => v(vec![json!("cpu"), json!("auto"), json!("GPU"), json!("cuda"), json!(3)]),
+            "denoise" | "progressive" => v(vec![json!(true), json!(false), json!(1), json!("yes"), json!(null)]),
             "formats" => v(vec![
                 json!(["png"]),
                 json!(["exr"]),
@@ -1445,6 +1448,8 @@ fn plausible_settings() -> impl Strategy<Value = String> {
         "formats",
         "priority",
         "engine",
+        "denoise",
+        "progressive",
     ];
     prop::sample::subsequence(keys, 0..6)
         .prop_flat_map(move |keys| {

@@ -74,6 +74,7 @@ fn png_difference(a: &Path, b: &Path, max_step: u8) -> (f64, u8) {
 
 #[test]
 fn an_auto_job_renders_on_gpu_and_cpu_workers_and_gpu_tiles_are_verified_within_tolerance() {
+    let _heavy = crate::cpu_heavy();
     let class = lavapipe_class();
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
@@ -174,6 +175,7 @@ fn an_auto_job_renders_on_gpu_and_cpu_workers_and_gpu_tiles_are_verified_within_
 
 #[test]
 fn a_gpu_worker_that_fakes_pixels_is_caught_by_a_worker_of_its_class_and_breaches_are_refused() {
+    let _heavy = crate::cpu_heavy();
     let class = lavapipe_class();
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();

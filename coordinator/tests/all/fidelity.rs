@@ -14,6 +14,7 @@ use crate::client_cli::root;
 
 #[test]
 fn tessera_renders_blender_scenes_as_cycles_does() {
+    let _heavy = crate::cpu_heavy();
     let module = tessera_guest_build::components_dir().join("pathtracer.wasm");
     crate::guest("pathtracer");
     let dir = tempfile::tempdir().unwrap();

@@ -28,6 +28,15 @@ pub fn guest(name: &str) -> Arc<Vec<u8>> {
     tessera_guest_build::guest(name).unwrap_or_else(|e| panic!("building guest {name}: {e}"))
 }
 
+/// Held by tests that keep every core busy for long (Cycles renders) and by
+/// those whose lavapipe dispatches have the GPU host's 20 s watchdog: side
+/// by side on CI's two cores, the watchdog fired and the GPU tests failed
+/// with "device lost". Other tests still run beside either.
+pub fn cpu_heavy() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Logs to the test's captured output, filtered by `RUST_LOG` (default: warnings).
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()

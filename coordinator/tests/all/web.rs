@@ -114,6 +114,9 @@ fn an_artist_uploads_watches_downloads_and_checks_proofs() {
     assert_eq!(job["settings"]["frames"], json!([1, 2]));
     assert_eq!((job["settings"]["width"].as_u64(), job["settings"]["spp"].as_u64()), (Some(96), Some(8)));
     assert_eq!(job["settings"]["denoise"], true, "the page's denoise box is ticked by default");
+    assert_eq!(job["settings"]["progressive"], true, "the page's progressive box is ticked by default");
+    let tiles = job["progress"]["tiles"].as_u64().unwrap();
+    assert!(tiles > 0 && tiles % 6 == 0, "2 frames × 3 passes (1, 3, 4 samples) of each rectangle: {tiles}");
     assert!(
         browser.find("#progress-text").text().contains("2 / 2 frames"),
         "{}",

@@ -321,13 +321,10 @@ fn mat_tex(m: u32, mat: u32, slot: u32, i: vec3<u32>, u: f32, v: f32, srgb: bool
     let tuv = vec2<f32>(sf(t) * uv.x + sf(t + 1u) * uv.y + sf(t + 2u), sf(t + 3u) * uv.x + sf(t + 4u) * uv.y + sf(t + 5u));
     return tex_sample(S[r], tuv, srgb);
 }
+// Material words of the references: 4 base colour, 8 metallic-roughness,
+// 10 normal, 16 emissive.
 fn tex_ref_word(slot: u32) -> u32 {
-    switch slot {
-        case 0u: { return 4u; }
-        case 1u: { return 8u; }
-        case 2u: { return 10u; }
-        default: { return 16u; }
-    }
+    return select(select(select(16u, 10u, slot == 2u), 8u, slot == 1u), 4u, slot == 0u);
 }
 
 fn alpha_at(m: u32, mat: u32, tri: u32, u: f32, v: f32) -> f32 {

@@ -144,12 +144,12 @@ def render_cycles(scene, spp, path):
     return time.perf_counter() - t
 
 
-def render_tessera(args, glb, spp, out_dir):
+def render_tessera(args, glb, spp, out_dir, denoise=False):
     cmd = [
         args.tessera, "render", glb, "--frames", "1", "--width", str(args.size), "--height", str(args.size),
         "--spp", str(spp), "--bounces", str(args.bounces), "--format", "exr", "--view", "standard",
         "--threads", str(args.threads), "--out", out_dir,
-    ]
+    ] + (["--denoise"] if denoise else [])
     t = time.perf_counter()
     run = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t
@@ -158,8 +158,16 @@ def render_tessera(args, glb, spp, out_dir):
     m = re.search(r" spp in ([0-9]+(?:\.[0-9]+)?) s", run.stdout)
     if not m:
         raise SystemExit(f"no render time in tessera render's output:\n{run.stdout}")
+    seconds = float(m.group(1))
+    if denoise:
+        # Sampling and the denoiser are reported apart: the denoised image costs both.
+        d = re.search(r"denoised with \S+ in ([0-9]+(?:\.[0-9]+)?) s", run.stdout)
+        if not d:
+            raise SystemExit(f"no denoising time in tessera render's output:\n{run.stdout}")
+        seconds += float(d.group(1))
     stem = os.path.splitext(os.path.basename(glb))[0]
-    return float(m.group(1)), resolution_of(m.group(1)), wall, os.path.join(out_dir, f"{stem}-0001.exr")
+    name = f"{stem}-0001.denoised.exr" if denoise else f"{stem}-0001.exr"
+    return seconds, resolution_of(m.group(1)), wall, os.path.join(out_dir, name)
 
 
 def load_rgb(path):
@@ -200,23 +208,30 @@ def main():
     # Rows: (spp, render time, its resolution, wall time, relMSE); times
     # are medians of `--repeat` renders (both renderers are deterministic
     # for a given seed, so the image, and its error, is the same each time).
-    results = {"Cycles": [], "Tessera": []}
+    results = {"Cycles": [], "Tessera": [], "Tessera denoised": []}
+    # Each image's relMSE against Cycles' reference too: one yardstick for
+    # all, which also holds the two renderers' remaining difference.
+    vs_cycles = {}
     cyc_ref = os.path.join(out, "cycles-ref.exr")
     render_cycles(scene, args.ref_spp, cyc_ref)
     _, _, _, tes_ref = render_tessera(args, glb, args.ref_spp, os.path.join(out, "tessera-ref"))
     refs = {"Cycles": load_rgb(cyc_ref), "Tessera": load_rgb(tes_ref)}
+    refs["Tessera denoised"] = refs["Tessera"]
     repeat = max(1, args.repeat)
     for spp in levels:
         path = os.path.join(out, f"cycles-{spp}.exr")
         ts = [render_cycles(scene, spp, path) for _ in range(repeat)]
         t = median(ts)
         results["Cycles"].append((spp, t, PERF_COUNTER_RESOLUTION, t, rel_mse(load_rgb(path), refs["Cycles"])))
-        runs = [render_tessera(args, glb, spp, os.path.join(out, f"tessera-{spp}")) for _ in range(repeat)]
-        res = max(r[1] for r in runs)
-        path = runs[-1][3]
-        results["Tessera"].append(
-            (spp, median([r[0] for r in runs]), res, median([r[2] for r in runs]), rel_mse(load_rgb(path), refs["Tessera"]))
-        )
+        vs_cycles[("Cycles", spp)] = results["Cycles"][-1][4]
+        for name, denoise in [("Tessera", False), ("Tessera denoised", True)]:
+            runs = [render_tessera(args, glb, spp, os.path.join(out, f"tessera-{spp}"), denoise) for _ in range(repeat)]
+            res = max(r[1] for r in runs)
+            img = load_rgb(runs[-1][3])
+            results[name].append(
+                (spp, median([r[0] for r in runs]), res, median([r[2] for r in runs]), rel_mse(img, refs[name]))
+            )
+            vs_cycles[(name, spp)] = rel_mse(img, refs["Cycles"])
 
     pixels = args.size * args.size
     print()
@@ -224,8 +239,8 @@ def main():
           f"{args.size}x{args.size}, {args.bounces} bounces, {args.threads} threads, references at {args.ref_spp} spp, "
           f"times are medians of {repeat} renders.")
     print()
-    print("| renderer | spp | render time | paths/s | wall time | relMSE vs own reference |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| renderer | spp | render time | paths/s | wall time | relMSE vs own reference | relMSE vs Cycles' reference |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     untimed = []
     for name, rows in results.items():
         for spp, t, res, wall, err in rows:
@@ -234,8 +249,11 @@ def main():
             else:
                 rate = "— (too fast to time)"
                 untimed.append((name, spp, t, res))
-            print(f"| {name} | {spp} | {t:.3f} s | {rate} | {wall:.3f} s | {err:.5f} |")
+            print(f"| {name} | {spp} | {t:.3f} s | {rate} | {wall:.3f} s | {err:.5f} | {vs_cycles[(name, spp)]:.5f} |")
     print()
+    ratio = refs["Tessera"].mean(axis=(0, 1)) / np.maximum(refs["Cycles"].mean(axis=(0, 1)), 1e-9)
+    print(f"The two references: Tessera's against Cycles' relMSE {rel_mse(refs['Tessera'], refs['Cycles']):.5f}, "
+          f"mean ratio R/G/B {ratio[0]:.3f} / {ratio[1]:.3f} / {ratio[2]:.3f}.")
     for name, spp, t, res in untimed:
         print(f"{name} at {spp} spp: {t:.3f} s is under {MIN_RESOLUTIONS} times the resolution of its time "
               f"({res:g} s), so no paths/s is derived from it and the time-to-quality figures leave it out.")
@@ -247,13 +265,15 @@ def main():
     if all(len(p) >= 1 for p in points.values()):
         tc = time_to_reach(points["Cycles"], target)
         tt = time_to_reach(points["Tessera"], target)
-        print(f"Time to reach Cycles' relMSE at {mid} spp ({target:.5f}): Cycles {tc:.3f} s, Tessera {tt:.3f} s "
-              f"(Tessera/Cycles = {tt / tc:.2f}).")
+        td = time_to_reach(points["Tessera denoised"], target)
+        print(f"Time to reach Cycles' relMSE at {mid} spp ({target:.5f}), each against its own reference: Cycles "
+              f"{tc:.3f} s, Tessera {tt:.3f} s (Tessera/Cycles = {tt / tc:.2f}), Tessera denoised {td:.3f} s "
+              f"({td / tc:.2f}).")
     else:
         print("Time to reach equal quality: not computed, a renderer has no timed point.")
     print("Render time: Cycles' render operator (scene sync, BVH, sampling, writing the EXR), by time.perf_counter; "
-          "Tessera's own report (sampling, frame assembly, writing the EXR), to the decimals it prints. Wall time adds, "
-          "for Tessera, process start, module load and scene parse.")
+          "Tessera's own report (sampling, frame assembly, denoising when asked, writing the EXR), to the decimals it "
+          "prints. Wall time adds, for Tessera, process start, module load and scene parse.")
 
 
 main()

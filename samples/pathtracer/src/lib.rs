@@ -214,6 +214,16 @@ impl Job for PathTracer {
             LoadError::Unsupported(m) => JobError::Unsupported(m),
         })?;
         scene.shading = parsed.shading.resolve(scene.shading);
+        // Cycles renders and lights both sides of every face of a Blender
+        // scene: Backface Culling, which the exporter writes as
+        // `doubleSided: false`, is a viewport setting it ignores (a
+        // one-sided light quad under a ceiling left the Cornell box 9 %
+        // darker than Cycles'). `shading: "gltf"` keeps glTF's culling.
+        if parsed.shading != settings::Shading::Gltf && scene::ShadingModel::is_blender(scene.generator.as_deref()) {
+            for m in &mut scene.materials {
+                m.double_sided = true;
+            }
+        }
         let cameras: Vec<String> = scene.camera_nodes().into_iter().map(|(_, n)| n).collect();
         if let Some(name) = &parsed.camera {
             if !cameras.contains(name) {

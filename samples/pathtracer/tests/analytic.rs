@@ -56,6 +56,42 @@ fn emissive_only() {
     }
 }
 
+/// The back of a single-sided emitter: glTF culls it (the camera sees the
+/// black background through it); Cycles renders and lights both sides of
+/// Blender's faces, so a file Blender exported shows the emission from
+/// behind too, unless `shading` asks for glTF's rules.
+#[test]
+fn blender_files_are_two_sided_as_cycles_renders_them() {
+    let mut g = GltfBuilder::default();
+    g.extensions_used.push("KHR_materials_emissive_strength".into());
+    let lamp = g.material(json!({
+        "pbrMetallicRoughness": {"baseColorFactor": [0, 0, 0, 1], "metallicFactor": 0.0},
+        "emissiveFactor": [1.0, 1.0, 1.0],
+        "extensions": {"KHR_materials_emissive_strength": {"emissiveStrength": 2.0}}
+    }));
+    let (p, n, i) = quad(100.0);
+    let mesh = g.mesh(&p, &n, &i, lamp);
+    g.root(json!({"mesh": mesh}));
+    let cam = g.camera(0.6);
+    // Behind the quad (it faces +Z), looking along +Z at its back.
+    g.root(json!({"camera": cam, "translation": [0, 0, -3], "rotation": [0, 1, 0, 0]}));
+    let render = |generator: Option<&str>, extra: &str| {
+        let mut doc = g.to_json();
+        if let Some(gen) = generator {
+            doc["asset"]["generator"] = json!(gen);
+        }
+        let mut job = load(&serde_json::to_vec(&doc).unwrap(), 8, 8, extra).unwrap();
+        mean(&tile(&mut job, 1, Rect { x: 0, y: 0, width: 8, height: 8 }, 2))
+    };
+    let black = r#"{"background": [0, 0, 0]}"#;
+    assert_eq!(render(None, black), [0.0; 3]);
+    assert_eq!(render(Some("Khronos glTF Blender I/O v3.4.50"), r#"{"background": [0, 0, 0], "shading": "gltf"}"#), [0.0; 3]);
+    for gen in ["Khronos glTF Blender I/O v3.4.50", "Khronos glTF Blender I/O v4.2.70"] {
+        let m = render(Some(gen), black);
+        assert!(m.iter().all(|c| (c - 2.0).abs() < 1e-5), "{gen}: {m:?}");
+    }
+}
+
 /// A diffuse plane lit by a point light straight above: at the spot under
 /// the light, radiance = albedo/π · I/d² (plus the 4 % specular coat's
 /// share, which at normal incidence and roughness 1 is small).

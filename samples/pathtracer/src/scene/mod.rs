@@ -241,6 +241,11 @@ impl ShadingModel {
     /// names itself "Khronos glTF Blender I/O vX.Y.Z", its major version
     /// Blender's own since 3.0 (1.x shipped with Blender 2.8x–2.9x), and
     /// Blender before 4.0 renders Principled v1.
+    /// Whether Blender's glTF exporter (any version) wrote the file.
+    pub fn is_blender(generator: Option<&str>) -> bool {
+        generator.is_some_and(|g| g.starts_with("Khronos glTF Blender I/O"))
+    }
+
     pub fn of_generator(generator: Option<&str>) -> ShadingModel {
         let version = generator.and_then(|g| g.strip_prefix("Khronos glTF Blender I/O v"));
         let major = version.and_then(|v| v.split('.').next()).and_then(|m| m.parse::<u32>().ok());

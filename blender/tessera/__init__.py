@@ -76,6 +76,9 @@ class TesseraSceneSettings(bpy.types.PropertyGroup):
     exr: BoolProperty(name="EXR", default=True, description="Save a linear float EXR per frame")
     denoise: BoolProperty(name="Denoise", default=True,
                           description="Also save each frame denoised (name.denoised.png/.exr); the raw frame is kept")
+    progressive: BoolProperty(name="Progressive", default=False,
+                              description="Render in sample passes (1, 4, 16, ... samples) so the farm's web page "
+                                          "shows each whole frame early and refines it; the saved frames are the same")
     priority: IntProperty(name="Priority", default=0, description="Higher renders first")
     # The job being followed.
     job_id: IntProperty(name="Job", default=0)
@@ -273,6 +276,7 @@ class TESSERA_PT_render(bpy.types.Panel):
         row.prop(props, "png")
         row.prop(props, "exr")
         layout.prop(props, "denoise")
+        layout.prop(props, "progressive")
         layout.prop(props, "priority")
         layout.prop(scene.render, "filepath", text="Output")
         layout.operator("tessera.submit", icon="RENDER_ANIMATION")

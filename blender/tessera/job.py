@@ -132,6 +132,7 @@ def settings_of(scene, props):
         "formats": formats,
         "priority": int(props.priority),
         "denoise": bool(props.denoise),
+        "progressive": bool(props.progressive),
     }
     background = background_of(scene)
     if background is not None:

@@ -162,6 +162,8 @@ def main():
     live = os.path.join(a.out, "live")
     scene.render.filepath = os.path.join(live, "take_")
     scene.tessera.denoise = False
+    # In sample passes: the frames saved are the one-pass job's, bit for bit.
+    scene.tessera.progressive = True
     run = addon.prepare(bpy.context)
     addon.start(run, scene)
     seen = set()
@@ -174,6 +176,10 @@ def main():
     assert props.progress == 1.0 and props.job_id == sync_job + 1, (props.progress, props.job_id)
     taken = sorted(os.listdir(live))
     assert taken == sorted(f"take_{n:04d}.{ext}" for n in (1, 2, 3) for ext in ("exr", "png")), taken
+    for n in (1, 2, 3):
+        with open(os.path.join(live, f"take_{n:04d}.png"), "rb") as p, \
+                open(os.path.join(a.out, f"shot_{n:04d}.png"), "rb") as s:
+            assert p.read() == s.read(), f"frame {n}: the progressive job's PNG differs from the one-pass job's"
     print("RESULT " + json.dumps({"job": sync_job, "threaded_job": props.job_id, "files": saved,
                                   "states": sorted(seen), "errors": errors, "message": props.message}))
 

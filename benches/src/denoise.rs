@@ -182,7 +182,10 @@ pub fn run(effort: Effort) -> Result<Vec<Row>> {
     });
     let mp = (w * h) as f64 / 1e6;
     rows.push(Row {
-        name: "denoiser time per megapixel (1920×1080, 1 thread)".into(),
+        name: format!(
+            "denoiser time per megapixel (1920×1080, {} threads)",
+            std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
+        ),
         value: format!("{:.3} s/MP", t.as_secs_f64() / mp),
         note: format!("{:.2} s for the frame, median of {rounds}; guided by albedo and normal", t.as_secs_f64()),
     });

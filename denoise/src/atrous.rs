@@ -45,9 +45,15 @@ pub(crate) struct Signal {
 }
 
 /// Runs `iterations` passes (step 1, 2, 4, …).
-pub(crate) fn filter(g: &Guides, mut s: Signal, iterations: u32, sigma_luminance: f32) -> Signal {
+pub(crate) fn filter(g: &Guides, mut s: Signal, iterations: u32, sigma_luminance: f32, threads: usize) -> Signal {
+    let n = s.irr.len();
+    let threads = match threads {
+        0 if n < PARALLEL_FROM => 1,
+        0 => std::thread::available_parallelism().map_or(1, |t| t.get()).min(8),
+        t => t,
+    };
     for i in 0..iterations {
-        s = pass(g, &s, 1usize << i, sigma_luminance);
+        s = pass(g, &s, 1usize << i, sigma_luminance, threads);
     }
     s
 }
@@ -76,18 +82,55 @@ fn blur_variance(g: &Guides, s: &Signal) -> Vec<f32> {
         .collect()
 }
 
-fn pass(g: &Guides, s: &Signal, step: usize, sigma_luminance: f32) -> Signal {
-    let n = s.irr.len();
+fn pass(g: &Guides, s: &Signal, step: usize, sigma_luminance: f32, threads: usize) -> Signal {
     let lum: Vec<f32> = s.irr.iter().map(|&c| luminance(c)).collect();
     let gvar = blur_variance(g, s);
     let mut out = Signal { irr: s.irr.clone(), var: s.var.clone(), valid: s.valid.clone() };
-    let (w, h) = (g.width as isize, g.height as isize);
-    let step = step as isize;
-    for p in 0..n {
+    let tap = Tap { g, s, lum: &lum, gvar: &gvar, step: step as isize, sigma_luminance };
+    // Each pixel of the pass reads only the previous pass: rows split
+    // between threads give the same bits as one thread.
+    let chunk = s.irr.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let parts = out.irr.chunks_mut(chunk).zip(out.var.chunks_mut(chunk)).zip(out.valid.chunks_mut(chunk));
+        for (k, ((irr, var), valid)) in parts.enumerate() {
+            let tap = &tap;
+            scope.spawn(move || {
+                for (i, ((irr, var), valid)) in irr.iter_mut().zip(var).zip(valid).enumerate() {
+                    if let Some((c, v)) = tap.pixel(k * chunk + i) {
+                        (*irr, *var, *valid) = (c, v, true);
+                    }
+                }
+            });
+        }
+    });
+    out
+}
+
+/// Frames smaller than this many pixels are filtered on one thread unless
+/// the settings name a number.
+const PARALLEL_FROM: usize = 1 << 16;
+
+/// What one pass reads.
+struct Tap<'a> {
+    g: &'a Guides,
+    s: &'a Signal,
+    lum: &'a [f32],
+    gvar: &'a [f32],
+    step: isize,
+    sigma_luminance: f32,
+}
+
+impl Tap<'_> {
+    /// Pixel `p` after the pass (colour and variance), or `None` for a
+    /// missing pixel with no valid tap: it stays missing for a wider pass
+    /// to fill.
+    fn pixel(&self, p: usize) -> Option<([f32; 3], f32)> {
+        let (g, s, lum, step) = (self.g, self.s, self.lum, self.step);
+        let (w, h) = (g.width as isize, g.height as isize);
         let (px, py) = ((p % g.width) as isize, (p / g.width) as isize);
         let centre_valid = s.valid[p];
         let cp = s.irr[p];
-        let inv_scale = 1.0 / (sigma_luminance * gvar[p].sqrt() + EPSILON);
+        let inv_scale = 1.0 / (self.sigma_luminance * self.gvar[p].sqrt() + EPSILON);
         let (mut sw, mut sv) = (0.0f32, 0.0f32);
         let mut acc = [0.0f32; 3];
         for (ky, hy) in KERNEL.iter().enumerate() {
@@ -129,18 +172,14 @@ fn pass(g: &Guides, s: &Signal, step: usize, sigma_luminance: f32) -> Signal {
             }
         }
         if sw <= 0.0 {
-            // Only a missing pixel with no valid tap gets here: it stays
-            // missing for a wider pass to fill.
-            continue;
+            return None;
         }
         let inv = 1.0 / sw;
-        out.irr[p] = if centre_valid {
+        let c = if centre_valid {
             [cp[0] + acc[0] * inv, cp[1] + acc[1] * inv, cp[2] + acc[2] * inv]
         } else {
             [acc[0] * inv, acc[1] * inv, acc[2] * inv]
         };
-        out.var[p] = sv * inv * inv;
-        out.valid[p] = true;
+        Some((c, sv * inv * inv))
     }
-    out
 }

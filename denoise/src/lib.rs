@@ -2,10 +2,12 @@
 //!
 //! The coordinator runs it on assembled frames and `tessera render` on its
 //! output; both must give the same pixels, and a frame manifest names the
-//! algorithm that made them ([`ALGORITHM`]). So the filter is plain
-//! single-threaded `f32` arithmetic in a fixed order, with no platform
-//! `exp`/`powf` (see `math.rs`): the same inputs give the same output bits
-//! on every x86-64 and aarch64 host.
+//! algorithm that made them ([`ALGORITHM`]). So the filter is plain `f32`
+//! arithmetic in a fixed order per pixel, with no platform `exp`/`powf`
+//! (see `math.rs`): the same inputs give the same output bits on every
+//! x86-64 and aarch64 host. Each à-trous pass computes every pixel from
+//! the previous pass alone, so its rows are split between threads (frames
+//! of 65,536 pixels or more) without changing a bit.
 //!
 //! # Algorithm
 //!
@@ -112,6 +114,10 @@ pub struct Settings {
     pub firefly_k: Option<f32>,
     /// Radius of the variance estimate's window. Default 3 (7×7).
     pub variance_radius: u32,
+    /// Threads each pass splits its rows between; 0 (the default): the
+    /// machine's cores, up to 8, for frames of 65,536 pixels or more. The
+    /// output is the same bits whatever the number.
+    pub threads: usize,
 }
 
 impl Settings {
@@ -130,6 +136,7 @@ impl Default for Settings {
             sigma_albedo: 0.05,
             firefly_k: Some(1.0),
             variance_radius: 3,
+            threads: 0,
         }
     }
 }
@@ -173,6 +180,7 @@ pub fn denoise(frame: &Frame<'_>, settings: &Settings) -> Result<Vec<f32>, Denoi
         atrous::Signal { irr, var, valid: valid.clone() },
         settings.iterations,
         settings.sigma_luminance,
+        settings.threads,
     );
 
     let mut rgb = vec![0.0f32; 3 * n];

@@ -236,6 +236,19 @@ fn deterministic_bit_for_bit() {
 }
 
 #[test]
+fn threads_change_no_bit() {
+    // 320×240 with an odd split (3 threads), against one thread.
+    let (w, h) = (320, 240);
+    let (color, _, albedo, normal) = synthetic(w, h, 0.3, 5);
+    let f = Frame { width: w, height: h, color: &color, albedo: Some(&albedo), normal: Some(&normal), variance: None };
+    let one = denoise(&f, &Settings { threads: 1, ..Settings::default() }).unwrap();
+    for threads in [0, 3, 8] {
+        let many = denoise(&f, &Settings { threads, ..Settings::default() }).unwrap();
+        assert_eq!(bits(&one), bits(&many), "{threads} threads");
+    }
+}
+
+#[test]
 fn removes_noise_and_keeps_texture() {
     let (w, h) = (64, 48);
     let (noisy, clean, albedo, normal) = synthetic(w, h, 0.3, 5);

@@ -125,7 +125,8 @@ pub fn spawn(
             if let Err(e) = &signer {
                 tracing::error!(error = %e, "no key to sign frame manifests: frames cannot be written");
             }
-            for work in frame_rx {
+            let mut queue = AssemblyQueue::default();
+            while let Some(work) = queue.next(&frame_rx) {
                 match work {
                     Assemble::Frame { job, slot, spec } => {
                         let signer = signer.as_ref().map_err(String::as_str);
@@ -175,6 +176,50 @@ fn checkpoint_loop(dir: &Path, alive: mpsc::Receiver<()>) {
 enum Assemble {
     Frame { job: u64, slot: usize, spec: Arc<JobSpec> },
     Preview { job: u64, slot: usize, through: usize, spec: Arc<JobSpec> },
+}
+
+impl Assemble {
+    fn frame(&self) -> (u64, usize) {
+        match self {
+            Assemble::Frame { job, slot, .. } | Assemble::Preview { job, slot, .. } => (*job, *slot),
+        }
+    }
+}
+
+/// The assembler's order of work. Frames come before previews (a job
+/// waits for its frames; a preview only shows progress), and a preview is
+/// dropped when a later one of its frame is queued or the frame itself is
+/// queued or written: on a busy farm, previews never hold frames up and the
+/// assembler never makes a picture nobody will see.
+#[derive(Default)]
+struct AssemblyQueue {
+    pending: std::collections::VecDeque<Assemble>,
+    /// Frames written by this assembler (their previews are stale).
+    written: std::collections::BTreeSet<(u64, usize)>,
+}
+
+impl AssemblyQueue {
+    /// The next work, waiting for some when none is queued; `None` once the
+    /// writer has gone and everything queued is done.
+    fn next(&mut self, rx: &mpsc::Receiver<Assemble>) -> Option<Assemble> {
+        loop {
+            if self.pending.is_empty() {
+                self.pending.push_back(rx.recv().ok()?);
+            }
+            self.pending.extend(rx.try_iter());
+            if let Some(i) = self.pending.iter().position(|w| matches!(w, Assemble::Frame { .. })) {
+                let work = self.pending.remove(i)?;
+                self.written.insert(work.frame());
+                return Some(work);
+            }
+            let work = self.pending.pop_front()?;
+            let key = work.frame();
+            if self.written.contains(&key) || self.pending.iter().any(|w| w.frame() == key) {
+                continue;
+            }
+            return Some(work);
+        }
+    }
 }
 
 fn writer_loop(
@@ -534,4 +579,44 @@ fn scaled_png(buffer: &FrameBuffer, spec: &JobSpec, longest: u32) -> Vec<u8> {
     let mut out = Vec::new();
     let _ = image::codecs::png::PngEncoder::new(&mut out).write_image(&small, w, h, image::ExtendedColorType::Rgb8);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Arc<JobSpec> {
+        let zeros = "0".repeat(64);
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "name": "t", "module": zeros, "scene": zeros, "width": 8, "height": 8, "fps": 24.0, "extra": "{}",
+                "spp": 16, "seed": 0, "tile_size": 8, "frames": [1, 2], "priority": 0, "view": "agx",
+                "exposure": 0.0, "fuel_per_tile": 1, "fuel_per_pixel_sample": 1, "progressive": true
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn describe(w: &Assemble) -> (char, usize, usize) {
+        match w {
+            Assemble::Frame { slot, .. } => ('F', *slot, 0),
+            Assemble::Preview { slot, through, .. } => ('P', *slot, *through),
+        }
+    }
+
+    #[test]
+    fn frames_go_first_and_stale_previews_are_dropped() {
+        let (tx, rx) = mpsc::channel();
+        let preview = |slot, through| Assemble::Preview { job: 1, slot, through, spec: spec() };
+        for w in [preview(0, 0), preview(1, 0), preview(0, 1), Assemble::Frame { job: 1, slot: 1, spec: spec() }] {
+            tx.send(w).unwrap();
+        }
+        let mut q = AssemblyQueue::default();
+        // The frame first; frame 0's first preview is superseded by its
+        // second; frame 1's preview is stale once the frame is written.
+        assert_eq!(q.next(&rx).map(|w| describe(&w)), Some(('F', 1, 0)));
+        assert_eq!(q.next(&rx).map(|w| describe(&w)), Some(('P', 0, 1)));
+        drop(tx);
+        assert!(q.next(&rx).is_none());
+    }
 }

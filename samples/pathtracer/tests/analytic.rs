@@ -85,7 +85,10 @@ fn blender_files_are_two_sided_as_cycles_renders_them() {
     };
     let black = r#"{"background": [0, 0, 0]}"#;
     assert_eq!(render(None, black), [0.0; 3]);
-    assert_eq!(render(Some("Khronos glTF Blender I/O v3.4.50"), r#"{"background": [0, 0, 0], "shading": "gltf"}"#), [0.0; 3]);
+    assert_eq!(
+        render(Some("Khronos glTF Blender I/O v3.4.50"), r#"{"background": [0, 0, 0], "shading": "gltf"}"#),
+        [0.0; 3]
+    );
     for gen in ["Khronos glTF Blender I/O v3.4.50", "Khronos glTF Blender I/O v4.2.70"] {
         let m = render(Some(gen), black);
         assert!(m.iter().all(|c| (c - 2.0).abs() < 1e-5), "{gen}: {m:?}");

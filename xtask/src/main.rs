@@ -301,3 +301,39 @@ fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    /// The crates a crate reaches through normal (not dev or build)
+    /// dependencies, by name, as `cargo tree` resolves them.
+    fn normal_dependencies(krate: &str) -> Vec<String> {
+        let out = Command::new(env!("CARGO"))
+            .args(["tree", "-p", krate, "-e", "normal", "--prefix", "none", "--format", "{p}"])
+            .current_dir(tessera_guest_build::workspace_root())
+            .output()
+            .expect("running cargo tree");
+        assert!(out.status.success(), "cargo tree -p {krate}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .filter(|name| name != krate)
+            .collect()
+    }
+
+    /// ARCHITECTURE.md's dependency rules: the pure crates reach no I/O
+    /// crate, so they build and test without a runtime, sockets, a
+    /// database or a sandbox.
+    #[test]
+    fn crate_dependency_rules() {
+        const IO: &[&str] = &["tokio", "quinn", "wasmtime", "rusqlite", "axum", "hyper", "wgpu", "mio"];
+        for (krate, forbidden) in [("tessera-scheduler", IO), ("tessera-protocol", IO), ("tessera-denoise", IO)] {
+            let deps = normal_dependencies(krate);
+            let broken: Vec<&String> = deps.iter().filter(|d| forbidden.contains(&d.as_str())).collect();
+            assert!(broken.is_empty(), "{krate} may not depend on {broken:?} (ARCHITECTURE.md, crate map)");
+        }
+        // The scheduler depends on nothing at all.
+        assert_eq!(normal_dependencies("tessera-scheduler"), Vec::<String>::new());
+    }
+}

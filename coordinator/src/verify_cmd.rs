@@ -447,6 +447,27 @@ fn check_tiles(m: &FrameManifest, report: &mut Report) {
     }
 }
 
+/// Whether tile `t` may be counted: a problem for a tile listed twice (it
+/// is counted still) or lying outside the frame (it is not).
+fn listed_once_inside(
+    t: &ManifestTile,
+    m: &FrameManifest,
+    indices: &mut BTreeSet<u32>,
+    problems: &mut Vec<String>,
+) -> bool {
+    if !indices.insert(t.index) {
+        problems.push(format!("tile {} is listed twice", t.index));
+    }
+    if !inside(t.rect, m) {
+        problems.push(format!(
+            "tile {}: {},{} {}x{} is not inside the {}x{} frame",
+            t.index, t.rect.x, t.rect.y, t.rect.width, t.rect.height, m.width, m.height
+        ));
+        return false;
+    }
+    true
+}
+
 fn check_coverage(m: &FrameManifest, report: &mut Report) {
     if m.tiles.iter().any(|t| (t.samples.start, t.samples.count) != (0, m.spp)) {
         return check_pass_coverage(m, report);
@@ -458,14 +479,7 @@ fn check_coverage(m: &FrameManifest, report: &mut Report) {
     let mut count = 0u64;
     let mut indices = BTreeSet::new();
     for t in &m.tiles {
-        if !indices.insert(t.index) {
-            problems.push(format!("tile {} is listed twice", t.index));
-        }
-        if !inside(t.rect, m) {
-            problems.push(format!(
-                "tile {}: {},{} {}x{} is not inside the {}x{} frame",
-                t.index, t.rect.x, t.rect.y, t.rect.width, t.rect.height, m.width, m.height
-            ));
+        if !listed_once_inside(t, m, &mut indices, &mut problems) {
             continue;
         }
         if (t.samples.start, t.samples.count) != (0, m.spp) {
@@ -517,14 +531,7 @@ fn check_pass_coverage(m: &FrameManifest, report: &mut Report) {
     let mut tiles: Vec<&ManifestTile> = m.tiles.iter().collect();
     tiles.sort_by_key(|t| t.index);
     for t in tiles {
-        if !indices.insert(t.index) {
-            problems.push(format!("tile {} is listed twice", t.index));
-        }
-        if !inside(t.rect, m) {
-            problems.push(format!(
-                "tile {}: {},{} {}x{} is not inside the {}x{} frame",
-                t.index, t.rect.x, t.rect.y, t.rect.width, t.rect.height, m.width, m.height
-            ));
+        if !listed_once_inside(t, m, &mut indices, &mut problems) {
             continue;
         }
         passes.insert((t.samples.start, t.samples.count));

@@ -153,7 +153,7 @@ pub async fn preview(
         // A progressive job's tile shows the samples so far there: its own
         // and those of the same rectangle's earlier passes that are stored.
         let mut tiles = Vec::new();
-        if let Some(place) = plan.progressive_place(index) {
+        if let Some(place) = plan.place(index).filter(|_| plan.is_progressive()) {
             for pass in 0..place.pass {
                 if let Some(earlier) = store.tile(id, plan.tile_of(pass, place.frame_slot, place.rect_index))? {
                     tiles.push((earlier.data, earlier.hash));

@@ -230,17 +230,11 @@ pub struct TilePlace {
     /// Position of the frame in the job's frame list.
     pub frame_slot: usize,
     pub rect: Rect,
+    /// The rectangle's position in `JobPlan::rects`.
+    pub rect_index: usize,
     /// Its pass, and the samples that pass renders.
     pub pass: usize,
     pub samples: SampleRange,
-}
-
-/// A progressive tile's pass, frame and rectangle, by position.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ProgressivePlace {
-    pub pass: usize,
-    pub frame_slot: usize,
-    pub rect_index: usize,
 }
 
 impl JobPlan {
@@ -267,7 +261,15 @@ impl JobPlan {
         let (pass, rest) = (tile as usize / per_pass, tile as usize % per_pass);
         let samples = *self.passes.get(pass)?;
         let slot = rest / per;
-        Some(TilePlace { frame: self.frames[slot], frame_slot: slot, rect: self.rects[rest % per], pass, samples })
+        let rect_index = rest % per;
+        Some(TilePlace {
+            frame: self.frames[slot],
+            frame_slot: slot,
+            rect: self.rects[rect_index],
+            rect_index,
+            pass,
+            samples,
+        })
     }
 
     /// The tile of `pass` of the frame at `frame_slot` whose rectangle is
@@ -294,17 +296,6 @@ impl JobPlan {
 
     pub fn is_progressive(&self) -> bool {
         self.passes.len() > 1
-    }
-
-    /// Where a tile of a progressive job lies, with its rectangle's
-    /// position in `rects`; `None` for a plain job's tiles.
-    pub fn progressive_place(&self, tile: u32) -> Option<ProgressivePlace> {
-        if !self.is_progressive() {
-            return None;
-        }
-        let p = self.place(tile)?;
-        let rect_index = tile as usize % self.rects.len();
-        Some(ProgressivePlace { pass: p.pass, frame_slot: p.frame_slot, rect_index })
     }
 }
 
@@ -389,6 +380,7 @@ mod tests {
         for t in 0..16 {
             let q = p.place(t).unwrap();
             let rect = p.rects.iter().position(|r| *r == q.rect).unwrap();
+            assert_eq!(q.rect_index, rect);
             assert_eq!(p.tile_of(q.pass, q.frame_slot, rect), t);
         }
     }

@@ -397,6 +397,34 @@ pub fn frame_stem(spec: &JobSpec) -> String {
     }
 }
 
+/// What assembling the frame at `slot` starts from: the job's plan, the
+/// frame's number, its stored tiles by index, and an empty buffer (with
+/// the denoiser's guides if the job is denoised).
+fn frame_inputs(
+    store: &Mutex<Store>,
+    job: u64,
+    slot: usize,
+    spec: &JobSpec,
+) -> Result<(super::job::JobPlan, i32, Vec<TileRecord>, FrameBuffer), FrameError> {
+    let plan = spec.plan().map_err(|e| FrameError::Decode { index: 0, detail: e.to_string() })?;
+    let frame = plan.frames[slot];
+    let tiles = lock(store).frame_tiles(job, frame)?;
+    let buffer = if spec.denoise {
+        FrameBuffer::with_guides(spec.width, spec.height)
+    } else {
+        FrameBuffer::new(spec.width, spec.height)
+    };
+    Ok((plan, frame, tiles, buffer))
+}
+
+/// A stored tile's accumulators, checked against the hash it was stored under.
+fn decode(t: &TileRecord) -> Result<TileAccumulators, FrameError> {
+    if ContentHash::of(&t.data).0 != t.hash {
+        return Err(FrameError::Decode { index: t.index, detail: "hash mismatch".into() });
+    }
+    postcard::from_bytes(&t.data).map_err(|e| FrameError::Decode { index: t.index, detail: e.to_string() })
+}
+
 /// Assembles a frame from its stored tiles, writes the job's formats (PNG,
 /// EXR) and a thumbnail as blobs, exports the files under `frames_dir`,
 /// makes and signs its manifest (stored as a blob, its hash in the store's
@@ -410,22 +438,11 @@ fn write_frame(
     spec: &JobSpec,
     signer: Result<&ManifestSigner, &str>,
 ) -> Result<(), FrameError> {
-    let plan = spec.plan().map_err(|e| FrameError::Decode { index: 0, detail: e.to_string() })?;
-    let frame = plan.frames[slot];
-    let tiles = lock(store).frame_tiles(job, frame)?;
-    let mut buffer = if spec.denoise {
-        FrameBuffer::with_guides(spec.width, spec.height)
-    } else {
-        FrameBuffer::new(spec.width, spec.height)
-    };
+    let (plan, frame, tiles, mut buffer) = frame_inputs(store, job, slot, spec)?;
     let mut seen = 0;
     let mut manifest_tiles = Vec::with_capacity(tiles.len());
     for t in &tiles {
-        if ContentHash::of(&t.data).0 != t.hash {
-            return Err(FrameError::Decode { index: t.index, detail: "hash mismatch".into() });
-        }
-        let acc: TileAccumulators =
-            postcard::from_bytes(&t.data).map_err(|e| FrameError::Decode { index: t.index, detail: e.to_string() })?;
+        let acc = decode(t)?;
         buffer.add_tile(&acc)?;
         // The frame's pixels there with the samples so far: the tile's own
         // in a plain job; in a progressive one, its pass and those before
@@ -526,22 +543,10 @@ fn write_preview(
     through: usize,
     spec: &JobSpec,
 ) -> Result<(), FrameError> {
-    let plan = spec.plan().map_err(|e| FrameError::Decode { index: 0, detail: e.to_string() })?;
-    let frame = plan.frames[slot];
-    let tiles = lock(store).frame_tiles(job, frame)?;
-    let mut buffer = if spec.denoise {
-        FrameBuffer::with_guides(spec.width, spec.height)
-    } else {
-        FrameBuffer::new(spec.width, spec.height)
-    };
+    let (plan, frame, tiles, mut buffer) = frame_inputs(store, job, slot, spec)?;
     let mut seen = 0;
     for t in tiles.iter().filter(|t| plan.place(t.index).is_some_and(|p| p.pass <= through)) {
-        if ContentHash::of(&t.data).0 != t.hash {
-            return Err(FrameError::Decode { index: t.index, detail: "hash mismatch".into() });
-        }
-        let acc: TileAccumulators =
-            postcard::from_bytes(&t.data).map_err(|e| FrameError::Decode { index: t.index, detail: e.to_string() })?;
-        buffer.add_tile(&acc)?;
+        buffer.add_tile(&decode(t)?)?;
         seen += 1;
     }
     if seen < plan.tiles_per_pass() * (through as u32 + 1) {

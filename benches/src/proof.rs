@@ -18,10 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use tessera_client::manifest::{self, ManifestFile};
 use tessera_coordinator::farm::job::{JobSpec as FarmJobSpec, RENDER_DEFAULTS};
-use tessera_coordinator::farm::verify::{hex, Verifier, VerifyConfig};
-use tessera_coordinator::manifest::{self, ManifestFile, ManifestSigner, TileInput};
+use tessera_coordinator::farm::verify::{Verifier, VerifyConfig};
+use tessera_coordinator::manifest::{ManifestSigner, TileInput};
 use tessera_coordinator::store::Store;
+use tessera_protocol::hex;
 use tessera_protocol::proof::{self, SigningKey, TileClaim};
 use tessera_protocol::wire::{JobDescriptor, TileTask};
 use tessera_protocol::{ContentHash, Rect, SampleRange};

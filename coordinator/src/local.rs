@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use tessera_protocol::Rect;
 use tessera_worker::sandbox::{GuestModule, JobInstance, JobSpec, SandboxError, SceneInfo, TileOutput, TileRequest};
 
-use crate::assemble::FrameBuffer;
+use tessera_frame::FrameBuffer;
 
 /// One frame to render.
 #[derive(Clone, Debug)]
@@ -32,7 +32,7 @@ pub enum LocalRenderError {
     #[error("loading the scene: {0}")]
     Load(SandboxError),
     #[error("assembling the frame: {0}")]
-    Assemble(#[from] crate::assemble::TileOutsideFrame),
+    Assemble(#[from] tessera_frame::TileOutsideFrame),
 }
 
 /// Totals of a finished frame.

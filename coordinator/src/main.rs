@@ -1,9 +1,7 @@
 //! `tessera`: the command line of Tessera's coordinator.
 
-mod remote;
 mod render;
 mod serve;
-mod verify_cmd;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,6 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use tessera_client::cli::{self as remote, module_bytes, verify::VerifyArgs};
 use tessera_coordinator::local::{render_frame, FrameJob};
 use tessera_worker::sandbox::{JobSettings, JobSpec, Sandbox, SandboxConfig};
 
@@ -56,7 +55,7 @@ enum Command {
     Workers(remote::WorkersArgs),
     /// Verifies a downloaded frame offline against its signed manifest:
     /// signatures, files, pixels; --recheck N re-renders N pixels.
-    Verify(verify_cmd::VerifyArgs),
+    Verify(VerifyArgs),
 }
 
 #[derive(clap::Args)]
@@ -83,20 +82,6 @@ struct DemoArgs {
     threads: Option<usize>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-}
-
-/// The bytes of a job module: `--module`, else the one built into the binary.
-pub fn module_bytes(path: Option<&PathBuf>, embedded: Option<&'static [u8]>, name: &str) -> Result<Vec<u8>> {
-    match (path, embedded) {
-        (Some(p), _) => std::fs::read(p).with_context(|| {
-            format!("reading the job module {} (build it with `cargo xtask build-guests`)", p.display())
-        }),
-        (None, Some(bytes)) => Ok(bytes.to_vec()),
-        (None, None) => bail!(
-            "this tessera binary was built without the {name} job embedded (no wasm toolchain at build time): \
-             pass --module PATH (build it with `cargo xtask build-guests {name}`)"
-        ),
-    }
 }
 
 /// Job modules built into this binary by build.rs, when a wasm toolchain
@@ -136,7 +121,7 @@ fn main() -> Result<()> {
         Command::Retry(args) => remote::retry(args),
         Command::Delete(args) => remote::delete(args),
         Command::Workers(args) => remote::workers(args),
-        Command::Verify(args) => verify_cmd::run(args, embedded::PATHTRACER),
+        Command::Verify(args) => remote::verify::run(args, embedded::PATHTRACER),
     }
 }
 

@@ -6,20 +6,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use tessera_coordinator::assemble::output::{OutputOptions, ViewTransform};
-use tessera_coordinator::frames::{format_frames, parse_frames};
+use tessera_client::frames::{format_frames, parse_frames};
+use tessera_client::pack::pack_scene;
 use tessera_coordinator::local::{FrameJob, LocalRenderer};
-use tessera_coordinator::pack::pack_scene;
+use tessera_frame::{OutputOptions, ViewTransform};
 use tessera_worker::sandbox::{JobSettings, JobSpec, Sandbox, SandboxConfig};
 
-/// An output file format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// 8-bit sRGB after the view transform and exposure.
-    Png,
-    /// Linear 32-bit float, no view transform.
-    Exr,
-}
+pub use tessera_client::cli::Format;
 
 #[derive(clap::Args)]
 pub struct RenderArgs {
@@ -68,7 +61,7 @@ pub struct RenderArgs {
     /// What the materials mean: auto (Blender 2.8–3.6's Principled BSDF for
     /// files those Blenders exported, glTF's BRDF otherwise), blender3 or
     /// gltf (docs/fidelity.md).
-    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(tessera_coordinator::api::jobs::SHADING))]
+    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(tessera_client::model::SHADING))]
     shading: String,
     /// Frames per second: frame N shows the scene at time N / fps.
     #[arg(long, default_value_t = 24.0)]
@@ -169,7 +162,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let gpu = open_gpu(&args)?;
     let sandbox = Sandbox::new(SandboxConfig { cache_dir: module_cache_dir(), gpu, ..SandboxConfig::default() })?;
     let module = sandbox.load(&wasm).context("loading the path tracer module")?;
-    let extra = tessera_coordinator::farm::job::with_engine(&guest_settings(&args)?, args.engine);
+    let extra = args.engine.set_in(&guest_settings(&args)?);
 
     // Load once to learn the scene's range, cameras and aspect; the final
     // instances are made at the chosen resolution.
@@ -262,7 +255,7 @@ pub fn run(args: RenderArgs) -> Result<()> {
         let mpix = f64::from(width) * f64::from(height) * frames.len() as f64 / 1e6;
         println!(
             "denoised with {} in {denoise_secs:.3} s ({:.3} s per megapixel)",
-            tessera_coordinator::assemble::DENOISER,
+            tessera_frame::DENOISER,
             denoise_secs / mpix
         );
     }

@@ -254,7 +254,7 @@ pub fn demo(args: DemoArgs, inputs: DemoInputs) -> Result<()> {
     if args.workers == 0 || args.width == 0 || args.spp == 0 {
         bail!("--workers, --width and --spp must be positive");
     }
-    let frames = args.frames.as_deref().map(tessera_coordinator::frames::parse_frames).transpose()?;
+    let frames = args.frames.as_deref().map(tessera_client::frames::parse_frames).transpose()?;
     let data = match &args.data {
         Some(d) => d.clone(),
         None => tempfile::Builder::new().prefix("tessera-demo-").tempdir()?.keep(),
@@ -333,10 +333,10 @@ pub fn demo(args: DemoArgs, inputs: DemoInputs) -> Result<()> {
                     continue;
                 }
                 let what = match e {
-                    tessera_coordinator::api::model::Event::Preview { frame, samples, .. } => {
+                    tessera_client::model::Event::Preview { frame, samples, .. } => {
                         format!("a preview of frame {frame} at {samples} spp")
                     }
-                    tessera_coordinator::api::model::Event::Frame { frame, .. } => format!("frame {frame}"),
+                    tessera_client::model::Event::Frame { frame, .. } => format!("frame {frame}"),
                     _ => continue,
                 };
                 let at = started.elapsed().as_secs_f64();

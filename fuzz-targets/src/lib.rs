@@ -16,7 +16,7 @@
 //! - [`scene_import`]: a scene as the path tracer reads it (glTF JSON or
 //!   GLB, [`pathtracer::scene::gltf_load`] through the job's `load`, then one
 //!   tiny tile rendered when it loads), and as the coordinator packs it
-//!   ([`tessera_coordinator::pack::pack_scene_bytes`]);
+//!   ([`tessera_client::pack::pack_scene_bytes`]);
 //! - [`wire_decode`]: every message type a peer can send over QUIC, framed
 //!   and unframed ([`tessera_protocol::wire`]);
 //! - [`upload`]: the pure pieces of `POST /api/v1/jobs`: the settings JSON
@@ -25,10 +25,10 @@
 use std::collections::BTreeMap;
 
 use pathtracer::PathTracer;
+use tessera_client::frames::{format_frames, parse_frames};
+use tessera_client::model::SubmitSettings;
+use tessera_client::pack::pack_scene_bytes;
 use tessera_coordinator::api::jobs::request_from;
-use tessera_coordinator::api::model::SubmitSettings;
-use tessera_coordinator::frames::{format_frames, parse_frames};
-use tessera_coordinator::pack::pack_scene_bytes;
 use tessera_guest_sdk::{AovSet, Job, JobSettings, Rect, SampleRange, TileRequest};
 use tessera_protocol::wire::{
     self, BlobHeader, CoordinatorMsg, Hello, TileReply, TileTask, WorkerMsg, WorkerOpen, MAX_CONTROL_MESSAGE,

@@ -55,6 +55,20 @@ impl FromStr for ContentHash {
     }
 }
 
+/// Bytes as lowercase hex: how keys, commitments and signatures appear in
+/// proofs and manifests.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hex (either case) to bytes; `None` if it is not hex.
+pub fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -229,6 +229,23 @@ impl TileAccumulators {
     }
 }
 
+/// A pin that is not a certificate fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the pin {0:?} is not a certificate fingerprint (64 hex digits, as the coordinator prints)")]
+pub struct NotAFingerprint(pub String);
+
+/// A certificate fingerprint as a person gives it (`blake3:` prefix
+/// optional, either case) in the form pins are compared: 64 lowercase hex
+/// digits.
+pub fn parse_fingerprint(pin: &str) -> Result<String, NotAFingerprint> {
+    let p = pin.trim().trim_start_matches("blake3:").to_ascii_lowercase();
+    if p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(p)
+    } else {
+        Err(NotAFingerprint(pin.to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

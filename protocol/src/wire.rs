@@ -172,6 +172,22 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// The guest settings `extra` (a JSON object) with this engine set: the
+    /// path tracer reads `engine` (`cpu`, `gpu`, `auto`). A CPU job's
+    /// settings are left exactly as they were, so its pixels and manifests
+    /// do not change; settings that are not an object are left alone.
+    pub fn set_in(self, extra: &str) -> String {
+        let mut value: serde_json::Value = match serde_json::from_str(extra) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            _ => return extra.to_string(),
+        };
+        if self == Engine::Cpu && value.get("engine").is_none() {
+            return extra.to_string();
+        }
+        value["engine"] = self.as_str().into();
+        value.to_string()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Cpu => "cpu",

@@ -20,10 +20,10 @@ use super::jobs::job_id;
 use super::model::{ErrorBody, FileInfo, Frame, FrameList, Link, LinkRequest};
 use super::{blocking, AppState};
 use crate::farm::job::{Format, JobSpec};
-use crate::farm::verify::hex;
 use crate::farm::writer::{frame_file, frame_stem, DENOISED};
-use crate::manifest;
 use crate::store::{FrameRecord, Scope, Store, StoreError};
+use tessera_client::manifest;
+use tessera_protocol::hex;
 
 /// A job's spec and its finished frames; `None` if there is no such job.
 fn job_frames(store: &Store, id: u64) -> Result<Option<(JobSpec, Vec<FrameRecord>)>, StoreError> {

@@ -17,10 +17,10 @@ use super::model::{
 };
 use super::scenes::{module, read_form};
 use super::{blocking, AppState};
-use crate::assemble::ViewTransform;
 use crate::farm::job::{Format, JobSpec, MAX_FRAMES};
 use crate::farm::{JobRequest, JobStatus};
 use crate::store::{JobRecord, JobState, Scope, Store};
+use tessera_frame::ViewTransform;
 
 /// The multipart form of `POST /api/v1/jobs` (for the OpenAPI document).
 #[derive(ToSchema)]
@@ -85,7 +85,7 @@ pub fn request_from(s: &SubmitSettings, default_name: &str) -> Result<JobRequest
     r.frames = match &s.frames {
         None => None,
         Some(FrameSelection::Text(t)) => {
-            Some(crate::frames::parse_frames(t).map_err(|e| ApiError::unprocessable(format!("frames: {e}")))?)
+            Some(tessera_client::frames::parse_frames(t).map_err(|e| ApiError::unprocessable(format!("frames: {e}")))?)
         }
         Some(FrameSelection::List(list)) => {
             let mut sorted = list.clone();
@@ -169,9 +169,6 @@ pub fn request_from(s: &SubmitSettings, default_name: &str) -> Result<JobRequest
     Ok(r)
 }
 
-/// The path tracer's `shading` values (samples/pathtracer/src/settings.rs).
-pub const SHADING: &[&str] = &["auto", "blender3", "gltf"];
-
 /// The path tracer's own settings (JSON), with `tessera render`'s defaults.
 fn guest_settings(s: &SubmitSettings) -> Result<String, ApiError> {
     let bounces = s.bounces.unwrap_or(8);
@@ -196,10 +193,10 @@ fn guest_settings(s: &SubmitSettings) -> Result<String, ApiError> {
         extra["background"] = serde_json::json!(bg);
     }
     if let Some(shading) = &s.shading {
-        if !SHADING.contains(&shading.as_str()) {
+        if !tessera_client::model::SHADING.contains(&shading.as_str()) {
             return Err(ApiError::unprocessable(format!(
                 "shading must be one of {}, not {shading:?}",
-                SHADING.join(", ")
+                tessera_client::model::SHADING.join(", ")
             )));
         }
         // "auto" is what the guest does unasked: leaving it out keeps the

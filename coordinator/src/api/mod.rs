@@ -16,7 +16,8 @@ pub mod etag;
 pub mod events;
 pub mod frames;
 pub mod jobs;
-pub mod model;
+/// The API's JSON types live in the client crate, which reads them back.
+pub use tessera_client::model;
 pub mod scenes;
 pub mod system;
 pub mod tiles;

@@ -6,7 +6,7 @@
 //! `.gltf` that references files (Blender's "glTF Separate" export), one
 //! `resource` part per file, named by its path relative to the scene
 //! (`scene.bin`, `textures/wood.png`). The coordinator inlines them
-//! ([`crate::pack::pack_scene_bytes`], the same rules as `tessera submit`
+//! ([`tessera_client::pack::pack_scene_bytes`], the same rules as `tessera submit`
 //! applies on disk), so what is stored and sent to workers is one blob.
 
 use std::collections::BTreeMap;
@@ -21,9 +21,9 @@ use super::auth::require;
 use super::error::ApiError;
 use super::model::{ErrorBody, SceneDefaults, SceneSummary, SubmitSettings};
 use super::AppState;
-use crate::assemble::ViewTransform;
 use crate::farm::{job, JobRequest};
 use crate::store::Scope;
+use tessera_frame::ViewTransform;
 
 /// Most `resource` parts one form may carry.
 const MAX_RESOURCES: usize = 4096;
@@ -124,10 +124,12 @@ pub async fn read_form(
         scene.to_vec()
     } else {
         let (name, max) = (file_name.clone(), state.max_upload as u64);
-        tokio::task::spawn_blocking(move || crate::pack::pack_scene_bytes(&name, scene.to_vec(), resources, max))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(|e| ApiError::unprocessable(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            tessera_client::pack::pack_scene_bytes(&name, scene.to_vec(), resources, max)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?
     };
     Ok(SceneForm { scene, file_name, settings: settings.unwrap_or_default() })
 }

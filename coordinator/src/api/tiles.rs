@@ -14,10 +14,10 @@ use super::etag::Etag;
 use super::jobs::job_id;
 use super::model::{ErrorBody, SampleSpan, TileDetail, TileList, TileRect, TileSummary};
 use super::{blocking, AppState};
-use crate::assemble::FrameBuffer;
 use crate::farm::job::{JobPlan, JobSpec};
-use crate::farm::verify::hex;
 use crate::store::{Scope, Store, StoreError};
+use tessera_frame::FrameBuffer;
+use tessera_protocol::hex;
 
 /// `?frame=N` of the tile list.
 #[derive(Debug, Deserialize, IntoParams)]

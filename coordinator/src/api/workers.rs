@@ -134,7 +134,7 @@ pub async fn ledger(
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(1000).min(10_000));
     let entries = blocking(&state, move |store| store.ledger(q.worker.as_deref(), after, limit)).await?;
-    let hex = crate::farm::verify::hex;
+    let hex = tessera_protocol::hex;
     Ok(Json(Ledger {
         entries: entries
             .into_iter()
@@ -164,6 +164,6 @@ pub async fn epochs(State(state): State<AppState>, headers: HeaderMap) -> Result
     let (seconds, secrets) = tokio::task::spawn_blocking(move || farm.revealed_secrets()).await??;
     Ok(Json(EpochSecrets {
         epoch_seconds: seconds,
-        secrets: secrets.into_iter().map(|(e, s)| (e, crate::farm::verify::hex(&s))).collect(),
+        secrets: secrets.into_iter().map(|(e, s)| (e, tessera_protocol::hex(&s))).collect(),
     }))
 }

@@ -21,9 +21,10 @@ use tokio::sync::mpsc;
 
 use super::core::{ConnCmd, CoreMsg};
 use super::lock;
-use super::verify::{hex, SpotCheck, TileProof, Verifier};
+use super::verify::{SpotCheck, TileProof, Verifier};
 use crate::scheduler::WorkerId;
 use crate::store::{Blobs, Store, StoreError, TokenKind};
+use tessera_protocol::hex;
 
 /// What every connection task shares.
 pub struct ConnContext {

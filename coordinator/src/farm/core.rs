@@ -18,9 +18,9 @@ use tokio::time::Instant;
 use super::job::{JobPlan, JobSpec};
 use super::verify::Confirmation;
 use super::writer::{PendingTile, WriterMsg};
-use crate::api::model::{Event as ApiEvent, TileRect};
 use crate::scheduler::{Action, Event, GpuClassId, JobId, LeaseId, Scheduler, TileRef, WorkerId};
 use crate::store::{JobState, LogLevel};
+use tessera_client::model::{Event as ApiEvent, TileRect};
 
 /// How many events a slow subscriber may fall behind before it is told it
 /// lagged (and misses some).
@@ -635,7 +635,7 @@ impl Core {
                 let p = self.pending.remove(&key).expect("found above");
                 tracing::debug!(job = key.0, tile = key.1, "second opinion agrees");
                 self.log(key.0, LogLevel::Info, format!("tile {} confirmed by a second worker", key.1));
-                let by = Confirmation::replica(&proof);
+                let by = proof.as_replica();
                 let replica =
                     Replica { identity, proof, lease: lease.0, commitment: result.commitment, acks: Some(tx) };
                 // The scheduler completes the tile under the second lease;
@@ -759,7 +759,7 @@ impl Core {
         let tolerance = self.replication.verifier.as_ref().map(|v| v.config().gpu_tolerance).unwrap_or_default();
         let agrees = |acc: &tessera_protocol::TileAccumulators| {
             if gpu_tile {
-                super::gpu_check::compare_tiles(&rendered, acc, tolerance).within()
+                tessera_protocol::gpu_check::compare_tiles(&rendered, acc, tolerance).within()
             } else {
                 acc.to_bytes() == truth
             }

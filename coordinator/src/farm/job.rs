@@ -6,7 +6,7 @@ use tessera_protocol::wire::{Engine, JobDescriptor};
 use tessera_protocol::{ContentHash, Rect, SampleRange};
 use tessera_worker::sandbox::{FuelBudget, SceneInfo};
 
-use crate::assemble::{OutputOptions, ViewTransform};
+use tessera_frame::{OutputOptions, ViewTransform};
 
 /// Everything that decides a job's pixels and files. Stored as JSON in the
 /// job's row, so a restarted coordinator plans the job exactly as before.
@@ -107,22 +107,6 @@ impl Format {
 /// render the same pixels as a local check.
 pub const RENDER_DEFAULTS: &str = r#"{"background_strength":1.0,"max_bounces":8}"#;
 
-/// The guest settings `extra` with the engine set: the path tracer reads
-/// `engine` (`cpu`, `gpu`, `auto`). A CPU job's settings are left exactly
-/// as they were, so its pixels and manifests do not change.
-pub fn with_engine(extra: &str, engine: Engine) -> String {
-    let mut value: serde_json::Value = match serde_json::from_str(extra) {
-        Ok(v @ serde_json::Value::Object(_)) => v,
-        _ => return extra.to_string(),
-    };
-    let has = value.get("engine").is_some();
-    if engine == Engine::Cpu && !has {
-        return extra.to_string();
-    }
-    value["engine"] = engine.as_str().into();
-    value.to_string()
-}
-
 /// A spec that cannot be planned.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SpecError {
@@ -130,9 +114,7 @@ pub enum SpecError {
     Invalid(String),
 }
 
-/// Frames may have 1 to this many pixels: a frame buffer holds 16 bytes a
-/// pixel, and a typo should not allocate tens of gigabytes.
-pub const MAX_PIXELS: u64 = 100_000_000;
+pub use tessera_frame::MAX_PIXELS;
 /// Most frames in one job.
 pub const MAX_FRAMES: usize = 100_000;
 /// Most tiles in one job (the scheduler numbers them with `u32`).

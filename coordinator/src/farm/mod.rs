@@ -14,7 +14,6 @@
 
 pub mod conn;
 pub mod core;
-pub mod gpu_check;
 pub mod job;
 pub mod replicate;
 pub mod verify;
@@ -103,7 +102,7 @@ pub struct Farm {
     frames_dir: PathBuf,
     first_token: Option<String>,
     sandbox: Mutex<Option<Sandbox>>,
-    events: tokio::sync::broadcast::Sender<crate::api::model::Event>,
+    events: tokio::sync::broadcast::Sender<tessera_client::model::Event>,
     started: std::time::Instant,
     /// Held from storing a job's blobs until its row exists, and while a
     /// deletion decides which blobs nothing uses: a submission of the same
@@ -244,7 +243,7 @@ impl Farm {
     /// Tile, frame, job and worker events as they happen (the API's
     /// server-sent events). A receiver that falls more than
     /// [`core::EVENT_BUFFER`] events behind misses some and is told so.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::api::model::Event> {
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<tessera_client::model::Event> {
         self.events.subscribe()
     }
 
@@ -447,7 +446,7 @@ impl Farm {
                 width,
                 height,
                 fps: request.fps,
-                extra: job::with_engine(&request.extra, request.engine),
+                extra: request.engine.set_in(&request.extra),
                 spp: request.spp,
                 seed: request.seed,
                 tile_size,
@@ -527,7 +526,7 @@ impl Farm {
             let mut store = lock(&store);
             let deleted = store.delete_job(job)?;
             // The frames' manifests (blobs named in the metadata, one per frame).
-            for (_, hash) in store.take_meta_prefix(&crate::manifest::meta_prefix(job))? {
+            for (_, hash) in store.take_meta_prefix(&tessera_client::manifest::meta_prefix(job))? {
                 if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
                     let _ = store.blobs().remove(&hash);
                 }

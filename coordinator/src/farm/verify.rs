@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use tessera_client::manifest::Confirmation;
 use tessera_protocol::proof::{self, Commitment};
 use tessera_protocol::wire::TileTask;
 use tessera_protocol::{ContentHash, Rect, TileAccumulators};
@@ -35,9 +36,9 @@ use tessera_worker::sandbox::{
     FuelBudget, GuestModule, JobInstance, JobSettings, JobSpec as SandboxJob, Sandbox, SandboxError, TileRequest,
 };
 
-use super::gpu_check::{self, GpuComparison, GpuTolerance, SceneScale};
 use super::lock;
 use crate::store::{Blobs, Store, StoreError};
+use tessera_protocol::gpu_check::{self, GpuComparison, GpuTolerance, SceneScale};
 
 /// How tiles are checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -383,7 +384,7 @@ impl Verifier {
                 width: job.width,
                 height: job.height,
                 fps: job.fps,
-                extra: super::job::with_engine(&job.extra, tessera_protocol::wire::Engine::Cpu),
+                extra: tessera_protocol::wire::Engine::Cpu.set_in(&job.extra),
             },
             fuel: FuelBudget {
                 per_tile: job.fuel_per_tile,
@@ -438,40 +439,6 @@ pub struct TileProof {
     pub confirmed_by: Option<Confirmation>,
 }
 
-/// The second opinion that confirmed a whole tile, as proofs and frame
-/// manifests record it: a verifier can check a replica's signature offline,
-/// since an equal result from the same claim has the same commitment.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "by", rename_all = "lowercase")]
-pub enum Confirmation {
-    /// Another, independent worker returned the same canonical bytes and
-    /// signed the same commitment.
-    Replica {
-        /// Its identity (blake3 of its public key, hex).
-        worker: String,
-        /// Its raw ed25519 public key, hex.
-        public_key: String,
-        /// Its signature of the tile's commitment, hex. Empty for a tile
-        /// confirmed before proofs kept it (then it cannot be checked).
-        signature: String,
-    },
-    /// The coordinator rendered the tile itself and the result agreed with
-    /// it: bit for bit for a CPU tile, within the GPU tolerance for a GPU
-    /// tile. The coordinator's signature of the manifest vouches for it.
-    Coordinator,
-}
-
-impl Confirmation {
-    /// The replica confirmation recorded by `proof` (the replica's own).
-    pub fn replica(proof: &TileProof) -> Confirmation {
-        Confirmation::Replica {
-            worker: proof.worker.clone(),
-            public_key: proof.public_key.clone(),
-            signature: proof.signature.clone(),
-        }
-    }
-}
-
 /// Reads `confirmed_by` as written now, or as the bare word (`"replica"`,
 /// `"coordinator"`) proofs stored before the replica's signature was kept.
 fn confirmation_or_legacy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Confirmation>, D::Error> {
@@ -495,6 +462,16 @@ fn confirmation_or_legacy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Opti
 }
 
 impl TileProof {
+    /// The confirmation this proof gives another worker's tile: this
+    /// worker's, as a replica.
+    pub fn as_replica(&self) -> Confirmation {
+        Confirmation::Replica {
+            worker: self.worker.clone(),
+            public_key: self.public_key.clone(),
+            signature: self.signature.clone(),
+        }
+    }
+
     /// The credit a verified tile earns: 1 credit is 10⁹ units of wasm fuel
     /// of verified work. The cost comes from the coordinator's own
     /// re-render of the checked pixels (fuel is deterministic), scaled to
@@ -507,8 +484,4 @@ impl TileProof {
             _ => reported_fuel as f64 / 1e9,
         }
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -16,9 +16,10 @@ use tokio::sync::mpsc as tokio_mpsc;
 use super::core::{ConnCmd, CoreMsg};
 use super::job::{Format, JobSpec};
 use super::lock;
-use crate::assemble::FrameBuffer;
-use crate::manifest::{self, ManifestFile, ManifestSigner};
+use crate::manifest::ManifestSigner;
 use crate::store::{FrameRecord, JobState, LogLevel, Store, StoreError, TileCredit, TileRecord};
+use tessera_client::manifest::{self, ManifestFile};
+use tessera_frame::FrameBuffer;
 
 /// A verified result waiting to be made durable.
 #[derive(Debug)]
@@ -360,20 +361,18 @@ pub enum FrameError {
     #[error("tile {index}: stored bytes do not decode: {detail}")]
     Decode { index: u32, detail: String },
     #[error("{0}")]
-    Assemble(#[from] crate::assemble::TileOutsideFrame),
+    Assemble(#[from] tessera_frame::TileOutsideFrame),
     #[error("{0}")]
-    Write(#[from] crate::assemble::WriteError),
+    Write(#[from] tessera_frame::WriteError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("the frame's manifest: {0}")]
     Manifest(String),
     #[error("denoising the frame: {0}")]
-    Denoise(#[from] crate::assemble::DenoiseError),
+    Denoise(#[from] tessera_frame::DenoiseError),
 }
 
-/// What a denoised frame's file names and manifest keys add before the
-/// extension: `NAME-0001.denoised.png`, manifest files `denoised.png`.
-pub const DENOISED: &str = "denoised.";
+pub use tessera_client::manifest::DENOISED;
 
 /// The directory a job's frames are exported to.
 pub fn job_dir(frames_dir: &Path, job: u64) -> PathBuf {
@@ -449,7 +448,7 @@ fn write_frame(
         // (tiles come by index, so a rectangle's passes come in order).
         // The last pass's are the frame file's pixels.
         let pixels = buffer.region(acc.rect);
-        manifest_tiles.push(manifest::TileInput {
+        manifest_tiles.push(crate::manifest::TileInput {
             index: t.index,
             rect: acc.rect,
             data: &t.data,
@@ -490,7 +489,7 @@ fn write_frame(
             let hash = blobs.put(&bytes)?;
             files.insert(
                 key.clone(),
-                ManifestFile { name, blake3: crate::farm::verify::hex(&hash), bytes: bytes.len() as u64 },
+                ManifestFile { name, blake3: tessera_protocol::hex(&hash), bytes: bytes.len() as u64 },
             );
             hashes.insert(key, hash);
         }
@@ -508,9 +507,9 @@ fn write_frame(
     let bytes = m.to_file_bytes();
     let hash = blobs.put(&bytes)?;
     let path = dir.join(manifest::file_name(&stem, frame));
-    crate::assemble::output::write_atomically(&path, |out| {
+    tessera_frame::write_atomically(&path, |out| {
         std::io::Write::write_all(out, &bytes)
-            .map_err(|source| crate::assemble::WriteError::Io { path: path.display().to_string(), source })
+            .map_err(|source| tessera_frame::WriteError::Io { path: path.display().to_string(), source })
     })?;
     lock(store).set_meta(&manifest::meta_key(job, frame), &hash)?;
     let record = FrameRecord { job, frame, exr, png, thumbnail, finished_ms: unix_ms(), denoised_exr, denoised_png };

@@ -11,11 +11,11 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::Value;
 
-use tessera_coordinator::assemble::{FrameBuffer, DENOISER};
+use tessera_client::manifest::FrameManifest;
 use tessera_coordinator::farm::{lock, Farm, FarmError, JobRequest};
 use tessera_coordinator::http::{app, AppState};
-use tessera_coordinator::manifest::FrameManifest;
 use tessera_coordinator::store::{JobState, Scope, TokenKind};
+use tessera_frame::{FrameBuffer, DENOISER};
 use tessera_worker::client::Worker;
 
 use crate::farm::{runtime, scenes, test_config, worker_config};

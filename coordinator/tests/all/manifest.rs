@@ -14,11 +14,12 @@ use axum::http::{header, Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use tessera_coordinator::assemble::FrameBuffer;
+use tessera_client::manifest::FrameManifest;
 use tessera_coordinator::farm::{lock, Farm, JobRequest};
 use tessera_coordinator::http::{app, AppState};
-use tessera_coordinator::manifest::{FrameManifest, ManifestSigner};
+use tessera_coordinator::manifest::ManifestSigner;
 use tessera_coordinator::store::{JobState, Scope, TokenKind};
+use tessera_frame::FrameBuffer;
 use tessera_worker::client::{Worker, WorkerConfig};
 
 use crate::farm::{runtime, scenes, test_config};
@@ -258,7 +259,7 @@ fn manifests_verify_offline_and_every_tamper_fails() {
             .flat_map(|y| (r.x..r.x + r.width).map(move |x| (x, y)))
             .map(|(x, y)| fb.pixel(y as usize * w + x as usize))
             .collect();
-        t.pixels_blake3 = tessera_coordinator::manifest::pixels_blake3(&region);
+        t.pixels_blake3 = tessera_client::manifest::pixels_blake3(&region);
     }
     ManifestSigner::load(&dir.path().join("coord")).unwrap().sign(&mut forged);
     std::fs::write(&m9, forged.to_file_bytes()).unwrap();
@@ -325,8 +326,8 @@ fn manifests_verify_offline_and_every_tamper_fails() {
 /// from the downloaded frame, since a real GPU outside the tolerance cannot
 /// be had on lavapipe.
 fn gpu_tiles_confirmed_after_a_failed_check(download: &Path, dir: &Path, fingerprint: &str) {
+    use tessera_client::manifest::identity_of_key;
     use tessera_coordinator::farm::verify::Confirmation;
-    use tessera_coordinator::manifest::identity_of_key;
     use tessera_protocol::proof::SigningKey;
 
     let signer = ManifestSigner::load(&dir.join("coord")).unwrap();

@@ -11,12 +11,12 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::Value;
 
-use tessera_coordinator::api::model::Event;
-use tessera_coordinator::assemble::FrameBuffer;
+use tessera_client::manifest::FrameManifest;
+use tessera_client::model::Event;
 use tessera_coordinator::farm::{lock, Farm, JobRequest};
 use tessera_coordinator::http::{app, AppState};
-use tessera_coordinator::manifest::FrameManifest;
 use tessera_coordinator::store::{JobState, Scope, TokenKind};
+use tessera_frame::FrameBuffer;
 use tessera_worker::client::Worker;
 
 use crate::farm::{runtime, scenes, test_config, worker_config};

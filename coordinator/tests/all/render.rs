@@ -131,7 +131,7 @@ fn render_denoise_writes_both_images_reproducibly_and_leaves_the_raw_frame_alone
     assert!(!dir.path().join("b/cornell-0001.denoised.exr").exists());
     // The raw EXR alone gives the denoised frame back, bit for bit: what
     // `tessera verify` re-derives.
-    use tessera_coordinator::assemble::FrameBuffer;
+    use tessera_frame::FrameBuffer;
     let again = FrameBuffer::read_exr(&dir.path().join("a/cornell-0001.exr")).unwrap().denoised().unwrap();
     let written = FrameBuffer::read_exr(&dir.path().join("a/cornell-0001.denoised.exr")).unwrap();
     assert!(again.guides.is_none() && written.guides.is_none());

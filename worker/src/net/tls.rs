@@ -137,13 +137,7 @@ pub fn identity_of(cert_der: &[u8]) -> Result<String, NetError> {
 
 /// Accepts a pin as 64 hex digits, optionally prefixed `blake3:`, any case.
 pub fn parse_pin(pin: &str) -> Result<String, NetError> {
-    let p = pin.trim().trim_start_matches("blake3:").to_ascii_lowercase();
-    if p.len() != 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(NetError::Tls(format!(
-            "the pin {pin:?} is not a certificate fingerprint (64 hex digits, as the coordinator prints)"
-        )));
-    }
-    Ok(p)
+    tessera_protocol::proof::parse_fingerprint(pin).map_err(|e| NetError::Tls(e.to_string()))
 }
 
 fn provider() -> Arc<CryptoProvider> {

@@ -26,7 +26,7 @@
 //! record says nothing about its GPU results. Credit is the same for both:
 //! the CPU-equivalent fuel of the work, from the coordinator's re-render.
 
-use tessera_protocol::TileAccumulators;
+use crate::TileAccumulators;
 
 /// How far a GPU pixel may be from the CPU's.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -181,7 +181,7 @@ fn pixel_error(cpu: &TileAccumulators, gpu: &TileAccumulators, x: u32, y: u32, r
 
 #[cfg(test)]
 mod tests {
-    use tessera_protocol::Rect;
+    use crate::Rect;
 
     use super::*;
 

@@ -1,31 +1,29 @@
-//! The studio-facing commands: `submit`, `status`, `logs`, `download`,
-//! `cancel`, `retry`, `delete` and `workers`. They use only the HTTP API
-//! (docs/api.md), so they drive any farm; `config` says where it is.
+//! The `tessera` binary's client commands (the `cli` feature): `submit`,
+//! `status`, `logs`, `download`, `cancel`, `retry`, `delete`, `workers`
+//! and `verify`, with their flags (clap) and progress bars (indicatif).
+//! They use only the HTTP API (docs/api.md), so they drive any farm;
+//! [`crate::conn`] says where it is. Binary code: errors are `anyhow`.
 //!
 //! `submit` takes `tessera render`'s flags with their meanings and value
 //! parsing, but sends only what was given, so the farm's defaults (equal to
 //! render's) apply to the rest; frames land under the names render gives
 //! them (`<stem>-NNNN.<ext>`).
 
-pub mod client;
-pub mod config;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use tessera_coordinator::api::model::{
-    FileInfo, FrameList, FrameSelection, Job, JobList, LogPage, SubmitSettings, WorkerList,
-};
-use tessera_coordinator::assemble::output::ViewTransform;
-use tessera_coordinator::frames::{format_frames, parse_frames};
-use tessera_coordinator::manifest;
-use tessera_coordinator::pack::pack_scene;
+use tessera_frame::ViewTransform;
 
-use crate::render::Format;
-use client::{ApiError, Client};
-use config::ConnArgs;
+use crate::conn::ConnArgs;
+use crate::frames::{format_frames, parse_frames};
+use crate::http::{Client, ClientError};
+use crate::model::{FileInfo, FrameList, FrameSelection, Job, JobList, LogPage, SubmitSettings, WorkerList};
+use crate::pack::pack_scene;
+use crate::{clean, manifest};
 
 /// How often `submit --wait` asks how a job is doing.
 const POLL: Duration = Duration::from_millis(500);
@@ -80,7 +78,7 @@ pub struct SubmitArgs {
     /// What the materials mean: auto (Blender 2.8–3.6's Principled BSDF for
     /// files those Blenders exported, glTF's BRDF otherwise), blender3 or
     /// gltf (docs/fidelity.md) [farm default: auto].
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(tessera_coordinator::api::jobs::SHADING))]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::model::SHADING))]
     shading: Option<String>,
     /// Frames per second: frame N shows the scene at time N / fps [farm default: 24].
     #[arg(long)]
@@ -169,6 +167,29 @@ pub struct WorkersArgs {
     json: bool,
     #[command(flatten)]
     conn: ConnArgs,
+}
+
+/// An output file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// 8-bit sRGB after the view transform and exposure.
+    Png,
+    /// Linear 32-bit float, no view transform.
+    Exr,
+}
+
+/// The bytes of a job module: `--module`, else the one built into the binary.
+pub fn module_bytes(path: Option<&PathBuf>, embedded: Option<&'static [u8]>, name: &str) -> Result<Vec<u8>> {
+    match (path, embedded) {
+        (Some(p), _) => std::fs::read(p).with_context(|| {
+            format!("reading the job module {} (build it with `cargo xtask build-guests`)", p.display())
+        }),
+        (None, Some(bytes)) => Ok(bytes.to_vec()),
+        (None, None) => bail!(
+            "this tessera binary was built without the {name} job embedded (no wasm toolchain at build time): \
+             pass --module PATH (build it with `cargo xtask build-guests {name}`)"
+        ),
+    }
 }
 
 fn format_name(f: Format) -> &'static str {
@@ -326,17 +347,17 @@ fn wait_for(client: &Client, mut job: Job) -> Result<Job> {
                 job = j;
                 unreachable_since = None;
             }
-            Err(e) if matches!(e.downcast_ref::<ApiError>(), Some(ApiError::Unreachable { .. })) => {
+            Err(e @ ClientError::Unreachable { .. }) => {
                 let since = *unreachable_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > UNREACHABLE_GRACE {
                     bar.abandon();
-                    return Err(e.context(format!("waiting for job {}", job.id)));
+                    return Err(anyhow::Error::new(e).context(format!("waiting for job {}", job.id)));
                 }
                 bar.set_message("the coordinator does not answer; retrying");
             }
             Err(e) => {
                 bar.abandon();
-                return Err(e.context(format!("waiting for job {}", job.id)));
+                return Err(anyhow::Error::new(e).context(format!("waiting for job {}", job.id)));
             }
         }
     }
@@ -433,10 +454,7 @@ fn job_details(j: &Job) -> String {
         format!("{} ({}, exposure {})", clean(&s.formats.join(", ")), clean(&s.view_transform), s.exposure),
     );
     if s.denoise {
-        line(
-            "denoise:",
-            format!("yes: each frame also as {} (the raw frame is kept)", tessera_coordinator::assemble::DENOISER),
-        );
+        line("denoise:", format!("yes: each frame also as {} (the raw frame is kept)", tessera_frame::DENOISER));
     }
     if s.progressive {
         line("passes:", "progressive: a preview of each frame after each sample pass".to_owned());
@@ -521,7 +539,7 @@ fn download_frames(client: &Client, id: u64, dir: &Path, formats: &[&str], summa
     for frame in &list.frames {
         for (ext, info) in &frame.files {
             // `--format png` also fetches a denoised job's `denoised.png`.
-            let format = ext.strip_prefix(tessera_coordinator::farm::writer::DENOISED).unwrap_or(ext);
+            let format = ext.strip_prefix(manifest::DENOISED).unwrap_or(ext);
             if !formats.is_empty() && !formats.contains(&format) {
                 continue;
             }
@@ -573,7 +591,7 @@ fn download_frames(client: &Client, id: u64, dir: &Path, formats: &[&str], summa
             Ok((n, _)) => bytes += n,
             Err(e) => {
                 bar.abandon();
-                return Err(e);
+                return Err(e.into());
             }
         }
     }
@@ -706,12 +724,6 @@ fn table(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     out
-}
-
-/// Server text made safe for one line of a terminal: control characters
-/// (escape sequences, newlines) become `?`.
-pub fn clean(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 /// As [`clean`], keeping newlines and tabs (log messages).

@@ -1,12 +1,17 @@
 //! The API's resources as JSON: one set of types, serialised by the server,
-//! read back by the CLI, and described in the OpenAPI document (utoipa's
-//! `ToSchema`), so the three cannot disagree. See docs/api.md.
+//! read back by the client, and described in the OpenAPI document (utoipa's
+//! `ToSchema`, with the `openapi` feature the coordinator turns on), so the
+//! three cannot disagree. See docs/api.md.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+
+/// The path tracer's `shading` values (samples/pathtracer/src/settings.rs),
+/// which the API accepts in [`SubmitSettings::shading`].
+pub const SHADING: &[&str] = &["auto", "blender3", "gltf"];
 
 /// Every error: a message for a person and a code for a program.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: String,
     /// e.g. `unauthorized`, `forbidden`, `not_found`, `bad_request`,
@@ -15,7 +20,8 @@ pub struct ErrorBody {
 }
 
 /// A frame list as a person types it (`"1-48"`, `"1,5,9-12"`) or as a list.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum FrameSelection {
     Text(String),
@@ -24,7 +30,8 @@ pub enum FrameSelection {
 
 /// The `settings` part of a submission. Every key is optional; unknown keys
 /// are refused so a typo is not silently ignored.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SubmitSettings {
     /// Default: the scene part's file name.
@@ -98,7 +105,8 @@ pub struct SubmitSettings {
 }
 
 /// A job's settings as resolved when it was accepted.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobSettingsView {
     pub width: u32,
     pub height: u32,
@@ -126,7 +134,8 @@ pub struct JobSettingsView {
 }
 
 /// How far a job is.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Progress {
     pub tiles: u32,
     pub tiles_done: u32,
@@ -140,7 +149,8 @@ pub struct Progress {
 }
 
 /// A job.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     pub id: u64,
     pub name: String,
@@ -157,13 +167,15 @@ pub struct Job {
     pub progress: Progress,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobList {
     pub jobs: Vec<Job>,
 }
 
 /// One file of a frame.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileInfo {
     /// Path of the file on this API (`/api/v1/jobs/7/frames/12.png`).
     pub url: String,
@@ -174,7 +186,8 @@ pub struct FileInfo {
 
 /// A finished frame and its files, keyed by format (`png`, `exr`, and a
 /// denoised job's `denoised.png`, `denoised.exr`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Frame {
     pub frame: i32,
     pub finished_ms: u64,
@@ -189,7 +202,8 @@ pub struct Frame {
     pub thumbnail: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FrameList {
     /// The job's stem for file names: `<stem>-NNNN.<ext>`, as `tessera render` names frames.
     pub stem: String,
@@ -197,7 +211,8 @@ pub struct FrameList {
 }
 
 /// One line of a job's log.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogEntry {
     /// Increasing; pass the last one seen as `after` to read only newer lines.
     pub seq: u64,
@@ -207,13 +222,15 @@ pub struct LogEntry {
     pub message: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogPage {
     pub entries: Vec<LogEntry>,
 }
 
 /// What a worker said it has.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerCapabilities {
     pub slots: u32,
     pub cores: u32,
@@ -223,7 +240,8 @@ pub struct WorkerCapabilities {
 }
 
 /// A worker the farm knows.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Worker {
     /// blake3 of the worker's public key, hex: stable across restarts.
     pub identity: String,
@@ -260,7 +278,8 @@ pub struct Worker {
 }
 
 /// One entry of the credit ledger: hash-chained to the one before.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerEntryView {
     pub seq: u64,
     pub worker: String,
@@ -277,13 +296,15 @@ pub struct LedgerEntryView {
     pub hash: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ledger {
     pub entries: Vec<LedgerEntryView>,
 }
 
 /// Spot-check secrets of epochs that are over, for audits.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EpochSecrets {
     /// Epoch length in seconds; epoch N covers [N·len, (N+1)·len) Unix time.
     pub epoch_seconds: u64,
@@ -291,13 +312,15 @@ pub struct EpochSecrets {
     pub secrets: std::collections::BTreeMap<u64, String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerList {
     pub workers: Vec<Worker>,
 }
 
 /// `GET /api/v1/health`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `ok`.
     pub status: String,
@@ -308,7 +331,8 @@ pub struct Health {
 }
 
 /// `GET /api/v1/status`: the farm at a glance.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FarmSummary {
     /// Jobs by state (`queued`, `running`, `done`, `failed`, `cancelled`).
     pub jobs: std::collections::BTreeMap<String, u64>,
@@ -319,7 +343,8 @@ pub struct FarmSummary {
 
 /// What the server-sent event streams carry (the SSE event name is the
 /// variant's `type`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     Job {
@@ -385,7 +410,8 @@ impl Event {
 }
 
 /// Where a tile lies in its frame, in pixels from the top left.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TileRect {
     pub x: u32,
     pub y: u32,
@@ -394,7 +420,8 @@ pub struct TileRect {
 }
 
 /// A stored (verified) tile.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TileSummary {
     /// The tile's index in the job (tiles are numbered across frames).
     pub tile: u32,
@@ -408,14 +435,16 @@ pub struct TileSummary {
     pub millis: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TileList {
     pub tiles: Vec<TileSummary>,
 }
 
 /// A stored tile and its proof of render: what the worker signed and what
 /// the coordinator checked before accepting it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TileDetail {
     #[serde(flatten)]
     pub summary: TileSummary,
@@ -427,13 +456,14 @@ pub struct TileDetail {
     /// The proof record: `worker`, `public_key`, `commitment`, `signature`,
     /// `signature_checked`, `spot_check` (pixels re-rendered and whether
     /// they matched). Null for tiles stored before proofs existed.
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub proof: Option<serde_json::Value>,
     pub preview: String,
 }
 
 /// Samples `start .. start + count` of every pixel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SampleSpan {
     pub start: u32,
     pub count: u32,
@@ -442,7 +472,8 @@ pub struct SampleSpan {
 /// What a scene offers, read through the job's sandboxed module, and the
 /// settings a submission gets when it says nothing: what a submission form
 /// pre-fills.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SceneSummary {
     /// The default job name (the scene's file name).
     pub name: String,
@@ -464,7 +495,8 @@ pub struct SceneSummary {
 }
 
 /// Defaults of the settings the scene does not decide.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SceneDefaults {
     pub spp: u32,
     pub fps: f64,
@@ -480,7 +512,8 @@ pub struct SceneDefaults {
 }
 
 /// Asks for a signed download link.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LinkRequest {
     /// A frame file or archive path of this API
@@ -491,7 +524,8 @@ pub struct LinkRequest {
 /// A link that downloads without an `Authorization` header (for a
 /// browser's plain download), valid for one path until it expires and
 /// while the token that asked for it is not revoked.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Link {
     /// The path with its `link` query parameter.
     pub url: String,

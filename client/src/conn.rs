@@ -8,25 +8,41 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
-use tessera_worker::settings::read_config;
+use tessera_protocol::settings::{parse_config, SettingsError};
+
+/// Why the client does not know where, or as whom, to connect.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error(transparent)]
+    Config(#[from] SettingsError),
+    #[error(
+        "no API token: pass --token, set TESSERA_TOKEN, or put {file} \
+         (make one with `tessera token create --kind api` on the coordinator's machine)"
+    )]
+    NoToken { file: String },
+    #[error("the coordinator's URL must be http:// or https://, not {0:?}")]
+    Scheme(String),
+    #[error("{0:?} is not a coordinator address like http://farm:7878")]
+    Address(String),
+}
 
 /// The coordinator's API when nothing says otherwise (`tessera coordinator`'s default).
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7878";
 
 /// The flags every client command takes.
-#[derive(clap::Args, Clone, Debug, Default)]
+#[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ConnArgs {
     /// The coordinator's HTTP address [default: the config file's `url`, else http://127.0.0.1:7878].
-    #[arg(long, env = "TESSERA_URL")]
+    #[cfg_attr(feature = "cli", arg(long, env = "TESSERA_URL"))]
     pub url: Option<String>,
     /// An API token (`tessera token create --kind api`) [default: the config file's `token`].
-    #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
+    #[cfg_attr(feature = "cli", arg(long, env = "TESSERA_TOKEN", hide_env_values = true))]
     pub token: Option<String>,
     /// A client config file of `key = value` lines (`url`, `token`)
     /// [default: TESSERA_CLIENT_CONFIG, else $XDG_CONFIG_HOME/tessera/client.conf
     /// or ~/.config/tessera/client.conf].
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub config: Option<PathBuf>,
 }
 
@@ -40,7 +56,7 @@ pub struct Conn {
 
 impl ConnArgs {
     /// Resolves the address and token from the flags, the environment and the config file.
-    pub fn resolve(&self) -> Result<Conn> {
+    pub fn resolve(&self) -> Result<Conn, ConnError> {
         resolve(self, |k| std::env::var_os(k))
     }
 }
@@ -62,14 +78,17 @@ fn config_path(args: &ConnArgs, env: &impl Fn(&str) -> Option<OsString>) -> Opti
 }
 
 /// [`ConnArgs::resolve`] with the environment given as a function (tests).
-pub fn resolve(args: &ConnArgs, env: impl Fn(&str) -> Option<OsString>) -> Result<Conn> {
+pub fn resolve(args: &ConnArgs, env: impl Fn(&str) -> Option<OsString>) -> Result<Conn, ConnError> {
     let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
     let (mut url, mut token) = (given(&args.url), given(&args.token));
     let path = config_path(args, &env);
     if url.is_none() || token.is_none() || args.config.is_some() {
         if let Some((p, explicit)) = &path {
             if *explicit || p.is_file() {
-                let file = read_config(p, &["url", "token"])?;
+                let shown = p.display().to_string();
+                let text =
+                    std::fs::read_to_string(p).map_err(|source| SettingsError::Read { path: shown.clone(), source })?;
+                let file = parse_config(&text, &shown, &["url", "token"])?;
                 let get = |k: &str| file.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
                 url = url.or_else(|| get("url"));
                 token = token.or_else(|| get("token"));
@@ -82,25 +101,22 @@ pub fn resolve(args: &ConnArgs, env: impl Fn(&str) -> Option<OsString>) -> Resul
             Some((p, _)) => format!("a `token = ta_…` line in {}", p.display()),
             None => "a `token = ta_…` line in a config file given with --config".to_owned(),
         };
-        bail!(
-            "no API token: pass --token, set TESSERA_TOKEN, or put {file} \
-             (make one with `tessera token create --kind api` on the coordinator's machine)"
-        );
+        return Err(ConnError::NoToken { file });
     };
     Ok(Conn { url, token })
 }
 
 /// `http(s)://host[:port][/prefix]` without a trailing `/`; a bare
 /// `host:port` gets `http://`.
-pub fn normalize_url(url: &str) -> Result<String> {
+pub fn normalize_url(url: &str) -> Result<String, ConnError> {
     let url = url.trim();
     let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
     let rest = rest.trim_end_matches('/');
     if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-        bail!("the coordinator's URL must be http:// or https://, not {url:?}");
+        return Err(ConnError::Scheme(url.to_owned()));
     }
     if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#']) || rest.contains(char::is_whitespace) {
-        bail!("{url:?} is not a coordinator address like http://farm:7878");
+        return Err(ConnError::Address(url.to_owned()));
     }
     Ok(format!("{scheme}://{rest}"))
 }

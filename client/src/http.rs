@@ -3,61 +3,76 @@
 //! file under the final name.
 //!
 //! Whatever the server sends is data, not trusted: a non-2xx answer becomes
-//! an [`ApiError`] carrying its status and `ErrorBody.error`, a body that is
-//! not the expected JSON is an error naming the request, and nothing is
-//! unwrapped.
+//! [`ClientError::Status`] carrying its status and `ErrorBody.error`, a body
+//! that is not the expected JSON is an error naming the request, and nothing
+//! is unwrapped.
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
-use tessera_coordinator::api::model::{ErrorBody, Job, SubmitSettings};
 use ureq::http::{Response, StatusCode};
 use ureq::unversioned::multipart::{Form, Part};
 use ureq::Body;
 
-use super::config::Conn;
+use crate::conn::Conn;
+use crate::model::{ErrorBody, Job, SubmitSettings};
 
 /// The most a JSON answer may be (a long job list or log).
 const MAX_JSON_BYTES: u64 = 64 << 20;
 /// The most of an error body that is read.
 const MAX_ERROR_BYTES: u64 = 64 << 10;
 
-/// Why a request did not succeed, when the reason is the server's answer or
-/// its absence; callers may `downcast_ref` to tell the two apart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApiError {
+/// Why a request did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
     /// The server answered with a non-2xx status.
+    #[error("{}", status_line(*status, message))]
     Status { status: u16, message: String },
     /// No server answered at the address.
+    #[error(
+        "cannot reach a Tessera coordinator at {url} ({detail}): is it running there? \
+         Give its address with --url or TESSERA_URL"
+    )]
     Unreachable { url: String, detail: String },
+    /// The request failed in another way (TLS, a broken connection, ...).
+    #[error("{request}: {source}")]
+    Http { request: String, source: ureq::Error },
+    #[error("{request}: the answer is not the expected JSON (is this a Tessera coordinator?): {source}")]
+    NotJson { request: String, source: ureq::Error },
+    /// The path is not one on the API: the token must not travel elsewhere.
+    #[error("{0:?} is not a path on the coordinator's API")]
+    NotApiPath(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    /// A download whose size or blake3 is not what the listing said;
+    /// nothing was written under the destination's name.
+    #[error(
+        "{url} came back corrupt: {bytes} bytes with blake3 {hash}, the listing says {want_bytes} bytes \
+         with blake3 {want_hash}; {dest} was not written"
+    )]
+    Corrupt { url: String, dest: String, bytes: u64, hash: blake3::Hash, want_bytes: u64, want_hash: blake3::Hash },
+    #[error("encoding the request: {0}")]
+    Encode(String),
 }
 
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ApiError::Status { status, message } => {
-                let reason = StatusCode::from_u16(*status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
-                let head = if reason.is_empty() { status.to_string() } else { format!("{status} {reason}") };
-                if message.is_empty() {
-                    write!(f, "{head}")
-                } else {
-                    write!(f, "{head}: {message}")
-                }
-            }
-            ApiError::Unreachable { url, detail } => write!(
-                f,
-                "cannot reach a Tessera coordinator at {url} ({detail}): is it running there? \
-                 Give its address with --url or TESSERA_URL"
-            ),
-        }
+fn status_line(status: u16, message: &str) -> String {
+    let reason = StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    let head = if reason.is_empty() { status.to_string() } else { format!("{status} {reason}") };
+    if message.is_empty() {
+        head
+    } else {
+        format!("{head}: {message}")
     }
 }
 
-impl std::error::Error for ApiError {}
+type Result<T> = std::result::Result<T, ClientError>;
+
+fn io_err(what: impl fmt::Display) -> impl FnOnce(io::Error) -> ClientError {
+    move |source| ClientError::Io { what: what.to_string(), source }
+}
 
 /// The API at one address, as one token.
 pub struct Client {
@@ -126,10 +141,14 @@ impl Client {
         if safe_name != file_name && settings.name.is_none() {
             settings.name = Some(file_name.to_owned());
         }
-        let settings = serde_json::to_string(&settings)?;
+        let settings = serde_json::to_string(&settings).map_err(|e| ClientError::Encode(e.to_string()))?;
+        let encode = |e: ureq::Error| ClientError::Encode(e.to_string());
         let form = Form::new()
-            .part("scene", Part::bytes(scene).file_name(&safe_name).mime_str("application/octet-stream")?)
-            .part("settings", Part::text(&settings).mime_str("application/json")?);
+            .part(
+                "scene",
+                Part::bytes(scene).file_name(&safe_name).mime_str("application/octet-stream").map_err(encode)?,
+            )
+            .part("settings", Part::text(&settings).mime_str("application/json").map_err(encode)?);
         let res = self.agent.post(&url).header("Authorization", &self.auth).send(form);
         read_json(checked(res, "POST", &url, &self.base)?, "POST", &url)
     }
@@ -164,7 +183,7 @@ impl Client {
             use std::os::unix::fs::PermissionsExt;
             builder.permissions(std::fs::Permissions::from_mode(0o666));
         }
-        let mut tmp = builder.tempfile_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
+        let mut tmp = builder.tempfile_in(dir).map_err(io_err(format_args!("creating a file in {}", dir.display())))?;
         let mut reader = res.into_body().into_reader();
         let mut hasher = blake3::Hasher::new();
         let mut bytes = 0u64;
@@ -176,28 +195,25 @@ impl Client {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e).with_context(|| format!("reading {url}")),
+                    Err(e) => return Err(io_err(format_args!("reading {url}"))(e)),
                 };
                 hasher.update(&buf[..n]);
-                out.write_all(&buf[..n]).with_context(|| format!("writing {}", dest.display()))?;
+                out.write_all(&buf[..n]).map_err(io_err(format_args!("writing {}", dest.display())))?;
                 bytes += n as u64;
                 progress(n as u64);
             }
-            out.flush().with_context(|| format!("writing {}", dest.display()))?;
+            out.flush().map_err(io_err(format_args!("writing {}", dest.display())))?;
         }
         let hash = hasher.finalize();
         if let Some((want_bytes, want_hash)) = expect {
             // `tmp` is removed when dropped: nothing reaches `dest`.
             if bytes != want_bytes || hash != want_hash {
-                bail!(
-                    "{url} came back corrupt: {bytes} bytes with blake3 {hash}, the listing says {want_bytes} bytes \
-                     with blake3 {want_hash}; {} was not written",
-                    dest.display()
-                );
+                let dest = dest.display().to_string();
+                return Err(ClientError::Corrupt { url, dest, bytes, hash, want_bytes, want_hash });
             }
         }
-        tmp.as_file().sync_all().with_context(|| format!("writing {}", dest.display()))?;
-        tmp.persist(dest).map_err(|e| e.error).with_context(|| format!("writing {}", dest.display()))?;
+        tmp.as_file().sync_all().map_err(io_err(format_args!("writing {}", dest.display())))?;
+        tmp.persist(dest).map_err(|e| io_err(format_args!("writing {}", dest.display()))(e.error))?;
         Ok((bytes, hash))
     }
 }
@@ -211,7 +227,7 @@ pub fn join_url(base: &str, path: &str) -> Result<String> {
         || path.contains(['\\', '#'])
         || path.chars().any(char::is_control)
     {
-        bail!("{path:?} is not a path on the coordinator's API");
+        return Err(ClientError::NotApiPath(path.to_owned()));
     }
     Ok(format!("{}{path}", base.trim_end_matches('/')))
 }
@@ -227,14 +243,19 @@ fn header_safe(name: &str) -> String {
 }
 
 /// A response whose status is 2xx, or the error it stands for.
-fn checked(res: Result<Response<Body>, ureq::Error>, method: &str, url: &str, base: &str) -> Result<Response<Body>> {
+fn checked(
+    res: std::result::Result<Response<Body>, ureq::Error>,
+    method: &str,
+    url: &str,
+    base: &str,
+) -> Result<Response<Body>> {
     let mut res = match res {
         Ok(r) => r,
         Err(e) => {
             if let Some(detail) = unreachable_detail(&e) {
-                return Err(ApiError::Unreachable { url: base.to_owned(), detail }.into());
+                return Err(ClientError::Unreachable { url: base.to_owned(), detail });
             }
-            return Err(anyhow::Error::new(e).context(format!("{method} {url}")));
+            return Err(ClientError::Http { request: format!("{method} {url}"), source: e });
         }
     };
     let status = res.status();
@@ -243,18 +264,18 @@ fn checked(res: Result<Response<Body>, ureq::Error>, method: &str, url: &str, ba
     }
     let text =
         res.body_mut().with_config().limit(MAX_ERROR_BYTES).lossy_utf8(true).read_to_string().unwrap_or_default();
-    Err(ApiError::Status { status: status.as_u16(), message: error_message(&text) }.into())
+    Err(ClientError::Status { status: status.as_u16(), message: error_message(&text) })
 }
 
 /// The person-readable part of an error body: `ErrorBody.error`, else the
 /// start of whatever text came back (a proxy's page, say).
 fn error_message(body: &str) -> String {
     if let Ok(e) = serde_json::from_str::<ErrorBody>(body) {
-        return super::clean(&e.error);
+        return crate::clean(&e.error);
     }
     let text = body.trim();
     let short: String = text.chars().take(200).collect();
-    super::clean(&if short.len() < text.len() { format!("{short}…") } else { short })
+    crate::clean(&if short.len() < text.len() { format!("{short}…") } else { short })
 }
 
 /// What to say when no server answered, or None if one did.
@@ -284,9 +305,11 @@ fn unreachable_detail(e: &ureq::Error) -> Option<String> {
 }
 
 fn read_json<T: DeserializeOwned>(mut res: Response<Body>, method: &str, url: &str) -> Result<T> {
-    res.body_mut().with_config().limit(MAX_JSON_BYTES).read_json().with_context(|| {
-        format!("{method} {url}: the answer is not the expected JSON (is this a Tessera coordinator?)")
-    })
+    res.body_mut()
+        .with_config()
+        .limit(MAX_JSON_BYTES)
+        .read_json()
+        .map_err(|source| ClientError::NotJson { request: format!("{method} {url}"), source })
 }
 
 #[cfg(test)]
@@ -315,15 +338,15 @@ mod tests {
 
     #[test]
     fn errors_carry_the_status_and_the_servers_message() {
-        let e = ApiError::Status {
+        let e = ClientError::Status {
             status: 401,
             message: error_message(r#"{"error":"unknown or revoked API token","code":"unauthorized"}"#),
         };
         assert_eq!(e.to_string(), "401 Unauthorized: unknown or revoked API token");
-        let e = ApiError::Status { status: 502, message: error_message("<html>\x1b[31mBad gateway</html>\n") };
+        let e = ClientError::Status { status: 502, message: error_message("<html>\x1b[31mBad gateway</html>\n") };
         assert_eq!(e.to_string(), "502 Bad Gateway: <html>?[31mBad gateway</html>");
-        assert_eq!(ApiError::Status { status: 599, message: String::new() }.to_string(), "599");
-        let e = ApiError::Unreachable { url: "http://127.0.0.1:1".into(), detail: "refused".into() };
+        assert_eq!(ClientError::Status { status: 599, message: String::new() }.to_string(), "599");
+        let e = ClientError::Unreachable { url: "http://127.0.0.1:1".into(), detail: "refused".into() };
         let s = e.to_string();
         assert!(s.contains("http://127.0.0.1:1") && s.contains("--url") && s.contains("TESSERA_URL"), "{s}");
     }
@@ -334,8 +357,7 @@ mod tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let client = Client::new(&Conn { url: format!("http://127.0.0.1:{port}"), token: "ta_x".into() });
         let err = client.get_json::<serde_json::Value>("/api/v1/jobs").unwrap_err();
-        let api = err.downcast_ref::<ApiError>().expect("an ApiError");
-        assert!(matches!(api, ApiError::Unreachable { .. }), "{err:#}");
+        assert!(matches!(err, ClientError::Unreachable { .. }), "{err:#}");
         let s = format!("{err:#}");
         assert!(s.contains(&format!("127.0.0.1:{port}")) && s.contains("--url"), "{s}");
     }

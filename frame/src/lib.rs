@@ -7,9 +7,15 @@
 
 mod denoised;
 pub mod output;
+pub mod view;
 
 pub use denoised::{DenoiseError, ALGORITHM as DENOISER};
-pub use output::{OutputOptions, ParseViewTransformError, ReadError, ViewTransform, WriteError, GUIDE_CHANNELS};
+pub use output::{write_atomically, ReadError, WriteError, GUIDE_CHANNELS};
+pub use view::{OutputOptions, ParseViewTransformError, ViewTransform};
+
+/// Frames may have 1 to this many pixels: a frame buffer holds 16 bytes a
+/// pixel, and a typo should not allocate tens of gigabytes.
+pub const MAX_PIXELS: u64 = 100_000_000;
 
 use tessera_protocol::TileAccumulators;
 
@@ -139,6 +145,18 @@ pub fn linear_to_srgb(c: f32) -> f32 {
     } else {
         1.055 * c.powf(1.0 / 2.4) - 0.055
     }
+}
+
+/// A frame of the given linear pixels (weight 2, so `pixel()` really divides).
+#[cfg(test)]
+pub(crate) fn test_frame(w: u32, h: u32, pixels: &[[f32; 3]]) -> FrameBuffer {
+    let mut f = FrameBuffer::new(w, h);
+    for (i, p) in pixels.iter().enumerate() {
+        // Weight 2 so that pixel() really divides.
+        f.color[3 * i..3 * i + 3].copy_from_slice(&p.map(|c| 2.0 * c));
+        f.weight[i] = 2.0;
+    }
+    f
 }
 
 #[cfg(test)]

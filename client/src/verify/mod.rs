@@ -1,5 +1,6 @@
-//! `tessera verify`: checks a frame's manifest (`crate::manifest` in the
-//! library) and the frame's files beside it, offline, with no coordinator:
+//! Checking a frame offline against its manifest ([`crate::manifest`]) with
+//! no coordinator: what `tessera verify` runs. [`verify`] checks
+//! the manifest and the frame's files beside it:
 //!
 //! 1. the coordinator's signature over the manifest (its certificate hashes
 //!    to the fingerprint it states and holds the signing key), and with
@@ -17,74 +18,158 @@
 //!    bit, and the denoised PNG that EXR through the view transform;
 //! 6. with `--recheck N --scene S`: N pixels, drawn from the manifest's
 //!    signature (or `--seed`), rendered again through the guest in the wasm
-//!    sandbox as 1×1 tiles and compared with the EXR bit for bit.
+//!    sandbox as 1×1 tiles and compared with the EXR bit for bit (the
+//!    `recheck` feature, which brings in the worker's sandbox: wasmtime).
 //!
-//! Each check prints ✓ or ✗; any ✗ exits non-zero.
+//! Each check is a line of the [`Report`]: passed, failed, or a note. A
+//! manifest that cannot be read at all is a [`VerifyError`] instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use tessera_coordinator::assemble::{FrameBuffer, OutputOptions};
-use tessera_coordinator::manifest::{self, FrameManifest, ManifestTile};
-use tessera_coordinator::pack::pack_scene;
+use tessera_frame::{FrameBuffer, OutputOptions};
 use tessera_protocol::Rect;
-use tessera_worker::sandbox::{FuelBudget, JobSettings, JobSpec, Sandbox, SandboxConfig, TileRequest};
 
-use crate::remote::clean;
+use crate::clean;
+use crate::manifest::{self, Confirmation, FrameManifest, ManifestTile};
 
-#[derive(clap::Args)]
-pub struct VerifyArgs {
-    /// A frame's manifest (`<stem>-NNNN.manifest.json`, as `tessera download`
-    /// writes it); the frame's files are looked for beside it.
-    manifest: PathBuf,
-    /// The job's scene (.glb, or .gltf, packed as `submit` packs it): needed by --recheck.
-    #[arg(long, value_name = "S")]
-    scene: Option<PathBuf>,
-    /// The job's module; default: the path tracer built into this binary.
-    #[arg(long, value_name = "M")]
-    module: Option<PathBuf>,
+/// What to check, and with what.
+#[derive(Clone, Debug)]
+pub struct VerifyOptions {
+    /// A frame's manifest (`<stem>-NNNN.manifest.json`); the frame's files
+    /// are looked for beside it.
+    pub manifest: PathBuf,
     /// The frame's EXR (or PNG) file, if it is not beside the manifest.
-    #[arg(long, value_name = "F.exr")]
-    frame: Option<PathBuf>,
-    /// Re-render N pixels through the guest in the wasm sandbox and compare
-    /// them bit for bit (needs --scene).
-    #[arg(long, value_name = "N")]
-    recheck: Option<u32>,
-    /// Seed of the pixels --recheck picks [default: from the manifest's
-    /// signature, so a run is repeatable].
-    #[arg(long)]
-    seed: Option<u64>,
-    /// The coordinator's certificate fingerprint (64 hex digits, as
-    /// `tessera coordinator` prints it): a manifest signed by any other key fails.
-    #[arg(long, value_name = "FINGERPRINT")]
-    pin: Option<String>,
+    pub frame: Option<PathBuf>,
+    /// The coordinator's certificate fingerprint: a manifest signed by any
+    /// other key fails.
+    pub pin: Option<String>,
+    /// Re-render this many pixels through the guest (needs `scene` and
+    /// `module`, and the `recheck` feature).
+    pub recheck: Option<u32>,
+    /// The job's scene (.glb, or .gltf, packed as `submit` packs it).
+    pub scene: Option<PathBuf>,
+    /// The job's module, or why there is none (said if a recheck needs it).
+    pub module: Result<Module, String>,
+    /// Seed of the pixels a recheck picks; default: from the manifest's
+    /// signature, so a run is repeatable.
+    pub seed: Option<u64>,
 }
 
-/// blake3 key-derivation context of the pixels `--recheck` picks.
-const RECHECK_CONTEXT: &str = "tessera 2026-11 verify recheck pixels v1";
+impl VerifyOptions {
+    /// The manifest's checks with no pin, no recheck and the files beside it.
+    pub fn new(manifest: impl Into<PathBuf>) -> Self {
+        VerifyOptions {
+            manifest: manifest.into(),
+            frame: None,
+            pin: None,
+            recheck: None,
+            scene: None,
+            module: Err("no module given".into()),
+            seed: None,
+        }
+    }
+}
+
+/// A guest module and where it came from (for messages).
+#[derive(Clone, Debug)]
+pub struct Module {
+    pub bytes: Vec<u8>,
+    pub origin: String,
+}
+
+/// Why a manifest could not be checked at all.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not a frame manifest: {detail}")]
+    NotManifest { path: String, detail: String },
+    #[error("{path}: manifest version {version}; this tessera reads up to {}", manifest::VERSION)]
+    TooNew { path: String, version: u64 },
+}
+
 /// Failures listed one by one before the rest are counted.
 const SHOWN: usize = 8;
 
-/// The printed report: one line per check.
-#[derive(Default)]
-struct Report {
-    failed: usize,
+/// How one check came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A heading: what is being checked.
+    Heading,
+    Pass,
+    Fail,
+    /// Something the reader should know that is not a failure.
+    Note,
 }
 
-impl Report {
+/// One line of a [`Report`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub outcome: Outcome,
+    pub text: String,
+}
+
+impl std::fmt::Display for Check {
+    /// `✓ text`, `✗ text`, `- text`, or a heading as it is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.outcome {
+            Outcome::Heading => write!(f, "{}", self.text),
+            Outcome::Pass => write!(f, "✓ {}", self.text),
+            Outcome::Fail => write!(f, "✗ {}", self.text),
+            Outcome::Note => write!(f, "- {}", self.text),
+        }
+    }
+}
+
+/// The checks run so far, in order; each is also handed to a sink as it
+/// is made (the CLI prints them while a recheck renders).
+pub struct Report<'a> {
+    checks: Vec<Check>,
+    sink: Box<dyn FnMut(&Check) + 'a>,
+}
+
+impl Default for Report<'_> {
+    fn default() -> Self {
+        Report::new(|_| {})
+    }
+}
+
+impl<'a> Report<'a> {
+    pub fn new(sink: impl FnMut(&Check) + 'a) -> Self {
+        Report { checks: Vec::new(), sink: Box::new(sink) }
+    }
+
+    pub fn checks(&self) -> &[Check] {
+        &self.checks
+    }
+
+    /// How many checks failed: the frame is verified when none did.
+    pub fn failed(&self) -> usize {
+        self.checks.iter().filter(|c| c.outcome == Outcome::Fail).count()
+    }
+
+    fn push(&mut self, outcome: Outcome, text: String) {
+        let check = Check { outcome, text };
+        (self.sink)(&check);
+        self.checks.push(check);
+    }
+
+    fn heading(&mut self, what: impl AsRef<str>) {
+        self.push(Outcome::Heading, what.as_ref().to_owned());
+    }
+
     fn pass(&mut self, what: impl AsRef<str>) {
-        println!("✓ {}", what.as_ref());
+        self.push(Outcome::Pass, what.as_ref().to_owned());
     }
 
     fn fail(&mut self, what: impl AsRef<str>) {
-        self.failed += 1;
-        println!("✗ {}", what.as_ref());
+        self.push(Outcome::Fail, what.as_ref().to_owned());
     }
 
     fn note(&mut self, what: impl AsRef<str>) {
-        println!("- {}", what.as_ref());
+        self.push(Outcome::Note, what.as_ref().to_owned());
     }
 
     /// One ✓ for `what`, or a ✗ per problem (the first few, then a count).
@@ -114,6 +199,7 @@ struct Pixels<T> {
 }
 
 impl<T: Copy> Pixels<T> {
+    #[cfg_attr(not(feature = "recheck"), allow(dead_code))]
     fn at(&self, x: u32, y: u32) -> T {
         self.data[y as usize * self.width as usize + x as usize]
     }
@@ -126,7 +212,7 @@ impl<T: Copy> Pixels<T> {
     }
 }
 
-fn read_exr(path: &Path) -> Result<Pixels<[f32; 3]>> {
+fn read_exr(path: &Path) -> Result<Pixels<[f32; 3]>, String> {
     use exr::prelude::Vec2;
     let image = exr::prelude::read_first_rgba_layer_from_file(
         path,
@@ -135,13 +221,13 @@ fn read_exr(path: &Path) -> Result<Pixels<[f32; 3]>> {
             px[pos.y() * size.width() + pos.x()] = [r, g, b];
         },
     )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .map_err(|e| e.to_string())?;
     let (size, data) = image.layer_data.channel_data.pixels;
     Ok(Pixels { width: size.width() as u32, height: size.height() as u32, data })
 }
 
-fn read_png(path: &Path) -> Result<Pixels<[u8; 3]>> {
-    let img = image::open(path)?.to_rgb8();
+fn read_png(path: &Path) -> Result<Pixels<[u8; 3]>, String> {
+    let img = image::open(path).map_err(|e| e.to_string())?.to_rgb8();
     let (width, height) = img.dimensions();
     let data = img.as_raw().chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
     Ok(Pixels { width, height, data })
@@ -153,36 +239,38 @@ fn file_hash(path: &Path) -> std::io::Result<(blake3::Hash, u64)> {
     Ok((h.finalize(), std::fs::metadata(path)?.len()))
 }
 
+#[cfg_attr(not(feature = "recheck"), allow(dead_code))]
 fn bits(p: [f32; 3]) -> [u32; 3] {
     p.map(f32::to_bits)
 }
 
 /// `tessera verify`.
-pub fn run(args: VerifyArgs, embedded_module: Option<&'static [u8]>) -> Result<()> {
-    let text = std::fs::read(&args.manifest).with_context(|| format!("reading {}", args.manifest.display()))?;
-    let value: Value = serde_json::from_slice(&text)
-        .with_context(|| format!("{} is not a frame manifest: not JSON", args.manifest.display()))?;
+/// Checks the frame `options.manifest` describes, each check a line of
+/// `report`; returns the manifest. The frame is verified when
+/// [`Report::failed`] is 0.
+pub fn verify(options: &VerifyOptions, report: &mut Report<'_>) -> Result<FrameManifest, VerifyError> {
+    let path = options.manifest.display().to_string();
+    let text = std::fs::read(&options.manifest).map_err(|source| VerifyError::Read { path: path.clone(), source })?;
+    let not_manifest = |detail: String| VerifyError::NotManifest { path: path.clone(), detail };
+    let value: Value = serde_json::from_slice(&text).map_err(|e| not_manifest(format!("not JSON ({e})")))?;
     match (value.get("schema").and_then(Value::as_str), value.get("version").and_then(Value::as_u64)) {
         (Some(manifest::SCHEMA), Some(v)) if v <= u64::from(manifest::VERSION) => {}
-        (Some(manifest::SCHEMA), Some(v)) => {
-            bail!("{}: manifest version {v}; this tessera reads up to {}", args.manifest.display(), manifest::VERSION)
-        }
-        _ => bail!("{} is not a frame manifest (no \"schema\": {:?})", args.manifest.display(), manifest::SCHEMA),
+        (Some(manifest::SCHEMA), Some(version)) => return Err(VerifyError::TooNew { path, version }),
+        _ => return Err(not_manifest(format!("no \"schema\": {:?}", manifest::SCHEMA))),
     }
     let m: FrameManifest = serde_json::from_value(value.clone())
-        .with_context(|| format!("{}: a frame manifest with missing or malformed fields", args.manifest.display()))?;
+        .map_err(|e| not_manifest(format!("missing or malformed fields ({e})")))?;
     let pixels = u64::from(m.width) * u64::from(m.height);
-    if pixels == 0 || pixels > tessera_coordinator::farm::job::MAX_PIXELS {
-        bail!("{}: a {}x{} frame is out of range", args.manifest.display(), m.width, m.height);
+    if pixels == 0 || pixels > tessera_frame::MAX_PIXELS {
+        return Err(not_manifest(format!("a {}x{} frame is out of range", m.width, m.height)));
     }
-    let dir = match args.manifest.parent() {
+    let dir = match options.manifest.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
 
-    println!(
-        "manifest {}: job {} ({}), frame {}, {}x{}, {} spp, seed {}, {} tiles",
-        args.manifest.display(),
+    report.heading(format!(
+        "manifest {path}: job {} ({}), frame {}, {}x{}, {} spp, seed {}, {} tiles",
         m.job.id,
         clean(&m.job.name),
         m.frame,
@@ -191,20 +279,19 @@ pub fn run(args: VerifyArgs, embedded_module: Option<&'static [u8]>) -> Result<(
         m.spp,
         m.seed,
         m.tiles.len()
-    );
-    let mut report = Report::default();
+    ));
 
     // 1. The coordinator's signature, and the pin.
     match manifest::verify_signature(&value) {
         Ok(signer) => report.pass(format!(
             "coordinator signature (ed25519 key {}…, certificate fingerprint {})",
-            short(&tessera_coordinator::farm::verify::hex(&signer.public_key)),
+            short(&manifest::hex(&signer.public_key)),
             signer.fingerprint
         )),
         Err(e) => report.fail(format!("coordinator signature: {e}")),
     }
-    match &args.pin {
-        Some(pin) => match tessera_worker::net::tls::parse_pin(pin) {
+    match &options.pin {
+        Some(pin) => match tessera_protocol::proof::parse_fingerprint(pin) {
             Ok(pin) if pin.eq_ignore_ascii_case(&m.coordinator.fingerprint) => {
                 report.pass(format!("the coordinator is the pinned one ({pin})"))
             }
@@ -221,13 +308,13 @@ pub fn run(args: VerifyArgs, embedded_module: Option<&'static [u8]>) -> Result<(
     }
 
     // 2. Tile signatures and the coordinator's recorded checks.
-    check_tiles(&m, &mut report);
+    check_tiles(&m, report);
 
     // 3. Coverage.
-    check_coverage(&m, &mut report);
+    check_coverage(&m, report);
 
     // 4. Files.
-    let paths = check_files(&m, &dir, &args, &mut report);
+    let paths = check_files(&m, &dir, options.frame.as_deref(), report);
 
     // 5. Pixels.
     let exr = match paths.get("exr") {
@@ -272,7 +359,7 @@ pub fn run(args: VerifyArgs, embedded_module: Option<&'static [u8]>) -> Result<(
         },
         None => None,
     };
-    let options = OutputOptions { view: m.view.parse().unwrap_or_default(), exposure: m.exposure as f32 };
+    let output = OutputOptions { view: m.view.parse().unwrap_or_default(), exposure: m.exposure as f32 };
     match &exr {
         Some(exr) => {
             // A progressive frame's tiles bind the frame's pixels with the
@@ -308,7 +395,7 @@ pub fn run(args: VerifyArgs, embedded_module: Option<&'static [u8]>) -> Result<(
             };
             report.all(format!("EXR pixels match {what} pixel hashes"), &problems);
             if let Some(png) = &png {
-                check_png_against_exr("the PNG", exr, png, &options, &m, &mut report);
+                check_png_against_exr("the PNG", exr, png, &output, &m, report);
             }
         }
         None if m.files.contains_key("exr") => {}
@@ -316,22 +403,18 @@ pub fn run(args: VerifyArgs, embedded_module: Option<&'static [u8]>) -> Result<(
     }
 
     // 5b. The denoised image, re-derived from the raw EXR.
-    check_denoised(&m, &paths, &options, &mut report);
+    check_denoised(&m, &paths, &output, report);
 
     // 6. Re-rendering.
-    if let Some(n) = args.recheck {
-        recheck(&m, &args, n, exr.as_ref(), png.as_ref(), &options, embedded_module, &mut report);
+    if let Some(n) = options.recheck {
+        let frame = Decoded { exr: exr.as_ref(), png: png.as_ref(), output: &output };
+        match recheck(&m, options, n, &frame) {
+            Ok(Ok(msg)) => report.pass(msg),
+            Ok(Err(problems)) => report.all("", &problems),
+            Err(e) => report.fail(format!("--recheck: {e}")),
+        }
     }
-
-    if report.failed > 0 {
-        println!("✗ FAILED: {} check{} failed", report.failed, if report.failed == 1 { "" } else { "s" });
-        // The report said why; no error chain (or backtrace) to add.
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        std::process::exit(1);
-    }
-    println!("✓ verified: frame {} of job {} is what the manifest says", m.frame, m.job.id);
-    Ok(())
+    Ok(m)
 }
 
 fn inside(r: Rect, m: &FrameManifest) -> bool {
@@ -341,8 +424,7 @@ fn inside(r: Rect, m: &FrameManifest) -> bool {
         && r.y.checked_add(r.height).is_some_and(|e| e <= m.height)
 }
 
-fn check_tiles(m: &FrameManifest, report: &mut Report) {
-    use tessera_coordinator::farm::verify::Confirmation;
+fn check_tiles(m: &FrameManifest, report: &mut Report<'_>) {
     let mut problems = Vec::new();
     let mut workers = BTreeSet::new();
     let (mut spot_checked, mut spot_pixels, mut by_coordinator) = (0usize, 0u64, 0usize);
@@ -468,7 +550,7 @@ fn listed_once_inside(
     true
 }
 
-fn check_coverage(m: &FrameManifest, report: &mut Report) {
+fn check_coverage(m: &FrameManifest, report: &mut Report<'_>) {
     if m.tiles.iter().any(|t| (t.samples.start, t.samples.count) != (0, m.spp)) {
         return check_pass_coverage(m, report);
     }
@@ -521,7 +603,7 @@ fn check_coverage(m: &FrameManifest, report: &mut Report) {
 /// index, carry consecutive sample ranges that start at 0 and end at the
 /// frame's spp (so they add up to the frame, as `SampleRange::passes`
 /// cuts it).
-fn check_pass_coverage(m: &FrameManifest, report: &mut Report) {
+fn check_pass_coverage(m: &FrameManifest, report: &mut Report<'_>) {
     let (w, h) = (m.width as usize, m.height as usize);
     // The next sample each pixel expects.
     let mut next = vec![0u32; w * h];
@@ -568,7 +650,12 @@ fn check_pass_coverage(m: &FrameManifest, report: &mut Report) {
 }
 
 /// Checks the listed files; returns where each readable one is, by format.
-fn check_files(m: &FrameManifest, dir: &Path, args: &VerifyArgs, report: &mut Report) -> BTreeMap<String, PathBuf> {
+fn check_files(
+    m: &FrameManifest,
+    dir: &Path,
+    frame: Option<&Path>,
+    report: &mut Report<'_>,
+) -> BTreeMap<String, PathBuf> {
     let mut found = BTreeMap::new();
     let prefix = format!("{}-{:04}.", m.stem, m.frame);
     let manifest_name = manifest::file_name(&m.stem, m.frame);
@@ -585,8 +672,8 @@ fn check_files(m: &FrameManifest, dir: &Path, args: &VerifyArgs, report: &mut Re
             continue;
         }
         listed.insert(file.name.clone());
-        let path = match &args.frame {
-            Some(p) if p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)) => p.clone(),
+        let path = match frame {
+            Some(p) if p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)) => p.to_path_buf(),
             _ => dir.join(&file.name),
         };
         match file_hash(&path) {
@@ -630,8 +717,13 @@ fn check_files(m: &FrameManifest, dir: &Path, args: &VerifyArgs, report: &mut Re
 /// denoiser is deterministic CPU code), and the denoised PNG that EXR
 /// through the view transform. So the denoised image, which no worker
 /// signed, is bound to the raw pixels that the tiles' proofs cover.
-fn check_denoised(m: &FrameManifest, paths: &BTreeMap<String, PathBuf>, options: &OutputOptions, report: &mut Report) {
-    use tessera_coordinator::assemble::DENOISER;
+fn check_denoised(
+    m: &FrameManifest,
+    paths: &BTreeMap<String, PathBuf>,
+    options: &OutputOptions,
+    report: &mut Report<'_>,
+) {
+    use tessera_frame::DENOISER;
     let (exr_key, png_key) = ("denoised.exr", "denoised.png");
     let listed = m.files.contains_key(exr_key) || m.files.contains_key(png_key);
     if !listed {
@@ -737,7 +829,7 @@ fn check_png_against_exr(
     png: &Pixels<[u8; 3]>,
     options: &OutputOptions,
     m: &FrameManifest,
-    report: &mut Report,
+    report: &mut Report<'_>,
 ) {
     let display = display8(exr, options);
     let first = (0..display.len()).find(|&i| display[i] != png.data[i]);
@@ -771,208 +863,26 @@ fn display8(linear: &Pixels<[f32; 3]>, options: &OutputOptions) -> Vec<[u8; 3]> 
     (0..n).map(|i| [bytes[3 * i], bytes[3 * i + 1], bytes[3 * i + 2]]).collect()
 }
 
-/// The `n` distinct pixels `--recheck` renders, from the seed or the signature.
-fn recheck_pixels(m: &FrameManifest, seed: Option<u64>, n: u32) -> Vec<(u32, u32)> {
-    let total = u64::from(m.width) * u64::from(m.height);
-    let mut h = blake3::Hasher::new_derive_key(RECHECK_CONTEXT);
-    match seed {
-        Some(s) => h.update(b"seed").update(&s.to_le_bytes()),
-        None => h.update(b"signature").update(m.signature.as_bytes()),
-    };
-    let mut xof = h.finalize_xof();
-    let mut chosen = BTreeSet::new();
-    let mut out = Vec::new();
-    let mut word = [0u8; 8];
-    while (out.len() as u64) < u64::from(n).min(total) {
-        xof.fill(&mut word);
-        let i = u64::from_le_bytes(word) % total;
-        if chosen.insert(i) {
-            out.push(((i % u64::from(m.width)) as u32, (i / u64::from(m.width)) as u32));
-        }
-    }
-    out
+/// The frame's decoded files, for a recheck to compare with.
+#[cfg_attr(not(feature = "recheck"), allow(dead_code))]
+struct Decoded<'a> {
+    exr: Option<&'a Pixels<[f32; 3]>>,
+    png: Option<&'a Pixels<[u8; 3]>>,
+    output: &'a OutputOptions,
 }
 
-#[allow(clippy::too_many_arguments)]
+#[cfg(feature = "recheck")]
+mod recheck;
+#[cfg(feature = "recheck")]
+use recheck::recheck;
+
+/// Without the sandbox (the `recheck` feature), a recheck cannot run.
+#[cfg(not(feature = "recheck"))]
 fn recheck(
-    m: &FrameManifest,
-    args: &VerifyArgs,
-    n: u32,
-    exr: Option<&Pixels<[f32; 3]>>,
-    png: Option<&Pixels<[u8; 3]>>,
-    options: &OutputOptions,
-    embedded_module: Option<&'static [u8]>,
-    report: &mut Report,
-) {
-    match recheck_inner(m, args, n, exr, png, options, embedded_module) {
-        Ok(Ok(msg)) => report.pass(msg),
-        Ok(Err(problems)) => report.all("", &problems),
-        Err(e) => report.fail(format!("--recheck: {e:#}")),
-    }
-}
-
-/// `Err`: the recheck could not run; `Ok(Err)`: pixels differ.
-fn recheck_inner(
-    m: &FrameManifest,
-    args: &VerifyArgs,
-    n: u32,
-    exr: Option<&Pixels<[f32; 3]>>,
-    png: Option<&Pixels<[u8; 3]>>,
-    options: &OutputOptions,
-    embedded_module: Option<&'static [u8]>,
-) -> Result<Result<String, Vec<String>>> {
-    let Some(scene_path) = &args.scene else { bail!("needs the job's scene: --scene S") };
-    if exr.is_none() && png.is_none() {
-        bail!("no decoded frame file (EXR or PNG) to compare with");
-    }
-    let module = crate::module_bytes(args.module.as_ref(), embedded_module, "pathtracer")?;
-    let module_hash = blake3::hash(&module).to_hex().to_string();
-    if !module_hash.eq_ignore_ascii_case(&m.module) {
-        bail!(
-            "the module {} has blake3 {}…, the job's is {}…: pass the job's module with --module M",
-            args.module.as_ref().map_or("built into this binary".to_string(), |p| p.display().to_string()),
-            short(&module_hash),
-            short(&m.module)
-        );
-    }
-    // The farm keeps the scene as it was uploaded: `submit` packs a .gltf;
-    // a .glb may have been sent as it is.
-    let raw = std::fs::read(scene_path).with_context(|| format!("reading {}", scene_path.display()))?;
-    let scene = if blake3::hash(&raw).to_hex().eq_ignore_ascii_case(&m.scene) {
-        raw
-    } else {
-        let packed = pack_scene(scene_path).with_context(|| format!("packing {}", scene_path.display()))?;
-        if !blake3::hash(&packed).to_hex().eq_ignore_ascii_case(&m.scene) {
-            bail!(
-                "the scene {} (blake3 {}…, packed {}…) is not the job's ({}…)",
-                scene_path.display(),
-                short(blake3::hash(&raw).to_hex().as_str()),
-                short(blake3::hash(&packed).to_hex().as_str()),
-                short(&m.scene)
-            );
-        }
-        packed
-    };
-    let sandbox = Sandbox::new(SandboxConfig::default())?;
-    let guest = sandbox.load(&module).context("loading the module")?;
-    let spec = JobSpec {
-        scene: scene.into(),
-        // Always the CPU engine: the reference GPU tiles are judged against.
-        settings: JobSettings {
-            width: m.width,
-            height: m.height,
-            fps: m.fps,
-            extra: tessera_coordinator::farm::job::with_engine(&m.extra, tessera_protocol::wire::Engine::Cpu),
-        },
-        fuel: FuelBudget {
-            per_tile: m.fuel_per_tile,
-            per_pixel_sample: m.fuel_per_pixel_sample,
-            ..FuelBudget::default()
-        },
-        label: "tessera verify".into(),
-    };
-    let mut instance = guest.instantiate(&spec).context("loading the scene in the guest")?;
-    // The tiles over a pixel: one, or one per pass of a progressive frame
-    // (whose sample ranges the coverage check found consecutive).
-    let tiles_at = |x: u32, y: u32| -> Vec<&ManifestTile> {
-        m.tiles
-            .iter()
-            .filter(|t| x >= t.rect.x && y >= t.rect.y && x - t.rect.x < t.rect.width && y - t.rect.y < t.rect.height)
-            .collect()
-    };
-    let pixels = recheck_pixels(m, args.seed, n);
-    let mut problems = Vec::new();
-    // GPU tiles: judged within the farm's tolerance, as the farm judged
-    // them (GPU floating point is not the CPU's), over all their rechecked
-    // pixels together.
-    let tolerance = tessera_coordinator::farm::gpu_check::GpuTolerance::default();
-    struct GpuPixel {
-        at: (u32, u32),
-        tile: u32,
-        cpu: [f32; 3],
-        stored: [f32; 3],
-    }
-    let mut gpu_pixels: Vec<GpuPixel> = Vec::new();
-    for &(x, y) in &pixels {
-        let over = tiles_at(x, y);
-        let Some(&tile) = over.iter().max_by_key(|t| t.samples.start) else {
-            problems.push(format!("pixel ({x}, {y}) is in no tile"));
-            continue;
-        };
-        let start = over.iter().map(|t| t.samples.start).min().unwrap_or(0);
-        let count = over.iter().map(|t| t.samples.count).sum();
-        // A pixel with any GPU pass is judged within the GPU tolerance.
-        let tile = over.iter().find(|t| t.gpu.is_some()).copied().unwrap_or(tile);
-        let rect = Rect { x, y, width: 1, height: 1 };
-        // All its samples at once: sums by sample block add up exactly as
-        // the passes did (`SampleRange::passes`).
-        let request = TileRequest::new(m.frame, rect, start, count, m.seed);
-        let mut out = instance.render_tile(&request).with_context(|| format!("rendering pixel ({x}, {y})"))?;
-        out.accumulators.canonicalize_nans();
-        let Some(&rendered) = manifest::tile_pixels(&out.accumulators).first() else {
-            bail!("the guest returned no pixel for ({x}, {y})");
-        };
-        match (exr, png) {
-            (Some(exr), _) if tile.gpu.is_some() => {
-                gpu_pixels.push(GpuPixel { at: (x, y), tile: tile.index, cpu: rendered, stored: exr.at(x, y) })
-            }
-            (Some(exr), _) => {
-                let stored = exr.at(x, y);
-                if bits(stored) != bits(rendered) {
-                    problems.push(format!(
-                        "pixel ({x}, {y}) of tile {} re-renders as {rendered:?}, the EXR holds {stored:?}",
-                        tile.index
-                    ));
-                }
-            }
-            (None, Some(png)) => {
-                let one = Pixels { width: 1, height: 1, data: vec![rendered] };
-                let shown = display8(&one, options)[0];
-                if shown != png.at(x, y) {
-                    problems.push(format!(
-                        "pixel ({x}, {y}) of tile {} re-renders as {shown:?} in the PNG's view, the PNG holds {:?}",
-                        tile.index,
-                        png.at(x, y)
-                    ));
-                }
-            }
-            (None, None) => unreachable!("checked above"),
-        }
-    }
-    if !gpu_pixels.is_empty() {
-        use tessera_coordinator::farm::gpu_check::{colour_error, SceneScale};
-        let mut scale = SceneScale::default();
-        for p in &gpu_pixels {
-            scale.add(p.cpu);
-        }
-        let errors: Vec<f32> =
-            gpu_pixels.iter().map(|p| colour_error(p.cpu, p.stored, tolerance, scale.value())).collect();
-        let outliers = errors.iter().filter(|e| **e > 1.0).count();
-        let allowed = (tolerance.outliers * gpu_pixels.len() as f64).floor() as usize;
-        if outliers > allowed {
-            for (p, e) in gpu_pixels.iter().zip(&errors).filter(|(_, e)| **e > 1.0) {
-                let ((x, y), index, cpu, gpu) = (p.at, p.tile, p.cpu, p.stored);
-                problems.push(format!(
-                    "pixel ({x}, {y}) of GPU tile {index} re-renders on the CPU as {cpu:?}, the EXR holds {gpu:?} \
-                     ({e:.1}× the tolerance; {outliers} of {} GPU pixels outside it, {allowed} allowed)",
-                    gpu_pixels.len()
-                ));
-            }
-        }
-    }
-    if problems.is_empty() {
-        let gpu = if gpu_pixels.is_empty() {
-            String::new()
-        } else {
-            format!(" ({} of them in GPU tiles, within the GPU tolerance)", gpu_pixels.len())
-        };
-        Ok(Ok(format!(
-            "{} pixels re-rendered through the guest ({}…) bit for bit as the {} holds them{gpu}",
-            pixels.len(),
-            short(&m.module),
-            if exr.is_some() { "EXR" } else { "PNG" }
-        )))
-    } else {
-        Ok(Err(problems))
-    }
+    _: &FrameManifest,
+    _: &VerifyOptions,
+    _: u32,
+    _: &Decoded<'_>,
+) -> Result<Result<String, Vec<String>>, String> {
+    Err("this build of tessera-client has no sandbox to re-render pixels in (the `recheck` feature)".into())
 }

@@ -22,42 +22,17 @@ use tessera_client::manifest::{self, ManifestFile};
 use tessera_coordinator::farm::job::{JobSpec as FarmJobSpec, RENDER_DEFAULTS};
 use tessera_coordinator::farm::verify::{Verifier, VerifyConfig};
 use tessera_coordinator::manifest::{ManifestSigner, TileInput};
-use tessera_coordinator::store::Store;
 use tessera_protocol::hex;
 use tessera_protocol::proof::{self, SigningKey, TileClaim};
 use tessera_protocol::wire::{JobDescriptor, TileTask};
 use tessera_protocol::{ContentHash, Rect, SampleRange};
+use tessera_store::Store;
 use tessera_worker::net::tls;
 use tessera_worker::sandbox::{FuelBudget, JobSettings, JobSpec as SandboxJob, Sandbox, SandboxConfig, TileRequest};
 
 use crate::{fmt_duration, Effort, Row};
 
-/// splitmix64: a small, seeded generator (the benchmark needs no
-/// cryptographic randomness, only independent draws; the code under test
-/// hashes with blake3 anyway).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn bytes32(&mut self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        for chunk in out.chunks_mut(8) {
-            chunk.copy_from_slice(&self.next().to_le_bytes());
-        }
-        out
-    }
-}
+use tessera_test_support::Rng;
 
 /// The tile the detection trials use: 64×64, somewhere in a frame.
 const TILE: Rect = Rect { x: 192, y: 128, width: 64, height: 64 };

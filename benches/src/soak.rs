@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use tessera_coordinator::api::AppState;
 use tessera_coordinator::farm::Farm;
-use tessera_coordinator::store::{JobState, TokenKind};
+use tessera_store::{JobState, TokenKind};
 
 use crate::farm::Verification;
 

@@ -2,7 +2,6 @@
 //!
 //! - [`farm`]: the coordinator at run time: QUIC endpoint, core loop over
 //!   the [`scheduler`], store writer and frame assembly;
-//! - [`store`]: SQLite and content-addressed blobs, behind one module;
 //! - [`http`]: the HTTP routes (axum): the [`web`] page and the [`api`];
 //! - [`local`]: rendering on this machine's cores through the worker's
 //!   sandbox (`tessera render`);
@@ -18,5 +17,4 @@ pub mod manifest;
 /// The scheduler, a crate of its own (`scheduler/`) so that it builds and
 /// tests without the I/O around it; re-exported where it used to live.
 pub use tessera_scheduler as scheduler;
-pub mod store;
 pub mod web;

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use tessera_coordinator::farm::{Farm, FarmConfig, FarmError, JobRequest};
 use tessera_coordinator::http::{app, AppState};
-use tessera_coordinator::store::{Scope, Store, TokenKind};
+use tessera_store::{Scope, Store, TokenKind};
 use tessera_worker::client::{Worker, WorkerConfig};
 use tessera_worker::settings::read_config;
 
@@ -354,7 +354,7 @@ pub fn demo(args: DemoArgs, inputs: DemoInputs) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         bar.finish_and_clear();
-        if status.state != tessera_coordinator::store::JobState::Done {
+        if status.state != tessera_store::JobState::Done {
             bail!("the demo job ended {}", status.state.as_str());
         }
         println!(
@@ -419,7 +419,7 @@ pub struct TokenArgs {
 /// `tessera token`: works beside a running coordinator (SQLite WAL).
 pub fn token(args: TokenArgs) -> Result<()> {
     let data = args.data.or_else(default_data_dir).context("no --data directory and no home directory")?;
-    if !data.join(tessera_coordinator::store::DB_FILE).exists() {
+    if !data.join(tessera_store::DB_FILE).exists() {
         bail!("{} holds no coordinator data: start `tessera coordinator --data {0}` first", data.display());
     }
     let mut store = Store::open(&data)?;

@@ -41,40 +41,7 @@ pub fn tiny_png() -> Vec<u8> {
     zlib.extend((!(raw.len() as u16)).to_le_bytes());
     zlib.extend(&raw);
     zlib.extend(adler32(&raw).to_be_bytes());
-    let mut ihdr = Vec::new();
-    ihdr.extend(2u32.to_be_bytes());
-    ihdr.extend(2u32.to_be_bytes());
-    ihdr.extend([8, 6, 0, 0, 0]);
-    png_file(&ihdr, &[&zlib])
-}
-
-/// A PNG file from its IHDR data and IDAT chunks' data.
-pub fn png_file(ihdr: &[u8], idats: &[&[u8]]) -> Vec<u8> {
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8], data: &[u8]| {
-        let mut c = kind.to_vec();
-        c.extend_from_slice(data);
-        png.extend((data.len() as u32).to_be_bytes());
-        png.extend(&c);
-        png.extend(crc32(&c).to_be_bytes());
-    };
-    chunk(b"IHDR", ihdr);
-    for d in idats {
-        chunk(b"IDAT", d);
-    }
-    chunk(b"IEND", b"");
-    png
-}
-
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
+    tessera_test_support::png::file(&tessera_test_support::png::rgba_header(2, 2), &[&zlib])
 }
 
 pub fn adler32(data: &[u8]) -> u32 {

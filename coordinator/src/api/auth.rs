@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::store::{grants, Scope, TokenRecord};
+use tessera_store::{grants, Scope, TokenRecord};
 
 /// How long a download link works.
 pub const LINK_LIFETIME_MS: u64 = 5 * 60 * 1000;

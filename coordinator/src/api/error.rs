@@ -77,8 +77,8 @@ impl From<FarmError> for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<tessera_store::StoreError> for ApiError {
+    fn from(e: tessera_store::StoreError) -> Self {
         ApiError::internal(e)
     }
 }

@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::jobs::{job_id, load_job};
 use super::model::{ErrorBody, Event};
 use super::AppState;
-use crate::store::Scope;
+use tessera_store::Scope;
 
 /// A comment line this often keeps proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);

@@ -21,9 +21,9 @@ use super::model::{ErrorBody, FileInfo, Frame, FrameList, Link, LinkRequest};
 use super::{blocking, AppState};
 use crate::farm::job::{Format, JobSpec};
 use crate::farm::writer::{frame_file, frame_stem, DENOISED};
-use crate::store::{FrameRecord, Scope, Store, StoreError};
 use tessera_client::manifest;
 use tessera_protocol::hex;
+use tessera_store::{FrameRecord, Scope, Store, StoreError};
 
 /// A job's spec and its finished frames; `None` if there is no such job.
 fn job_frames(store: &Store, id: u64) -> Result<Option<(JobSpec, Vec<FrameRecord>)>, StoreError> {

@@ -19,8 +19,8 @@ use super::scenes::{module, read_form};
 use super::{blocking, AppState};
 use crate::farm::job::{Format, JobSpec, MAX_FRAMES};
 use crate::farm::{JobRequest, JobStatus};
-use crate::store::{JobRecord, JobState, Scope, Store};
 use tessera_frame::ViewTransform;
+use tessera_store::{JobRecord, JobState, Scope, Store};
 
 /// The multipart form of `POST /api/v1/jobs` (for the OpenAPI document).
 #[derive(ToSchema)]
@@ -389,7 +389,7 @@ pub async fn load_job(state: &AppState, id: u64) -> Result<Job, ApiError> {
 
 /// A job from its record, with the core's live progress when it has one
 /// (the store's counts otherwise).
-fn view(store: &Store, record: &JobRecord, live: Option<&JobStatus>) -> Result<Job, crate::store::StoreError> {
+fn view(store: &Store, record: &JobRecord, live: Option<&JobStatus>) -> Result<Job, tessera_store::StoreError> {
     let spec: Option<JobSpec> = serde_json::from_str(&record.spec_json).ok();
     let (tiles_done, frames_done, eta_s) = match live {
         Some(l) => (l.tiles_done, l.frames_done, l.eta_s),

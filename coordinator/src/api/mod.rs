@@ -39,7 +39,7 @@ use utoipa_axum::routes;
 
 use self::error::ApiError;
 use crate::farm::Farm;
-use crate::store::{Store, StoreError};
+use tessera_store::{Store, StoreError};
 
 /// Default largest request body (a scene upload), in bytes: larger is a
 /// 413. `tessera coordinator --max-upload-mib` changes it.

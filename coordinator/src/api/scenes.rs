@@ -22,8 +22,8 @@ use super::error::ApiError;
 use super::model::{ErrorBody, SceneDefaults, SceneSummary, SubmitSettings};
 use super::AppState;
 use crate::farm::{job, JobRequest};
-use crate::store::Scope;
 use tessera_frame::ViewTransform;
+use tessera_store::Scope;
 
 /// Most `resource` parts one form may carry.
 const MAX_RESOURCES: usize = 4096;

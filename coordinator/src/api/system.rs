@@ -13,7 +13,7 @@ use super::auth::require;
 use super::error::ApiError;
 use super::model::{ErrorBody, FarmSummary, Health};
 use super::{blocking, AppState};
-use crate::store::{JobState, Scope};
+use tessera_store::{JobState, Scope};
 
 /// Whether the coordinator is up and its store answers; no token needed
 /// (load balancers and uptime checks call it).

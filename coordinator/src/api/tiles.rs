@@ -15,9 +15,9 @@ use super::jobs::job_id;
 use super::model::{ErrorBody, SampleSpan, TileDetail, TileList, TileRect, TileSummary};
 use super::{blocking, AppState};
 use crate::farm::job::{JobPlan, JobSpec};
-use crate::store::{Scope, Store, StoreError};
 use tessera_frame::FrameBuffer;
 use tessera_protocol::hex;
+use tessera_store::{Scope, Store, StoreError};
 
 /// `?frame=N` of the tile list.
 #[derive(Debug, Deserialize, IntoParams)]

@@ -10,7 +10,7 @@ use super::auth::require;
 use super::error::ApiError;
 use super::model::{EpochSecrets, ErrorBody, Ledger, LedgerEntryView, Worker, WorkerCapabilities, WorkerList};
 use super::{blocking, AppState};
-use crate::store::Scope;
+use tessera_store::Scope;
 
 /// Workers with their capabilities, state and counts.
 #[utoipa::path(get, path = "/workers", tag = "workers",

@@ -23,8 +23,8 @@ use super::core::{ConnCmd, CoreMsg};
 use super::lock;
 use super::verify::{SpotCheck, TileProof, Verifier};
 use crate::scheduler::WorkerId;
-use crate::store::{Blobs, Store, StoreError, TokenKind};
 use tessera_protocol::hex;
+use tessera_store::{Blobs, Store, StoreError, TokenKind};
 
 /// What every connection task shares.
 pub struct ConnContext {

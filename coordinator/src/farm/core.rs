@@ -19,8 +19,8 @@ use super::job::{JobPlan, JobSpec};
 use super::verify::Confirmation;
 use super::writer::{PendingTile, WriterMsg};
 use crate::scheduler::{Action, Event, GpuClassId, JobId, LeaseId, Scheduler, TileRef, WorkerId};
-use crate::store::{JobState, LogLevel};
 use tessera_client::model::{Event as ApiEvent, TileRect};
+use tessera_store::{JobState, LogLevel};
 
 /// How many events a slow subscriber may fall behind before it is told it
 /// lagged (and misses some).

@@ -35,8 +35,8 @@ use tessera_worker::sandbox::{
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::core::{Counters, FarmStatus, JobStatus, WorkerStatus};
-use crate::store::{NewJob, Store, StoreError, TokenKind};
 pub use job::JobSpec;
+use tessera_store::{NewJob, Store, StoreError, TokenKind};
 
 /// How a farm is set up.
 #[derive(Clone, Debug)]
@@ -223,7 +223,7 @@ impl Farm {
                     tracing::error!(job = record.id, error = %e, "unreadable job spec; failing the job");
                     let _ = lock(&self.store).set_job_state(
                         record.id,
-                        crate::store::JobState::Failed,
+                        tessera_store::JobState::Failed,
                         Some(&format!("unreadable spec: {e}")),
                         writer::unix_ms(),
                     );
@@ -467,7 +467,7 @@ impl Farm {
         // job's story (`tessera logs`, the web page's log).
         if !warnings.is_empty() {
             let now = writer::unix_ms();
-            let lines: Vec<_> = warnings.into_iter().map(|w| (job, now, crate::store::LogLevel::Warn, w)).collect();
+            let lines: Vec<_> = warnings.into_iter().map(|w| (job, now, tessera_store::LogLevel::Warn, w)).collect();
             if let Err(e) = lock(&self.store).append_job_log(&lines) {
                 tracing::warn!(job, error = %e, "could not log the scene's warnings");
             }

@@ -37,8 +37,8 @@ use tessera_worker::sandbox::{
 };
 
 use super::lock;
-use crate::store::{Blobs, Store, StoreError};
 use tessera_protocol::gpu_check::{self, GpuComparison, GpuTolerance, SceneScale};
+use tessera_store::{Blobs, Store, StoreError};
 
 /// How tiles are checked.
 #[derive(Clone, Debug, PartialEq)]

@@ -17,9 +17,9 @@ use super::core::{ConnCmd, CoreMsg};
 use super::job::{Format, JobSpec};
 use super::lock;
 use crate::manifest::ManifestSigner;
-use crate::store::{FrameRecord, JobState, LogLevel, Store, StoreError, TileCredit, TileRecord};
 use tessera_client::manifest::{self, ManifestFile};
 use tessera_frame::FrameBuffer;
+use tessera_store::{FrameRecord, JobState, LogLevel, Store, StoreError, TileCredit, TileRecord};
 
 /// A verified result waiting to be made durable.
 #[derive(Debug)]
@@ -97,13 +97,13 @@ pub fn spawn(
     let (frame_tx, frame_rx) = mpsc::channel::<Assemble>();
     let (alive, checkpoints) = mpsc::channel::<()>();
     let checkpointer = {
-        let dir = lock(&store).data_dir().to_path_buf();
-        if let Err(e) = lock(&store).disable_autocheckpoint() {
-            tracing::warn!(error = %e, "cannot turn off automatic checkpoints; commits may stall on them");
+        let other = lock(&store).reopen();
+        if let Err(e) = lock(&store).defer_housekeeping() {
+            tracing::warn!(error = %e, "cannot move housekeeping out of commits; commits may stall on it");
         }
         std::thread::Builder::new()
             .name("store-checkpointer".into())
-            .spawn(move || checkpoint_loop(&dir, checkpoints))
+            .spawn(move || checkpoint_loop(other, checkpoints))
             .expect("spawning the checkpointer")
     };
     let writer = {
@@ -155,10 +155,10 @@ pub fn spawn(
 /// How often the WAL is copied back into the database.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Runs passive checkpoints on a connection of its own until the writer
-/// ends (its end of `alive` drops).
-fn checkpoint_loop(dir: &Path, alive: mpsc::Receiver<()>) {
-    let store = match Store::open(dir) {
+/// Runs the store's housekeeping (SQLite: passive WAL checkpoints) on a
+/// connection of its own until the writer ends (its end of `alive` drops).
+fn checkpoint_loop(store: Result<Store, StoreError>, alive: mpsc::Receiver<()>) {
+    let store = match store {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "the checkpointer cannot open the store; the WAL will grow until restart");
@@ -166,11 +166,11 @@ fn checkpoint_loop(dir: &Path, alive: mpsc::Receiver<()>) {
         }
     };
     while let Err(mpsc::RecvTimeoutError::Timeout) = alive.recv_timeout(CHECKPOINT_EVERY) {
-        if let Err(e) = store.checkpoint() {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+        if let Err(e) = store.housekeeping() {
+            tracing::warn!(error = %e, "store housekeeping (WAL checkpoint) failed");
         }
     }
-    let _ = store.checkpoint();
+    let _ = store.housekeeping();
 }
 
 /// Work for the frame assembler: a frame, or a progressive frame's preview.

@@ -16,7 +16,7 @@ use tower::ServiceExt;
 
 use tessera_coordinator::farm::{lock, Farm};
 use tessera_coordinator::http::{app, AppState};
-use tessera_coordinator::store::{Scope, TokenKind};
+use tessera_store::{Scope, TokenKind};
 use tessera_worker::client::{Worker, WorkerConfig, WorkerError};
 
 use crate::farm::{runtime, scenes, test_config};

@@ -14,8 +14,8 @@ use serde_json::Value;
 use tessera_client::manifest::FrameManifest;
 use tessera_coordinator::farm::{lock, Farm, FarmError, JobRequest};
 use tessera_coordinator::http::{app, AppState};
-use tessera_coordinator::store::{JobState, Scope, TokenKind};
 use tessera_frame::{FrameBuffer, DENOISER};
+use tessera_store::{JobState, Scope, TokenKind};
 use tessera_worker::client::Worker;
 
 use crate::farm::{runtime, scenes, test_config, worker_config};

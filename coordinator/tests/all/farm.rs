@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tessera_coordinator::farm::{Farm, FarmConfig, JobRequest};
-use tessera_coordinator::store::{JobState, Store, TokenKind};
+use tessera_store::{JobState, Store, TokenKind};
 use tessera_worker::client::{Worker, WorkerConfig, WorkerError};
 
 use crate::guest;

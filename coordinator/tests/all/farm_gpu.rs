@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tessera_coordinator::farm::verify::TileProof;
 use tessera_coordinator::farm::{Farm, JobRequest};
-use tessera_coordinator::store::JobState;
 use tessera_protocol::wire::{Capabilities, Engine, GpuClass, TileAck, TileReply};
+use tessera_store::JobState;
 use tessera_worker::client::{Worker, WorkerConfig};
 use tessera_worker::gpu::{Gpu, GpuConfig, GpuSelection};
 use tessera_worker::net::{tls, write_msg};

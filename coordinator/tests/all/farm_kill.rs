@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tessera_coordinator::farm::Farm;
-use tessera_coordinator::store::{JobState, Store};
+use tessera_store::{JobState, Store};
 
 use crate::farm::{assert_frames_equal, reference_render_spp, request_with_spp, runtime, scenes, test_config};
 use crate::guest;

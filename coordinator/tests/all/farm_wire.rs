@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_coordinator::farm::Farm;
-use tessera_coordinator::store::{JobState, TokenKind};
 use tessera_protocol::proof::SigningKey;
 use tessera_protocol::wire::{
     self, Capabilities, CoordinatorMsg, Hello, TileAck, TileReply, TileResult, TileTask, WorkerOpen,
     MAX_CONTROL_MESSAGE, PROTOCOL_VERSION,
 };
+use tessera_store::{JobState, TokenKind};
 use tessera_worker::client::Worker;
 use tessera_worker::net::{read_msg, tls, transport, write_msg};
 

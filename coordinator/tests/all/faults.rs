@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tessera_coordinator::farm::{Farm, JobRequest};
-use tessera_coordinator::store::{JobState, Store, DB_FILE};
 use tessera_protocol::wire::{Capabilities, TileReply, TileTask, WorkerMsg, MAX_CONTROL_MESSAGE};
+use tessera_store::{JobState, Store, DB_FILE};
 use tessera_worker::client::Worker;
 use tessera_worker::net::{read_msg, tls, write_msg};
 
@@ -34,7 +34,7 @@ fn seed() -> u64 {
 }
 
 // Kill schedules draw from the simulation's splitmix64.
-use crate::sim::Rng;
+use tessera_test_support::Rng;
 
 /// Checks what a finished job left in the store, read after the
 /// coordinator is gone: every tile stored once, the ledger's chain intact,

@@ -15,7 +15,7 @@ use tower::ServiceExt;
 
 use tessera_coordinator::farm::{lock, Farm};
 use tessera_coordinator::http::{app, AppState};
-use tessera_coordinator::store::{Scope, TokenKind};
+use tessera_store::{Scope, TokenKind};
 
 use crate::farm::{runtime, scenes, test_config};
 use crate::guest;
@@ -55,32 +55,9 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
 /// A PNG of the given IHDR size with one IDAT of `idat`.
 fn png(width: u32, height: u32, idat: &[u8]) -> Vec<u8> {
-    let mut ihdr = Vec::new();
-    ihdr.extend(width.to_be_bytes());
-    ihdr.extend(height.to_be_bytes());
-    ihdr.extend([8, 6, 0, 0, 0]);
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    for (kind, data) in [(&b"IHDR"[..], &ihdr[..]), (b"IDAT", idat), (b"IEND", b"")] {
-        let mut chunk = kind.to_vec();
-        chunk.extend_from_slice(data);
-        out.extend((data.len() as u32).to_be_bytes());
-        out.extend(&chunk);
-        out.extend(crc32(&chunk).to_be_bytes());
-    }
-    out
+    tessera_test_support::png::file(&tessera_test_support::png::rgba_header(width, height), &[idat])
 }
 
 /// A zlib stream (fixed Huffman) that inflates to `n × 258 + 1` zero bytes:

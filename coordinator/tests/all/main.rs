@@ -17,8 +17,6 @@ mod local;
 mod manifest;
 mod progressive;
 mod render;
-mod sim;
-mod store;
 mod web;
 
 use std::sync::Arc;

@@ -18,8 +18,8 @@ use tessera_client::manifest::FrameManifest;
 use tessera_coordinator::farm::{lock, Farm, JobRequest};
 use tessera_coordinator::http::{app, AppState};
 use tessera_coordinator::manifest::ManifestSigner;
-use tessera_coordinator::store::{JobState, Scope, TokenKind};
 use tessera_frame::FrameBuffer;
+use tessera_store::{JobState, Scope, TokenKind};
 use tessera_worker::client::{Worker, WorkerConfig};
 
 use crate::farm::{runtime, scenes, test_config};

@@ -15,8 +15,8 @@ use tessera_client::manifest::FrameManifest;
 use tessera_client::model::Event;
 use tessera_coordinator::farm::{lock, Farm, JobRequest};
 use tessera_coordinator::http::{app, AppState};
-use tessera_coordinator::store::{JobState, Scope, TokenKind};
 use tessera_frame::FrameBuffer;
+use tessera_store::{JobState, Scope, TokenKind};
 use tessera_worker::client::Worker;
 
 use crate::farm::{runtime, scenes, test_config, worker_config};

@@ -83,23 +83,10 @@ fn cyclic_node_graphs_are_refused() {
 #[test]
 fn an_image_header_claiming_65536_squared_is_refused_before_decoding() {
     // A PNG signature and IHDR chunk for 65536×65536 RGBA, and nothing else.
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = b"IHDR".to_vec();
-    ihdr.extend(65536u32.to_be_bytes());
-    ihdr.extend(65536u32.to_be_bytes());
-    ihdr.extend([8, 6, 0, 0, 0]);
-    png.extend(13u32.to_be_bytes());
-    png.extend(&ihdr);
-    png.extend(crc32(&ihdr).to_be_bytes());
     // A tiny IDAT (an empty zlib stream) and IEND, as a hostile file would
     // have: the header alone must be enough to refuse it.
-    for (kind, data) in [(&b"IDAT"[..], &b"\x78\x9c\x03\x00\x00\x00\x00\x01"[..]), (b"IEND", b"")] {
-        let mut chunk = kind.to_vec();
-        chunk.extend_from_slice(data);
-        png.extend((data.len() as u32).to_be_bytes());
-        png.extend(&chunk);
-        png.extend(crc32(&chunk).to_be_bytes());
-    }
+    use tessera_test_support::png;
+    let png = png::file(&png::rgba_header(65536, 65536), &[b"\x78\x9c\x03\x00\x00\x00\x00\x01"]);
     use base64::Engine as _;
     let mut doc = cornell_json();
     doc["images"] =
@@ -108,17 +95,6 @@ fn an_image_header_claiming_65536_squared_is_refused_before_decoding() {
     doc["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"] = json!({"index": 0});
     let m = scene_error(refuse(&serde_json::to_vec(&doc).unwrap(), "{}"));
     assert!(m.contains("65536"), "{m}");
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 #[test]

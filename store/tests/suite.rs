@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use tessera_coordinator::store::*;
+use tessera_store::*;
 
 fn job(name: &str, frames: Vec<i32>) -> NewJob {
     NewJob { name: name.into(), spec_json: r#"{"samples":16}"#.into(), priority: 3, tiles: 4, frames }
@@ -39,7 +39,8 @@ fn store_opens_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("data")).unwrap();
     assert_eq!(store.data_dir(), dir.path().join("data"));
-    assert_eq!(store.journal_mode().unwrap(), "wal");
+    let backend = tessera_store::sqlite::SqliteBackend::open(&dir.path().join("data")).unwrap();
+    assert_eq!(backend.journal_mode().unwrap(), "wal");
     assert!(dir.path().join("data/blobs").is_dir());
 
     // WAL is a property of the file: a second, plain connection sees it.
@@ -47,7 +48,7 @@ fn store_opens_in_wal_mode() {
     let mode: String = other.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
     let version: i64 = other.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, tessera_coordinator::store::schema::VERSION);
+    assert_eq!(version, tessera_store::schema::VERSION);
 }
 
 #[test]
@@ -343,7 +344,7 @@ fn store_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
     let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-    let newer = tessera_coordinator::store::schema::VERSION + 1;
+    let newer = tessera_store::schema::VERSION + 1;
     conn.pragma_update(None, "user_version", newer).unwrap();
     drop(conn);
     let err = Store::open(dir.path()).unwrap_err();

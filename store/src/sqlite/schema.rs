@@ -15,7 +15,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::StoreError;
+use crate::StoreError;
 
 /// The schema version this binary writes and understands.
 pub const VERSION: i64 = 6;
@@ -239,7 +239,8 @@ mod tests {
     use rusqlite::Connection;
 
     use super::*;
-    use crate::store::{grants, FrameRecord, JobState, Scope, Store, TokenKind, DB_FILE};
+    use crate::{grants, FrameRecord, JobState, Scope, Store, TokenKind, DB_FILE};
+    use crate::{JobStore, TileStore, TokenStore};
 
     /// A database exactly as a version-1 binary left it, with rows in it,
     /// opens as version 2 with its data intact.
@@ -275,7 +276,7 @@ mod tests {
             .unwrap();
         }
 
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = crate::sqlite::SqliteBackend::open(dir.path()).unwrap();
         let version: i64 = store.conn.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
         assert_eq!(version, VERSION);
         let job = store.job(1).unwrap().unwrap();

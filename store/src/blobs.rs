@@ -14,7 +14,7 @@ use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use super::{hex, StoreError};
+use crate::{hex, StoreError};
 
 /// Prefix of the temporary files [`Blobs::put`] writes before renaming them.
 const TEMP_PREFIX: &str = ".tmp-";

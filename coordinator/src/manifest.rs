@@ -21,6 +21,7 @@ use tessera_protocol::proof::{self, SigningKey, TileClaim};
 use tessera_protocol::{hex, ContentHash, Rect, SampleRange};
 
 use crate::farm::job::JobSpec;
+use crate::farm::msg::COORDINATOR;
 use crate::farm::verify::TileProof;
 
 /// A tile as `farm/writer.rs` has it when it writes the frame.
@@ -35,12 +36,6 @@ pub struct TileInput<'a> {
     /// [`pixels_blake3`] of [`tile_pixels`].
     pub pixels_blake3: String,
 }
-
-/// The worker name under which the farm stores a tile the coordinator
-/// rendered itself (`farm/writer.rs`'s `COORDINATOR`: a disagreement
-/// between workers settled by its own render); such a tile has no worker
-/// signature, so the coordinator commits to it and signs it itself.
-pub const COORDINATOR_WORKER: &str = "coordinator";
 
 /// The coordinator's signing identity: its QUIC key and certificate.
 pub struct ManifestSigner {
@@ -122,7 +117,7 @@ impl ManifestSigner {
                 let confirmed_by = proof.as_ref().and_then(|p| p.confirmed_by.clone());
                 let (worker, public_key, commitment, signature, samples, checks) = match proof {
                     // Rendered by the coordinator itself: it commits and signs.
-                    Some(p) if p.worker == COORDINATOR_WORKER && p.signature.is_empty() => {
+                    Some(p) if p.worker == COORDINATOR && p.signature.is_empty() => {
                         let samples = SampleRange { start: p.sample_start, count: p.sample_count };
                         let claim = TileClaim { job, frame, tile: t.index, samples, module, scene };
                         let c = proof::commitment(&claim, t.data);
@@ -290,7 +285,7 @@ mod tests {
         })
         .unwrap();
         let own_proof = serde_json::to_string(&TileProof {
-            worker: COORDINATOR_WORKER.into(),
+            worker: COORDINATOR.into(),
             public_key: String::new(),
             commitment: String::new(),
             signature: String::new(),

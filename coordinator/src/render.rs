@@ -14,6 +14,7 @@ use tessera_worker::sandbox::{JobSettings, JobSpec, Sandbox, SandboxConfig};
 
 pub use tessera_client::cli::Format;
 
+/// `tessera submit` mirrors these scene flags (`tessera_client::cli::SubmitArgs`).
 #[derive(clap::Args)]
 pub struct RenderArgs {
     /// The scene: a .glb, or a .gltf (its external files are packed in).

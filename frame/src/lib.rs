@@ -121,13 +121,10 @@ impl FrameBuffer {
         out
     }
 
+    /// Pixel `i` (row-major) resolved: `color / weight`, black where no
+    /// weight landed.
     pub fn pixel(&self, i: usize) -> [f32; 3] {
-        let w = self.weight[i];
-        if w > 0.0 {
-            [self.color[3 * i] / w, self.color[3 * i + 1] / w, self.color[3 * i + 2] / w]
-        } else {
-            [0.0; 3]
-        }
+        tessera_protocol::resolve(&self.color, &self.weight, i)
     }
 
     /// 8-bit sRGB, clipped: the Standard view transform at 0 EV

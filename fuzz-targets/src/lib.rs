@@ -28,7 +28,7 @@ use pathtracer::PathTracer;
 use tessera_client::frames::{format_frames, parse_frames};
 use tessera_client::model::SubmitSettings;
 use tessera_client::pack::pack_scene_bytes;
-use tessera_coordinator::api::jobs::request_from;
+use tessera_coordinator::api::submission::request_from;
 use tessera_guest_sdk::{AovSet, Job, JobSettings, Rect, SampleRange, TileRequest};
 use tessera_protocol::wire::{
     self, BlobHeader, CoordinatorMsg, Hello, TileReply, TileTask, WorkerMsg, WorkerOpen, MAX_CONTROL_MESSAGE,

@@ -28,6 +28,43 @@
 
 use crate::TileAccumulators;
 
+/// The GPU a tile was rendered on. A GPU's results are deterministic on
+/// one class (vendor, device and driver) but not across classes, so GPU
+/// tiles are replicated and compared by hash only within their class.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct GpuClass {
+    /// PCI vendor and device ids.
+    pub vendor: u32,
+    pub device: u32,
+    /// Driver name and version, as the driver reports them.
+    pub driver: String,
+    /// The adapter's name, for people.
+    pub name: String,
+}
+
+/// Longest `driver` or `name` in a [`GpuClass`].
+pub const MAX_GPU_CLASS_TEXT: usize = 256;
+
+impl GpuClass {
+    /// Whether the class is small enough to keep and show.
+    pub fn check(&self) -> Result<(), String> {
+        if self.driver.len() > MAX_GPU_CLASS_TEXT || self.name.len() > MAX_GPU_CLASS_TEXT {
+            return Err(format!("a GPU description over {MAX_GPU_CLASS_TEXT} bytes"));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for GpuClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({:04x}:{:04x}", self.name, self.vendor, self.device)?;
+        if !self.driver.is_empty() {
+            write!(f, ", {}", self.driver)?;
+        }
+        f.write_str(")")
+    }
+}
+
 /// How far a GPU pixel may be from the CPU's.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GpuTolerance {

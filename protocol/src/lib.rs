@@ -16,4 +16,4 @@ mod tile;
 pub mod wire;
 
 pub use hash::{from_hex, hex, ContentHash};
-pub use tile::{canonicalize_nans, AovPlane, Rect, SampleRange, TileAccumulators, TileShapeError};
+pub use tile::{canonicalize_nans, resolve, AovPlane, Rect, SampleRange, TileAccumulators, TileShapeError};

@@ -50,7 +50,7 @@ pub fn commitment(claim: &TileClaim, pixel_bytes: &[u8]) -> Commitment {
 /// `1`, then vendor and device as `u32`, then driver and name, each
 /// length-prefixed); a CPU tile's has nothing there, so CPU commitments
 /// are the same as before GPUs existed.
-pub fn commitment_on(claim: &TileClaim, gpu: Option<&crate::wire::GpuClass>, pixel_bytes: &[u8]) -> Commitment {
+pub fn commitment_on(claim: &TileClaim, gpu: Option<&crate::gpu_check::GpuClass>, pixel_bytes: &[u8]) -> Commitment {
     let mut h = blake3::Hasher::new_derive_key(COMMITMENT_CONTEXT);
     h.update(&claim.job.to_le_bytes());
     h.update(&claim.frame.to_le_bytes());
@@ -277,15 +277,16 @@ mod tests {
         assert_ne!(commitment(&claim(), b"pixelz"), c);
         assert_eq!(commitment(&claim(), b"pixels"), c);
         // A GPU tile's commitment binds its class, every field of it.
-        let gpu = crate::wire::GpuClass { vendor: 0x10de, device: 0x2335, driver: "550.1".into(), name: "H200".into() };
+        let gpu =
+            crate::gpu_check::GpuClass { vendor: 0x10de, device: 0x2335, driver: "550.1".into(), name: "H200".into() };
         let on_gpu = commitment_on(&claim(), Some(&gpu), b"pixels");
         assert_ne!(on_gpu, c);
         assert_eq!(commitment_on(&claim(), None, b"pixels"), c);
         for other in [
-            crate::wire::GpuClass { vendor: 1, ..gpu.clone() },
-            crate::wire::GpuClass { device: 1, ..gpu.clone() },
-            crate::wire::GpuClass { driver: "550.2".into(), ..gpu.clone() },
-            crate::wire::GpuClass { name: "H100".into(), ..gpu.clone() },
+            crate::gpu_check::GpuClass { vendor: 1, ..gpu.clone() },
+            crate::gpu_check::GpuClass { device: 1, ..gpu.clone() },
+            crate::gpu_check::GpuClass { driver: "550.2".into(), ..gpu.clone() },
+            crate::gpu_check::GpuClass { name: "H100".into(), ..gpu.clone() },
         ] {
             assert_ne!(commitment_on(&claim(), Some(&other), b"pixels"), on_gpu);
         }

@@ -172,12 +172,7 @@ impl TileAccumulators {
 
     /// The resolved pixel value `color / weight`, or black where no weight landed.
     pub fn pixel(&self, i: usize) -> [f32; 3] {
-        let w = self.weight[i];
-        if w > 0.0 {
-            [self.color[3 * i] / w, self.color[3 * i + 1] / w, self.color[3 * i + 2] / w]
-        } else {
-            [0.0; 3]
-        }
+        resolve(&self.color, &self.weight, i)
     }
 }
 
@@ -190,6 +185,18 @@ pub fn canonicalize_nans(data: &mut [f32]) -> usize {
         n += 1;
     }
     n
+}
+
+/// Pixel `i` of row-major RGB sums and weights resolved: `color / weight`,
+/// or black where no weight landed. What a tile's and a frame's pixels
+/// are, so the EXR and the manifests' pixel hashes agree.
+pub fn resolve(color: &[f32], weight: &[f32], i: usize) -> [f32; 3] {
+    let w = weight[i];
+    if w > 0.0 {
+        [color[3 * i] / w, color[3 * i + 1] / w, color[3 * i + 2] / w]
+    } else {
+        [0.0; 3]
+    }
 }
 
 #[cfg(test)]

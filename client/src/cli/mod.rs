@@ -31,6 +31,8 @@ const POLL: Duration = Duration::from_millis(500);
 /// (a restart, say) before giving up.
 const UNREACHABLE_GRACE: Duration = Duration::from_secs(60);
 
+/// `tessera render`'s scene flags, mirrored on purpose (same names, help
+/// and parsing), but each optional: only what is given is sent.
 #[derive(clap::Args)]
 pub struct SubmitArgs {
     /// The scene: a .glb, or a .gltf (its external files are packed in).

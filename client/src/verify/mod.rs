@@ -317,48 +317,8 @@ pub fn verify(options: &VerifyOptions, report: &mut Report<'_>) -> Result<FrameM
     let paths = check_files(&m, &dir, options.frame.as_deref(), report);
 
     // 5. Pixels.
-    let exr = match paths.get("exr") {
-        Some(path) => match read_exr(path) {
-            Ok(p) if (p.width, p.height) == (m.width, m.height) => Some(p),
-            Ok(p) => {
-                report.fail(format!(
-                    "{}: {}x{}, but the frame is {}x{}",
-                    path.display(),
-                    p.width,
-                    p.height,
-                    m.width,
-                    m.height
-                ));
-                None
-            }
-            Err(e) => {
-                report.fail(format!("{}: does not decode as EXR: {e}", path.display()));
-                None
-            }
-        },
-        None => None,
-    };
-    let png = match paths.get("png") {
-        Some(path) => match read_png(path) {
-            Ok(p) if (p.width, p.height) == (m.width, m.height) => Some(p),
-            Ok(p) => {
-                report.fail(format!(
-                    "{}: {}x{}, but the frame is {}x{}",
-                    path.display(),
-                    p.width,
-                    p.height,
-                    m.width,
-                    m.height
-                ));
-                None
-            }
-            Err(e) => {
-                report.fail(format!("{}: does not decode as PNG: {e}", path.display()));
-                None
-            }
-        },
-        None => None,
-    };
+    let exr = paths.get("exr").and_then(|path| decoded(path, "EXR", read_exr(path), &m, report));
+    let png = paths.get("png").and_then(|path| decoded(path, "PNG", read_png(path), &m, report));
     let output = OutputOptions { view: m.view.parse().unwrap_or_default(), exposure: m.exposure as f32 };
     match &exr {
         Some(exr) => {
@@ -415,6 +375,29 @@ pub fn verify(options: &VerifyOptions, report: &mut Report<'_>) -> Result<FrameM
         }
     }
     Ok(m)
+}
+
+/// A frame file as decoded, if it decoded at the frame's size; else why
+/// not, in the report.
+fn decoded<T>(
+    path: &Path,
+    format: &str,
+    read: Result<Pixels<T>, String>,
+    m: &FrameManifest,
+    report: &mut Report<'_>,
+) -> Option<Pixels<T>> {
+    match read {
+        Ok(p) if (p.width, p.height) == (m.width, m.height) => Some(p),
+        Ok(p) => {
+            let (w, h) = (p.width, p.height);
+            report.fail(format!("{}: {w}x{h}, but the frame is {}x{}", path.display(), m.width, m.height));
+            None
+        }
+        Err(e) => {
+            report.fail(format!("{}: does not decode as {format}: {e}", path.display()));
+            None
+        }
+    }
 }
 
 fn inside(r: Rect, m: &FrameManifest) -> bool {

@@ -19,6 +19,7 @@ pub mod jobs;
 /// The API's JSON types live in the client crate, which reads them back.
 pub use tessera_client::model;
 pub mod scenes;
+pub mod submission;
 pub mod system;
 pub mod tiles;
 pub mod workers;

@@ -183,7 +183,7 @@ pub async fn inspect(
 ) -> Result<Json<SceneSummary>, ApiError> {
     require(&state, &headers, Scope::Submit).await?;
     let form = read_form(&state, &headers, multipart).await?;
-    let request = super::jobs::request_from(&form.settings, &form.file_name)?;
+    let request = super::submission::request_from(&form.settings, &form.file_name)?;
     let module = module(&state)?;
     let bytes = form.scene.len() as u64;
     let inspection =

@@ -19,8 +19,8 @@ use tessera_protocol::wire::{
 use tessera_worker::net::{read_last, read_msg, spawn_reader, tls, within, write_msg, NetError};
 use tokio::sync::mpsc;
 
-use super::core::{ConnCmd, CoreMsg};
 use super::lock;
+use super::msg::{ConnCmd, CoreMsg};
 use super::verify::{SpotCheck, TileProof, Verifier};
 use crate::scheduler::WorkerId;
 use tessera_protocol::hex;

@@ -12,12 +12,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tessera_protocol::wire::{Engine, GpuClass, TileAck, TileResult, TileTask};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::job::{JobPlan, JobSpec};
+use super::msg::{ConnCmd, CoreMsg, PendingTile, Replica, WriterMsg, COORDINATOR};
+use super::status::{Counters, FarmStatus, JobStatus, WorkerStatus};
 use super::verify::Confirmation;
-use super::writer::{PendingTile, WriterMsg};
 use crate::scheduler::{Action, Event, GpuClassId, JobId, LeaseId, Scheduler, TileRef, WorkerId};
 use tessera_client::model::{Event as ApiEvent, TileRect};
 use tessera_store::{JobState, LogLevel};
@@ -25,163 +26,6 @@ use tessera_store::{JobState, LogLevel};
 /// How many events a slow subscriber may fall behind before it is told it
 /// lagged (and misses some).
 pub const EVENT_BUFFER: usize = 4096;
-
-/// What a connection is told to do.
-#[derive(Debug)]
-pub enum ConnCmd {
-    Dispatch(TileTask),
-    Revoke(u64),
-    /// A verdict on a result (sent once it is durable, if accepted).
-    Ack(u64, TileAck),
-    Disconnect,
-}
-
-/// Everything the core loop reacts to.
-#[derive(Debug)]
-pub enum CoreMsg {
-    Joined {
-        worker: WorkerId,
-        identity: String,
-        name: String,
-        slots: u32,
-        /// Where it connects from: two workers at one address are not
-        /// independent opinions.
-        addr: std::net::IpAddr,
-        tx: mpsc::UnboundedSender<ConnCmd>,
-        /// The GPU class it offers jobs, if any.
-        gpu: Option<GpuClass>,
-    },
-    Left {
-        worker: WorkerId,
-    },
-    Heartbeat {
-        worker: WorkerId,
-    },
-    /// A result that passed the connection's checks (its lease, tile and
-    /// rectangle match what was sent; its shape is sound).
-    TileDone {
-        worker: WorkerId,
-        lease: u64,
-        result: TileResult,
-        /// The proof-of-render record kept with the tile.
-        proof: super::verify::TileProof,
-        /// The worker is not trusted enough: the tile needs a second,
-        /// independent opinion before it counts.
-        replicate: bool,
-    },
-    /// The coordinator's own render of a tile (a second opinion nobody
-    /// else could give, or the arbiter between two that disagree).
-    CoordinatorRendered {
-        job: u64,
-        tile: u32,
-        result: Result<tessera_protocol::TileAccumulators, String>,
-    },
-    /// The writer quarantined this worker: close its connections.
-    Quarantined {
-        identity: String,
-    },
-    TileFailed {
-        worker: WorkerId,
-        lease: u64,
-        error: String,
-    },
-    /// A job already in the store (submitted, or unfinished at start-up).
-    Load {
-        id: u64,
-        spec: JobSpec,
-        done: Vec<u32>,
-        frames_written: Vec<i32>,
-    },
-    Cancel {
-        job: u64,
-    },
-    /// A result the connection refused (wrong lease or tile, too large,
-    /// malformed): the worker is told why, and the lease counts as failed.
-    Reject {
-        worker: WorkerId,
-        lease: u64,
-        reason: String,
-    },
-    /// The writer committed these tiles (job, tile, worker identity).
-    Persisted {
-        tiles: Vec<(u64, u32, String)>,
-    },
-    /// The writer wrote (or failed to write) a frame.
-    FrameWritten {
-        job: u64,
-        frame_slot: usize,
-        error: Option<String>,
-    },
-    /// The writer stored the preview of a progressive frame through `pass`.
-    PreviewWritten {
-        job: u64,
-        frame_slot: usize,
-        pass: usize,
-    },
-    /// The writer could not store a tile the scheduler counts as done.
-    TileLost {
-        job: u64,
-        error: String,
-    },
-    Status {
-        reply: oneshot::Sender<FarmStatus>,
-    },
-    /// Forget a finished job (it is being deleted); replies whether the
-    /// job was finished (or unknown) and so could be forgotten.
-    Forget {
-        job: u64,
-        reply: oneshot::Sender<bool>,
-    },
-    /// Replies once everything the core has sent the store writer so far is
-    /// committed: after it, the store agrees with the core about every
-    /// state change made before.
-    Barrier {
-        reply: oneshot::Sender<()>,
-    },
-}
-
-/// A snapshot for pages, the API and tests.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct FarmStatus {
-    pub workers: Vec<WorkerStatus>,
-    pub jobs: Vec<JobStatus>,
-    pub counters: Counters,
-    /// Leases held now, over all workers.
-    pub leases: usize,
-}
-
-/// Monotonic counts since the coordinator started (Prometheus counters).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Counters {
-    pub tiles_done: u64,
-    pub tiles_failed: u64,
-    pub frames_done: u64,
-    pub jobs_submitted: u64,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct WorkerStatus {
-    pub id: u64,
-    pub identity: String,
-    pub name: String,
-    pub slots: u32,
-    pub leases: usize,
-    pub tiles_done: u64,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct JobStatus {
-    pub id: u64,
-    pub name: String,
-    pub tiles: u32,
-    pub tiles_done: u32,
-    pub frames: usize,
-    pub frames_done: usize,
-    pub state: JobState,
-    /// Seconds left at the rate this job's tiles became durable since it
-    /// was loaded; `None` without a rate or once finished.
-    pub eta_s: Option<f64>,
-}
 
 struct LiveWorker {
     identity: String,
@@ -609,7 +453,7 @@ impl Core {
         proof: super::verify::TileProof,
         replicate: bool,
     ) -> bool {
-        use super::replicate::{Finished, Opinion, Pending, Replica};
+        use super::replicate::{Finished, Opinion, Pending};
         let Some(w) = self.workers.get(&worker) else { return false };
         let (identity, addr, tx) = (w.identity.clone(), w.addr, w.tx.clone());
         let key = (tile.job.0, tile.index);
@@ -825,10 +669,10 @@ impl Core {
             result.commitment = [0; 32];
             result.signature = Vec::new();
             Finished {
-                identity: super::writer::COORDINATOR.into(),
+                identity: COORDINATOR.into(),
                 result,
                 proof: super::verify::TileProof {
-                    worker: super::writer::COORDINATOR.into(),
+                    worker: COORDINATOR.into(),
                     public_key: String::new(),
                     commitment: String::new(),
                     signature: String::new(),

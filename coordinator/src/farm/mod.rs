@@ -15,7 +15,9 @@
 pub mod conn;
 pub mod core;
 pub mod job;
+pub mod msg;
 pub mod replicate;
+pub mod status;
 pub mod verify;
 pub mod writer;
 
@@ -34,7 +36,7 @@ use tessera_worker::sandbox::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::core::{Counters, FarmStatus, JobStatus, WorkerStatus};
+pub use self::status::{Counters, FarmStatus, JobStatus, WorkerStatus};
 pub use job::JobSpec;
 use tessera_store::{NewJob, Store, StoreError, TokenKind};
 
@@ -112,7 +114,8 @@ pub struct Farm {
     trust_threshold: u64,
 }
 
-use self::core::{Core, CoreMsg};
+use self::core::Core;
+use self::msg::CoreMsg;
 
 impl Farm {
     /// Opens the store in `config.data_dir` (making the QUIC identity and a

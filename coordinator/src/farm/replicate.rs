@@ -25,7 +25,7 @@ use std::time::Duration;
 use tessera_protocol::wire::TileResult;
 use tokio::sync::mpsc;
 
-use super::core::ConnCmd;
+use super::msg::{ConnCmd, Replica};
 use super::verify::{TileProof, Verifier};
 use crate::scheduler::WorkerId;
 
@@ -55,16 +55,6 @@ pub struct Finished {
     pub acks: Option<mpsc::UnboundedSender<ConnCmd>>,
     /// The worker whose equal result confirmed it, credited too.
     pub replica: Option<Replica>,
-}
-
-/// The second opinion that confirmed a tile.
-#[derive(Debug)]
-pub struct Replica {
-    pub identity: String,
-    pub proof: TileProof,
-    pub lease: u64,
-    pub commitment: [u8; 32],
-    pub acks: Option<mpsc::UnboundedSender<ConnCmd>>,
 }
 
 /// A result waiting for its second opinion.

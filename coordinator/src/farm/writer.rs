@@ -9,77 +9,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
-use tessera_protocol::wire::{TileAck, TileResult};
+use tessera_protocol::wire::TileAck;
 use tessera_protocol::{ContentHash, TileAccumulators};
 use tokio::sync::mpsc as tokio_mpsc;
 
-use super::core::{ConnCmd, CoreMsg};
 use super::job::{Format, JobSpec};
 use super::lock;
+use super::msg::{ConnCmd, CoreMsg, PendingTile, WriterMsg, COORDINATOR};
 use crate::manifest::ManifestSigner;
 use tessera_client::manifest::{self, ManifestFile};
 use tessera_frame::FrameBuffer;
-use tessera_store::{FrameRecord, JobState, LogLevel, Store, StoreError, TileCredit, TileRecord};
-
-/// A verified result waiting to be made durable.
-#[derive(Debug)]
-pub struct PendingTile {
-    pub job: u64,
-    pub index: u32,
-    pub frame: i32,
-    pub worker: String,
-    pub result: TileResult,
-    /// The proof-of-render record.
-    pub proof: super::verify::TileProof,
-    /// The worker's connection, told once the tile is durable (none for
-    /// the coordinator's own render).
-    pub acks: Option<tokio_mpsc::UnboundedSender<ConnCmd>>,
-    /// The worker whose equal result confirmed this one (credited too).
-    pub replica: Option<super::replicate::Replica>,
-}
-
-/// Work for the writer.
-#[derive(Debug)]
-pub enum WriterMsg {
-    Tile(PendingTile),
-    JobState {
-        job: u64,
-        state: JobState,
-        error: Option<String>,
-    },
-    Frame {
-        job: u64,
-        frame_slot: usize,
-        spec: Arc<JobSpec>,
-    },
-    /// A progressive frame's preview through pass `through`.
-    Preview {
-        job: u64,
-        frame_slot: usize,
-        through: usize,
-        spec: Arc<JobSpec>,
-    },
-    /// A line for the job's log; written with the next batch.
-    Log {
-        job: u64,
-        level: LogLevel,
-        message: String,
-    },
-    /// A result that failed a check found by the core (a disagreement the
-    /// coordinator's render settled): evidence, trust and reputation.
-    FailedCheck {
-        identity: String,
-        job: u64,
-        tile: u32,
-        reason: String,
-        evidence: String,
-    },
-    /// Answered once everything before it is committed ([`super::core::CoreMsg::Barrier`]).
-    Barrier(tokio::sync::oneshot::Sender<()>),
-}
-
-/// The identity a tile the coordinator rendered itself is stored under.
-pub const COORDINATOR: &str = "coordinator";
+use tessera_store::{FrameRecord, LogLevel, Store, StoreError, TileCredit, TileRecord};
 
 /// Unix milliseconds, for records.
 pub fn unix_ms() -> u64 {

@@ -313,7 +313,7 @@ impl Frame {
                     continue;
                 }
                 if material.alpha == AlphaMode::Mask
-                    && crate::shade::alpha(scene, mesh, material, tri, u, v) < material.alpha_cutoff
+                    && crate::texturing::alpha(scene, mesh, material, tri, u, v) < material.alpha_cutoff
                 {
                     continue;
                 }
@@ -482,6 +482,6 @@ fn textured_emission(scene: &Scene, mesh: &crate::scene::Mesh, material: &crate:
         (0.5, 0.5),
     ];
     let sum: f32 =
-        POINTS.iter().map(|&(u, v)| luminance(crate::shade::emission(scene, mesh, material, tri, u, v))).sum();
+        POINTS.iter().map(|&(u, v)| luminance(crate::texturing::emission(scene, mesh, material, tri, u, v))).sum();
     sum / POINTS.len() as f32
 }

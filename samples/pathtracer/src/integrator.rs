@@ -115,7 +115,7 @@ pub fn trace(scene: &Scene, frame: &Frame, settings: &Settings, mut ray: Ray, rn
             if area > 0.0 && cos_l != 0.0 && (facing || material.double_sided) && wi.dot(sp.ng) > 0.0 {
                 let (f, bsdf_pdf) = bsdf.eval(wo, wi);
                 if f.max_element() > 0.0 {
-                    let le = shade::emission(scene, mesh, material, emitter.tri, s, t);
+                    let le = crate::texturing::emission(scene, mesh, material, emitter.tri, s, t);
                     let light_pdf = frame.emitter_pmf[e] * dist2 / (cos_l.abs() * area);
                     let origin = offset(sp.position, sp.ng, wi);
                     let shadow = Ray::new(origin, wi);

@@ -29,6 +29,7 @@ pub mod sampler;
 pub mod scene;
 pub mod settings;
 pub mod shade;
+pub mod texturing;
 
 use std::sync::{Arc, OnceLock};
 

@@ -1,10 +1,11 @@
 //! From a hit to a shading point: interpolated attributes, textures,
 //! normal mapping, and the material's parameters there.
 
-use glam::{Vec2, Vec3, Vec4};
+use glam::Vec3;
 
 use crate::frame::{Frame, Hit};
-use crate::scene::{Material, Mesh, Scene, ShadingModel, TextureRef};
+use crate::scene::Scene;
+use crate::texturing::{bary, emission, tex, tri_indices};
 
 /// Everything the integrator needs at a surface point.
 #[derive(Clone, Copy, Debug)]
@@ -24,55 +25,6 @@ pub struct SurfacePoint {
     /// Whether the ray hit the side the triangle's winding calls front.
     pub front: bool,
     pub double_sided: bool,
-}
-
-fn bary<T>(a: T, b: T, c: T, u: f32, v: f32) -> T
-where
-    T: std::ops::Mul<f32, Output = T> + std::ops::Add<Output = T>,
-{
-    a * (1.0 - u - v) + b * u + c * v
-}
-
-fn uv(mesh: &Mesh, set: u32, i: [usize; 3], u: f32, v: f32) -> Vec2 {
-    let uvs = if set == 1 { &mesh.uv1 } else { &mesh.uv0 };
-    if uvs.is_empty() {
-        return Vec2::ZERO;
-    }
-    bary(uvs[i[0]], uvs[i[1]], uvs[i[2]], u, v)
-}
-
-fn tex(scene: &Scene, r: Option<TextureRef>, mesh: &Mesh, i: [usize; 3], u: f32, v: f32, srgb: bool) -> Option<Vec4> {
-    let r = r?;
-    let t = scene.textures.get(r.texture)?;
-    let cycles = scene.shading == ShadingModel::PrincipledV1;
-    Some(t.sample(r.map(uv(mesh, r.tex_coord, i, u, v)), srgb, cycles, crate::srgb_lut()))
-}
-
-fn tri_indices(mesh: &Mesh, tri: u32) -> [usize; 3] {
-    let k = 3 * tri as usize;
-    [mesh.indices[k] as usize, mesh.indices[k + 1] as usize, mesh.indices[k + 2] as usize]
-}
-
-/// Base-colour alpha at a point (for alpha masks, during traversal).
-pub fn alpha(scene: &Scene, mesh: &Mesh, material: &Material, tri: u32, u: f32, v: f32) -> f32 {
-    let i = tri_indices(mesh, tri);
-    let a = material.base_color.w;
-    match tex(scene, material.base_color_tex, mesh, i, u, v, true) {
-        Some(t) => a * t.w,
-        None => a,
-    }
-}
-
-/// Emitted radiance of a material at a point of a triangle.
-pub fn emission(scene: &Scene, mesh: &Mesh, material: &Material, tri: u32, u: f32, v: f32) -> Vec3 {
-    if !material.is_emissive() {
-        return Vec3::ZERO;
-    }
-    let i = tri_indices(mesh, tri);
-    match tex(scene, material.emissive_tex, mesh, i, u, v, true) {
-        Some(t) => material.emissive * t.truncate(),
-        None => material.emissive,
-    }
 }
 
 /// Builds the shading point of `hit` seen along `dir`.

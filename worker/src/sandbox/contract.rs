@@ -2,20 +2,11 @@
 //! the allow-list of imports, applied to a component's type before it is
 //! instantiated.
 
-use std::fmt;
-
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
 use super::error::SandboxError;
-
-/// A `major.minor.patch` version of the `tessera:render` package.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ContractVersion {
-    pub major: u32,
-    pub minor: u32,
-    pub patch: u32,
-}
+use super::version::ContractVersion;
 
 /// The contract version this host implements (`guest-sdk/wit/render.wit`).
 pub const HOST_CONTRACT: ContractVersion = ContractVersion { major: 1, minor: 1, patch: 0 };
@@ -24,27 +15,6 @@ const PACKAGE: &str = "tessera:render";
 /// Interfaces the host offers for import. Guests may import a subset.
 const OFFERED: &[&str] = &["types", "log", "gpu"];
 const EXPORT: &str = "renderer";
-
-impl ContractVersion {
-    fn parse(s: &str) -> Option<Self> {
-        let mut it = s.split('.').map(|p| p.parse::<u32>().ok());
-        let v = ContractVersion { major: it.next()??, minor: it.next()??, patch: it.next()?? };
-        it.next().is_none().then_some(v)
-    }
-
-    /// A guest built against `self` runs on a host implementing `host` if the
-    /// major versions match and the host is at least as new: minor versions
-    /// only add imports.
-    pub fn runs_on(&self, host: &ContractVersion) -> bool {
-        self.major == host.major && self.minor <= host.minor
-    }
-}
-
-impl fmt::Display for ContractVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
 
 /// Splits `tessera:render/log@1.0.0` into (`tessera:render`, `log`, Some("1.0.0")).
 fn split_name(name: &str) -> Option<(&str, &str, Option<&str>)> {

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use tessera_protocol::TileShapeError;
 
-use super::contract::ContractVersion;
+use super::version::ContractVersion;
 
 /// Why the sandbox refused a module or failed a call.
 ///

@@ -47,12 +47,14 @@ mod error;
 mod host;
 mod instance;
 mod module;
+mod version;
 
 pub use cache::CacheOutcome;
 pub use config::{Determinism, FuelBudget, Limits, SandboxConfig};
-pub use contract::{ContractVersion, HOST_CONTRACT};
+pub use contract::HOST_CONTRACT;
 pub use error::{GuestJobError, LimitKind, SandboxError};
 pub use host::{GuestLog, LogLevel};
 pub use instance::{JobInstance, JobSettings, JobSpec, SceneInfo, TileOutput, TileRequest};
 pub use module::{GuestModule, Sandbox};
 pub use tessera_protocol::{Rect, SampleRange};
+pub use version::ContractVersion;

@@ -9,9 +9,10 @@ use wasmtime::{Config, Engine, OptLevel};
 use super::bindings::RenderJobPre;
 use super::cache::{CacheOutcome, ModuleCache};
 use super::config::{Determinism, SandboxConfig};
-use super::contract::{self, ContractVersion};
+use super::contract;
 use super::error::SandboxError;
 use super::host::HostState;
+use super::version::ContractVersion;
 
 /// How often the epoch ticker advances wasmtime's epoch. Wall-clock limits
 /// are enforced to within one tick.

@@ -322,18 +322,42 @@ mod tests {
             .collect()
     }
 
-    /// ARCHITECTURE.md's dependency rules: the pure crates reach no I/O
-    /// crate, so they build and test without a runtime, sockets, a
-    /// database or a sandbox.
+    /// ARCHITECTURE.md's dependency rules (crate map): the pure crates reach
+    /// no I/O crate, so they build and test without a runtime, sockets, a
+    /// database or a sandbox; the store reaches SQLite and nothing of the
+    /// server; the client (default features) reaches neither the server
+    /// side nor the sandbox, so a studio's tool can depend on it.
     #[test]
     fn crate_dependency_rules() {
-        const IO: &[&str] = &["tokio", "quinn", "wasmtime", "rusqlite", "axum", "hyper", "wgpu", "mio"];
-        for (krate, forbidden) in [("tessera-scheduler", IO), ("tessera-protocol", IO), ("tessera-denoise", IO)] {
+        const IO: &[&str] = &["tokio", "quinn", "wasmtime", "rusqlite", "axum", "hyper", "wgpu", "mio", "ureq"];
+        const SERVER: &[&str] = &[
+            "tessera-coordinator",
+            "tessera-store",
+            "tessera-worker",
+            "rusqlite",
+            "wasmtime",
+            "axum",
+            "hyper",
+            "tokio",
+            "quinn",
+            "wgpu",
+        ];
+        const STORE: &[&str] = &["tokio", "quinn", "wasmtime", "axum", "hyper", "wgpu", "mio", "tessera-coordinator"];
+        let rules: &[(&str, &[&str])] = &[
+            ("tessera-scheduler", IO),
+            ("tessera-protocol", IO),
+            ("tessera-denoise", IO),
+            ("tessera-frame", IO),
+            ("tessera-client", SERVER),
+            ("tessera-store", STORE),
+        ];
+        for (krate, forbidden) in rules {
             let deps = normal_dependencies(krate);
             let broken: Vec<&String> = deps.iter().filter(|d| forbidden.contains(&d.as_str())).collect();
             assert!(broken.is_empty(), "{krate} may not depend on {broken:?} (ARCHITECTURE.md, crate map)");
         }
-        // The scheduler depends on nothing at all.
+        // The scheduler and the test scaffolds depend on nothing at all.
         assert_eq!(normal_dependencies("tessera-scheduler"), Vec::<String>::new());
+        assert_eq!(normal_dependencies("tessera-test-support"), Vec::<String>::new());
     }
 }

@@ -1,5 +1,5 @@
 //! Proof-of-render (DESIGN.md; `tessera_protocol::proof`,
-//! `coordinator/src/farm/verify.rs`, `coordinator/src/manifest.rs`):
+//! `coordinator/src/farm/verify.rs`, `coordinator/src/farm/manifest.rs`):
 //!
 //! - **detection**: how often spot checks catch a tile with 1, 5 or 10 % of
 //!   its pixels faked, measured over random fake sets, commitments and
@@ -21,7 +21,7 @@ use anyhow::{anyhow, Context, Result};
 use tessera_client::manifest::{self, ManifestFile};
 use tessera_coordinator::farm::job::{JobSpec as FarmJobSpec, RENDER_DEFAULTS};
 use tessera_coordinator::farm::verify::{Verifier, VerifyConfig};
-use tessera_coordinator::manifest::{ManifestSigner, TileInput};
+use tessera_coordinator::farm::manifest::{ManifestSigner, TileInput};
 use tessera_protocol::hex;
 use tessera_protocol::proof::{self, SigningKey, TileClaim};
 use tessera_protocol::wire::{JobDescriptor, TileTask};

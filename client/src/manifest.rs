@@ -20,7 +20,7 @@
 //! as `<stem>-NNNN.manifest.json` ([`file_name`]) and served as
 //! `GET /api/v1/jobs/{id}/frames/{n}.manifest.json`. `tessera verify`
 //! checks one offline ([`crate::verify`]); the coordinator builds and signs
-//! them (`coordinator/src/manifest.rs`).
+//! them (`coordinator/src/farm/manifest.rs`).
 //!
 //! # Pixel hashes
 //!

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use tessera_client::cli::{self as remote, module_bytes, verify::VerifyArgs};
+use tessera_client::cli::{self as client_cli, module_bytes, verify::VerifyArgs};
 use tessera_coordinator::local::{render_frame, FrameJob};
 use tessera_worker::sandbox::{JobSettings, JobSpec, Sandbox, SandboxConfig};
 
@@ -38,21 +38,21 @@ enum Command {
     LocalDemo(DemoArgs),
     /// Submits a scene to a farm through its HTTP API (flags as `render`'s);
     /// prints the job's id. --wait follows it, --download DIR fetches its frames.
-    Submit(remote::SubmitArgs),
+    Submit(client_cli::SubmitArgs),
     /// Lists a farm's jobs, or shows one.
-    Status(remote::StatusArgs),
+    Status(client_cli::StatusArgs),
     /// Prints a job's log; --follow keeps printing until it is finished.
-    Logs(remote::LogsArgs),
+    Logs(client_cli::LogsArgs),
     /// Downloads a job's finished frames, verified, named as `render` names them.
-    Download(remote::DownloadArgs),
+    Download(client_cli::DownloadArgs),
     /// Cancels a job.
-    Cancel(remote::JobArgs),
+    Cancel(client_cli::JobArgs),
     /// Retries a failed or cancelled job, keeping the tiles already rendered.
-    Retry(remote::JobArgs),
+    Retry(client_cli::JobArgs),
     /// Deletes a finished job with its frames and log.
-    Delete(remote::JobArgs),
+    Delete(client_cli::JobArgs),
     /// Lists a farm's workers.
-    Workers(remote::WorkersArgs),
+    Workers(client_cli::WorkersArgs),
     /// Verifies a downloaded frame offline against its signed manifest:
     /// signatures, files, pixels; --recheck N re-renders N pixels.
     Verify(VerifyArgs),
@@ -113,15 +113,15 @@ fn main() -> Result<()> {
         }
         Command::Token(args) => serve::token(args),
         Command::LocalDemo(args) => demo(args),
-        Command::Submit(args) => remote::submit(args),
-        Command::Status(args) => remote::status(args),
-        Command::Logs(args) => remote::logs(args),
-        Command::Download(args) => remote::download(args),
-        Command::Cancel(args) => remote::cancel(args),
-        Command::Retry(args) => remote::retry(args),
-        Command::Delete(args) => remote::delete(args),
-        Command::Workers(args) => remote::workers(args),
-        Command::Verify(args) => remote::verify::run(args, embedded::PATHTRACER),
+        Command::Submit(args) => client_cli::submit(args),
+        Command::Status(args) => client_cli::status(args),
+        Command::Logs(args) => client_cli::logs(args),
+        Command::Download(args) => client_cli::download(args),
+        Command::Cancel(args) => client_cli::cancel(args),
+        Command::Retry(args) => client_cli::retry(args),
+        Command::Delete(args) => client_cli::delete(args),
+        Command::Workers(args) => client_cli::workers(args),
+        Command::Verify(args) => client_cli::verify::run(args, embedded::PATHTRACER),
     }
 }
 

@@ -43,7 +43,7 @@ pub struct JobSpec {
     pub submitted_by: Option<String>,
     /// Where tiles may render (`cpu`, the default, for jobs stored before
     /// GPUs; `gpu`; `auto`). GPU tiles are verified within a tolerance and
-    /// replicated within their GPU class (`farm/gpu_check.rs`).
+    /// replicated within their GPU class (`tessera_protocol::gpu_check`).
     #[serde(default)]
     pub engine: Engine,
     /// Ship each frame denoised too (`NAME-0001.denoised.png`/`.exr`

@@ -15,6 +15,7 @@
 pub mod conn;
 pub mod core;
 pub mod job;
+pub mod manifest;
 pub mod msg;
 pub mod replicate;
 pub mod status;

@@ -199,5 +199,5 @@ pub struct Replica {
 /// The identity a tile the coordinator rendered itself is stored under (a
 /// disagreement between workers settled by its own render). Such a tile has
 /// no worker signature: its manifest entry is committed to and signed by the
-/// coordinator (`crate::manifest`).
+/// coordinator (`super::manifest`).
 pub const COORDINATOR: &str = "coordinator";

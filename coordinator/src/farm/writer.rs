@@ -16,7 +16,7 @@ use tokio::sync::mpsc as tokio_mpsc;
 use super::job::{Format, JobSpec};
 use super::lock;
 use super::msg::{ConnCmd, CoreMsg, PendingTile, WriterMsg, COORDINATOR};
-use crate::manifest::ManifestSigner;
+use super::manifest::ManifestSigner;
 use tessera_client::manifest::{self, ManifestFile};
 use tessera_frame::FrameBuffer;
 use tessera_store::{FrameRecord, LogLevel, Store, StoreError, TileCredit, TileRecord};
@@ -388,7 +388,7 @@ fn write_frame(
         // (tiles come by index, so a rectangle's passes come in order).
         // The last pass's are the frame file's pixels.
         let pixels = buffer.region(acc.rect);
-        manifest_tiles.push(crate::manifest::TileInput {
+        manifest_tiles.push(super::manifest::TileInput {
             index: t.index,
             rect: acc.rect,
             data: &t.data,

@@ -8,6 +8,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+#[allow(dead_code)] // its `main`: the test calls the example's functions
+#[path = "../../../client/examples/studio_tool.rs"]
+mod studio_tool;
+
 fn tessera() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
 }
@@ -219,7 +223,29 @@ fn submit_download_status_and_python_match_a_local_render() {
         eprintln!("python3 not found: examples/submit.py not tested");
     }
 
-    // (d) A bad token: refused with the server's 401, non-zero exit.
+    // (d) A studio's own tool on the client library (client/examples/
+    // studio_tool.rs, compiled in here): submit, wait, download the frame
+    // with its manifest and verify it, through the library only. Its frame
+    // is the local render of the same settings, byte for byte.
+    let conn = tessera_client::conn::Conn { url: demo.url.clone(), token: demo.token.clone() };
+    let client = tessera_client::http::Client::new(&conn);
+    let job = studio_tool::submit_and_wait(&client, &scene()).unwrap_or_else(|e| panic!("studio tool: {e}"));
+    let lib = dir.path().join("lib");
+    let manifest = studio_tool::download_first_frame(&client, job.id, &lib).unwrap_or_else(|e| panic!("{e}"));
+    assert!(manifest.is_file());
+    let out = tessera()
+        .arg("render")
+        .arg(scene())
+        .args(["--frames", "1", "--width", "160", "--spp", "16", "--format", "png", "--out"])
+        .arg(dir.path().join("local16"))
+        .output()
+        .unwrap();
+    ok(out, "tessera render (16 spp)");
+    let a = std::fs::read(lib.join("turntable-0001.png")).unwrap();
+    let b = std::fs::read(dir.path().join("local16/turntable-0001.png")).unwrap();
+    assert!(a == b, "the library client's frame differs from tessera render's");
+
+    // (e) A bad token: refused with the server's 401, non-zero exit.
     let out = tessera().args(["status", "--url", &demo.url, "--token", "ta_bogus"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");

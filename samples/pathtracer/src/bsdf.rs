@@ -20,7 +20,7 @@ use std::f32::consts::{FRAC_1_PI, PI, TAU};
 
 use glam::Vec3;
 
-use crate::scene::ShadingModel;
+use crate::scene::{Material, ShadingModel};
 
 /// Smallest GGX α: below it the lobe is a near-mirror whose pdf overflows.
 const MIN_ALPHA: f32 = 1e-3;
@@ -36,6 +36,27 @@ pub struct Specular {
 }
 
 impl Specular {
+    /// The dielectric reflectance `material` asks for in `model`.
+    /// glTF: `F0 = min(F0(ior)·colour, 1)·factor`, `F90 = factor`.
+    /// Principled v1: Blender 3 ignores IOR outside transmission, so
+    /// without the specular extension F0 is its default 0.04, and with it
+    /// the extension's F0 (whose colour the exporter divided by F0(ior) to
+    /// carry Blender's 0.08·Specular), always rising to 1 at grazing.
+    pub fn of_material(material: &Material, model: ShadingModel) -> Specular {
+        let f0_ior = Specular::f0_of_ior(material.ior);
+        match (model, material.specular) {
+            (ShadingModel::PrincipledV1, None) => Specular::DEFAULT,
+            (ShadingModel::PrincipledV1, Some(s)) => {
+                Specular { f0: (Vec3::splat(f0_ior) * s.color).min(Vec3::ONE) * s.factor, f90: 1.0 }
+            }
+            (ShadingModel::Gltf, None) if material.ior == 1.5 => Specular::DEFAULT,
+            (ShadingModel::Gltf, None) => Specular { f0: Vec3::splat(f0_ior), f90: 1.0 },
+            (ShadingModel::Gltf, Some(s)) => {
+                Specular { f0: (Vec3::splat(f0_ior) * s.color).min(Vec3::ONE) * s.factor, f90: s.factor }
+            }
+        }
+    }
+
     pub const DEFAULT: Specular = Specular { f0: Vec3::splat(PRINCIPLED_F0), f90: 1.0 };
 
     /// The reflectance at normal incidence of a dielectric of `ior`

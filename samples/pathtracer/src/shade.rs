@@ -88,7 +88,7 @@ pub fn surface(scene: &Scene, frame: &Frame, hit: &Hit, origin: Vec3, dir: Vec3)
         base_color: base.truncate().clamp(Vec3::ZERO, Vec3::ONE),
         metallic: metallic.clamp(0.0, 1.0),
         roughness: roughness.clamp(0.0, 1.0),
-        specular: material.dielectric_specular(scene.shading),
+        specular: crate::bsdf::Specular::of_material(material, scene.shading),
         emission,
         front,
         double_sided: material.double_sided,

@@ -560,7 +560,7 @@ fn upload(ctx: &Context, frame_number: i32) -> Result<FrameBuffers, JobError> {
         }); // 18
         w.f(m.alpha_cutoff); // 19
         w.u(u32::from(m.double_sided)); // 20
-        let spec = m.dielectric_specular(scene.shading);
+        let spec = crate::bsdf::Specular::of_material(m, scene.shading);
         w.v3(spec.f0); // 21..24
         w.f(spec.f90); // 24
         let (v1_f0, v1_ior) = spec.v1_fresnel();

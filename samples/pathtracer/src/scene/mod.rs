@@ -122,28 +122,6 @@ impl Default for Material {
 }
 
 impl Material {
-    /// The dielectric reflectance this material asks for in `model`.
-    /// glTF: `F0 = min(F0(ior)·colour, 1)·factor`, `F90 = factor`.
-    /// Principled v1: Blender 3 ignores IOR outside transmission, so
-    /// without the specular extension F0 is its default 0.04, and with it
-    /// the extension's F0 (whose colour the exporter divided by F0(ior) to
-    /// carry Blender's 0.08·Specular), always rising to 1 at grazing.
-    pub fn dielectric_specular(&self, model: ShadingModel) -> crate::bsdf::Specular {
-        use crate::bsdf::Specular;
-        let f0_ior = Specular::f0_of_ior(self.ior);
-        match (model, self.specular) {
-            (ShadingModel::PrincipledV1, None) => Specular::DEFAULT,
-            (ShadingModel::PrincipledV1, Some(s)) => {
-                Specular { f0: (Vec3::splat(f0_ior) * s.color).min(Vec3::ONE) * s.factor, f90: 1.0 }
-            }
-            (ShadingModel::Gltf, None) if self.ior == 1.5 => Specular::DEFAULT,
-            (ShadingModel::Gltf, None) => Specular { f0: Vec3::splat(f0_ior), f90: 1.0 },
-            (ShadingModel::Gltf, Some(s)) => {
-                Specular { f0: (Vec3::splat(f0_ior) * s.color).min(Vec3::ONE) * s.factor, f90: s.factor }
-            }
-        }
-    }
-
     pub fn is_emissive(&self) -> bool {
         self.emissive.max_element() > 0.0
     }
@@ -373,23 +351,29 @@ mod tests {
             ..Material::default()
         };
         for model in [ShadingModel::PrincipledV1, ShadingModel::Gltf] {
-            let s = blender.dielectric_specular(model);
+            let s = crate::bsdf::Specular::of_material(&blender, model);
             assert!((s.f0 - Vec3::splat(0.02)).abs().max_element() < 1e-6, "{model:?}: {s:?}");
             assert_eq!(s.f90, 1.0);
         }
         // Principled v1's Fresnel curve starts at that F0: IOR 1.33…
-        let (v1_f0, v1_ior) = blender.dielectric_specular(ShadingModel::PrincipledV1).v1_fresnel();
+        let (v1_f0, v1_ior) = crate::bsdf::Specular::of_material(&blender, ShadingModel::PrincipledV1).v1_fresnel();
         assert!((v1_f0 - 0.02).abs() < 1e-6 && (f0(v1_ior) - 0.02).abs() < 1e-6, "{v1_f0} {v1_ior}");
         // IOR alone: glTF reads it; Blender 3 ignores it outside transmission.
         let water = Material { ior: 1.33, ..Material::default() };
-        assert!((water.dielectric_specular(ShadingModel::Gltf).f0.x - f0(1.33)).abs() < 1e-7);
-        assert_eq!(water.dielectric_specular(ShadingModel::PrincipledV1), crate::bsdf::Specular::DEFAULT);
+        assert!((crate::bsdf::Specular::of_material(&water, ShadingModel::Gltf).f0.x - f0(1.33)).abs() < 1e-7);
+        assert_eq!(
+            crate::bsdf::Specular::of_material(&water, ShadingModel::PrincipledV1),
+            crate::bsdf::Specular::DEFAULT
+        );
         // glTF's specularFactor scales F0 and sets F90.
         let dim = Material { specular: Some(SpecularExt { factor: 0.5, color: Vec3::ONE }), ..Material::default() };
-        let s = dim.dielectric_specular(ShadingModel::Gltf);
+        let s = crate::bsdf::Specular::of_material(&dim, ShadingModel::Gltf);
         assert!((s.f0.x - 0.02).abs() < 1e-6 && s.f90 == 0.5, "{s:?}");
         // The defaults are exactly the constants the BSDF had before.
-        assert_eq!(Material::default().dielectric_specular(ShadingModel::Gltf), crate::bsdf::Specular::DEFAULT);
+        assert_eq!(
+            crate::bsdf::Specular::of_material(&Material::default(), ShadingModel::Gltf),
+            crate::bsdf::Specular::DEFAULT
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub enum ClientError {
         "{url} came back corrupt: {bytes} bytes with blake3 {hash}, the listing says {want_bytes} bytes \
          with blake3 {want_hash}; {dest} was not written"
     )]
-    Corrupt { url: String, dest: String, bytes: u64, hash: blake3::Hash, want_bytes: u64, want_hash: blake3::Hash },
+    Corrupt { url: String, dest: String, bytes: u64, hash: String, want_bytes: u64, want_hash: String },
     #[error("encoding the request: {0}")]
     Encode(String),
 }
@@ -209,6 +209,7 @@ impl Client {
             // `tmp` is removed when dropped: nothing reaches `dest`.
             if bytes != want_bytes || hash != want_hash {
                 let dest = dest.display().to_string();
+                let (hash, want_hash) = (hash.to_hex().to_string(), want_hash.to_hex().to_string());
                 return Err(ClientError::Corrupt { url, dest, bytes, hash, want_bytes, want_hash });
             }
         }

@@ -17,27 +17,8 @@ use std::time::{Duration, Instant};
 
 use crate::Target;
 
-/// A deterministic PRNG (splitmix64): the same seed gives the same run.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+/// The deterministic PRNG (splitmix64): the same seed gives the same run.
+pub use tessera_test_support::Rng;
 
 const INTERESTING_U32: &[u32] =
     &[0, 1, 2, 3, 4, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x1_0000, 0x7fff_ffff, 0x8000_0000, 0xffff_fffe, 0xffff_ffff];
@@ -60,62 +41,62 @@ const INTERESTING_NUMBERS: &[&str] = &[
 
 /// One random change to `data`; `other` is another corpus entry to splice.
 pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8]) {
-    match rng.below(10) {
+    match rng.index(10) {
         // Flip a bit.
         0 if !data.is_empty() => {
-            let i = rng.below(data.len());
-            data[i] ^= 1 << rng.below(8);
+            let i = rng.index(data.len());
+            data[i] ^= 1 << rng.index(8);
         }
         // An interesting byte.
         1 if !data.is_empty() => {
-            let i = rng.below(data.len());
-            data[i] = [0u8, 0xff, 0x7f, 0x80, b'{', b'"', b',', b'-', b'.', b'/'][rng.below(10)];
+            let i = rng.index(data.len());
+            data[i] = [0u8, 0xff, 0x7f, 0x80, b'{', b'"', b',', b'-', b'.', b'/'][rng.index(10)];
         }
         // Truncate.
         2 if !data.is_empty() => {
-            let n = rng.below(data.len());
+            let n = rng.index(data.len());
             data.truncate(n);
         }
         // Delete a range.
         3 if data.len() > 1 => {
-            let a = rng.below(data.len());
-            let b = (a + 1 + rng.below(16.min(data.len() - a))).min(data.len());
+            let a = rng.index(data.len());
+            let b = (a + 1 + rng.index(16.min(data.len() - a))).min(data.len());
             data.drain(a..b);
         }
         // Insert random bytes.
         4 => {
-            let i = rng.below(data.len() + 1);
-            let n = 1 + rng.below(8);
-            let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            let i = rng.index(data.len() + 1);
+            let n = 1 + rng.index(8);
+            let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
             data.splice(i..i, bytes);
         }
         // Duplicate a range (repeats, nesting).
         5 if !data.is_empty() => {
-            let a = rng.below(data.len());
-            let b = (a + 1 + rng.below(64)).min(data.len());
+            let a = rng.index(data.len());
+            let b = (a + 1 + rng.index(64)).min(data.len());
             let copy = data[a..b].to_vec();
-            let at = rng.below(data.len() + 1);
+            let at = rng.index(data.len() + 1);
             data.splice(at..at, copy);
         }
         // Splice in a piece of another input.
         6 if !other.is_empty() => {
-            let a = rng.below(other.len());
-            let b = (a + 1 + rng.below(256)).min(other.len());
-            let at = rng.below(data.len() + 1);
-            let end = (at + rng.below(256)).min(data.len());
+            let a = rng.index(other.len());
+            let b = (a + 1 + rng.index(256)).min(other.len());
+            let at = rng.index(data.len() + 1);
+            let end = (at + rng.index(256)).min(data.len());
             data.splice(at..end, other[a..b].iter().copied());
         }
         // A length field: an interesting u32, little or big endian, or a
         // varint (postcard's lengths).
         7 if data.len() >= 4 => {
-            let i = rng.below(data.len() - 3);
-            let v = INTERESTING_U32[rng.below(INTERESTING_U32.len())];
-            match rng.below(3) {
+            let i = rng.index(data.len() - 3);
+            let v = INTERESTING_U32[rng.index(INTERESTING_U32.len())];
+            match rng.index(3) {
                 0 => data[i..i + 4].copy_from_slice(&v.to_le_bytes()),
                 1 => data[i..i + 4].copy_from_slice(&v.to_be_bytes()),
                 _ => {
                     let mut varint = Vec::new();
-                    let mut v = u64::from(v) << rng.below(33);
+                    let mut v = u64::from(v) << rng.index(33);
                     loop {
                         let byte = (v & 0x7f) as u8;
                         v >>= 7;
@@ -131,24 +112,24 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8]) {
         }
         // A decimal number in text (JSON, frame lists) set to an edge value.
         8 if !data.is_empty() => {
-            let start = rng.below(data.len());
+            let start = rng.index(data.len());
             if let Some(off) = data[start..].iter().position(u8::is_ascii_digit) {
                 let a = start + off;
                 let b = a + data[a..].iter().take_while(|c| c.is_ascii_digit() || **c == b'.').count();
-                let n = INTERESTING_NUMBERS[rng.below(INTERESTING_NUMBERS.len())];
+                let n = INTERESTING_NUMBERS[rng.index(INTERESTING_NUMBERS.len())];
                 data.splice(a..b, n.bytes());
             }
         }
         // Swap two ranges' bytes (reorders fields, indices).
         _ if data.len() > 8 => {
-            let n = 1 + rng.below(4);
-            let a = rng.below(data.len() - n);
-            let b = rng.below(data.len() - n);
+            let n = 1 + rng.index(4);
+            let a = rng.index(data.len() - n);
+            let b = rng.index(data.len() - n);
             for k in 0..n {
                 data.swap(a + k, b + k);
             }
         }
-        _ => data.push(rng.next() as u8),
+        _ => data.push(rng.next_u64() as u8),
     }
 }
 
@@ -181,7 +162,7 @@ const MAX_POOL: usize = 2048;
 /// goes on so one report names every distinct failure found.
 pub fn run(target: Target, seeds: Vec<Vec<u8>>, budget: Duration, seed: u64, failure_dir: &std::path::Path) -> Report {
     let started = Instant::now();
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng(seed);
     let mut pool: Vec<Vec<u8>> = seeds;
     if pool.is_empty() {
         pool.push(Vec::new());
@@ -218,20 +199,20 @@ pub fn run(target: Target, seeds: Vec<Vec<u8>>, budget: Duration, seed: u64, fai
         exec(&input, &mut pool, false);
     }
     while started.elapsed() < budget {
-        let base = pool[rng.below(pool.len())].clone();
-        let other = pool[rng.below(pool.len())].clone();
+        let base = pool[rng.index(pool.len())].clone();
+        let other = pool[rng.index(pool.len())].clone();
         let mut input = base;
         // Mostly mutate from the seeds themselves, so each input stays near
         // a valid one; stack a few changes.
-        for _ in 0..1 + rng.below(4) {
+        for _ in 0..1 + rng.index(4) {
             mutate(&mut rng, &mut input, &other);
         }
         input.truncate(MAX_INPUT);
         exec(&input, &mut pool, true);
         // Pure random bytes now and then.
-        if rng.below(64) == 0 {
-            let n = rng.below(512);
-            let random: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+        if rng.index(64) == 0 {
+            let n = rng.index(512);
+            let random: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
             exec(&random, &mut pool, false);
         }
     }

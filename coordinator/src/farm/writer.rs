@@ -15,8 +15,8 @@ use tokio::sync::mpsc as tokio_mpsc;
 
 use super::job::{Format, JobSpec};
 use super::lock;
-use super::msg::{ConnCmd, CoreMsg, PendingTile, WriterMsg, COORDINATOR};
 use super::manifest::ManifestSigner;
+use super::msg::{ConnCmd, CoreMsg, PendingTile, WriterMsg, COORDINATOR};
 use tessera_client::manifest::{self, ManifestFile};
 use tessera_frame::FrameBuffer;
 use tessera_store::{FrameRecord, LogLevel, Store, StoreError, TileCredit, TileRecord};

@@ -15,9 +15,9 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use tessera_client::manifest::FrameManifest;
+use tessera_coordinator::farm::manifest::ManifestSigner;
 use tessera_coordinator::farm::{lock, Farm, JobRequest};
 use tessera_coordinator::http::{app, AppState};
-use tessera_coordinator::farm::manifest::ManifestSigner;
 use tessera_frame::FrameBuffer;
 use tessera_store::{JobState, Scope, TokenKind};
 use tessera_worker::client::{Worker, WorkerConfig};

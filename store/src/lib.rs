@@ -37,6 +37,7 @@ mod backend;
 mod blobs;
 pub mod records;
 pub mod sqlite;
+pub mod support;
 
 use std::fs;
 use std::ops::{Deref, DerefMut};
@@ -83,6 +84,14 @@ pub enum StoreError {
     /// A number does not fit the store's signed 64-bit integers.
     #[error("{what} = {value} is out of range (at most {})", i64::MAX)]
     OutOfRange { what: &'static str, value: u64 },
+    /// A database backend other than SQLite failed (PostgreSQL), or a value
+    /// it returned did not decode.
+    #[error("database: {0}")]
+    Database(Box<dyn std::error::Error + Send + Sync>),
+    /// This connection's coordinator lost its lease: another one leads now,
+    /// and the database refused the write.
+    #[error("{0}")]
+    Fenced(String),
     /// The operating system had no randomness to make a token from.
     #[error("no randomness for a token: {0}")]
     Entropy(getrandom::Error),

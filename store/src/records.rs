@@ -30,7 +30,8 @@ impl JobState {
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<JobState> {
+    /// The state stored as `s`.
+    pub fn parse(s: &str) -> Option<JobState> {
         Some(match s {
             "queued" => JobState::Queued,
             "running" => JobState::Running,
@@ -162,7 +163,8 @@ impl TokenKind {
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<TokenKind> {
+    /// The kind stored as `s`.
+    pub fn parse(s: &str) -> Option<TokenKind> {
         match s {
             "worker" => Some(TokenKind::Worker),
             "api" => Some(TokenKind::Api),

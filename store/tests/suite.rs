@@ -1,10 +1,92 @@
-//! The store on real SQLite files: durability settings, data surviving a
-//! reopen, idempotent tile recording, tokens, blobs and refused databases.
+//! The store's suite, on every backend: data surviving a reopen,
+//! idempotent tile recording, tokens, logs, retries and deletion run on
+//! real SQLite files and on a real PostgreSQL database (a throw-away
+//! cluster, `tessera_test_support::postgres`); durability settings, blob
+//! files and refused databases are SQLite's own tests below.
 
 use std::fs;
 use std::path::Path;
 
 use tessera_store::*;
+use tessera_store_postgres::PgBackend;
+use tessera_test_support::postgres::Cluster;
+
+/// How a test opens its store (again) on the data directory `dir`.
+trait Open {
+    fn open(&self, dir: &Path) -> Store;
+    /// Whether the store's data at rest holds `needle`: SQLite's files in
+    /// `dir`, or a dump of the PostgreSQL database (binary as hex).
+    fn at_rest_contains(&self, dir: &Path, needle: &[u8]) -> bool;
+}
+
+struct Sqlite;
+
+impl Open for Sqlite {
+    fn open(&self, dir: &Path) -> Store {
+        Store::open(dir).unwrap()
+    }
+
+    fn at_rest_contains(&self, dir: &Path, needle: &[u8]) -> bool {
+        files_contain(dir, needle)
+    }
+}
+
+/// The test's own database on the shared cluster; blobs in `dir`.
+struct Postgres {
+    cluster: &'static Cluster,
+    url: String,
+}
+
+fn postgres() -> Postgres {
+    let cluster = Cluster::shared().unwrap_or_else(|e| panic!("no PostgreSQL for the store's suite: {e}"));
+    Postgres { cluster, url: cluster.fresh_database() }
+}
+
+impl Open for Postgres {
+    fn open(&self, dir: &Path) -> Store {
+        let mut backend = PgBackend::connect(&self.url).unwrap();
+        backend.lead("suite", 60_000).unwrap().expect("the test's database has no other leader");
+        Store::with_backend(dir, Box::new(backend)).unwrap()
+    }
+
+    fn at_rest_contains(&self, _dir: &Path, needle: &[u8]) -> bool {
+        let db = self.url.rsplit('/').next().unwrap();
+        let out = self
+            .cluster
+            .program("pg_dump")
+            .args(["-h", "127.0.0.1", "-p", &self.cluster.port.to_string(), "-U", "tessera", "--data-only", db])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+        let hex: String = needle.iter().map(|b| format!("{b:02x}")).collect();
+        contains(&out.stdout, needle) || contains(&out.stdout, hex.as_bytes())
+    }
+}
+
+/// Each test of the list, once on SQLite and once on PostgreSQL.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $name() { super::$name(&super::Sqlite) })*
+        }
+        mod postgresql {
+            $(#[test] fn $name() { super::$name(&super::postgres()) })*
+        }
+    };
+}
+
+on_every_backend!(
+    store_data_survives_reopen,
+    store_record_tiles_is_idempotent,
+    store_tiles_of_an_unknown_job_fail_the_whole_batch,
+    store_unfinished_jobs_are_queued_or_running,
+    store_workers_keep_first_seen,
+    store_tokens_check_kind_revocation_and_secret,
+    store_token_scopes_round_trip,
+    store_job_log_reads_after_a_cursor,
+    store_reset_job_only_retries_failed_or_cancelled_jobs,
+    store_delete_job_removes_rows_and_unshared_blobs,
+);
 
 fn job(name: &str, frames: Vec<i32>) -> NewJob {
     NewJob { name: name.into(), spec_json: r#"{"samples":16}"#.into(), priority: 3, tiles: 4, frames }
@@ -51,11 +133,10 @@ fn store_opens_in_wal_mode() {
     assert_eq!(version, tessera_store::schema::VERSION);
 }
 
-#[test]
-fn store_data_survives_reopen() {
+fn store_data_survives_reopen(db: &dyn Open) {
     let dir = tempfile::tempdir().unwrap();
     let (job_id, token, blob) = {
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = db.open(dir.path());
         let id = store.insert_job(&job("shot-010", vec![1, 2]), 1_000).unwrap();
         store.set_job_state(id, JobState::Running, None, 1_500).unwrap();
         store.upsert_worker("fp-a", "render-01", r#"{"slots":8}"#, 1_100).unwrap();
@@ -78,7 +159,7 @@ fn store_data_survives_reopen() {
         (id, secret, blob)
     };
 
-    let store = Store::open(dir.path()).unwrap();
+    let store = db.open(dir.path());
     let jobs = store.jobs().unwrap();
     assert_eq!(
         jobs,
@@ -112,10 +193,9 @@ fn store_data_survives_reopen() {
     assert_eq!(store.get_blob(&blob).unwrap(), b"scene bytes");
 }
 
-#[test]
-fn store_record_tiles_is_idempotent() {
+fn store_record_tiles_is_idempotent(db: &dyn Open) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = db.open(dir.path());
     let id = store.insert_job(&job("a", vec![1, 2, 3]), 0).unwrap();
     let other = store.insert_job(&job("b", vec![1]), 0).unwrap();
     store.upsert_worker("fp-a", "a", "{}", 10).unwrap();
@@ -145,23 +225,23 @@ fn store_record_tiles_is_idempotent() {
     assert_eq!(done, vec![("fp-a".into(), 2), ("fp-b".into(), 3)]);
 }
 
-#[test]
-fn store_tiles_of_an_unknown_job_fail_the_whole_batch() {
+fn store_tiles_of_an_unknown_job_fail_the_whole_batch(db: &dyn Open) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = db.open(dir.path());
     let id = store.insert_job(&job("a", vec![1]), 0).unwrap();
     let err = store.record_tiles(&[tile(id, 0, "w"), tile(id + 1, 0, "w")]).unwrap_err();
-    assert!(matches!(err, StoreError::Sqlite(_)), "{err}");
+    // The database refused it (SQLite's or PostgreSQL's foreign key).
+    assert!(matches!(err, StoreError::Sqlite(_) | StoreError::Database(_)), "{err}");
+    assert!(err.to_string().to_lowercase().contains("foreign key"), "{err}");
     assert_eq!(store.tile_count(id).unwrap(), 0);
     let mut huge = tile(id, 1, "w");
     huge.fuel = u64::MAX;
     assert!(matches!(store.record_tiles(&[huge]).unwrap_err(), StoreError::OutOfRange { .. }));
 }
 
-#[test]
-fn store_unfinished_jobs_are_queued_or_running() {
+fn store_unfinished_jobs_are_queued_or_running(db: &dyn Open) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = db.open(dir.path());
     let ids: Vec<u64> = (0..5).map(|i| store.insert_job(&job(&format!("j{i}"), vec![i]), 100).unwrap()).collect();
     store.set_job_state(ids[1], JobState::Done, None, 200).unwrap();
     store.set_job_state(ids[2], JobState::Failed, Some("guest trapped"), 300).unwrap();
@@ -186,10 +266,9 @@ fn store_unfinished_jobs_are_queued_or_running() {
     assert_eq!(store.job(u64::MAX).unwrap(), None);
 }
 
-#[test]
-fn store_workers_keep_first_seen() {
+fn store_workers_keep_first_seen(db: &dyn Open) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = db.open(dir.path());
     store.upsert_worker("fp-a", "old name", r#"{"slots":4}"#, 100).unwrap();
     store.upsert_worker("fp-a", "new name", r#"{"slots":8}"#, 900).unwrap();
     store.upsert_worker("fp-a", "new name", r#"{"slots":8}"#, 500).unwrap();
@@ -206,10 +285,9 @@ fn store_workers_keep_first_seen() {
     );
 }
 
-#[test]
-fn store_tokens_check_kind_revocation_and_secret() {
+fn store_tokens_check_kind_revocation_and_secret(db: &dyn Open) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = db.open(dir.path());
     let (worker_id, worker_secret) = store.create_token(TokenKind::Worker, "render room", 1).unwrap();
     let (api_id, api_secret) = store.create_token(TokenKind::Api, "pipeline", 2).unwrap();
     assert!(worker_secret.starts_with("tw_") && api_secret.starts_with("ta_"));
@@ -263,9 +341,9 @@ fn store_tokens_check_kind_revocation_and_secret() {
     let worker_hash = *blake3::hash(worker_secret.as_bytes()).as_bytes();
     let check = |when: &str| {
         for secret in secrets {
-            assert!(!files_contain(dir.path(), secret.as_bytes()), "a secret is on disk {when}");
+            assert!(!db.at_rest_contains(dir.path(), secret.as_bytes()), "a secret is on disk {when}");
         }
-        assert!(files_contain(dir.path(), &worker_hash), "the hash is not on disk {when}");
+        assert!(db.at_rest_contains(dir.path(), &worker_hash), "the hash is not on disk {when}");
     };
     check("while the store is open");
     drop(store);
@@ -366,10 +444,9 @@ fn store_refuses_a_foreign_database() {
     assert!(matches!(err, StoreError::NotAStore { .. }), "{err:?}");
 }
 
-#[test]
-fn store_token_scopes_round_trip() {
+fn store_token_scopes_round_trip(db: &dyn Open) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = db.open(dir.path());
     // Unsorted with a duplicate: kept sorted and once.
     let (read_submit, rs_secret) =
         store.create_token_scoped(TokenKind::Api, "pipeline", &[Scope::Submit, Scope::Read, Scope::Submit], 1).unwrap();
@@ -412,10 +489,9 @@ fn store_token_scopes_round_trip() {
     assert_eq!(Scope::parse(""), None);
 }
 
-#[test]
-fn store_job_log_reads_after_a_cursor() {
+fn store_job_log_reads_after_a_cursor(db: &dyn Open) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = db.open(dir.path());
     let a = store.insert_job(&job("a", vec![1]), 0).unwrap();
     let b = store.insert_job(&job("b", vec![1]), 0).unwrap();
     store
@@ -454,7 +530,7 @@ fn store_job_log_reads_after_a_cursor() {
 
     // Lines survive a reopen and new ones continue the sequence.
     drop(store);
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = db.open(dir.path());
     store.append_job_log(&[(a, 20, LogLevel::Info, "retried".into())]).unwrap();
     let new = store.job_log(a, all[2].seq, 100).unwrap();
     assert_eq!(new.len(), 1);
@@ -466,10 +542,9 @@ fn store_job_log_reads_after_a_cursor() {
     assert_eq!(LogLevel::parse("debug"), None);
 }
 
-#[test]
-fn store_reset_job_only_retries_failed_or_cancelled_jobs() {
+fn store_reset_job_only_retries_failed_or_cancelled_jobs(db: &dyn Open) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = db.open(dir.path());
     let states = [JobState::Queued, JobState::Running, JobState::Done, JobState::Failed, JobState::Cancelled];
     let mut ids = Vec::new();
     for state in states {
@@ -498,10 +573,9 @@ fn store_reset_job_only_retries_failed_or_cancelled_jobs() {
     assert!(!store.reset_job(u64::MAX, 200).unwrap());
 }
 
-#[test]
-fn store_delete_job_removes_rows_and_unshared_blobs() {
+fn store_delete_job_removes_rows_and_unshared_blobs(db: &dyn Open) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = db.open(dir.path());
     let shared_scene = store.put_blob(b"a scene two jobs use").unwrap();
     let own_module = store.put_blob(b"a module only the doomed job uses").unwrap();
     let other_module = store.put_blob(b"the kept job's module").unwrap();

@@ -1,11 +1,15 @@
 //! Scaffolds that Tessera's tests share, so each is written once: a small
-//! seeded generator ([`Rng`]) and hand-built PNG files ([`png`]) for tests
-//! that need malformed or hostile images no encoder would write.
+//! seeded generator ([`Rng`]), hand-built PNG files ([`png`]) for tests
+//! that need malformed or hostile images no encoder would write, and a
+//! throw-away PostgreSQL cluster ([`postgres`]) for the store's and the
+//! farm's tests on a real database.
 //!
-//! Depends on nothing: any crate's tests can use it, including the guests'
-//! (which build for wasm32 too) and the pure crates'.
+//! Depends on no crate: any crate's tests can use it, including the
+//! guests' (which build for wasm32 too) and the pure crates'. (The cluster
+//! is driven through PostgreSQL's own programs.)
 
 pub mod png;
+pub mod postgres;
 
 /// splitmix64: a tiny, seedable generator. Tests need independent,
 /// repeatable draws (a failing seed replays), not cryptographic ones.

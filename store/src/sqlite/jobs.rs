@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::*;
+use crate::support::*;
 use crate::*;
 
 impl JobStore for SqliteBackend {

@@ -9,7 +9,6 @@ mod tiles;
 mod tokens;
 mod workers;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use rusqlite::{Connection, Params, Row};
 
 use crate::blobs::sync_dir;
 use crate::records::*;
+use crate::support::parse_scopes;
 use crate::{Backend, Result, StoreError};
 
 /// The database file's name inside the data directory.
@@ -84,43 +84,6 @@ impl Backend for SqliteBackend {
         self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         Ok(())
     }
-}
-
-/// blake3 of a token secret: what the tokens table keys on.
-pub(crate) fn secret_hash(secret: &str) -> [u8; 32] {
-    *blake3::hash(secret.as_bytes()).as_bytes()
-}
-
-/// Scopes as stored: sorted, deduplicated names joined by commas (`""` for
-/// none).
-pub(crate) fn scopes_text(scopes: &[Scope]) -> String {
-    let set: BTreeSet<Scope> = scopes.iter().copied().collect();
-    set.iter().map(Scope::as_str).collect::<Vec<_>>().join(",")
-}
-
-/// The scopes stored as `text`, sorted and deduplicated; `None` if a name is
-/// unknown.
-pub(crate) fn parse_scopes(text: &str) -> Option<Vec<Scope>> {
-    let mut scopes = Vec::new();
-    for name in text.split(',').filter(|n| !n.is_empty()) {
-        scopes.push(Scope::parse(name)?);
-    }
-    scopes.sort();
-    scopes.dedup();
-    Some(scopes)
-}
-
-/// The blob hashes a job's spec names: its `"scene"` and `"module"` hex
-/// strings. A spec that is not JSON or lacks them names none (the store
-/// treats specs as opaque; such a job's blobs are simply kept).
-pub(crate) fn spec_blobs(spec_json: &str) -> Vec<[u8; 32]> {
-    let Ok(spec) = serde_json::from_str::<serde_json::Value>(spec_json) else { return Vec::new() };
-    ["scene", "module"]
-        .into_iter()
-        .filter_map(|field| spec.get(field)?.as_str())
-        .filter_map(|h| blake3::Hash::from_hex(h).ok())
-        .map(|h| *h.as_bytes())
-        .collect()
 }
 
 /// A `u64` as SQLite's `i64`; larger values are refused, not wrapped.

@@ -3,6 +3,7 @@
 use rusqlite::{params, OptionalExtension};
 
 use super::*;
+use crate::support::*;
 use crate::*;
 
 impl TokenStore for SqliteBackend {
@@ -16,9 +17,7 @@ impl TokenStore for SqliteBackend {
         if kind == TokenKind::Worker && !scopes.is_empty() {
             return Err(StoreError::Invalid("worker tokens have no API scopes".into()));
         }
-        let mut random = [0u8; 32];
-        getrandom::fill(&mut random).map_err(StoreError::Entropy)?;
-        let secret = format!("{}{}", kind.prefix(), hex(&random));
+        let secret = crate::support::new_secret(kind)?;
         self.conn.execute(
             "INSERT INTO tokens (kind, label, secret_hash, created_ms, scopes) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![kind.as_str(), label, secret_hash(&secret), to_sql(now_ms, "created_ms")?, scopes_text(scopes)],

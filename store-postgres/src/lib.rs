@@ -1,0 +1,260 @@
+//! The PostgreSQL backend of `tessera-store`: the same records, the same
+//! semantics as SQLite (a write is one transaction, durable when it
+//! returns: PostgreSQL commits with `synchronous_commit` on, its default),
+//! so the same suite passes on both (`store/tests/suite.rs`).
+//!
+//! What PostgreSQL adds is several coordinators on one database. One of
+//! them leads: it holds the lease in the `leader` row ([`lease`]) and
+//! writes with that lease's term, and the database's fencing triggers
+//! refuse any write made under an older term ([`schema`]). A connection
+//! that holds no term can read everything and write nothing.
+//!
+//! The client is synchronous (`postgres`), as the store's traits are; the
+//! connection sits in a `RefCell` because the traits read through `&self`
+//! and a PostgreSQL client needs `&mut` for every query. A backend is used
+//! by one thread at a time (`Send`, not `Sync`), like SQLite's.
+
+mod jobs;
+pub mod lease;
+mod meta;
+pub mod schema;
+mod tiles;
+mod tokens;
+mod workers;
+
+use std::cell::RefCell;
+
+use postgres::{Client, NoTls, Row};
+use tessera_store::records::*;
+use tessera_store::support::parse_scopes;
+use tessera_store::{Backend, Result, StoreError};
+
+pub use lease::{Lease, LeaseState};
+
+/// The store's records in PostgreSQL: one connection, and the lease term
+/// it writes under.
+pub struct PgBackend {
+    url: String,
+    client: RefCell<Client>,
+    /// The term this connection writes under (`SET tessera.term`), if any.
+    term: Option<i64>,
+}
+
+impl std::fmt::Debug for PgBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBackend").field("url", &redacted(&self.url)).field("term", &self.term).finish()
+    }
+}
+
+impl PgBackend {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`)
+    /// and brings its schema to this binary's. The connection holds no
+    /// term: it reads, and writes only after [`PgBackend::lead`] or
+    /// [`PgBackend::write_as`].
+    pub fn connect(url: &str) -> Result<PgBackend> {
+        let mut client = Client::connect(url, NoTls)
+            .map_err(|e| StoreError::Database(format!("connecting to PostgreSQL at {}: {e}", redacted(url)).into()))?;
+        schema::migrate(&mut client)?;
+        Ok(PgBackend { url: url.to_owned(), client: RefCell::new(client), term: None })
+    }
+
+    /// The term this connection writes under.
+    pub fn term(&self) -> Option<i64> {
+        self.term
+    }
+
+    /// Writes from now on under `term` (a lease this coordinator holds, as
+    /// [`lease::acquire`] returned it). Writes under a term that is not the
+    /// lease's are refused by the database.
+    pub fn write_as(&mut self, term: i64) -> Result<()> {
+        self.client
+            .get_mut()
+            .execute("SELECT set_config('tessera.term', $1, false)", &[&term.to_string()])
+            .map_err(pg_err)?;
+        self.term = Some(term);
+        Ok(())
+    }
+
+    /// Takes the lease for `holder` if it is free or expired (or already
+    /// `holder`'s), then writes under its new term. Returns the lease, or
+    /// `None` while someone else holds a live one.
+    pub fn lead(&mut self, holder: &str, ttl_ms: i64) -> Result<Option<Lease>> {
+        let lease = lease::acquire(self.client.get_mut(), holder, ttl_ms)?;
+        if let Some(l) = &lease {
+            self.write_as(l.term)?;
+        }
+        Ok(lease)
+    }
+
+    /// Extends this connection's lease by `ttl_ms` from now; `false` if it
+    /// is no longer this connection's (another coordinator took over).
+    pub fn renew(&mut self, holder: &str, ttl_ms: i64) -> Result<bool> {
+        let Some(term) = self.term else { return Ok(false) };
+        lease::renew(self.client.get_mut(), holder, term, ttl_ms)
+    }
+
+    /// The lease as the database has it now.
+    pub fn lease_state(&self) -> Result<LeaseState> {
+        lease::state(&mut self.client.borrow_mut())
+    }
+
+    /// The connection, for this crate's queries.
+    fn db(&self) -> std::cell::RefMut<'_, Client> {
+        self.client.borrow_mut()
+    }
+}
+
+impl Backend for PgBackend {
+    fn reconnect(&self) -> Result<Box<dyn Backend>> {
+        let mut other = PgBackend::connect(&self.url)?;
+        if let Some(term) = self.term {
+            other.write_as(term)?;
+        }
+        Ok(Box::new(other))
+    }
+
+    fn defer_housekeeping(&self) -> Result<()> {
+        // Autovacuum runs in the server, never inside a commit.
+        Ok(())
+    }
+
+    fn housekeeping(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A PostgreSQL error as a store error: a fenced write as
+/// [`StoreError::Fenced`], the rest as [`StoreError::Database`].
+pub(crate) fn pg_err(e: postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(db) if db.code().code() == schema::FENCED => StoreError::Fenced(db.message().to_owned()),
+        // The server's own words (and what they are about), not just "db error".
+        Some(db) => StoreError::Database(
+            match db.detail() {
+                Some(detail) => format!("PostgreSQL: {} ({detail})", db.message()),
+                None => format!("PostgreSQL: {}", db.message()),
+            }
+            .into(),
+        ),
+        None => StoreError::Database(Box::new(e)),
+    }
+}
+
+/// A value that does not fit the store's signed 64-bit integers.
+pub(crate) fn to_i64(value: u64, what: &'static str) -> Result<i64> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
+}
+
+/// A stored integer that must not be negative.
+pub(crate) fn to_u64(value: i64, what: &str) -> Result<u64> {
+    u64::try_from(value).map_err(|_| bad(format!("{what} = {value} is negative")))
+}
+
+pub(crate) fn to_u32(value: i64, what: &str) -> Result<u32> {
+    u32::try_from(value).map_err(|_| bad(format!("{what} = {value} is out of range")))
+}
+
+/// A stored value that does not decode to what it should hold.
+pub(crate) fn bad(msg: String) -> StoreError {
+    StoreError::Database(msg.into())
+}
+
+/// A 32-byte hash column.
+pub(crate) fn hash32(bytes: Vec<u8>, what: &str) -> Result<[u8; 32]> {
+    bytes.try_into().map_err(|_| bad(format!("{what} is not 32 bytes")))
+}
+
+pub(crate) fn opt_hash32(bytes: Option<Vec<u8>>, what: &str) -> Result<Option<[u8; 32]>> {
+    bytes.map(|b| hash32(b, what)).transpose()
+}
+
+/// `url` without its password, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user = &url[s + 3..at];
+            match user.split_once(':') {
+                Some((name, _)) => format!("{}{name}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub(crate) const JOB_COLUMNS: &str =
+    "id, name, spec_json, priority, tiles, frames_json, state, error, created_ms, finished_ms";
+pub(crate) const TILE_COLUMNS: &str = "job, idx, frame, hash, data, worker, fuel, millis, proof";
+pub(crate) const FRAME_COLUMNS: &str = "job, frame, exr, png, thumbnail, finished_ms, denoised_exr, denoised_png";
+pub(crate) const TOKEN_COLUMNS: &str = "id, kind, label, created_ms, revoked, scopes";
+
+pub(crate) fn job_from_row(row: &Row) -> Result<JobRecord> {
+    let frames: String = row.get(5);
+    let state: String = row.get(6);
+    Ok(JobRecord {
+        id: to_u64(row.get(0), "job id")?,
+        name: row.get(1),
+        spec_json: row.get(2),
+        priority: row.get(3),
+        tiles: to_u32(row.get(4), "job tiles")?,
+        frames: serde_json::from_str(&frames).map_err(|e| bad(format!("job frames: {e}")))?,
+        state: JobState::parse(&state).ok_or_else(|| bad(format!("unknown job state {state:?}")))?,
+        error: row.get(7),
+        created_ms: to_u64(row.get(8), "created_ms")?,
+        finished_ms: row.get::<_, Option<i64>>(9).map(|v| to_u64(v, "finished_ms")).transpose()?,
+    })
+}
+
+pub(crate) fn tile_from_row(row: &Row) -> Result<TileRecord> {
+    Ok(TileRecord {
+        job: to_u64(row.get(0), "tile job")?,
+        index: to_u32(row.get(1), "tile index")?,
+        frame: row.get(2),
+        hash: hash32(row.get(3), "tile hash")?,
+        data: row.get(4),
+        worker: row.get(5),
+        fuel: to_u64(row.get(6), "tile fuel")?,
+        millis: to_u64(row.get(7), "tile millis")?,
+        proof: row.get(8),
+        credit: None,
+        also_credit: None,
+    })
+}
+
+pub(crate) fn frame_from_row(row: &Row) -> Result<FrameRecord> {
+    Ok(FrameRecord {
+        job: to_u64(row.get(0), "frame job")?,
+        frame: row.get(1),
+        exr: opt_hash32(row.get(2), "frame exr")?,
+        png: opt_hash32(row.get(3), "frame png")?,
+        thumbnail: hash32(row.get(4), "frame thumbnail")?,
+        finished_ms: to_u64(row.get(5), "frame finished_ms")?,
+        denoised_exr: opt_hash32(row.get(6), "frame denoised_exr")?,
+        denoised_png: opt_hash32(row.get(7), "frame denoised_png")?,
+    })
+}
+
+pub(crate) fn token_from_row(row: &Row) -> Result<TokenRecord> {
+    let kind: String = row.get(1);
+    let scopes: String = row.get(5);
+    Ok(TokenRecord {
+        id: to_u64(row.get(0), "token id")?,
+        kind: TokenKind::parse(&kind).ok_or_else(|| bad(format!("unknown token kind {kind:?}")))?,
+        label: row.get(2),
+        created_ms: to_u64(row.get(3), "token created_ms")?,
+        revoked: row.get(4),
+        scopes: parse_scopes(&scopes).ok_or_else(|| bad(format!("unknown token scopes {scopes:?}")))?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(redacted("postgres://farm:s3cret@db:5432/tessera"), "postgres://farm:***@db:5432/tessera");
+        assert_eq!(redacted("postgres://farm@db/tessera"), "postgres://farm@db/tessera");
+        assert_eq!(redacted("host=db user=farm"), "host=db user=farm");
+    }
+}

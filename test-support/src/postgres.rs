@@ -71,14 +71,16 @@ impl Cluster {
         let port = free_port()?;
         // The keeper: starts the server, waits for this process's end of
         // its stdin to close, then stops the server and removes the files.
-        let postgres = bin.join("postgres");
+        // (`pg_ctl stop`, not a signal to the child: under `runuser` the
+        // child is runuser, which does not pass signals on.)
         let script = format!(
             "{owner} '{postgres}' -D '{data}' -p {port} -c listen_addresses=127.0.0.1 \
              -c unix_socket_directories='{dir}' -c fsync=on -c max_connections=200 \
              -c shared_buffers=32MB >'{dir}/log' 2>&1 & pid=$!; cat >/dev/null; \
-             kill -INT $pid; wait $pid; rm -rf '{dir}'",
+             {owner} '{pg_ctl}' -D '{data}' -m fast -w stop >/dev/null 2>&1; wait $pid; rm -rf '{dir}'",
             owner = as_owner.join(" "),
-            postgres = postgres.display(),
+            postgres = bin.join("postgres").display(),
+            pg_ctl = bin.join("pg_ctl").display(),
             data = data.display(),
             dir = dir.display(),
         );

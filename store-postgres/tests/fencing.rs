@@ -1,0 +1,79 @@
+//! The leader lease and fencing on a real PostgreSQL database: a
+//! coordinator that lost its lease cannot write, whatever it believes,
+//! because the database refuses it.
+
+use std::time::Duration;
+
+use tessera_store::{Backend, JobState, JobStore, MetaStore, NewJob, StoreError};
+use tessera_store_postgres::PgBackend;
+use tessera_test_support::postgres::Cluster;
+
+fn database() -> String {
+    Cluster::shared().unwrap_or_else(|e| panic!("no PostgreSQL for the fencing tests: {e}")).fresh_database()
+}
+
+fn job() -> NewJob {
+    NewJob { name: "shot".into(), spec_json: "{}".into(), priority: 0, tiles: 1, frames: vec![1] }
+}
+
+#[test]
+fn a_deposed_leaders_writes_are_refused_by_the_database() {
+    let url = database();
+    let mut a = PgBackend::connect(&url).unwrap();
+    let mut b = PgBackend::connect(&url).unwrap();
+
+    // Nobody leads yet: a connection without a term reads, and cannot write.
+    assert_eq!(a.jobs().unwrap(), vec![]);
+    let err = a.insert_job(&job(), 1).unwrap_err();
+    assert!(matches!(err, StoreError::Fenced(_)), "{err}");
+    assert!(err.to_string().contains("term none"), "{err}");
+
+    // A leads (term 1) and writes; B must wait while A's lease is live.
+    let lease = a.lead("coordinator-a", 400).unwrap().expect("a free lease");
+    assert_eq!(lease.term, 1);
+    let id = a.insert_job(&job(), 1).unwrap();
+    assert!(b.lead("coordinator-b", 400).unwrap().is_none(), "A's lease is live");
+    assert!(a.renew("coordinator-a", 400).unwrap());
+    let state = b.lease_state().unwrap();
+    assert!(state.live() && state.holder == "coordinator-a" && state.term == 1, "{state:?}");
+
+    // A stops renewing (cut off, paused); its lease expires and B takes over.
+    std::thread::sleep(Duration::from_millis(600));
+    let lease = b.lead("coordinator-b", 60_000).unwrap().expect("A's lease expired");
+    assert_eq!(lease.term, 2);
+
+    // A comes back believing it leads: every write is refused, by the
+    // database, and its renewal fails; its reads still work.
+    let err = a.set_job_state(id, JobState::Running, None, 2).unwrap_err();
+    assert!(matches!(err, StoreError::Fenced(_)), "{err}");
+    assert!(err.to_string().contains("term 1") && err.to_string().contains("term 2"), "{err}");
+    assert!(matches!(a.set_meta("k", b"stale").unwrap_err(), StoreError::Fenced(_)));
+    assert!(matches!(a.insert_job(&job(), 2).unwrap_err(), StoreError::Fenced(_)));
+    assert!(!a.renew("coordinator-a", 400).unwrap());
+    assert_eq!(a.job(id).unwrap().unwrap().state, JobState::Queued, "A's late write did not land");
+    assert_eq!(a.meta("k").unwrap(), None);
+
+    // B writes; a second connection of B's (`reconnect`) writes under the
+    // same term; A can lead again only once B's lease is gone.
+    b.set_job_state(id, JobState::Running, None, 3).unwrap();
+    let mut b2 = b.reconnect().unwrap();
+    b2.set_meta("k", b"fresh").unwrap();
+    assert_eq!(a.meta("k").unwrap().as_deref(), Some(&b"fresh"[..]));
+    assert!(a.lead("coordinator-a", 400).unwrap().is_none(), "B's lease is live");
+}
+
+#[test]
+fn a_restarted_coordinator_fences_its_own_earlier_connections() {
+    let url = database();
+    let mut before = PgBackend::connect(&url).unwrap();
+    before.lead("coordinator-a", 60_000).unwrap().unwrap();
+    before.insert_job(&job(), 1).unwrap();
+    // The same coordinator starts again (a crash and restart): a new term,
+    // so anything the old process still had in flight is refused.
+    let mut after = PgBackend::connect(&url).unwrap();
+    let lease = after.lead("coordinator-a", 60_000).unwrap().expect("its own lease");
+    assert_eq!(lease.term, 2);
+    assert!(matches!(before.insert_job(&job(), 2).unwrap_err(), StoreError::Fenced(_)));
+    after.insert_job(&job(), 2).unwrap();
+    assert_eq!(after.jobs().unwrap().len(), 2);
+}

@@ -36,9 +36,32 @@ pub struct CoordinatorArgs {
     /// Largest scene upload over the API, in MiB [default: 512].
     #[arg(long, env = "TESSERA_MAX_UPLOAD_MIB")]
     max_upload_mib: Option<u64>,
+    /// Where the farm's records are: `sqlite` (tessera.db in the data
+    /// directory) or a PostgreSQL URL, `postgres://USER@HOST/DB`, that
+    /// several coordinators share: one leads, the others stand by and take
+    /// over when its lease lapses [default: sqlite].
+    #[arg(long, env = "TESSERA_STORE", hide_env_values = true)]
+    store: Option<String>,
+    /// This coordinator's name in the PostgreSQL leader lease [default:
+    /// the host name]. Keep it stable: a coordinator restarted under its
+    /// name takes its lease back at once.
+    #[arg(long, env = "TESSERA_NAME")]
+    name: Option<String>,
     /// A config file of `key = value` lines (keys as the long flags above).
     #[arg(long, env = "TESSERA_CONFIG")]
     config: Option<PathBuf>,
+}
+
+/// How long a PostgreSQL leader lease lasts unrenewed (renewed every
+/// quarter of it): the longest a dead coordinator holds its farm up.
+const LEASE: Duration = Duration::from_secs(4);
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "coordinator".into())
 }
 
 fn default_data_dir() -> Option<PathBuf> {
@@ -54,11 +77,13 @@ struct Settings {
     heartbeat: Duration,
     idle_timeout: Duration,
     max_upload: usize,
+    database: tessera_coordinator::farm::database::Database,
 }
 
 impl CoordinatorArgs {
     fn settings(&self) -> Result<Settings> {
-        const KEYS: [&str; 6] = ["data", "http", "quic", "heartbeat", "idle-timeout", "max-upload-mib"];
+        const KEYS: [&str; 8] =
+            ["data", "http", "quic", "heartbeat", "idle-timeout", "max-upload-mib", "store", "name"];
         let file = self.config.as_ref().map(|p| read_config(p, &KEYS)).transpose()?.unwrap_or_default();
         let get = |k: &str| file.get(k).cloned();
         let parse_addr = |v: String, k: &str| v.parse::<SocketAddr>().with_context(|| format!("config {k} = {v:?}"));
@@ -106,6 +131,12 @@ impl CoordinatorArgs {
                     bail!("--max-upload-mib must be 1 to {}, not {mib}", 1 << 20);
                 }
                 usize::try_from(mib << 20).context("--max-upload-mib is too large for this machine")?
+            },
+            database: {
+                let store = self.store.clone().or_else(|| get("store")).unwrap_or_default();
+                let name = self.name.clone().or_else(|| get("name")).unwrap_or_else(host_name);
+                tessera_coordinator::farm::database::Database::parse(&store, &name, LEASE)
+                    .map_err(anyhow::Error::msg)?
             },
         })
     }
@@ -163,10 +194,14 @@ pub fn coordinator(args: CoordinatorArgs, module: Option<&'static [u8]>) -> Resu
         let mut config = FarmConfig::new(s.data.clone(), s.quic);
         config.heartbeat = s.heartbeat;
         config.idle_timeout = s.idle_timeout;
+        config.database = s.database.clone();
         let farm = Arc::new(start_farm(config, false).await.context("starting the coordinator")?);
         let listener = bind_http(s.http, false).await?;
         let http = listener.local_addr()?;
         println!("tessera coordinator: data in {}", s.data.display());
+        if let tessera_coordinator::farm::database::Database::Postgres { url, holder, .. } = &s.database {
+            println!("store: {} (leading as {holder})", tessera_store_postgres::redacted(url));
+        }
         println!("quic: {} (workers connect here)", farm.quic_addr());
         println!("web: http://{http}");
         println!("fingerprint: {}", farm.fingerprint());
@@ -185,7 +220,10 @@ pub fn coordinator(args: CoordinatorArgs, module: Option<&'static [u8]>) -> Resu
         let mut state = AppState::new(farm.clone(), module.map(|m| Arc::new(m.to_vec())));
         state.max_upload = s.max_upload;
         serve_http(listener, state);
-        tokio::signal::ctrl_c().await?;
+        tokio::select! {
+            signal = tokio::signal::ctrl_c() => signal?,
+            () = farm.lease_lost() => bail!("lost the leader lease to another coordinator: stopping (the database refuses this one's writes)"),
+        }
         eprintln!("tessera coordinator: shutting down");
         if let Ok(farm) = Arc::try_unwrap(farm) {
             farm.shutdown().await;
@@ -412,17 +450,32 @@ pub struct TokenArgs {
     /// The coordinator's data directory [default: ~/.local/share/tessera].
     #[arg(long, env = "TESSERA_DATA", global = true)]
     data: Option<PathBuf>,
+    /// The farm's PostgreSQL database, if it runs on one (as `tessera
+    /// coordinator --store`).
+    #[arg(long, env = "TESSERA_STORE", global = true, hide_env_values = true)]
+    store: Option<String>,
     #[command(subcommand)]
     command: TokenCommand,
 }
 
-/// `tessera token`: works beside a running coordinator (SQLite WAL).
+/// `tessera token`: works beside a running coordinator (SQLite WAL, or
+/// the farm's PostgreSQL database, writing under the leader's term: an
+/// operator's decision, not a stale coordinator's).
 pub fn token(args: TokenArgs) -> Result<()> {
     let data = args.data.or_else(default_data_dir).context("no --data directory and no home directory")?;
-    if !data.join(tessera_store::DB_FILE).exists() {
-        bail!("{} holds no coordinator data: start `tessera coordinator --data {0}` first", data.display());
-    }
-    let mut store = Store::open(&data)?;
+    let mut store = match args.store.as_deref().map(str::trim).filter(|s| !s.is_empty() && *s != "sqlite") {
+        Some(url) => {
+            let mut backend = tessera_store_postgres::PgBackend::connect(url)?;
+            backend.join_current_term()?;
+            Store::with_backend(&data, Box::new(backend))?
+        }
+        None => {
+            if !data.join(tessera_store::DB_FILE).exists() {
+                bail!("{} holds no coordinator data: start `tessera coordinator --data {0}` first", data.display());
+            }
+            Store::open(&data)?
+        }
+    };
     match args.command {
         TokenCommand::Create { kind, label, scope } => {
             let kind = match kind.as_str() {

@@ -79,68 +79,70 @@ impl JobStore for PgBackend {
 
     fn delete_job_rows(&mut self, id: u64) -> Result<Option<Vec<[u8; 32]>>> {
         let Ok(key) = i64::try_from(id) else { return Ok(None) };
-        let mut db = self.db();
-        let mut tx = db.transaction().map_err(pg_err)?;
-        let Some(spec) =
-            tx.query_opt("SELECT spec_json FROM jobs WHERE id = $1 FOR UPDATE", &[&key]).map_err(pg_err)?
-        else {
-            return Ok(None);
-        };
-        let spec: String = spec.get(0);
-        let mut candidates: BTreeSet<[u8; 32]> = BTreeSet::new();
-        let sql = format!("SELECT {FRAME_COLUMNS} FROM frames WHERE job = $1");
-        for row in tx.query(&sql, &[&key]).map_err(pg_err)? {
-            candidates.extend(frame_from_row(&row)?.blobs());
-        }
-        candidates.extend(spec_blobs(&spec));
-        for table in ["tiles", "frames", "job_log"] {
-            tx.execute(&format!("DELETE FROM {table} WHERE job = $1"), &[&key]).map_err(pg_err)?;
-        }
-        tx.execute("DELETE FROM jobs WHERE id = $1", &[&key]).map_err(pg_err)?;
-        let mut unreferenced = Vec::new();
-        for hash in candidates {
-            let h = &hash[..];
-            let framed: bool = tx
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM frames WHERE exr = $1 OR png = $1 OR thumbnail = $1
-                         OR denoised_exr = $1 OR denoised_png = $1)",
-                    &[&h],
-                )
-                .map_err(pg_err)?
-                .get(0);
-            // lower(): a spec written by hand may spell a hash in capitals.
-            let named: bool = tx
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE strpos(lower(spec_json), $1) > 0)",
-                    &[&tessera_store::support::hex_of(&hash)],
-                )
-                .map_err(pg_err)?
-                .get(0);
-            if !framed && !named {
-                unreferenced.push(hash);
+        self.run(|db| {
+            let mut tx = db.transaction().map_err(pg_err)?;
+            let Some(spec) =
+                tx.query_opt("SELECT spec_json FROM jobs WHERE id = $1 FOR UPDATE", &[&key]).map_err(pg_err)?
+            else {
+                return Ok(None);
+            };
+            let spec: String = spec.get(0);
+            let mut candidates: BTreeSet<[u8; 32]> = BTreeSet::new();
+            let sql = format!("SELECT {FRAME_COLUMNS} FROM frames WHERE job = $1");
+            for row in tx.query(&sql, &[&key]).map_err(pg_err)? {
+                candidates.extend(frame_from_row(&row)?.blobs());
             }
-        }
-        tx.commit().map_err(pg_err)?;
-        Ok(Some(unreferenced))
+            candidates.extend(spec_blobs(&spec));
+            for table in ["tiles", "frames", "job_log"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE job = $1"), &[&key]).map_err(pg_err)?;
+            }
+            tx.execute("DELETE FROM jobs WHERE id = $1", &[&key]).map_err(pg_err)?;
+            let mut unreferenced = Vec::new();
+            for hash in candidates {
+                let h = &hash[..];
+                let framed: bool = tx
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM frames WHERE exr = $1 OR png = $1 OR thumbnail = $1
+                         OR denoised_exr = $1 OR denoised_png = $1)",
+                        &[&h],
+                    )
+                    .map_err(pg_err)?
+                    .get(0);
+                // lower(): a spec written by hand may spell a hash in capitals.
+                let named: bool = tx
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM jobs WHERE strpos(lower(spec_json), $1) > 0)",
+                        &[&tessera_store::support::hex_of(&hash)],
+                    )
+                    .map_err(pg_err)?
+                    .get(0);
+                if !framed && !named {
+                    unreferenced.push(hash);
+                }
+            }
+            tx.commit().map_err(pg_err)?;
+            Ok(Some(unreferenced))
+        })
     }
 
     fn append_job_log(&mut self, entries: &[(u64, u64, LogLevel, String)]) -> Result<()> {
-        let mut db = self.db();
-        let mut tx = db.transaction().map_err(pg_err)?;
-        let insert = tx
-            .prepare(
-                "INSERT INTO job_log (job, time_ms, level, message)
+        self.run(|db| {
+            let mut tx = db.transaction().map_err(pg_err)?;
+            let insert = tx
+                .prepare(
+                    "INSERT INTO job_log (job, time_ms, level, message)
                  SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1)",
-            )
-            .map_err(pg_err)?;
-        for (job, time_ms, level, message) in entries {
-            // An id past i64 cannot name a stored job.
-            let Ok(job) = i64::try_from(*job) else { continue };
-            tx.execute(&insert, &[&job, &to_i64(*time_ms, "log time_ms")?, &level.as_str(), message])
+                )
                 .map_err(pg_err)?;
-        }
-        tx.commit().map_err(pg_err)?;
-        Ok(())
+            for (job, time_ms, level, message) in entries {
+                // An id past i64 cannot name a stored job.
+                let Ok(job) = i64::try_from(*job) else { continue };
+                tx.execute(&insert, &[&job, &to_i64(*time_ms, "log time_ms")?, &level.as_str(), message])
+                    .map_err(pg_err)?;
+            }
+            tx.commit().map_err(pg_err)?;
+            Ok(())
+        })
     }
 
     fn job_log(&self, job: u64, after_seq: u64, limit: usize) -> Result<Vec<LogEntry>> {

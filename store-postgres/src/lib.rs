@@ -22,8 +22,9 @@ mod tiles;
 mod tokens;
 mod workers;
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 
+use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row};
 use tessera_store::records::*;
 use tessera_store::support::parse_scopes;
@@ -52,10 +53,28 @@ impl PgBackend {
     /// term: it reads, and writes only after [`PgBackend::lead`] or
     /// [`PgBackend::write_as`].
     pub fn connect(url: &str) -> Result<PgBackend> {
-        let mut client = Client::connect(url, NoTls)
-            .map_err(|e| StoreError::Database(format!("connecting to PostgreSQL at {}: {e}", redacted(url)).into()))?;
-        schema::migrate(&mut client)?;
+        let client = off_runtime(|| -> Result<Client> {
+            let mut client = Client::connect(url, NoTls).map_err(|e| {
+                StoreError::Database(format!("connecting to PostgreSQL at {}: {e}", redacted(url)).into())
+            })?;
+            schema::migrate(&mut client)?;
+            Ok(client)
+        })?;
         Ok(PgBackend { url: url.to_owned(), client: RefCell::new(client), term: None })
+    }
+
+    /// The database this connection is to (with its password, if any:
+    /// show [`redacted`] instead).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Writes under the lease's current term, whoever holds it: for an
+    /// operator's tools (`tessera token`), whose writes are a person's
+    /// decision, not a coordinator's that may be stale.
+    pub fn join_current_term(&mut self) -> Result<()> {
+        let term = self.lease_state()?.term;
+        self.write_as(term)
     }
 
     /// The term this connection writes under.
@@ -67,10 +86,7 @@ impl PgBackend {
     /// [`lease::acquire`] returned it). Writes under a term that is not the
     /// lease's are refused by the database.
     pub fn write_as(&mut self, term: i64) -> Result<()> {
-        self.client
-            .get_mut()
-            .execute("SELECT set_config('tessera.term', $1, false)", &[&term.to_string()])
-            .map_err(pg_err)?;
+        self.db().execute("SELECT set_config('tessera.term', $1, false)", &[&term.to_string()]).map_err(pg_err)?;
         self.term = Some(term);
         Ok(())
     }
@@ -79,7 +95,7 @@ impl PgBackend {
     /// `holder`'s), then writes under its new term. Returns the lease, or
     /// `None` while someone else holds a live one.
     pub fn lead(&mut self, holder: &str, ttl_ms: i64) -> Result<Option<Lease>> {
-        let lease = lease::acquire(self.client.get_mut(), holder, ttl_ms)?;
+        let lease = self.run(|db| lease::acquire(db, holder, ttl_ms))?;
         if let Some(l) = &lease {
             self.write_as(l.term)?;
         }
@@ -90,17 +106,25 @@ impl PgBackend {
     /// is no longer this connection's (another coordinator took over).
     pub fn renew(&mut self, holder: &str, ttl_ms: i64) -> Result<bool> {
         let Some(term) = self.term else { return Ok(false) };
-        lease::renew(self.client.get_mut(), holder, term, ttl_ms)
+        self.run(|db| lease::renew(db, holder, term, ttl_ms))
     }
 
     /// The lease as the database has it now.
     pub fn lease_state(&self) -> Result<LeaseState> {
-        lease::state(&mut self.client.borrow_mut())
+        self.run(lease::state)
     }
 
-    /// The connection, for this crate's queries.
-    fn db(&self) -> std::cell::RefMut<'_, Client> {
-        self.client.borrow_mut()
+    /// The connection, for one query ([`Db`]).
+    fn db(&self) -> Db<'_> {
+        Db(self.client.borrow_mut())
+    }
+
+    /// Runs `f` on the connection, off any async runtime ([`off_runtime`]):
+    /// for a transaction's several statements.
+    fn run<R: Send>(&self, f: impl FnOnce(&mut Client) -> R + Send) -> R {
+        let mut guard = self.client.borrow_mut();
+        let client: &mut Client = &mut guard;
+        off_runtime(|| f(client))
     }
 }
 
@@ -121,6 +145,47 @@ impl Backend for PgBackend {
     fn housekeeping(&self) -> Result<()> {
         Ok(())
     }
+}
+
+/// The connection for one statement, run off any async runtime.
+pub(crate) struct Db<'a>(RefMut<'a, Client>);
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+impl Db<'_> {
+    pub(crate) fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, postgres::Error> {
+        let client = &mut *self.0;
+        off_runtime(|| client.query(sql, params))
+    }
+
+    pub(crate) fn query_one(&mut self, sql: &str, params: Params<'_>) -> Result<Row, postgres::Error> {
+        let client = &mut *self.0;
+        off_runtime(|| client.query_one(sql, params))
+    }
+
+    pub(crate) fn query_opt(&mut self, sql: &str, params: Params<'_>) -> Result<Option<Row>, postgres::Error> {
+        let client = &mut *self.0;
+        off_runtime(|| client.query_opt(sql, params))
+    }
+
+    pub(crate) fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64, postgres::Error> {
+        let client = &mut *self.0;
+        off_runtime(|| client.execute(sql, params))
+    }
+}
+
+/// Runs `f` where the synchronous client can block: it drives its own
+/// small runtime, which cannot start on a thread that is inside another
+/// (the coordinator's tokio threads, and its blocking pool's). There, `f`
+/// runs on a scoped thread of its own while this one waits.
+fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
 /// A PostgreSQL error as a store error: a fenced write as

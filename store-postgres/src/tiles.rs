@@ -9,55 +9,56 @@ use crate::*;
 
 impl TileStore for PgBackend {
     fn record_tiles(&mut self, tiles: &[TileRecord]) -> Result<usize> {
-        let mut db = self.db();
-        let mut tx = db.transaction().map_err(pg_err)?;
-        let insert = tx
-            .prepare(
-                "INSERT INTO tiles (job, idx, frame, hash, data, worker, fuel, millis, proof)
+        self.run(|db| {
+            let mut tx = db.transaction().map_err(pg_err)?;
+            let insert = tx
+                .prepare(
+                    "INSERT INTO tiles (job, idx, frame, hash, data, worker, fuel, millis, proof)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                  ON CONFLICT (job, idx) DO NOTHING",
-            )
-            .map_err(pg_err)?;
-        let mut new = 0;
-        let mut done: BTreeMap<&str, i64> = BTreeMap::new();
-        let mut credits = Vec::new();
-        for t in tiles {
-            let inserted = tx
-                .execute(
-                    &insert,
-                    &[
-                        &to_i64(t.job, "tile job")?,
-                        &i64::from(t.index),
-                        &t.frame,
-                        &&t.hash[..],
-                        &t.data,
-                        &t.worker,
-                        &to_i64(t.fuel, "tile fuel")?,
-                        &to_i64(t.millis, "tile millis")?,
-                        &t.proof,
-                    ],
                 )
                 .map_err(pg_err)?;
-            if inserted != 0 {
-                new += 1;
-                *done.entry(t.worker.as_str()).or_default() += 1;
-                if let Some(c) = &t.credit {
-                    credits.push((t.worker.as_str(), t.job, t.index, c));
-                }
-                if let Some((worker, c)) = &t.also_credit {
-                    credits.push((worker.as_str(), t.job, t.index, c));
+            let mut new = 0;
+            let mut done: BTreeMap<&str, i64> = BTreeMap::new();
+            let mut credits = Vec::new();
+            for t in tiles {
+                let inserted = tx
+                    .execute(
+                        &insert,
+                        &[
+                            &to_i64(t.job, "tile job")?,
+                            &i64::from(t.index),
+                            &t.frame,
+                            &&t.hash[..],
+                            &t.data,
+                            &t.worker,
+                            &to_i64(t.fuel, "tile fuel")?,
+                            &to_i64(t.millis, "tile millis")?,
+                            &t.proof,
+                        ],
+                    )
+                    .map_err(pg_err)?;
+                if inserted != 0 {
+                    new += 1;
+                    *done.entry(t.worker.as_str()).or_default() += 1;
+                    if let Some(c) = &t.credit {
+                        credits.push((t.worker.as_str(), t.job, t.index, c));
+                    }
+                    if let Some((worker, c)) = &t.also_credit {
+                        credits.push((worker.as_str(), t.job, t.index, c));
+                    }
                 }
             }
-        }
-        if !credits.is_empty() {
-            workers::credit_tiles(&mut tx, &credits)?;
-        }
-        for (worker, n) in &done {
-            tx.execute("UPDATE workers SET tiles_done = tiles_done + $2 WHERE identity = $1", &[worker, n])
-                .map_err(pg_err)?;
-        }
-        tx.commit().map_err(pg_err)?;
-        Ok(new)
+            if !credits.is_empty() {
+                workers::credit_tiles(&mut tx, &credits)?;
+            }
+            for (worker, n) in &done {
+                tx.execute("UPDATE workers SET tiles_done = tiles_done + $2 WHERE identity = $1", &[worker, n])
+                    .map_err(pg_err)?;
+            }
+            tx.commit().map_err(pg_err)?;
+            Ok(new)
+        })
     }
 
     fn done_tiles(&self, job: u64) -> Result<Vec<u32>> {

@@ -59,32 +59,33 @@ impl WorkerStore for PgBackend {
         proof_json: &str,
         now_ms: u64,
     ) -> Result<bool> {
-        let mut db = self.db();
-        let mut tx = db.transaction().map_err(pg_err)?;
-        tx.execute(
-            "INSERT INTO evidence (worker, job, tile, time_ms, reason, proof) VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &worker,
-                &to_i64(job, "evidence job")?,
-                &i64::from(tile),
-                &to_i64(now_ms, "evidence time")?,
-                &reason,
-                &proof_json,
-            ],
-        )
-        .map_err(pg_err)?;
-        let quarantined = tx
-            .query_opt(
-                "UPDATE workers SET trust = 0, gpu_trust = 0, reputation = reputation * 0.5,
+        self.run(|db| {
+            let mut tx = db.transaction().map_err(pg_err)?;
+            tx.execute(
+                "INSERT INTO evidence (worker, job, tile, time_ms, reason, proof) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &worker,
+                    &to_i64(job, "evidence job")?,
+                    &i64::from(tile),
+                    &to_i64(now_ms, "evidence time")?,
+                    &reason,
+                    &proof_json,
+                ],
+            )
+            .map_err(pg_err)?;
+            let quarantined = tx
+                .query_opt(
+                    "UPDATE workers SET trust = 0, gpu_trust = 0, reputation = reputation * 0.5,
                      failed_checks = failed_checks + 1, strikes = strikes + 1,
                      quarantined = quarantined OR strikes + 1 >= $2
                  WHERE identity = $1 RETURNING quarantined",
-                &[&worker, &to_i64(QUARANTINE_AFTER, "strikes")?],
-            )
-            .map_err(pg_err)?
-            .is_some_and(|r| r.get::<_, bool>(0));
-        tx.commit().map_err(pg_err)?;
-        Ok(quarantined)
+                    &[&worker, &to_i64(QUARANTINE_AFTER, "strikes")?],
+                )
+                .map_err(pg_err)?
+                .is_some_and(|r| r.get::<_, bool>(0));
+            tx.commit().map_err(pg_err)?;
+            Ok(quarantined)
+        })
     }
 
     fn clear_worker(&mut self, worker: &str) -> Result<bool> {
@@ -157,7 +158,7 @@ pub(crate) fn credit_tiles(tx: &mut Transaction<'_>, credits: &[(&str, u64, u32,
         };
     for (worker, job, tile, credit) in credits {
         tx.execute(
-            "UPDATE workers SET trust = trust + (1 - $3), gpu_trust = gpu_trust + $3,
+            "UPDATE workers SET trust = trust + (1 - $3::bigint), gpu_trust = gpu_trust + $3::bigint,
                  verified_tiles = verified_tiles + 1,
                  reputation = reputation + (1.0 - reputation) * 0.02, credit = credit + $2
              WHERE identity = $1",

@@ -76,6 +76,7 @@ macro_rules! on_every_backend {
 }
 
 on_every_backend!(
+    store_credit_trust_and_quarantine_keep_one_ledger_chain,
     store_data_survives_reopen,
     store_record_tiles_is_idempotent,
     store_tiles_of_an_unknown_job_fail_the_whole_batch,
@@ -653,4 +654,62 @@ fn store_delete_job_removes_rows_and_unshared_blobs(db: &dyn Open) {
     }
     assert_eq!(store.jobs().unwrap(), vec![]);
     assert!(!store.blobs().remove(&shared_scene).unwrap());
+}
+
+fn store_credit_trust_and_quarantine_keep_one_ledger_chain(db: &dyn Open) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = db.open(dir.path());
+    let id = store.insert_job(&job("a", vec![1, 2]), 0).unwrap();
+    for w in ["fp-a", "fp-b", "fp-c"] {
+        store.upsert_worker(w, w, "{}", 1).unwrap();
+    }
+    let credit =
+        |c: f64, gpu: bool, n: u8| TileCredit { credit: c, gpu, commitment: [n; 32], time_ms: 10 + u64::from(n) };
+    // A tile confirmed by a replica credits both; a GPU tile raises GPU trust.
+    let mut t0 = tile(id, 0, "fp-a");
+    t0.credit = Some(credit(0.5, false, 1));
+    t0.also_credit = Some(("fp-b".into(), credit(0.5, false, 1)));
+    let mut t1 = tile(id, 1, "fp-a");
+    t1.credit = Some(credit(0.25, true, 2));
+    let mut t2 = tile(id, 2, "fp-b");
+    t2.credit = Some(credit(2.0, false, 3));
+    assert_eq!(store.record_tiles(&[t0.clone(), t1]).unwrap(), 2);
+    assert_eq!(store.record_tiles(&[t2, t0]).unwrap(), 1, "a tile already stored credits nobody again");
+
+    let a = store.standing("fp-a").unwrap().unwrap();
+    assert_eq!((a.trust, a.gpu_trust, a.verified_tiles), (1, 1, 2));
+    assert!((a.credit - 0.75).abs() < 1e-12 && (a.reputation - (0.5 + 0.5 * 0.02 + (1.0 - 0.51) * 0.02)).abs() < 1e-12);
+    let b = store.standing("fp-b").unwrap().unwrap();
+    assert_eq!((b.trust, b.verified_tiles), (2, 2));
+    assert!((b.credit - 2.5).abs() < 1e-12);
+    assert_eq!(store.standing("nobody").unwrap(), None);
+
+    // One chain, in order, each entry hashing its predecessor.
+    let entries = store.ledger(None, 0, 100).unwrap();
+    assert_eq!(
+        entries.iter().map(|e| (e.worker.as_str(), e.tile)).collect::<Vec<_>>(),
+        vec![("fp-a", 0), ("fp-b", 0), ("fp-a", 1), ("fp-b", 2)]
+    );
+    assert_eq!(entries[0].prev, [0; 32]);
+    for pair in entries.windows(2) {
+        assert_eq!(pair[1].prev, pair[0].hash);
+    }
+    assert_eq!(entries[3].hash, ledger_hash(&entries[2].hash, "fp-b", id, 2, 2.0, &[3; 32]));
+    assert_eq!(store.verify_ledger().unwrap(), Ok(4));
+    assert_eq!(store.ledger(Some("fp-b"), entries[1].seq, 10).unwrap().len(), 1);
+
+    // Failed checks: trust back to zero, reputation halved, quarantine at
+    // the third strike, lifted by an admin.
+    for n in 1..=QUARANTINE_AFTER {
+        let quarantined = store.record_failed_check("fp-c", id, 3, "spot check", "{}", 20 + n).unwrap();
+        assert_eq!(quarantined, n == QUARANTINE_AFTER, "strike {n}");
+    }
+    let c = store.standing("fp-c").unwrap().unwrap();
+    assert_eq!((c.trust, c.failed_checks, c.strikes, c.quarantined), (0, 3, 3, true));
+    assert!((c.reputation - 0.5f64.powi(4)).abs() < 1e-12);
+    assert!(store.clear_worker("fp-c").unwrap());
+    assert!(!store.clear_worker("nobody").unwrap());
+    let c = store.standing("fp-c").unwrap().unwrap();
+    assert_eq!((c.strikes, c.quarantined, c.failed_checks), (0, false, 3));
+    assert!(!store.record_failed_check("fp-c", id, 3, "again", "{}", 30).unwrap());
 }

@@ -54,7 +54,8 @@ fn run() -> Result<()> {
             // The web page's tests drive a real headless Chromium; the
             // Blender add-on's run in Debian's Blender (whose glTF exporter
             // needs NumPy); the GPU host's run on Mesa's lavapipe (Vulkan on
-            // the CPU).
+            // the CPU); the store's suite and the farm's PostgreSQL tests
+            // start a throw-away cluster of Debian's PostgreSQL.
             tessera_guest_build::apt_install(&[
                 "chromium",
                 "chromium-driver",
@@ -62,6 +63,7 @@ fn run() -> Result<()> {
                 "python3-numpy",
                 "mesa-vulkan-drivers",
                 "libvulkan1",
+                "postgresql",
             ])?;
             cargo(&["test", "--workspace", "--all-targets"], &rest)?;
             if rest.is_empty() {
@@ -343,7 +345,9 @@ mod tests {
             "wgpu",
         ];
         const STORE: &[&str] = &["tokio", "quinn", "wasmtime", "axum", "hyper", "wgpu", "mio", "tessera-coordinator"];
+        const STORE_BACKEND: &[&str] = &["quinn", "wasmtime", "axum", "hyper", "wgpu", "tessera-coordinator"];
         let rules: &[(&str, &[&str])] = &[
+            ("tessera-store-postgres", STORE_BACKEND),
             ("tessera-scheduler", IO),
             ("tessera-protocol", IO),
             ("tessera-denoise", IO),

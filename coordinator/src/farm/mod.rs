@@ -14,6 +14,7 @@
 
 pub mod conn;
 pub mod core;
+pub mod database;
 pub mod job;
 pub mod manifest;
 pub mod msg;
@@ -56,6 +57,9 @@ pub struct FarmConfig {
     pub scheduler: crate::scheduler::Config,
     /// Proof-of-render checks.
     pub verify: verify::VerifyConfig,
+    /// Where the records are: SQLite in `data_dir` (the default), or a
+    /// PostgreSQL database the farm's coordinators share.
+    pub database: database::Database,
 }
 
 impl FarmConfig {
@@ -67,6 +71,7 @@ impl FarmConfig {
             idle_timeout: Duration::from_secs(10),
             scheduler: crate::scheduler::Config::default(),
             verify: verify::VerifyConfig::default(),
+            database: database::Database::Sqlite,
         }
     }
 }
@@ -113,6 +118,8 @@ pub struct Farm {
     blob_gc: tokio::sync::Mutex<()>,
     verifier: Option<Arc<verify::Verifier>>,
     trust_threshold: u64,
+    /// The PostgreSQL leader lease this coordinator holds, if it runs on one.
+    lease: Option<database::LeaseKeeper>,
 }
 
 use self::core::Core;
@@ -124,16 +131,16 @@ impl Farm {
     /// resumes every unfinished job: tiles already stored are not rendered
     /// again.
     pub async fn start(config: FarmConfig) -> Result<Farm, FarmError> {
-        let data = config.data_dir.clone();
-        let (store, identity, first_token) = tokio::task::spawn_blocking(move || -> Result<_, FarmError> {
-            let mut store = Store::open(&data)?;
+        let (data, db) = (config.data_dir.clone(), config.database.clone());
+        let (store, lease, identity, first_token) = tokio::task::spawn_blocking(move || -> Result<_, FarmError> {
+            let (mut store, lease) = database::open(&db, &data)?;
             let (identity, fresh) = Identity::load_or_create_pinned(&data, "tessera-coordinator")?;
             let first_token = if fresh && store.tokens()?.is_empty() {
                 Some(store.create_token(TokenKind::Worker, "first worker token", writer::unix_ms())?.1)
             } else {
                 None
             };
-            Ok((store, identity, first_token))
+            Ok((store, lease, identity, first_token))
         })
         .await
         .map_err(|_| FarmError::Stopped)??;
@@ -201,6 +208,7 @@ impl Farm {
             blob_gc: tokio::sync::Mutex::new(()),
             verifier: verifier_handle,
             trust_threshold: config.verify.trust_threshold,
+            lease,
         };
         farm.resume().await?;
         Ok(farm)
@@ -576,6 +584,16 @@ impl Farm {
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Resolves if this coordinator loses its leader lease (PostgreSQL: a
+    /// standby took over); never on SQLite. The coordinator must stop then:
+    /// the database already refuses its writes.
+    pub async fn lease_lost(&self) {
+        match &self.lease {
+            Some(lease) => lease.lost().await,
+            None => std::future::pending().await,
         }
     }
 

@@ -15,6 +15,7 @@ mod fidelity;
 mod hostile;
 mod local;
 mod manifest;
+mod postgres;
 mod progressive;
 mod render;
 mod web;

@@ -33,6 +33,9 @@ enum Command {
     Demo(serve::DemoArgs),
     /// Makes, lists and revokes worker and API tokens.
     Token(serve::TokenArgs),
+    /// Copies a stopped farm's records from SQLite into an empty
+    /// PostgreSQL database and checks the copy (`--from sqlite:DIR --to postgres://…`).
+    Migrate(serve::MigrateArgs),
     /// Renders the spheres sample on this machine's cores through the wasm
     /// sandbox (no farm): a quick check that the sandbox works here.
     LocalDemo(DemoArgs),
@@ -112,6 +115,7 @@ fn main() -> Result<()> {
             serve::demo(args, serve::DemoInputs { scene: embedded::TURNTABLE, module: embedded::PATHTRACER })
         }
         Command::Token(args) => serve::token(args),
+        Command::Migrate(args) => serve::migrate(args),
         Command::LocalDemo(args) => demo(args),
         Command::Submit(args) => client_cli::submit(args),
         Command::Status(args) => client_cli::status(args),

@@ -17,6 +17,7 @@
 mod jobs;
 pub mod lease;
 mod meta;
+pub mod migrate;
 pub mod schema;
 mod tiles;
 mod tokens;
@@ -121,7 +122,7 @@ impl PgBackend {
 
     /// Runs `f` on the connection, off any async runtime ([`off_runtime`]):
     /// for a transaction's several statements.
-    fn run<R: Send>(&self, f: impl FnOnce(&mut Client) -> R + Send) -> R {
+    pub(crate) fn run<R: Send>(&self, f: impl FnOnce(&mut Client) -> R + Send) -> R {
         let mut guard = self.client.borrow_mut();
         let client: &mut Client = &mut guard;
         off_runtime(|| f(client))

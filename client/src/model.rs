@@ -328,6 +328,20 @@ pub struct Health {
     pub uptime_s: u64,
     pub workers: usize,
     pub jobs_active: usize,
+    /// Where the farm's records are: `sqlite` or `postgres`.
+    #[serde(default)]
+    pub store: String,
+    /// This coordinator's part: `leader` (it holds the PostgreSQL lease and
+    /// runs the farm; standbys serve nothing until they take it over) or
+    /// `only` (SQLite: one coordinator owns the file).
+    #[serde(default)]
+    pub role: String,
+    /// The PostgreSQL lease's term this coordinator writes under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<i64>,
+    /// How long the health check's query of the store took, in milliseconds.
+    #[serde(default)]
+    pub store_latency_ms: f64,
 }
 
 /// `GET /api/v1/status`: the farm at a glance.

@@ -21,14 +21,21 @@ use tessera_store::{JobState, Scope};
     responses((status = 200, body = Health), (status = 503, description = "the farm is stopping", body = ErrorBody)))]
 pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     let status = state.farm.status().await?;
-    // A query proves the store is readable.
+    // A query proves the store is readable, and times it.
+    let started = std::time::Instant::now();
     blocking(&state, |store| store.tokens().map(|_| ())).await?;
+    let store_latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    let term = state.farm.lease_term();
     Ok(Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_s: state.farm.uptime().as_secs(),
         workers: status.workers.len(),
         jobs_active: status.jobs.iter().filter(|j| !j.state.is_finished()).count(),
+        store: if term.is_some() { "postgres" } else { "sqlite" }.into(),
+        role: if term.is_some() { "leader" } else { "only" }.into(),
+        term,
+        store_latency_ms,
     }))
 }
 

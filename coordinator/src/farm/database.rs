@@ -52,9 +52,15 @@ impl Database {
 pub struct LeaseKeeper {
     lost: watch::Receiver<bool>,
     stop: Arc<AtomicBool>,
+    term: i64,
 }
 
 impl LeaseKeeper {
+    /// The lease's term: the fencing token this coordinator writes under.
+    pub fn term(&self) -> i64 {
+        self.term
+    }
+
     /// Resolves once the lease is lost (taken over, or not renewed in time).
     pub async fn lost(&self) {
         let mut lost = self.lost.clone();
@@ -126,5 +132,5 @@ pub fn open(db: &Database, data: &Path) -> Result<(Store, Option<LeaseKeeper>), 
             }
         })
         .map_err(|e| StoreError::Invalid(format!("starting the lease keeper: {e}")))?;
-    Ok((Store::with_backend(data, Box::new(backend))?, Some(LeaseKeeper { lost: rx, stop })))
+    Ok((Store::with_backend(data, Box::new(backend))?, Some(LeaseKeeper { lost: rx, stop, term: lease_now.term })))
 }

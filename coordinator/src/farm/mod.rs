@@ -587,6 +587,11 @@ impl Farm {
         }
     }
 
+    /// The PostgreSQL lease term this coordinator leads under; `None` on SQLite.
+    pub fn lease_term(&self) -> Option<i64> {
+        self.lease.as_ref().map(database::LeaseKeeper::term)
+    }
+
     /// Resolves if this coordinator loses its leader lease (PostgreSQL: a
     /// standby took over); never on SQLite. The coordinator must stop then:
     /// the database already refuses its writes.

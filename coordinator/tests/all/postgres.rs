@@ -23,6 +23,17 @@ use crate::farm_kill::{free_port, http_submit, spawn_worker, wait_for, Proc};
 
 const SPP: u32 = 96;
 
+/// A GET over plain HTTP/1.1; the body.
+fn http_get(port: u16, path: &str, token: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    response.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
+}
+
 fn spawn_coordinator(data: &Path, http: u16, quic: u16, store: &str, name: &str) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
     cmd.arg("coordinator")
@@ -92,6 +103,18 @@ fn a_standby_coordinator_takes_over_when_the_leader_is_killed() {
         reader.job(1).unwrap().is_some_and(|j| j.state == JobState::Done)
     });
     assert_frames_equal(&data.join("frames/job-1"), &reference);
+
+    // An API client that followed the job through the leader follows it
+    // through the standby at the same address, with the same token; the
+    // health check says who leads, under which term.
+    let job: serde_json::Value = serde_json::from_str(&http_get(http, "/api/v1/jobs/1", &api_token)).unwrap();
+    assert_eq!(job["state"], "done", "{job}");
+    let health: serde_json::Value = serde_json::from_str(&http_get(http, "/api/v1/health", "")).unwrap();
+    assert_eq!(
+        (health["store"].as_str(), health["role"].as_str(), health["term"].as_i64()),
+        (Some("postgres"), Some("leader"), Some(2)),
+        "{health}"
+    );
 
     // Each tile once, the ledger's chain intact, at most one credit per
     // tile and worker; what was stored before the kill is untouched.

@@ -2,7 +2,7 @@
 
 use tessera_store::records::*;
 use tessera_store::support::{new_secret, scopes_text, secret_hash};
-use tessera_store::{Result, StoreError, TokenStore};
+use tessera_store::{Result, TokenStore};
 
 use crate::*;
 
@@ -14,9 +14,7 @@ impl TokenStore for PgBackend {
         scopes: &[Scope],
         now_ms: u64,
     ) -> Result<(u64, String)> {
-        if kind == TokenKind::Worker && !scopes.is_empty() {
-            return Err(StoreError::Invalid("worker tokens have no API scopes".into()));
-        }
+        tessera_store::support::check_scopes(kind, scopes)?;
         let secret = new_secret(kind)?;
         let row = self
             .db()

@@ -8,6 +8,15 @@ use std::collections::BTreeSet;
 use crate::records::{Scope, TokenKind};
 use crate::{hex, Result, StoreError};
 
+/// Refuses scopes on a worker token (rather than storing rights nothing
+/// checks); only API tokens have any.
+pub fn check_scopes(kind: TokenKind, scopes: &[Scope]) -> Result<()> {
+    if kind == TokenKind::Worker && !scopes.is_empty() {
+        return Err(StoreError::Invalid("worker tokens have no API scopes".into()));
+    }
+    Ok(())
+}
+
 /// A new token secret of `kind`: its prefix and 64 lowercase hex digits
 /// (32 bytes from the operating system's generator).
 pub fn new_secret(kind: TokenKind) -> Result<String> {

@@ -14,9 +14,7 @@ impl TokenStore for SqliteBackend {
         scopes: &[Scope],
         now_ms: u64,
     ) -> Result<(u64, String)> {
-        if kind == TokenKind::Worker && !scopes.is_empty() {
-            return Err(StoreError::Invalid("worker tokens have no API scopes".into()));
-        }
+        check_scopes(kind, scopes)?;
         let secret = crate::support::new_secret(kind)?;
         self.conn.execute(
             "INSERT INTO tokens (kind, label, secret_hash, created_ms, scopes) VALUES (?1, ?2, ?3, ?4, ?5)",

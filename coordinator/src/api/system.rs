@@ -97,6 +97,23 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         &one(status.workers.iter().map(|w| f64::from(w.slots)).sum()),
     );
     metric("tessera_leases", "gauge", "Tiles out with workers now.", &one(status.leases as f64));
+    // Who leads: 1 on the coordinator serving this (a standby serves
+    // nothing), with the PostgreSQL lease's term; SQLite has no term.
+    let term = state.farm.lease_term();
+    metric(
+        "tessera_store_leader",
+        "gauge",
+        "1: this coordinator runs the farm (holds the PostgreSQL lease, or owns the SQLite file).",
+        &[(format!("{{store=\"{}\"}}", if term.is_some() { "postgres" } else { "sqlite" }), 1.0)],
+    );
+    if let Some(term) = term {
+        metric(
+            "tessera_store_lease_term",
+            "gauge",
+            "The PostgreSQL lease term (fencing token) written under.",
+            &one(term as f64),
+        );
+    }
     metric("tessera_tiles_done_total", "counter", "Tiles made durable since start.", &one(c.tiles_done as f64));
     metric(
         "tessera_tiles_failed_total",

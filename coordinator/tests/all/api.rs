@@ -674,6 +674,8 @@ fn a_submitted_job_renders_and_its_frames_download() {
         let tiles = job["progress"]["tiles"].as_u64().unwrap();
         assert!(text.contains(&format!("tessera_tiles_done_total {tiles}")), "{text}");
         assert!(text.contains("tessera_frames_done_total 2"), "{text}");
+        assert!(text.contains("tessera_store_leader{store=\"sqlite\"} 1"), "{text}");
+        assert!(!text.contains("tessera_store_lease_term"), "SQLite has no lease: {text}");
 
         // Cancelling a finished job changes nothing; retrying it is a conflict.
         let (status, after) =

@@ -21,13 +21,16 @@ use tessera_worker::settings::read_config;
 #[derive(Parser, Debug)]
 #[command(name = "tessera-worker", version, about = "Render tiles for a Tessera farm.")]
 struct Args {
-    /// The coordinator's QUIC address, HOST:PORT.
+    /// The coordinator's QUIC address, HOST:PORT; a farm of several
+    /// coordinators: all of them, comma-separated (a lost one makes the
+    /// worker try the next).
     #[arg(long, env = "TESSERA_COORDINATOR")]
     coordinator: Option<String>,
     /// The join token the farm's operator gave you.
     #[arg(long, env = "TESSERA_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// The coordinator certificate's fingerprint, as it printed it at start.
+    /// The coordinator certificate's fingerprint, as it printed it at start;
+    /// for several coordinators, each one's, comma-separated.
     #[arg(long, env = "TESSERA_PIN")]
     pin: Option<String>,
     /// Where the worker keeps its key and caches [default: ~/.local/share/tessera-worker].

@@ -304,3 +304,42 @@ fn a_worker_interrupted_with_ctrl_c_finishes_its_tiles_and_leaves() {
         farm.shutdown().await;
     });
 }
+
+#[test]
+fn a_worker_given_several_coordinators_works_for_the_one_that_answers() {
+    // The first address answers nobody (a coordinator that is down), the
+    // second is the farm: the worker moves on to it and renders the job;
+    // each coordinator is pinned by its own fingerprint.
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    reference_render_spp(&reference, SPP);
+    let data = dir.path().join("coord");
+    let (http, quic, down) = (free_port(), free_port(), free_port());
+    let coordinator = spawn_coordinator(&data, http, quic);
+    let pin = coordinator.stdout_value("fingerprint:");
+    let worker_token = coordinator.stdout_value("worker token:");
+    let api_token = coordinator.stdout_value("token:");
+    let other_pin = "ab".repeat(32);
+    let mut worker = spawn_worker(
+        &format!("127.0.0.1:{down},127.0.0.1:{quic}"),
+        &worker_token,
+        &format!("{other_pin},{pin}"),
+        &dir.path().join("w"),
+    );
+    let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
+    let settings = format!(r#"{{"frames":"1,12,24","spp":{SPP},"width":48,"height":27,"tile_size":16}}"#);
+    let (code, body) = http_submit(http, &api_token, &settings, &scene);
+    assert_eq!(code, 201, "{body}");
+    let store = Store::open(&data).unwrap();
+    wait_for("the job to finish", Duration::from_secs(180), || {
+        store.job(1).unwrap().is_some_and(|j| j.state == JobState::Done)
+    });
+    assert_frames_equal(&data.join("frames/job-1"), &reference);
+    worker.kill();
+    let log: Vec<String> = worker.stderr.try_iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains("cannot reach the coordinator") && l.contains(&format!("127.0.0.1:{down}"))),
+        "the worker did not try the first address:\n{}",
+        log.join("\n")
+    );
+}

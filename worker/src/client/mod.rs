@@ -144,7 +144,7 @@ enum SessionEnd {
 impl Worker {
     /// Loads (or makes) the worker's key, opens its caches and its sandbox.
     pub fn new(config: WorkerConfig) -> Result<Worker, WorkerError> {
-        tls::parse_pin(&config.pin)?;
+        tls::parse_pins(&config.pin)?;
         let identity = Identity::load_or_create(&config.data_dir.join("worker.key"), &config.name)?;
         let gpu = crate::gpu::Gpu::open(crate::gpu::GpuConfig {
             selection: config.gpu.clone(),
@@ -187,22 +187,37 @@ impl Worker {
             &self.shared.config.pin,
             crate::net::transport(self.shared.config.idle_timeout, 4096),
         )?);
+        // Several coordinators of one farm (`a:7879,b:7879`): a lost or
+        // unreachable one makes the worker try the next.
+        let addrs: Vec<String> = self
+            .shared
+            .config
+            .coordinator
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let mut which = 0usize;
         let mut backoff = Duration::from_millis(250);
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            match self.session(&endpoint, &slots, &mut shutdown).await {
+            let addr = addrs.get(which % addrs.len().max(1)).map_or("", String::as_str);
+            match self.session(addr, &endpoint, &slots, &mut shutdown).await {
                 Ok(SessionEnd::Shutdown) => {
                     endpoint.wait_idle().await;
                     return Ok(());
                 }
                 Ok(SessionEnd::Lost(e)) => {
-                    tracing::warn!(error = %e, "connection to the coordinator lost; reconnecting");
+                    tracing::warn!(coordinator = addr, error = %e, "connection to the coordinator lost; reconnecting");
                     backoff = Duration::from_millis(250);
+                    which += 1;
                 }
                 Err(WorkerError::Net(e)) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "cannot reach the coordinator");
+                    tracing::warn!(coordinator = addr, error = %e, retry_in = ?backoff, "cannot reach the coordinator");
+                    which += 1;
                 }
                 Err(e) => return Err(e),
             }
@@ -219,16 +234,17 @@ impl Worker {
 
     async fn session(
         &self,
+        coordinator: &str,
         endpoint: &quinn::Endpoint,
         slots: &Arc<Slots>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<SessionEnd, WorkerError> {
         let config = &self.shared.config;
-        let addr = tokio::net::lookup_host(&config.coordinator)
+        let addr = tokio::net::lookup_host(coordinator)
             .await
-            .map_err(|e| NetError::io(std::path::Path::new(&config.coordinator), e))?
+            .map_err(|e| NetError::io(std::path::Path::new(coordinator), e))?
             .next()
-            .ok_or_else(|| NetError::Protocol(format!("{} resolves to no address", config.coordinator)))?;
+            .ok_or_else(|| NetError::Protocol(format!("{coordinator} resolves to no address")))?;
         let conn = match endpoint.connect(addr, "tessera-coordinator").map_err(NetError::from)?.await {
             Ok(c) => c,
             Err(quinn::ConnectionError::TransportError(e)) if e.reason.contains("does not match the pinned") => {

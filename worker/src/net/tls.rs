@@ -140,6 +140,17 @@ pub fn parse_pin(pin: &str) -> Result<String, NetError> {
     tessera_protocol::proof::parse_fingerprint(pin).map_err(|e| NetError::Tls(e.to_string()))
 }
 
+/// Pins separated by commas (a farm of several coordinators, each with its
+/// certificate): each as [`parse_pin`]; at least one.
+pub fn parse_pins(pins: &str) -> Result<Vec<String>, NetError> {
+    let pins: Vec<String> =
+        pins.split(',').map(str::trim).filter(|p| !p.is_empty()).map(parse_pin).collect::<Result<_, _>>()?;
+    if pins.is_empty() {
+        return Err(NetError::Tls("no pin given (the coordinator prints its fingerprint at start)".into()));
+    }
+    Ok(pins)
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -166,8 +177,9 @@ pub fn server_config(identity: &Identity, transport: quinn::TransportConfig) -> 
     Ok(config)
 }
 
-/// A worker's QUIC client config: accepts only the pinned certificate, and
-/// presents the worker's own.
+/// A worker's QUIC client config: accepts only the pinned certificates
+/// (`pin`: one, or several separated by commas), and presents the worker's
+/// own.
 pub fn client_config(
     identity: &Identity,
     pin: &str,
@@ -179,7 +191,7 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { pin: parse_pin(pin)?, provider }))
+        .with_custom_certificate_verifier(Arc::new(Pinned { pins: parse_pins(pin)?, provider }))
         .with_client_auth_cert(certs, key)
         .map_err(tls_err)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
@@ -248,13 +260,13 @@ macro_rules! handshake_signatures_as_usual {
     };
 }
 
-/// Server side of the pin: the certificate must be the one pinned. Its
+/// Server side of the pin: the certificate must be one of those pinned. Its
 /// name and dates do not matter (it is self-signed and pinned by hash); the
 /// handshake signature is checked as usual, which proves the server holds
 /// the key.
 #[derive(Debug)]
 struct Pinned {
-    pin: String,
+    pins: Vec<String>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -267,13 +279,13 @@ impl ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if fingerprint(end_entity) == self.pin {
+        let seen = fingerprint(end_entity);
+        if self.pins.contains(&seen) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(
-                "the coordinator's certificate {} does not match the pinned {}",
-                fingerprint(end_entity),
-                self.pin
+                "the coordinator's certificate {seen} does not match the pinned {}",
+                self.pins.join(", ")
             )))
         }
     }
@@ -313,4 +325,20 @@ impl ClientCertVerifier for AnyClientKey {
     }
 
     handshake_signatures_as_usual!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_are_one_or_several_fingerprints() {
+        let (a, b) = ("ab".repeat(32), "CD".repeat(32));
+        assert_eq!(parse_pins(&a).unwrap(), vec![a.clone()]);
+        assert_eq!(parse_pins(&format!(" {a} , blake3:{b},")).unwrap(), vec![a.clone(), "cd".repeat(32)]);
+        assert!(parse_pins("").is_err());
+        assert!(parse_pins(",").is_err());
+        let err = parse_pins(&format!("{a},nope")).unwrap_err().to_string();
+        assert!(err.contains("\"nope\""), "{err}");
+    }
 }

@@ -33,7 +33,7 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:7878";
 #[derive(Clone, Debug, Default)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct ConnArgs {
-    /// The coordinator's HTTP address [default: the config file's `url`, else http://127.0.0.1:7878].
+    /// The coordinator's HTTP address, or several of one farm's coordinators separated by commas (a request goes to the next when one is gone or standing by) [default: the config file's `url`, else http://127.0.0.1:7878].
     #[cfg_attr(feature = "cli", arg(long, env = "TESSERA_URL"))]
     pub url: Option<String>,
     /// An API token (`tessera token create --kind api`) [default: the config file's `token`].
@@ -107,8 +107,17 @@ pub fn resolve(args: &ConnArgs, env: impl Fn(&str) -> Option<OsString>) -> Resul
 }
 
 /// `http(s)://host[:port][/prefix]` without a trailing `/`; a bare
-/// `host:port` gets `http://`.
+/// `host:port` gets `http://`. Several, separated by commas (the
+/// coordinators of one farm), are each normalized.
 pub fn normalize_url(url: &str) -> Result<String, ConnError> {
+    if url.contains(',') {
+        let each: Result<Vec<String>, ConnError> = url.split(',').map(normalize_one).collect();
+        return Ok(each?.join(","));
+    }
+    normalize_one(url)
+}
+
+fn normalize_one(url: &str) -> Result<String, ConnError> {
     let url = url.trim();
     let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
     let rest = rest.trim_end_matches('/');
@@ -201,7 +210,8 @@ mod tests {
         assert_eq!(normalize_url("farm:7878").unwrap(), "http://farm:7878");
         assert_eq!(normalize_url(" https://farm.example/tessera/ ").unwrap(), "https://farm.example/tessera");
         assert_eq!(normalize_url("HTTP://127.0.0.1:7878").unwrap(), "HTTP://127.0.0.1:7878");
-        for bad in ["ftp://farm", "http://", "http:///x", "http://farm/?a=b", "", "/", "farm 1:7878"] {
+        assert_eq!(normalize_url("a:7878, http://b:7878/").unwrap(), "http://a:7878,http://b:7878");
+        for bad in ["ftp://farm", "http://", "http:///x", "http://farm/?a=b", "", "/", "farm 1:7878", "a:1,", "a:1,ftp://b"] {
             assert!(normalize_url(bad).is_err(), "{bad:?}");
         }
     }

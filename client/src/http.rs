@@ -74,10 +74,17 @@ fn io_err(what: impl fmt::Display) -> impl FnOnce(io::Error) -> ClientError {
     move |source| ClientError::Io { what: what.to_string(), source }
 }
 
-/// The API at one address, as one token.
+/// The API of one farm, as one token: at one address, or at several
+/// (`--url http://a:7878,http://b:7878`, a farm of several coordinators on
+/// PostgreSQL). With several, a request that finds its coordinator gone
+/// (unreachable) or standing by (503) is sent to the next, and the client
+/// stays with the one that answered: a job followed through one
+/// coordinator keeps being followed through another when the first dies.
 pub struct Client {
     agent: ureq::Agent,
-    base: String,
+    bases: Vec<String>,
+    /// Index into `bases` of the coordinator that last answered.
+    current: std::sync::atomic::AtomicUsize,
     auth: String,
 }
 
@@ -91,43 +98,85 @@ impl Client {
             .build();
         Client {
             agent: ureq::Agent::new_with_config(config),
-            base: conn.url.clone(),
+            bases: split_bases(&conn.url),
+            current: Default::default(),
             auth: format!("Bearer {}", conn.token),
         }
     }
 
-    /// The address the client talks to.
+    /// The address the client talks to now (the coordinator that last
+    /// answered, of several).
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[self.current.load(std::sync::atomic::Ordering::Relaxed) % self.bases.len()]
     }
 
-    /// The full URL of an API path (`/api/v1/...`).
+    /// Every address the client was given.
+    pub fn bases(&self) -> &[String] {
+        &self.bases
+    }
+
+    /// The full URL of an API path (`/api/v1/...`) at the current address.
     pub fn url(&self, path: &str) -> Result<String> {
-        join_url(&self.base, path)
+        join_url(self.base(), path)
+    }
+
+    /// Runs `request` against the current address and, while it finds the
+    /// coordinator there gone or standing by, against each other address
+    /// once; the first to answer becomes the current one.
+    ///
+    /// Only those two outcomes move on: either means the request was not
+    /// acted on (a refused connection carried nothing; a standby changes
+    /// nothing), so a submission is not made twice.
+    fn failover<T>(&self, mut request: impl FnMut(&str) -> Result<T>) -> Result<T> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let start = self.current.load(Relaxed);
+        let n = self.bases.len();
+        let mut last = None;
+        for i in 0..n {
+            let at = (start + i) % n;
+            match request(&self.bases[at]) {
+                Err(e @ (ClientError::Unreachable { .. } | ClientError::Status { status: 503, .. })) if i + 1 < n => {
+                    last = Some(e);
+                }
+                other => {
+                    if other.is_ok() {
+                        self.current.store(at, Relaxed);
+                    }
+                    return other;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Encode("no coordinator address".into())))
     }
 
     pub fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let url = self.url(path)?;
-        let res = self.agent.get(&url).header("Authorization", &self.auth).call();
-        read_json(checked(res, "GET", &url, &self.base)?, "GET", &url)
+        self.failover(|base| {
+            let url = join_url(base, path)?;
+            let res = self.agent.get(&url).header("Authorization", &self.auth).call();
+            read_json(checked(res, "GET", &url, base)?, "GET", &url)
+        })
     }
 
     /// A POST with an optional JSON body, answered with JSON.
     pub fn post_json<T: DeserializeOwned>(&self, path: &str, body: Option<&serde_json::Value>) -> Result<T> {
-        let url = self.url(path)?;
-        let req = self.agent.post(&url).header("Authorization", &self.auth);
-        let res = match body {
-            Some(b) => req.send_json(b),
-            None => req.send_empty(),
-        };
-        read_json(checked(res, "POST", &url, &self.base)?, "POST", &url)
+        self.failover(|base| {
+            let url = join_url(base, path)?;
+            let req = self.agent.post(&url).header("Authorization", &self.auth);
+            let res = match body {
+                Some(b) => req.send_json(b),
+                None => req.send_empty(),
+            };
+            read_json(checked(res, "POST", &url, base)?, "POST", &url)
+        })
     }
 
     pub fn delete(&self, path: &str) -> Result<()> {
-        let url = self.url(path)?;
-        let res = self.agent.delete(&url).header("Authorization", &self.auth).call();
-        checked(res, "DELETE", &url, &self.base)?;
-        Ok(())
+        self.failover(|base| {
+            let url = join_url(base, path)?;
+            let res = self.agent.delete(&url).header("Authorization", &self.auth).call();
+            checked(res, "DELETE", &url, base)?;
+            Ok(())
+        })
     }
 
     /// `POST /api/v1/jobs`: the scene and its settings as multipart parts
@@ -135,7 +184,6 @@ impl Client {
     /// header as it is (quotes, backslashes, control characters) is sent
     /// with those replaced by `_`, and as the job's `name` unless one is set.
     pub fn submit(&self, scene: &[u8], file_name: &str, settings: &SubmitSettings) -> Result<Job> {
-        let url = self.url("/api/v1/jobs")?;
         let safe_name = header_safe(file_name);
         let mut settings = settings.clone();
         if safe_name != file_name && settings.name.is_none() {
@@ -143,14 +191,17 @@ impl Client {
         }
         let settings = serde_json::to_string(&settings).map_err(|e| ClientError::Encode(e.to_string()))?;
         let encode = |e: ureq::Error| ClientError::Encode(e.to_string());
-        let form = Form::new()
-            .part(
-                "scene",
-                Part::bytes(scene).file_name(&safe_name).mime_str("application/octet-stream").map_err(encode)?,
-            )
-            .part("settings", Part::text(&settings).mime_str("application/json").map_err(encode)?);
-        let res = self.agent.post(&url).header("Authorization", &self.auth).send(form);
-        read_json(checked(res, "POST", &url, &self.base)?, "POST", &url)
+        self.failover(|base| {
+            let url = join_url(base, "/api/v1/jobs")?;
+            let form = Form::new()
+                .part(
+                    "scene",
+                    Part::bytes(scene).file_name(&safe_name).mime_str("application/octet-stream").map_err(encode)?,
+                )
+                .part("settings", Part::text(&settings).mime_str("application/json").map_err(encode)?);
+            let res = self.agent.post(&url).header("Authorization", &self.auth).send(form);
+            read_json(checked(res, "POST", &url, base)?, "POST", &url)
+        })
     }
 
     /// Streams a file of the API (`url_path`, e.g. a frame's `url`) to
@@ -165,9 +216,11 @@ impl Client {
         expect: Option<(u64, blake3::Hash)>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(u64, blake3::Hash)> {
-        let url = self.url(url_path)?;
-        let res = self.agent.get(&url).header("Authorization", &self.auth).call();
-        let res = checked(res, "GET", &url, &self.base)?;
+        let (url, res) = self.failover(|base| {
+            let url = join_url(base, url_path)?;
+            let res = self.agent.get(&url).header("Authorization", &self.auth).call();
+            Ok((url.clone(), checked(res, "GET", &url, base)?))
+        })?;
         let dir = match dest.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -216,6 +269,18 @@ impl Client {
         tmp.as_file().sync_all().map_err(io_err(format_args!("writing {}", dest.display())))?;
         tmp.persist(dest).map_err(|e| io_err(format_args!("writing {}", dest.display()))(e.error))?;
         Ok((bytes, hash))
+    }
+}
+
+/// The addresses of `url`: one, or several separated by commas; never none
+/// (an empty one is kept, and fails as an address would).
+fn split_bases(url: &str) -> Vec<String> {
+    let bases: Vec<String> =
+        url.split(',').map(|b| b.trim().trim_end_matches('/').to_owned()).filter(|b| !b.is_empty()).collect();
+    if bases.is_empty() {
+        vec![url.to_owned()]
+    } else {
+        bases
     }
 }
 

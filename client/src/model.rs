@@ -332,7 +332,9 @@ pub struct Health {
     #[serde(default)]
     pub store: String,
     /// This coordinator's part: `leader` (it holds the PostgreSQL lease and
-    /// runs the farm; standbys serve nothing until they take it over) or
+    /// runs the farm), `standby` (another leads; this one answers health
+    /// checks, sends the page's visitors to the leader, answers the API
+    /// with 503 naming the leader, and takes over when the lease lapses) or
     /// `only` (SQLite: one coordinator owns the file).
     #[serde(default)]
     pub role: String,
@@ -342,6 +344,25 @@ pub struct Health {
     /// How long the health check's query of the store took, in milliseconds.
     #[serde(default)]
     pub store_latency_ms: f64,
+    /// The coordinator that leads now (PostgreSQL), by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// The farm's coordinators that announced themselves in the last few
+    /// seconds (PostgreSQL): where a client or page goes when this one is
+    /// gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coordinators: Vec<FarmCoordinator>,
+}
+
+/// One coordinator of a farm on PostgreSQL, as `/api/v1/health` lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FarmCoordinator {
+    pub name: String,
+    /// Its page and API, `http://host:port`.
+    pub url: String,
+    /// `leader` or `standby`.
+    pub role: String,
 }
 
 /// `GET /api/v1/status`: the farm at a glance.

@@ -17,6 +17,7 @@ pub mod api;
 pub mod farm;
 pub mod http;
 pub mod local;
+pub mod standby;
 /// The scheduler, a crate of its own (`scheduler/`) so that it builds and
 /// tests without the I/O around it; re-exported where it used to live.
 pub use tessera_scheduler as scheduler;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use tessera_coordinator::farm::database::{self, Database};
 use tessera_coordinator::farm::{Farm, FarmConfig, FarmError, JobRequest};
 use tessera_coordinator::http::{app, AppState};
 use tessera_store::{Scope, Store, TokenKind};
@@ -47,10 +48,18 @@ pub struct CoordinatorArgs {
     /// name takes its lease back at once.
     #[arg(long, env = "TESSERA_NAME")]
     name: Option<String>,
+    /// The address the farm's other coordinators, clients and pages reach
+    /// this one's page and API at, announced to them on PostgreSQL
+    /// [default: http:// and the --http address].
+    #[arg(long, env = "TESSERA_ADVERTISE")]
+    advertise: Option<String>,
     /// A config file of `key = value` lines (keys as the long flags above).
     #[arg(long, env = "TESSERA_CONFIG")]
     config: Option<PathBuf>,
 }
+
+/// The exit status of a coordinator that lost its lease (EX_TEMPFAIL).
+const LEASE_LOST_EXIT: i32 = 75;
 
 /// How long a PostgreSQL leader lease lasts unrenewed (renewed every
 /// quarter of it): the longest a dead coordinator holds its farm up.
@@ -78,12 +87,13 @@ struct Settings {
     idle_timeout: Duration,
     max_upload: usize,
     database: tessera_coordinator::farm::database::Database,
+    advertise: Option<String>,
 }
 
 impl CoordinatorArgs {
     fn settings(&self) -> Result<Settings> {
-        const KEYS: [&str; 8] =
-            ["data", "http", "quic", "heartbeat", "idle-timeout", "max-upload-mib", "store", "name"];
+        const KEYS: [&str; 9] =
+            ["data", "http", "quic", "heartbeat", "idle-timeout", "max-upload-mib", "store", "name", "advertise"];
         let file = self.config.as_ref().map(|p| read_config(p, &KEYS)).transpose()?.unwrap_or_default();
         let get = |k: &str| file.get(k).cloned();
         let parse_addr = |v: String, k: &str| v.parse::<SocketAddr>().with_context(|| format!("config {k} = {v:?}"));
@@ -138,6 +148,12 @@ impl CoordinatorArgs {
                 tessera_coordinator::farm::database::Database::parse(&store, &name, LEASE)
                     .map_err(anyhow::Error::msg)?
             },
+            advertise: self
+                .advertise
+                .clone()
+                .or_else(|| get("advertise"))
+                .map(|a| tessera_client::conn::normalize_url(&a).context("--advertise"))
+                .transpose()?,
         })
     }
 }
@@ -195,9 +211,42 @@ pub fn coordinator(args: CoordinatorArgs, module: Option<&'static [u8]>) -> Resu
         config.heartbeat = s.heartbeat;
         config.idle_timeout = s.idle_timeout;
         config.database = s.database.clone();
-        let farm = Arc::new(start_farm(config, false).await.context("starting the coordinator")?);
         let listener = bind_http(s.http, false).await?;
         let http = listener.local_addr()?;
+        let mut serve_later = None;
+        // On PostgreSQL the HTTP address answers at once: as a standby
+        // until this coordinator wins the lease, then as the farm.
+        let standby = match &s.database {
+            Database::Postgres { url, holder, .. } => {
+                let identity = tessera_worker::net::tls::Identity::load_or_create_pinned(&s.data, "tessera-coordinator")
+                    .context("the coordinator's QUIC identity")?
+                    .0;
+                let me = tessera_store_postgres::Member {
+                    name: holder.clone(),
+                    http_url: s.advertise.clone().unwrap_or_else(|| format!("http://{}", local(http))),
+                    quic_addr: local(s.quic).to_string(),
+                    fingerprint: identity.fingerprint(),
+                    age_ms: 0,
+                };
+                println!("fingerprint: {}", me.fingerprint);
+                println!("web: http://{http} (standing by until this coordinator leads)");
+                let url = url.clone();
+                let peers = tokio::task::spawn_blocking(move || database::announce(&url, me)).await?;
+                let switch = tessera_coordinator::standby::Switch::new(tessera_coordinator::standby::router(peers.clone()));
+                let routes = switch.router(peers.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, routes).await {
+                        tracing::error!(error = %e, "HTTP server stopped");
+                    }
+                });
+                Some((switch, peers))
+            }
+            Database::Sqlite => {
+                serve_later = Some(listener);
+                None
+            }
+        };
+        let farm = Arc::new(start_farm(config, false).await.context("starting the coordinator")?);
         println!("tessera coordinator: data in {}", s.data.display());
         if let tessera_coordinator::farm::database::Database::Postgres { url, holder, .. } = &s.database {
             println!("store: {} (leading as {holder})", tessera_store_postgres::redacted(url));
@@ -219,10 +268,23 @@ pub fn coordinator(args: CoordinatorArgs, module: Option<&'static [u8]>) -> Resu
         }
         let mut state = AppState::new(farm.clone(), module.map(|m| Arc::new(m.to_vec())));
         state.max_upload = s.max_upload;
-        serve_http(listener, state);
+        if let Some((switch, peers)) = standby {
+            state.peers = Some(peers);
+            switch.set(app(state));
+        } else if let Some(listener) = serve_later {
+            serve_http(listener, state);
+        }
         tokio::select! {
             signal = tokio::signal::ctrl_c() => signal?,
-            () = farm.lease_lost() => bail!("lost the leader lease to another coordinator: stopping (the database refuses this one's writes)"),
+            () = farm.lease_lost() => {
+                // Nothing is left to flush that the database would take
+                // (it refuses this coordinator's writes now), and threads
+                // may be blocked on a database that went silent: exit at
+                // once, with EX_TEMPFAIL, for a supervisor to restart this
+                // coordinator as a standby.
+                eprintln!("tessera coordinator: lost the leader lease (taken over, or not renewed in time): stopping; restart it to stand by");
+                std::process::exit(LEASE_LOST_EXIT);
+            }
         }
         eprintln!("tessera coordinator: shutting down");
         if let Ok(farm) = Arc::try_unwrap(farm) {
@@ -534,8 +596,7 @@ pub struct MigrateArgs {
 }
 
 /// `tessera migrate`: a stopped farm's records from SQLite into an empty
-/// PostgreSQL database, checked table by table; its blob files stay in the
-/// data directory, which `tessera coordinator --data DIR --store URL` keeps.
+/// PostgreSQL database, checked table by table, and its blobs, read back.
 pub fn migrate(args: MigrateArgs) -> Result<()> {
     let Some(dir) = args.from.strip_prefix("sqlite:") else {
         bail!("--from is sqlite:DIR (the farm's data directory), not {:?}", args.from);
@@ -550,7 +611,12 @@ pub fn migrate(args: MigrateArgs) -> Result<()> {
     for t in &report.tables {
         println!("✓ {:<9} {:>8} rows, blake3 {}… on both sides", t.table, t.rows, &t.digest[..16]);
     }
-    println!("✓ {} blob files named by the records are in {}, whole", report.blobs, dir.display());
+    println!(
+        "✓ {} blobs ({:.1} MiB) copied from {} and read back whole",
+        report.blobs,
+        report.blob_bytes as f64 / (1 << 20) as f64,
+        dir.display()
+    );
     println!(
         "migrated: start the farm with `tessera coordinator --data {} --store {}`",
         dir.display(),

@@ -78,3 +78,50 @@ pub fn state(client: &mut Client) -> Result<LeaseState> {
     let r = client.query_one(&sql, &[]).map_err(pg_err)?;
     Ok(LeaseState { holder: r.get(0), term: r.get(1), expires_ms: r.get(2), now_ms: r.get(3) })
 }
+
+/// A coordinator of the farm as it announced itself (`coordinators`
+/// table): where its API and QUIC listener are and which identity workers
+/// pin, refreshed every second or so by each coordinator, leader or
+/// standby. Not fenced: each writes only its own row, and the row is a
+/// hint (where to send a client), never a decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    /// Its HTTP API and page (`http://host:port`).
+    pub http_url: String,
+    pub quic_addr: String,
+    pub fingerprint: String,
+    /// How long ago it last announced itself, by the database's clock.
+    pub age_ms: i64,
+}
+
+/// Records (or refreshes) `member`'s announcement; its `age_ms` is ignored.
+pub fn announce(client: &mut Client, member: &Member) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO coordinators (name, http_url, quic_addr, fingerprint, seen_ms) VALUES ($1, $2, $3, $4, {NOW_MS})
+         ON CONFLICT (name) DO UPDATE SET http_url = $2, quic_addr = $3, fingerprint = $4, seen_ms = {NOW_MS}"
+    );
+    client
+        .execute(&sql, &[&member.name, &member.http_url, &member.quic_addr, &member.fingerprint])
+        .map_err(pg_err)?;
+    Ok(())
+}
+
+/// The coordinators that announced themselves within `within_ms`, by name.
+pub fn members(client: &mut Client, within_ms: i64) -> Result<Vec<Member>> {
+    let sql = format!(
+        "SELECT name, http_url, quic_addr, fingerprint, {NOW_MS} - seen_ms FROM coordinators
+         WHERE seen_ms >= {NOW_MS} - $1 ORDER BY name COLLATE \"C\""
+    );
+    let rows = client.query(&sql, &[&within_ms]).map_err(pg_err)?;
+    Ok(rows
+        .iter()
+        .map(|r| Member {
+            name: r.get(0),
+            http_url: r.get(1),
+            quic_addr: r.get(2),
+            fingerprint: r.get(3),
+            age_ms: r.get(4),
+        })
+        .collect())
+}

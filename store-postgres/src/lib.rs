@@ -14,6 +14,7 @@
 //! and a PostgreSQL client needs `&mut` for every query. A backend is used
 //! by one thread at a time (`Send`, not `Sync`), like SQLite's.
 
+pub mod blobs;
 mod jobs;
 pub mod lease;
 mod meta;
@@ -31,7 +32,8 @@ use tessera_store::records::*;
 use tessera_store::support::parse_scopes;
 use tessera_store::{Backend, Result, StoreError};
 
-pub use lease::{Lease, LeaseState};
+pub use blobs::PgBlobs;
+pub use lease::{Lease, LeaseState, Member};
 
 /// The store's records in PostgreSQL: one connection, and the lease term
 /// it writes under.
@@ -55,9 +57,7 @@ impl PgBackend {
     /// [`PgBackend::write_as`].
     pub fn connect(url: &str) -> Result<PgBackend> {
         let client = off_runtime(|| -> Result<Client> {
-            let mut client = Client::connect(url, NoTls).map_err(|e| {
-                StoreError::Database(format!("connecting to PostgreSQL at {}: {e}", redacted(url)).into())
-            })?;
+            let mut client = connect_client(url)?;
             schema::migrate(&mut client)?;
             Ok(client)
         })?;
@@ -115,6 +115,16 @@ impl PgBackend {
         self.run(lease::state)
     }
 
+    /// Announces (refreshes) this coordinator in the farm's list.
+    pub fn announce(&self, member: &Member) -> Result<()> {
+        self.run(|db| lease::announce(db, member))
+    }
+
+    /// The coordinators that announced themselves within `within_ms`.
+    pub fn members(&self, within_ms: i64) -> Result<Vec<Member>> {
+        self.run(|db| lease::members(db, within_ms))
+    }
+
     /// The connection, for one query ([`Db`]).
     fn db(&self) -> Db<'_> {
         Db(self.client.borrow_mut())
@@ -146,7 +156,34 @@ impl Backend for PgBackend {
     fn housekeeping(&self) -> Result<()> {
         Ok(())
     }
+
+    fn shared_blobs(&self) -> Result<Option<std::sync::Arc<dyn tessera_store::SharedBlobs>>> {
+        Ok(Some(std::sync::Arc::new(PgBlobs::connect(&self.url)?)))
+    }
 }
+
+/// A connection to `url`, with TCP keepalives and a user timeout, so that
+/// a connection whose network was cut fails within seconds instead of
+/// blocking its caller for the kernel's default of many minutes.
+pub(crate) fn connect_client(url: &str) -> Result<Client> {
+    let fail = |e: postgres::Error| {
+        StoreError::Database(format!("connecting to PostgreSQL at {}: {e}", redacted(url)).into())
+    };
+    let mut config: postgres::Config = url.parse().map_err(fail)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(NETWORK_TIMEOUT);
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(std::time::Duration::from_secs(2))
+        .keepalives_interval(std::time::Duration::from_secs(1))
+        .keepalives_retries(3)
+        .tcp_user_timeout(NETWORK_TIMEOUT);
+    config.connect(NoTls).map_err(fail)
+}
+
+/// How long a connection waits on a silent network before it gives up.
+pub const NETWORK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The connection for one statement, run off any async runtime.
 pub(crate) struct Db<'a>(RefMut<'a, Client>);
@@ -179,7 +216,7 @@ impl Db<'_> {
 /// small runtime, which cannot start on a thread that is inside another
 /// (the coordinator's tokio threads, and its blocking pool's). There, `f`
 /// runs on a scoped thread of its own while this one waits.
-fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+pub(crate) fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if tokio::runtime::Handle::try_current().is_err() {
         return f();
     }

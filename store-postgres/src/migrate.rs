@@ -5,9 +5,13 @@
 //! written with `OVERRIDING SYSTEM VALUE`, then their sequences moved past
 //! the largest), so manifests, links and the ledger's chain stay valid.
 //!
-//! Blob files are not copied: they stay content-addressed in the data
-//! directory, which the coordinator keeps using with `--store`; every blob
-//! a record names is checked to be there and whole.
+//! Blob files are copied too, into the database's `blobs` tables
+//! (`crate::blobs`), so any coordinator of the farm serves them: every file
+//! in the data directory's blob store is read (checked against its name),
+//! written, and after the rows commit read back from PostgreSQL and hashed
+//! again. Every blob a record names must be among them. Blobs go first and
+//! idempotently: a copy that fails midway leaves the rows uncopied, and
+//! running it again finishes it.
 
 use std::path::Path;
 
@@ -15,7 +19,8 @@ use postgres::types::ToSql;
 use rusqlite::types::ValueRef;
 use tessera_store::{Result, Store, StoreError};
 
-use crate::{pg_err, PgBackend};
+use crate::{pg_err, PgBackend, PgBlobs};
+use tessera_store::SharedBlobs;
 
 /// How a column is stored (SQLite's type, PostgreSQL's in brackets).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,8 +197,11 @@ pub struct Copied {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
     pub tables: Vec<Copied>,
-    /// Blob files the records name, all present and whole.
+    /// Blobs copied (every file of the data directory's blob store, which
+    /// holds all the records name), read back whole.
     pub blobs: usize,
+    /// Their bytes in all.
+    pub blob_bytes: u64,
 }
 
 fn bad(msg: String) -> StoreError {
@@ -220,10 +228,42 @@ pub fn from_sqlite(data_dir: &Path, pg: &mut PgBackend) -> Result<Report> {
         )));
     }
     pg.join_current_term()?;
+    for t in TABLES {
+        let n: i64 =
+            pg.run(|c| c.query_one(&format!("SELECT count(*) FROM {}", t.name), &[])).map_err(pg_err)?.get(0);
+        if n > 0 {
+            return Err(bad(format!("the target database is not empty: its {} table has {n} rows", t.name)));
+        }
+    }
+    // Every blob a record names is in the data directory, whole; then all
+    // of them go to the database.
+    let mut named = std::collections::BTreeSet::new();
+    for job in store.jobs()? {
+        named.extend(tessera_store::support::spec_blobs(&job.spec_json));
+        for f in store.frames(job.id)? {
+            named.extend(f.blobs());
+        }
+    }
+    let hashes = store.blobs().local_hashes()?;
+    if let Some(missing) = named.iter().find(|h| hashes.binary_search(h).is_err()) {
+        return Err(StoreError::NotFound(format!(
+            "blob {} (a record names it; the data directory lacks it)",
+            tessera_store::support::hex_of(missing)
+        )));
+    }
+    let shared = PgBlobs::connect(pg.url())?;
+    let mut blob_bytes = 0u64;
+    for hash in &hashes {
+        let bytes = store.get_blob(hash)?;
+        blob_bytes += bytes.len() as u64;
+        if !shared.contains(hash)? {
+            shared.insert(hash, &bytes)?;
+        }
+    }
     // Read first (the SQLite connection stays on this thread).
     let source: Vec<Vec<Vec<Value>>> = TABLES.iter().map(|t| sqlite_rows(&lite, t)).collect::<Result<_>>()?;
     drop(lite);
-    let mut report = Report { tables: Vec::new(), blobs: 0 };
+    let mut report = Report { tables: Vec::new(), blobs: hashes.len(), blob_bytes };
     pg.run(|client| -> Result<()> {
         let mut tx = client.transaction().map_err(pg_err)?;
         for t in TABLES {
@@ -279,18 +319,18 @@ pub fn from_sqlite(data_dir: &Path, pg: &mut PgBackend) -> Result<Report> {
         tx.commit().map_err(pg_err)?;
         Ok(())
     })?;
-    // Every blob a record names is in the data directory, whole.
-    let mut named = std::collections::BTreeSet::new();
-    for job in store.jobs()? {
-        named.extend(tessera_store::support::spec_blobs(&job.spec_json));
-        for f in store.frames(job.id)? {
-            named.extend(f.blobs());
+    // The blobs as PostgreSQL has them: each read back and hashed.
+    for hash in &hashes {
+        let back = shared.fetch(hash)?.ok_or_else(|| {
+            bad(format!("blob {} was written but cannot be read back", tessera_store::support::hex_of(hash)))
+        })?;
+        if blake3::hash(&back).as_bytes() != hash {
+            return Err(bad(format!(
+                "blob {} reads back from PostgreSQL with other bytes",
+                tessera_store::support::hex_of(hash)
+            )));
         }
     }
-    for hash in &named {
-        store.get_blob(hash)?;
-    }
-    report.blobs = named.len();
     Ok(report)
 }
 

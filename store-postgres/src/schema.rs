@@ -25,7 +25,7 @@ use tessera_store::StoreError;
 use crate::pg_err;
 
 /// The schema version this binary writes and understands.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// The lock key two coordinators take while migrating (`pg_advisory_xact_lock`).
 const MIGRATION_LOCK: i64 = 0x7e55_e7a0_0001;
@@ -33,7 +33,7 @@ const MIGRATION_LOCK: i64 = 0x7e55_e7a0_0001;
 /// SQLSTATE of a fenced write (user-defined class `TS`).
 pub const FENCED: &str = "TS001";
 
-const MIGRATIONS: [&str; VERSION as usize] = [V1];
+const MIGRATIONS: [&str; VERSION as usize] = [V1, V2];
 
 /// Version 1: everything the SQLite schema has at its version 6, the
 /// leader lease and the fencing triggers.
@@ -164,6 +164,31 @@ BEGIN
     RETURN NULL;
 END
 $fence$;
+"#;
+
+/// Version 2: the farm's blobs, so coordinators need no shared
+/// filesystem (`crate::blobs`), and the coordinators' announcements
+/// (`crate::lease::Member`). Neither is fenced: see there.
+const V2: &str = r#"
+CREATE TABLE blobs (
+    hash BYTEA  PRIMARY KEY CHECK (length(hash) = 32),
+    size BIGINT NOT NULL CHECK (size >= 0)
+);
+CREATE TABLE blob_chunks (
+    hash  BYTEA   NOT NULL REFERENCES blobs (hash) ON DELETE CASCADE,
+    seq   INTEGER NOT NULL CHECK (seq >= 0),
+    bytes BYTEA   NOT NULL,
+    PRIMARY KEY (hash, seq)
+);
+ALTER TABLE blob_chunks ALTER COLUMN bytes SET STORAGE EXTERNAL;
+
+CREATE TABLE coordinators (
+    name        TEXT   PRIMARY KEY,
+    http_url    TEXT   NOT NULL,
+    quic_addr   TEXT   NOT NULL,
+    fingerprint TEXT   NOT NULL,
+    seen_ms     BIGINT NOT NULL
+);
 "#;
 
 /// The tables whose writes are fenced.

@@ -77,3 +77,53 @@ fn a_restarted_coordinator_fences_its_own_earlier_connections() {
     after.insert_job(&job(), 2).unwrap();
     assert_eq!(after.jobs().unwrap().len(), 2);
 }
+
+/// A leader whose network to the database is cut (a relay that holds every
+/// byte, as a partition does): its lease lapses, another coordinator takes
+/// over, and the write it sent into the cut arrives after the takeover and
+/// is refused. Once the network heals it rejoins as a standby: it reads
+/// the new leader's writes and cannot take the lease while that one lives.
+#[test]
+fn a_leader_cut_off_from_the_database_is_fenced_and_rejoins_as_a_standby() {
+    use tessera_test_support::relay::Relay;
+    let cluster = Cluster::shared().unwrap_or_else(|e| panic!("no PostgreSQL for the fencing tests: {e}"));
+    let url = cluster.fresh_database();
+    let relay = Relay::start(([127, 0, 0, 1], cluster.port).into()).unwrap();
+    let cut_url = relay.postgres_url(&url, cluster.port);
+
+    let mut a = PgBackend::connect(&cut_url).unwrap();
+    assert_eq!(a.lead("coordinator-a", 500).unwrap().expect("a free lease").term, 1);
+    let id = a.insert_job(&job(), 1).unwrap();
+
+    relay.cut();
+    // A decides something while cut off: its write goes into the cut.
+    let late = std::thread::spawn(move || {
+        let result = a.set_job_state(id, JobState::Failed, Some("decided while cut off"), 2);
+        (a, result)
+    });
+    let mut b = PgBackend::connect(&url).unwrap();
+    let started = std::time::Instant::now();
+    let lease = loop {
+        if let Some(l) = b.lead("coordinator-b", 60_000).unwrap() {
+            break l;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "A's lease never lapsed");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(lease.term, 2);
+    b.set_job_state(id, JobState::Running, None, 3).unwrap();
+    assert!(!late.is_finished(), "A's write is held in the cut");
+
+    relay.heal();
+    let (mut a, result) = late.join().unwrap();
+    let err = result.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced(_)), "the late write must be refused, not applied: {err}");
+    let job_now = b.job(id).unwrap().unwrap();
+    assert_eq!((job_now.state, job_now.error), (JobState::Running, None), "B's decision stands");
+
+    // A rejoins: it reads B's state and stands by.
+    assert!(!a.renew("coordinator-a", 500).unwrap(), "A knows it lost the lease");
+    assert!(a.lead("coordinator-a", 500).unwrap().is_none(), "B's lease is live");
+    assert_eq!(a.lease_state().unwrap().holder, "coordinator-b");
+    assert_eq!(a.job(id).unwrap().unwrap().state, JobState::Running);
+}

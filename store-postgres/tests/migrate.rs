@@ -1,6 +1,8 @@
 //! `tessera migrate`'s copy: a populated SQLite farm into an empty
 //! PostgreSQL database, every record read back equal through the store's
-//! traits on both sides; a second copy into the same database is refused.
+//! traits on both sides, and the blobs from another data directory; a
+//! second copy into the same database is refused, and so is a farm whose
+//! records name a blob it lacks.
 
 use tessera_store::*;
 use tessera_store_postgres::{migrate, PgBackend};
@@ -25,7 +27,7 @@ fn tile(job: u64, index: u32, worker: &str, credit: Option<TileCredit>) -> TileR
 #[test]
 fn a_sqlite_farm_moves_to_postgres_record_for_record() {
     let dir = tempfile::tempdir().unwrap();
-    let (job, secret) = {
+    let (job, secret, scene, png) = {
         let mut s = Store::open(dir.path()).unwrap();
         let scene = s.put_blob(b"scene").unwrap();
         let png = s.put_blob(b"png").unwrap();
@@ -59,7 +61,7 @@ fn a_sqlite_farm_moves_to_postgres_record_for_record() {
         let (_, secret) = s.create_token_scoped(TokenKind::Api, "pipeline", &[Scope::Read], 3).unwrap();
         s.set_meta("coordinator.key", b"\x00\x01key").unwrap();
         s.append_job_log(&[(job, 4, LogLevel::Warn, "a warning".into())]).unwrap();
-        (job, secret)
+        (job, secret, scene, png)
     };
 
     let url = Cluster::shared().unwrap_or_else(|e| panic!("no PostgreSQL: {e}")).fresh_database();
@@ -67,10 +69,14 @@ fn a_sqlite_farm_moves_to_postgres_record_for_record() {
     let report = migrate::from_sqlite(dir.path(), &mut pg).unwrap();
     let rows = |t: &str| report.tables.iter().find(|c| c.table == t).unwrap().rows;
     assert_eq!((rows("jobs"), rows("tiles"), rows("ledger"), rows("tokens"), rows("evidence")), (1, 2, 2, 1, 1));
-    assert_eq!(report.blobs, 2);
+    assert_eq!((report.blobs, report.blob_bytes), (2, 8));
 
+    // A coordinator with a data directory of its own serves the blobs.
     let lite = Store::open(dir.path()).unwrap();
-    let pg = Store::with_backend(dir.path(), Box::new(PgBackend::connect(&url).unwrap())).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let pg = Store::with_backend(elsewhere.path(), Box::new(PgBackend::connect(&url).unwrap())).unwrap();
+    assert_eq!(pg.get_blob(&scene).unwrap(), b"scene");
+    assert_eq!(pg.get_blob(&png).unwrap(), b"png");
     assert_eq!(pg.jobs().unwrap(), lite.jobs().unwrap());
     assert_eq!(pg.frame_tiles(job, 1).unwrap(), lite.frame_tiles(job, 1).unwrap());
     assert_eq!(pg.frames(job).unwrap(), lite.frames(job).unwrap());
@@ -95,4 +101,22 @@ fn a_sqlite_farm_moves_to_postgres_record_for_record() {
     let err = migrate::from_sqlite(dir.path(), &mut PgBackend::connect(&url).unwrap()).unwrap_err();
     assert!(err.to_string().contains("leads") || err.to_string().contains("not empty"), "{err}");
     drop(pg);
+}
+
+#[test]
+fn a_farm_missing_a_named_blob_is_not_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = Store::open(dir.path()).unwrap();
+        let scene = s.put_blob(b"a scene").unwrap();
+        let spec = format!(r#"{{"scene":"{}","module":"{}"}}"#, support::hex_of(&scene), support::hex_of(&scene));
+        s.insert_job(&NewJob { name: "shot".into(), spec_json: spec, priority: 0, tiles: 1, frames: vec![1] }, 1)
+            .unwrap();
+        std::fs::remove_file(s.blob_path(&scene)).unwrap();
+    }
+    let url = Cluster::shared().unwrap_or_else(|e| panic!("no PostgreSQL: {e}")).fresh_database();
+    let mut pg = PgBackend::connect(&url).unwrap();
+    let err = migrate::from_sqlite(dir.path(), &mut pg).unwrap_err();
+    assert!(err.to_string().contains("the data directory lacks it"), "{err}");
+    assert_eq!(pg.jobs().unwrap(), vec![], "nothing copied");
 }

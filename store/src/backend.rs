@@ -19,6 +19,14 @@ pub trait Backend: JobStore + TileStore + WorkerStore + TokenStore + MetaStore +
     /// Housekeeping that does not wait for, or block, the writer (SQLite: a
     /// passive WAL checkpoint).
     fn housekeeping(&self) -> Result<()>;
+
+    /// The farm's blobs in a tier every coordinator reaches, when the
+    /// backend is shared between coordinators (PostgreSQL); `None` when the
+    /// data directory's files are all there is (SQLite). A connection of
+    /// its own, usable from any thread.
+    fn shared_blobs(&self) -> Result<Option<std::sync::Arc<dyn crate::SharedBlobs>>> {
+        Ok(None)
+    }
 }
 
 /// Jobs and their logs.

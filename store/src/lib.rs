@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 
 pub use backend::{Backend, JobStore, MetaStore, TileStore, TokenStore, WorkerStore};
 use blobs::io_err;
-pub use blobs::Blobs;
+pub use blobs::{Blobs, SharedBlobs};
 pub use records::{
     grants, ledger_hash, FrameRecord, JobRecord, JobState, LedgerEntry, LogEntry, LogLevel, NewJob, Scope, Standing,
     TileCredit, TileRecord, TokenKind, TokenRecord, WorkerRecord, QUARANTINE_AFTER,
@@ -134,10 +134,12 @@ impl Store {
         Store::with_backend(dir, Box::new(backend))
     }
 
-    /// A store of `backend`'s records and the blobs in `dir`.
+    /// A store of `backend`'s records and the blobs in `dir`, in front of
+    /// the backend's shared blob tier if it has one
+    /// ([`Backend::shared_blobs`]).
     pub fn with_backend(dir: &Path, backend: Box<dyn Backend>) -> Result<Store> {
         fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-        let blobs = Blobs::open(&dir.join(BLOB_DIR))?;
+        let blobs = Blobs::with_shared(&dir.join(BLOB_DIR), backend.shared_blobs()?)?;
         Ok(Store { dir: dir.to_owned(), backend, blobs })
     }
 
@@ -205,9 +207,15 @@ impl Store {
         self.blobs.has(hash)
     }
 
-    /// Where the blob named `hash` lives (whether or not it exists).
+    /// Where the blob named `hash` lives in the local directory (whether
+    /// or not it is there; [`Blobs::local_path`] fetches it first).
     pub fn blob_path(&self, hash: &[u8; 32]) -> PathBuf {
         self.blobs.path(hash)
+    }
+
+    /// The blob's length, if it is stored. See [`Blobs::len`].
+    pub fn blob_len(&self, hash: &[u8; 32]) -> Result<Option<u64>> {
+        self.blobs.len(hash)
     }
 }
 

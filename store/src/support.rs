@@ -66,3 +66,11 @@ pub fn spec_blobs(spec_json: &str) -> Vec<[u8; 32]> {
 pub fn hex_of(hash: &[u8; 32]) -> String {
     crate::hex(hash)
 }
+
+/// The hash a 64-digit lowercase hex name spells (a blob file's name).
+pub fn parse_hash(name: &str) -> Option<[u8; 32]> {
+    if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    blake3::Hash::from_hex(name).ok().map(|h| *h.as_bytes())
+}

@@ -407,6 +407,45 @@ fn store_blobs_round_trip_and_detect_corruption() {
     assert!(matches!(store.get_blob(&missing), Err(StoreError::NotFound(_))));
 }
 
+/// Two coordinators on one PostgreSQL database, each with a data directory
+/// of its own: a blob one stores, the other reads (checked, and then kept
+/// locally), in chunks when it is large; a damaged local copy is replaced
+/// by the shared one; a removal reaches both.
+#[test]
+fn postgres_blobs_reach_every_coordinator_without_a_shared_directory() {
+    let db = postgres();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = db.open(dir_a.path());
+    let b = Store::with_backend(dir_b.path(), Box::new(PgBackend::connect(&db.url).unwrap())).unwrap();
+    assert!(a.blobs().is_shared() && b.blobs().is_shared());
+
+    // 2.5 chunks, with a pattern that shows any reordering.
+    let big: Vec<u8> = (0..(5 << 19) as u32).map(|i| (i % 251) as u8 ^ (i >> 20) as u8).collect();
+    let hash = a.put_blob(&big).unwrap();
+    let small = a.put_blob(b"a thumbnail").unwrap();
+    assert!(!b.blob_path(&hash).exists(), "nothing is copied to other coordinators' directories");
+    assert!(b.has_blob(&hash).unwrap());
+    assert_eq!(b.blob_len(&hash).unwrap(), Some(big.len() as u64));
+    assert_eq!(b.get_blob(&hash).unwrap(), big);
+    assert_eq!(fs::read(b.blob_path(&hash)).unwrap(), big, "read once, kept locally");
+    assert_eq!(fs::read(b.blobs().local_path(&small).unwrap()).unwrap(), b"a thumbnail");
+
+    // A damaged local copy is replaced by the shared one.
+    fs::write(b.blob_path(&small), b"a thumbnaiL").unwrap();
+    assert_eq!(b.get_blob(&small).unwrap(), b"a thumbnail");
+    assert_eq!(fs::read(b.blob_path(&small)).unwrap(), b"a thumbnail");
+
+    // Storing the same bytes again, from either, is harmless.
+    assert_eq!(b.put_blob(&big).unwrap(), hash);
+
+    // A removal on one reaches the other: its cached file no longer counts.
+    assert!(a.blobs().remove(&small).unwrap());
+    assert!(!b.has_blob(&small).unwrap());
+    let missing = [3u8; 32];
+    assert!(matches!(b.blobs().local_path(&missing), Err(StoreError::NotFound(_))));
+    assert_eq!(b.blob_len(&missing).unwrap(), None);
+}
+
 #[test]
 fn store_reopen_removes_interrupted_blob_writes() {
     let dir = tempfile::tempdir().unwrap();

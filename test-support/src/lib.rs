@@ -2,7 +2,8 @@
 //! seeded generator ([`Rng`]), hand-built PNG files ([`png`]) for tests
 //! that need malformed or hostile images no encoder would write, and a
 //! throw-away PostgreSQL cluster ([`postgres`]) for the store's and the
-//! farm's tests on a real database.
+//! farm's tests on a real database, and a TCP relay a test can cut
+//! ([`relay`]) to partition a coordinator from it.
 //!
 //! Depends on no crate: any crate's tests can use it, including the
 //! guests' (which build for wasm32 too) and the pure crates'. (The cluster
@@ -10,6 +11,7 @@
 
 pub mod png;
 pub mod postgres;
+pub mod relay;
 
 /// splitmix64: a tiny, seedable generator. Tests need independent,
 /// repeatable draws (a failing seed replays), not cryptographic ones.

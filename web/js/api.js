@@ -51,24 +51,70 @@ async function failure(response, quiet = false) {
   return new ApiError(response.status, code, message);
 }
 
-/** fetch() against the API; throws ApiError on a non-2xx answer. */
-export async function request(path, { method = 'GET', body, headers = {}, signal } = {}) {
-  let response;
+// A farm on PostgreSQL has several coordinators, and any of them serves the
+// API. The page starts with its own ('' is this page's origin), learns the
+// others from the health check, and when the one it talks to is gone (no
+// answer) or stands by (503, code "standby") it tries the next, and stays
+// with the first that answers: a job is still followed when the
+// coordinator that served this page dies. They allow this page's origin
+// (CORS) because it is one of the farm's.
+let bases = [''];
+let current = 0;
+
+/** The farm's coordinators, from this one's health check (a farm of one
+ * lists none). Called at start and whenever a request had to move on. */
+export async function learnCoordinators() {
   try {
-    response = await fetch(path, { method, body, signal, headers: authHeaders(headers) });
-  } catch (e) {
-    if (e.name === 'AbortError') throw e;
-    throw new ApiError(0, 'unreachable', 'The coordinator cannot be reached: is it running?');
+    const response = await fetch(bases[current] + '/api/v1/health');
+    const health = await response.json();
+    if (!Array.isArray(health.coordinators)) return;
+    const here = bases[current] || location.origin;
+    const urls = health.coordinators.map(c => c.url).filter(u => typeof u === 'string' && u !== location.origin);
+    const next = ['', ...new Set(urls)];
+    current = Math.max(0, next.indexOf(here === location.origin ? '' : here));
+    bases = next;
+  } catch (_) { /* keep what we know */ }
+}
+
+/** The coordinator the page talks to now ('' for its own origin). */
+export function base() {
+  return bases[current];
+}
+
+/** fetch() against the API, at the current coordinator or, when it is gone
+ * or standing by, the next that answers; throws ApiError on a non-2xx answer. */
+export async function request(path, { method = 'GET', body, headers = {}, signal } = {}) {
+  let last = null;
+  for (let i = 0; i < bases.length; i++) {
+    const at = (current + i) % bases.length;
+    let response;
+    try {
+      response = await fetch(bases[at] + path, { method, body, signal, headers: authHeaders(headers) });
+    } catch (e) {
+      if (e.name === 'AbortError') throw e;
+      last = new ApiError(0, 'unreachable', 'The coordinator cannot be reached: is it running?');
+      continue;
+    }
+    if (response.status === 503 && bases.length > 1) {
+      last = await failure(response);
+      if (last.code === 'standby') continue;
+      throw last;
+    }
+    if (at !== current) {
+      current = at;
+      learnCoordinators();
+    }
+    if (!response.ok) throw await failure(response);
+    return response;
   }
-  if (!response.ok) throw await failure(response);
-  return response;
+  throw last;
 }
 
 /** Checks a token before signing in with it (GET /api/v1/status). */
 export async function check(value) {
   let response;
   try {
-    response = await fetch('/api/v1/status', { headers: { Authorization: `Bearer ${value}` } });
+    response = await fetch(base() + '/api/v1/status', { headers: { Authorization: `Bearer ${value}` } });
   } catch (_) {
     throw new ApiError(0, 'unreachable', 'The coordinator cannot be reached: is it running?');
   }
@@ -96,7 +142,7 @@ export function post(path, value, options = {}) {
 export function upload(path, form, onProgress) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open('POST', path);
+    xhr.open('POST', base() + path);
     const t = token();
     if (t) xhr.setRequestHeader('Authorization', `Bearer ${t}`);
     xhr.responseType = 'json';
@@ -147,7 +193,8 @@ export async function bitmap(path, signal) {
 export async function download(path) {
   const link = await post('/api/v1/links', { path });
   const a = document.createElement('a');
-  a.href = link.url;
+  // A link is signed by the coordinator that made it, and works there.
+  a.href = link.url.startsWith('/') ? base() + link.url : link.url;
   a.download = '';
   a.rel = 'noopener';
   document.body.append(a);

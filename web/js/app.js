@@ -92,3 +92,6 @@ async function signInFromLink() {
 }
 
 signInFromLink().then(route);
+// Where to go if this page's coordinator dies (a farm of several).
+api.learnCoordinators();
+setInterval(api.learnCoordinators, 30000);

@@ -23,7 +23,7 @@ use crate::farm::job::{Format, JobSpec};
 use crate::farm::writer::{frame_file, frame_stem, DENOISED};
 use tessera_client::manifest;
 use tessera_protocol::hex;
-use tessera_store::{FrameRecord, Scope, Store, StoreError};
+use tessera_store::{Blobs, FrameRecord, Scope, Store, StoreError};
 
 /// A job's spec and its finished frames; `None` if there is no such job.
 fn job_frames(store: &Store, id: u64) -> Result<Option<(JobSpec, Vec<FrameRecord>)>, StoreError> {
@@ -100,12 +100,12 @@ pub async fn list(
         for f in &frames {
             let mut files = BTreeMap::new();
             for (name, hash) in frame_files(f, &spec.formats) {
-                let bytes = std::fs::metadata(store.blob_path(&hash)).map_or(0, |m| m.len());
+                let bytes = store.blob_len(&hash)?.unwrap_or(0);
                 let url = format!("/api/v1/jobs/{id}/frames/{}.{name}", f.frame);
                 files.insert(name, FileInfo { url, blake3: hex(&hash), bytes });
             }
             let manifest = manifests.get(&f.frame).and_then(|hash| {
-                let bytes = std::fs::metadata(store.blob_path(hash)).ok()?.len();
+                let bytes = store.blob_len(hash).ok().flatten()?;
                 Some(FileInfo {
                     url: format!("/api/v1/jobs/{id}/frames/{}.manifest.json", f.frame),
                     blake3: hex(hash),
@@ -185,7 +185,7 @@ pub async fn file(
                 )));
             };
             let name = manifest::file_name(&frame_stem(&spec), frame);
-            return Ok(Ok((store.blob_path(&hash), hex(&hash), name, "application/json")));
+            return Ok(Ok((hash, name, "application/json")));
         };
         let ext = format.ext();
         if !spec.formats.contains(&format) {
@@ -205,14 +205,15 @@ pub async fn file(
         let Some(hash) = blob_of(f, format, denoised) else {
             return Ok(Err(format!("frame {frame} has no {key} file")));
         };
-        Ok(Ok((store.blob_path(&hash), hex(&hash), frame_file(&spec, frame, &key), format.content_type())))
+        Ok(Ok((hash, frame_file(&spec, frame, &key), format.content_type())))
     })
     .await?;
-    let (path, etag, name, content_type) = found.map_err(ApiError::not_found)?;
-    let etag = Etag::of_hex(&etag);
+    let (hash, name, content_type) = found.map_err(ApiError::not_found)?;
+    let etag = Etag::of_hex(&hex(&hash));
     if etag.matches(&headers) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
+    let path = local_file(&state, hash).await?;
     let file =
         tokio::fs::File::open(&path).await.map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
     let len = file.metadata().await.map_err(ApiError::internal)?.len();
@@ -234,14 +235,15 @@ async fn thumbnail(state: &AppState, headers: &HeaderMap, id: u64, frame: i32) -
         let Some(f) = store.frame(id, frame)? else {
             return Ok(Err(format!("frame {frame} of job {id} is not finished")));
         };
-        Ok(Ok((store.blob_path(&f.thumbnail), hex(&f.thumbnail))))
+        Ok(Ok(f.thumbnail))
     })
     .await?;
-    let (path, etag) = found.map_err(ApiError::not_found)?;
-    let etag = Etag::of_hex(&etag);
+    let hash = found.map_err(ApiError::not_found)?;
+    let etag = Etag::of_hex(&hex(&hash));
     if etag.matches(headers) {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
+    let path = local_file(state, hash).await?;
     let bytes = tokio::fs::read(&path).await.map_err(|e| ApiError::internal(format!("{}: {e}", path.display())))?;
     let mut response = bytes.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
@@ -369,12 +371,12 @@ pub async fn archive(
         for f in &frames {
             let before = entries.len();
             for (name, hash) in frame_files(f, &formats) {
-                entries.push((frame_file(&spec, f.frame, &name), store.blob_path(&hash)));
+                entries.push((frame_file(&spec, f.frame, &name), hash));
             }
             // A frame in the archive comes with its manifest.
             if entries.len() > before {
                 if let Some(hash) = manifests.get(&f.frame) {
-                    entries.push((manifest::file_name(&frame_stem(&spec), f.frame), store.blob_path(hash)));
+                    entries.push((manifest::file_name(&frame_stem(&spec), f.frame), *hash));
                 }
             }
         }
@@ -383,9 +385,10 @@ pub async fn archive(
     .await?;
     let (stem, entries) = entries.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    let blobs = state.farm.blobs();
     tokio::task::spawn_blocking(move || {
         let sink = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
-        if let Err(e) = write_zip(sink, &entries) {
+        if let Err(e) = write_zip(sink, &blobs, &entries) {
             tracing::warn!(job = id, error = %e, "archive stopped");
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
@@ -402,18 +405,30 @@ pub async fn archive(
 
 const CHUNK: usize = 256 << 10;
 
-fn write_zip(sink: ChannelWriter, entries: &[(String, std::path::PathBuf)]) -> zip::result::ZipResult<()> {
+fn write_zip(sink: ChannelWriter, blobs: &Blobs, entries: &[(String, [u8; 32])]) -> zip::result::ZipResult<()> {
     let mut zip = zip::ZipWriter::new_stream(sink);
     let options =
         zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
-    for (name, path) in entries {
+    for (name, hash) in entries {
         zip.start_file(name.as_str(), options)?;
+        let path = blobs.local_path(hash).map_err(std::io::Error::other)?;
         let mut file = std::fs::File::open(path)?;
         std::io::copy(&mut file, &mut zip)?;
     }
     let mut sink = zip.finish()?.into_inner();
     sink.flush()?;
     Ok(())
+}
+
+/// The local file of a blob, fetched from the farm's shared tier first if
+/// another coordinator stored it (outside the store's lock: it may be a
+/// large read).
+async fn local_file(state: &AppState, hash: [u8; 32]) -> Result<std::path::PathBuf, ApiError> {
+    let blobs = state.farm.blobs();
+    tokio::task::spawn_blocking(move || blobs.local_path(&hash)).await.map_err(ApiError::internal)?.map_err(|e| match e {
+        StoreError::NotFound(what) => ApiError::not_found(format!("{what} (a frame's file)")),
+        other => ApiError::internal(other),
+    })
 }
 
 /// A `Write` that hands full chunks to the response body; a client that

@@ -60,6 +60,9 @@ pub struct AppState {
     /// Key of download links' MACs ([`auth`]), drawn at start; `None`
     /// (no system entropy) disables links.
     pub link_key: Option<[u8; 32]>,
+    /// The farm's other coordinators (PostgreSQL): listed by the health
+    /// check, and the origins whose pages may call this API.
+    pub peers: Option<crate::farm::database::Peers>,
 }
 
 impl AppState {
@@ -72,7 +75,14 @@ impl AppState {
                 None
             }
         };
-        AppState { farm, default_module, requests: Arc::new(Default::default()), max_upload: MAX_UPLOAD, link_key }
+        AppState {
+            farm,
+            default_module,
+            requests: Arc::new(Default::default()),
+            max_upload: MAX_UPLOAD,
+            link_key,
+            peers: None,
+        }
     }
 }
 

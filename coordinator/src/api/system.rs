@@ -26,6 +26,10 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
     blocking(&state, |store| store.tokens().map(|_| ())).await?;
     let store_latency_ms = started.elapsed().as_secs_f64() * 1e3;
     let term = state.farm.lease_term();
+    let (leader, coordinators) = match &state.peers {
+        Some(peers) => (Some(peers.me.clone()), crate::standby::listed(peers, Some(&peers.me))),
+        None => (None, Vec::new()),
+    };
     Ok(Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -36,6 +40,8 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
         role: if term.is_some() { "leader" } else { "only" }.into(),
         term,
         store_latency_ms,
+        leader,
+        coordinators,
     }))
 }
 

@@ -134,8 +134,11 @@ impl Farm {
         let (data, db) = (config.data_dir.clone(), config.database.clone());
         let (store, lease, identity, first_token) = tokio::task::spawn_blocking(move || -> Result<_, FarmError> {
             let (mut store, lease) = database::open(&db, &data)?;
-            let (identity, fresh) = Identity::load_or_create_pinned(&data, "tessera-coordinator")?;
-            let first_token = if fresh && store.tokens()?.is_empty() {
+            // A store without a single token (a new farm) gets its first
+            // worker token. (On PostgreSQL the identity was made before the
+            // lease was won, so a new identity does not say a new farm.)
+            let (identity, _) = Identity::load_or_create_pinned(&data, "tessera-coordinator")?;
+            let first_token = if store.tokens()?.is_empty() {
                 Some(store.create_token(TokenKind::Worker, "first worker token", writer::unix_ms())?.1)
             } else {
                 None
@@ -306,6 +309,12 @@ impl Farm {
     /// The store, for the API and the CLI.
     pub fn store(&self) -> &Arc<Mutex<Store>> {
         &self.store
+    }
+
+    /// The blobs, for use without the store's lock (reading a frame's
+    /// file may first fetch it from the farm's shared tier).
+    pub fn blobs(&self) -> tessera_store::Blobs {
+        lock(&self.store).blobs().clone()
     }
 
     /// Makes a token (`tw_…` for workers, `ta_…` for the API). An API token

@@ -1,40 +1,64 @@
 //! The farm on PostgreSQL (`tessera coordinator --store postgres://…`), on
-//! a real throw-away cluster: a leader and a hot standby; the leader is
-//! SIGKILLed mid-job; the standby takes the lease, resumes from the
-//! database and finishes the job. Frames equal `tessera render`'s, each
-//! tile is stored once, the ledger's chain holds, and nothing stored before
-//! the kill is rendered again.
+//! a real throw-away cluster, with two coordinators that share nothing but
+//! the database (each its own data directory, QUIC identity and ports):
 //!
-//! The two coordinators share a data directory here (blob files and the
-//! QUIC identity workers pin): blobs in the database and workers with
-//! several coordinator addresses are the next steps (ARCHITECTURE.md).
+//! - the leader is SIGKILLed mid-job; the standby takes the lease, resumes
+//!   from the database and finishes the job with three workers that were
+//!   given both coordinators; an API client given both follows the job
+//!   through the second; the frames, fetched from the second (blobs the
+//!   first stored come from the database), equal `tessera render`'s bit for
+//!   bit; each tile is stored once, the ledger's chain holds, nothing is
+//!   credited twice and nothing stored before the kill changed; an
+//!   artist's page that the first served follows the job to its end
+//!   through the second;
+//! - the leader's network to the database is cut (a relay that holds every
+//!   byte): it stops leading within its lease, the other takes over and
+//!   finishes the job, and once the network heals the first rejoins as a
+//!   standby.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use tessera_client::conn::Conn;
+use tessera_client::http::Client;
 use tessera_store::{JobState, JobStore, TileStore, WorkerStore};
 use tessera_store_postgres::PgBackend;
 use tessera_test_support::postgres::Cluster;
+use tessera_test_support::relay::Relay;
 
+use crate::browser::{artifacts_dir, Browser};
 use crate::farm::{assert_frames_equal, reference_render_spp, scenes};
-use crate::farm_kill::{free_port, http_submit, spawn_worker, wait_for, Proc};
+use crate::farm_kill::{free_port, spawn_worker, wait_for, Proc};
 
 const SPP: u32 = 96;
 
-/// A GET over plain HTTP/1.1; the body.
-fn http_get(port: u16, path: &str, token: &str) -> String {
+/// A GET over plain HTTP/1.1: the status and the body.
+fn http_get(port: u16, path: &str, token: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
-    response.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
+    let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, response.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
 }
 
-fn spawn_coordinator(data: &Path, http: u16, quic: u16, store: &str, name: &str) -> Proc {
+fn health(port: u16) -> serde_json::Value {
+    serde_json::from_str(&http_get(port, "/api/v1/health", "").1).unwrap_or_default()
+}
+
+/// One coordinator of the farm: its process, ports and pin.
+struct Coordinator {
+    proc: Proc,
+    http: u16,
+    quic: u16,
+    pin: String,
+}
+
+fn spawn_coordinator(data: &Path, http: u16, quic: u16, store: &str, name: &str) -> Coordinator {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
     cmd.arg("coordinator")
         .arg("--data")
@@ -42,82 +66,63 @@ fn spawn_coordinator(data: &Path, http: u16, quic: u16, store: &str, name: &str)
         .args(["--http", &format!("127.0.0.1:{http}"), "--quic", &format!("127.0.0.1:{quic}")])
         .args(["--heartbeat", "1", "--idle-timeout", "2", "--store", store, "--name", name])
         .env("TESSERA_LOG", "info,quinn=warn");
-    Proc::spawn(cmd)
+    let proc = Proc::spawn(cmd);
+    // Printed before it waits for the lease, so workers can pin a standby.
+    let pin = proc.stdout_value("fingerprint:");
+    Coordinator { proc, http, quic, pin }
 }
 
-#[test]
-fn a_standby_coordinator_takes_over_when_the_leader_is_killed() {
-    let cluster = Cluster::shared().unwrap_or_else(|e| panic!("no PostgreSQL for the farm's fail-over test: {e}"));
-    let url = cluster.fresh_database();
-    let dir = tempfile::tempdir().unwrap();
-    let reference = dir.path().join("reference");
-    reference_render_spp(&reference, SPP);
-    let data = dir.path().join("coord");
-    let (http, quic) = (free_port(), free_port());
+/// Two coordinators of one farm on `leader_url` / `standby_url` (the same
+/// database, perhaps by different roads), the first leading; three workers
+/// given both; the job submitted through a client given both.
+struct TwoCoordinators {
+    a: Coordinator,
+    b: Coordinator,
+    workers: Vec<Proc>,
+    client: Client,
+    api_token: String,
+}
 
-    let mut leader = spawn_coordinator(&data, http, quic, &url, "coordinator-a");
-    let pin = leader.stdout_value("fingerprint:");
-    let worker_token = leader.stdout_value("worker token:");
-    let api_token = leader.stdout_value("token:");
-    // The standby: same ports and data directory; it waits for the lease
-    // before it binds anything.
-    let standby = spawn_coordinator(&data, http, quic, &url, "coordinator-b");
-    let reader = PgBackend::connect(&url).unwrap();
+fn two_coordinators(dir: &Path, leader_url: &str, standby_url: &str) -> TwoCoordinators {
+    let a = spawn_coordinator(&dir.join("a"), free_port(), free_port(), leader_url, "coordinator-a");
+    let worker_token = a.proc.stdout_value("worker token:");
+    let api_token = a.proc.stdout_value("token:");
+    let b = spawn_coordinator(&dir.join("b"), free_port(), free_port(), standby_url, "coordinator-b");
     wait_for("the standby to stand by", Duration::from_secs(30), || {
-        standby.stderr.try_iter().any(|l| l.contains("standing by"))
+        b.proc.stderr.try_iter().any(|l| l.contains("standing by"))
     });
-    assert_eq!(reader.lease_state().unwrap().holder, "coordinator-a");
-
-    let mut worker = spawn_worker(&format!("127.0.0.1:{quic}"), &worker_token, &pin, &dir.path().join("w"));
+    let addrs = format!("127.0.0.1:{},127.0.0.1:{}", a.quic, b.quic);
+    let pins = format!("{},{}", a.pin, b.pin);
+    let workers = (0..3).map(|i| spawn_worker(&addrs, &worker_token, &pins, &dir.join(format!("w{i}")))).collect();
+    let client = Client::new(&Conn {
+        url: format!("http://127.0.0.1:{},http://127.0.0.1:{}", a.http, b.http),
+        token: api_token.clone(),
+    });
     let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
-    let settings = format!(r#"{{"frames":"1,12,24","spp":{SPP},"width":48,"height":27,"tile_size":16}}"#);
-    let (code, body) = http_submit(http, &api_token, &settings, &scene);
-    assert_eq!(code, 201, "{body}");
+    let settings = serde_json::from_str(&format!(
+        r#"{{"frames":"1,12,24","spp":{SPP},"width":48,"height":27,"tile_size":16}}"#
+    ))
+    .unwrap();
+    let job = client.submit(&scene, "turntable.glb", &settings).unwrap();
+    assert_eq!(job.id, 1);
+    TwoCoordinators { a, b, workers, client, api_token }
+}
 
-    wait_for("some tiles to be stored", Duration::from_secs(60), || reader.done_tiles(1).unwrap().len() >= 3);
-    leader.kill();
-    let killed = Instant::now();
-    let before: BTreeSet<u32> = reader.done_tiles(1).unwrap().into_iter().collect();
-    let rows_before: Vec<_> = before.iter().map(|t| reader.tile(1, *t).unwrap().unwrap()).collect();
+/// `tessera download` of job 1 through both coordinators' addresses.
+fn download(client: &Client, token: &str, out: &Path) {
+    let status = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["download", "1"])
+        .arg(out)
+        .args(["--url", &client.bases().join(","), "--token", token])
+        .status()
+        .unwrap();
+    assert!(status.success(), "tessera download failed");
+}
+
+/// Each tile once, the ledger's chain intact, at most one credit per tile
+/// and worker.
+fn assert_stored_once(reader: &PgBackend) {
     let tiles = reader.job(1).unwrap().unwrap().tiles as usize;
-    assert!(before.len() < tiles, "the job finished before the kill");
-
-    // The standby takes the lease once the leader's lapses, and the farm
-    // goes on: the worker reconnects and tiles are stored again (after the
-    // second opinion a new worker's tiles wait for: with one worker, the
-    // coordinator's own render, `replica_wait`).
-    wait_for("the standby to lead", Duration::from_secs(30), || {
-        reader.lease_state().unwrap().holder == "coordinator-b"
-    });
-    let takeover = killed.elapsed();
-    wait_for("the standby to store a tile", Duration::from_secs(90), || {
-        reader.done_tiles(1).unwrap().len() > before.len()
-    });
-    eprintln!(
-        "fail-over: lease taken {takeover:.2?} after the kill; first tile stored by the standby {:.2?} after it",
-        killed.elapsed()
-    );
-    let lease = reader.lease_state().unwrap();
-    assert_eq!((lease.holder.as_str(), lease.term), ("coordinator-b", 2), "{lease:?}");
-    wait_for("the job to finish", Duration::from_secs(120), || {
-        reader.job(1).unwrap().is_some_and(|j| j.state == JobState::Done)
-    });
-    assert_frames_equal(&data.join("frames/job-1"), &reference);
-
-    // An API client that followed the job through the leader follows it
-    // through the standby at the same address, with the same token; the
-    // health check says who leads, under which term.
-    let job: serde_json::Value = serde_json::from_str(&http_get(http, "/api/v1/jobs/1", &api_token)).unwrap();
-    assert_eq!(job["state"], "done", "{job}");
-    let health: serde_json::Value = serde_json::from_str(&http_get(http, "/api/v1/health", "")).unwrap();
-    assert_eq!(
-        (health["store"].as_str(), health["role"].as_str(), health["term"].as_i64()),
-        (Some("postgres"), Some("leader"), Some(2)),
-        "{health}"
-    );
-
-    // Each tile once, the ledger's chain intact, at most one credit per
-    // tile and worker; what was stored before the kill is untouched.
     let done = reader.done_tiles(1).unwrap();
     assert_eq!(done.len(), tiles, "every tile stored once");
     assert_eq!(done.iter().collect::<BTreeSet<_>>().len(), done.len());
@@ -127,9 +132,158 @@ fn a_standby_coordinator_takes_over_when_the_leader_is_killed() {
     for e in reader.ledger(None, 0, 1_000_000).unwrap() {
         assert!(credited.insert((e.tile, e.worker.clone())), "tile {} credited twice to {}", e.tile, e.worker);
     }
+}
+
+#[test]
+fn a_standby_coordinator_takes_over_when_the_leader_is_killed() {
+    let cluster = Cluster::shared().unwrap_or_else(|e| panic!("no PostgreSQL for the farm's fail-over test: {e}"));
+    let url = cluster.fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    reference_render_spp(&reference, SPP);
+    let reader = PgBackend::connect(&url).unwrap();
+    let TwoCoordinators { a: mut leader, b: standby, workers, client, api_token } =
+        two_coordinators(dir.path(), &url, &url);
+    assert_eq!(reader.lease_state().unwrap().holder, "coordinator-a");
+
+    // The standby answers at once: its health check says who leads and
+    // lists both; its API says it stands by, naming the leader (a client
+    // moves on); its page sends visitors to the leader.
+    wait_for("the standby to list both coordinators", Duration::from_secs(10), || {
+        let h = health(standby.http);
+        h["role"] == "standby" && h["leader"] == "coordinator-a" && h["coordinators"].as_array().is_some_and(|c| c.len() == 2)
+    });
+    let (status, body) = http_get(standby.http, "/api/v1/jobs", &api_token);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"standby\"") && body.contains("coordinator-a"), "{body}");
+    assert_eq!(http_get(standby.http, "/", "").0, 307);
+    let h = health(leader.http);
+    assert_eq!((h["role"].as_str(), h["leader"].as_str()), (Some("leader"), Some("coordinator-a")), "{h}");
+
+    // An artist's page, served by A, follows the job.
+    let downloads = tempfile::tempdir().unwrap();
+    let browser = Browser::start(downloads.path(), 1024, 768).unwrap_or_else(|e| panic!("{e}"));
+    let page = format!("http://127.0.0.1:{}/", leader.http);
+    browser.goto(&format!("{page}#token={api_token}"));
+    browser.wait_for("#jobs tbody tr", Duration::from_secs(30));
+    browser.goto(&format!("{page}#/jobs/1"));
+    browser.wait_for("#job-state", Duration::from_secs(30));
+
+    wait_for("some tiles to be stored", Duration::from_secs(60), || reader.done_tiles(1).unwrap().len() >= 3);
+    let seen: serde_json::Value = client.get_json("/api/v1/jobs/1").unwrap();
+    assert_eq!(client.base(), format!("http://127.0.0.1:{}", leader.http), "the client follows through A first");
+    leader.proc.kill();
+    let killed = Instant::now();
+    let before: BTreeSet<u32> = reader.done_tiles(1).unwrap().into_iter().collect();
+    let rows_before: Vec<_> = before.iter().map(|t| reader.tile(1, *t).unwrap().unwrap()).collect();
+    let tiles = reader.job(1).unwrap().unwrap().tiles as usize;
+    assert!(before.len() < tiles, "the job finished before the kill: {seen}");
+
+    // The standby takes the lease once the leader's lapses and the farm
+    // goes on: the workers reconnect to it and tiles are stored again.
+    wait_for("the standby to lead", Duration::from_secs(30), || {
+        reader.lease_state().unwrap().holder == "coordinator-b"
+    });
+    let takeover = killed.elapsed();
+    wait_for("the standby to store a tile", Duration::from_secs(90), || {
+        reader.done_tiles(1).unwrap().len() > before.len()
+    });
+    let first_tile = killed.elapsed();
+    // The client that followed the job through A follows it through B.
+    let mut followed = None;
+    wait_for("the job to finish, followed through the client", Duration::from_secs(120), || {
+        match client.get_json::<serde_json::Value>("/api/v1/jobs/1") {
+            Ok(job) if job["state"] == "done" => {
+                followed = Some(job);
+                true
+            }
+            _ => false,
+        }
+    });
+    eprintln!(
+        "fail-over: lease taken {takeover:.2?} after the kill; first tile stored by the new leader {first_tile:.2?} after it"
+    );
+    assert_eq!(client.base(), format!("http://127.0.0.1:{}", standby.http), "the client moved to B");
+    // The page A served follows the job to its end through B (its API,
+    // which allows A's origin), and shows B's thumbnails of every frame.
+    browser.wait_until("return document.querySelector('#job-state').textContent === 'done';", Duration::from_secs(60));
+    browser.wait_until(
+        "return document.querySelectorAll('#frames .thumb.done img').length === 3;",
+        Duration::from_secs(60),
+    );
+    browser.screenshot(&artifacts_dir().join("failover-page.png"));
+    let lease = reader.lease_state().unwrap();
+    assert_eq!((lease.holder.as_str(), lease.term), ("coordinator-b", 2), "{lease:?}");
+
+    // The frames through B, which has none of A's files: the blobs A
+    // stored come from the database.
+    let out = dir.path().join("downloaded");
+    download(&client, &api_token, &out);
+    assert_frames_equal(&out, &reference);
+    let h = health(standby.http);
+    assert_eq!(
+        (h["store"].as_str(), h["role"].as_str(), h["term"].as_i64(), h["leader"].as_str()),
+        (Some("postgres"), Some("leader"), Some(2), Some("coordinator-b")),
+        "{h}"
+    );
+
+    assert_stored_once(&reader);
     for row in rows_before {
-        assert_eq!(reader.tile(1, row.index).unwrap().unwrap(), row);
+        assert_eq!(reader.tile(1, row.index).unwrap().unwrap(), row, "a tile stored before the kill changed");
     }
-    worker.kill();
+    drop(workers);
     drop(standby);
+}
+
+#[test]
+fn a_leader_cut_off_from_the_database_stops_and_rejoins_as_a_standby() {
+    let cluster = Cluster::shared().unwrap_or_else(|e| panic!("no PostgreSQL for the farm's partition test: {e}"));
+    let url = cluster.fresh_database();
+    let relay = Relay::start(([127, 0, 0, 1], cluster.port).into()).unwrap();
+    let cut_url = relay.postgres_url(&url, cluster.port);
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference");
+    reference_render_spp(&reference, SPP);
+    let reader = PgBackend::connect(&url).unwrap();
+    // A reaches the database through the relay; B directly.
+    let TwoCoordinators { a: mut cut_off, b: other, workers, client, api_token } =
+        two_coordinators(dir.path(), &cut_url, &url);
+
+    wait_for("some tiles to be stored", Duration::from_secs(60), || reader.done_tiles(1).unwrap().len() >= 3);
+    relay.cut();
+    let cut = Instant::now();
+    // A cannot renew: it stops on its own clock within its lease.
+    wait_for("the cut-off leader to stop", Duration::from_secs(20), || {
+        cut_off.proc.child.try_wait().unwrap().is_some()
+    });
+    let stopped = cut.elapsed();
+    assert_eq!(cut_off.proc.child.try_wait().unwrap().and_then(|s| s.code()), Some(75), "EX_TEMPFAIL: restart me");
+    wait_for("the other coordinator to lead", Duration::from_secs(30), || {
+        reader.lease_state().unwrap().holder == "coordinator-b"
+    });
+    let takeover = cut.elapsed();
+    eprintln!("partition: the cut-off leader stopped {stopped:.2?} after the cut; B led {takeover:.2?} after it");
+    assert_eq!(reader.lease_state().unwrap().term, 2);
+
+    wait_for("the job to finish on B", Duration::from_secs(120), || {
+        reader.job(1).unwrap().is_some_and(|j| j.state == JobState::Done)
+    });
+    let out = dir.path().join("downloaded");
+    download(&client, &api_token, &out);
+    assert_frames_equal(&out, &reference);
+    assert_stored_once(&reader);
+
+    // The network heals; whatever A had sent into the cut arrives late and
+    // is refused (the lease's term moved on). Restarted, A stands by.
+    relay.heal();
+    let rejoined = spawn_coordinator(&dir.path().join("a"), cut_off.http, cut_off.quic, &cut_url, "coordinator-a");
+    assert_eq!(rejoined.pin, cut_off.pin, "the same identity");
+    wait_for("A to stand by behind B", Duration::from_secs(30), || {
+        let h = health(rejoined.http);
+        h["role"] == "standby" && h["leader"] == "coordinator-b"
+    });
+    let lease = reader.lease_state().unwrap();
+    assert_eq!((lease.holder.as_str(), lease.term), ("coordinator-b", 2), "A did not take the lease back: {lease:?}");
+    assert_stored_once(&reader);
+    drop((workers, other, rejoined));
 }

@@ -11,5 +11,5 @@ pub use crate::api::{AppState, MAX_UPLOAD};
 
 /// The HTTP routes: the page and the API.
 pub fn app(state: AppState) -> Router {
-    crate::web::routes().merge(crate::api::router(state))
+    crate::web::routes(state.peers.clone()).merge(crate::api::router(state))
 }

@@ -174,8 +174,9 @@ impl Worker {
     }
 
     /// Serves the coordinator until `shutdown` turns true, reconnecting
-    /// with exponential backoff (0.25 s doubling to `max_backoff`, with
-    /// jitter so a farm's workers do not return in lockstep). A refused
+    /// with exponential backoff (0.25 s doubling to `max_backoff` after
+    /// each round through the coordinators' addresses, with jitter so a
+    /// farm's workers do not return in lockstep). A refused
     /// token or a certificate that does not match the pin ends it: retrying
     /// cannot fix either.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
@@ -199,7 +200,12 @@ impl Worker {
             .map(str::to_owned)
             .collect();
         let mut which = 0usize;
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = FIRST_BACKOFF;
+        // Failed tries in the current round through the addresses: the
+        // backoff grows per round, not per address, so the coordinator that
+        // takes over is tried again within a second or two of the last one
+        // dying, however many addresses are in the list.
+        let mut failed_in_round = 0usize;
         loop {
             if *shutdown.borrow() {
                 return Ok(());
@@ -212,23 +218,32 @@ impl Worker {
                 }
                 Ok(SessionEnd::Lost(e)) => {
                     tracing::warn!(coordinator = addr, error = %e, "connection to the coordinator lost; reconnecting");
-                    backoff = Duration::from_millis(250);
+                    backoff = FIRST_BACKOFF;
+                    failed_in_round = 0;
                     which += 1;
                 }
                 Err(WorkerError::Net(e)) => {
                     tracing::warn!(coordinator = addr, error = %e, retry_in = ?backoff, "cannot reach the coordinator");
+                    failed_in_round += 1;
                     which += 1;
                 }
                 Err(e) => return Err(e),
             }
-            let jitter = Duration::from_millis(u64::from(std::process::id() % 97) * backoff.as_millis() as u64 / 400);
+            // Within a round, the next address after a short pause; after
+            // a whole round failed, the backoff, doubled for the next.
+            let round_over = failed_in_round == 0 || failed_in_round >= addrs.len();
+            let pause = if round_over { backoff } else { FIRST_BACKOFF };
+            let jitter = Duration::from_millis(u64::from(std::process::id() % 97) * pause.as_millis() as u64 / 400);
             tokio::select! {
-                _ = tokio::time::sleep(backoff + jitter) => {}
+                _ = tokio::time::sleep(pause + jitter) => {}
                 // A dropped sender can never ask again: take it as the
                 // request (else `changed` returns at once and this spins).
                 changed = shutdown.changed() => if changed.is_err() { return Ok(()) },
             }
-            backoff = (backoff * 2).min(self.shared.config.max_backoff);
+            if round_over && failed_in_round > 0 {
+                backoff = (backoff * 2).min(self.shared.config.max_backoff);
+                failed_in_round = 0;
+            }
         }
     }
 
@@ -416,6 +431,9 @@ async fn job_context(
 
 /// Largest blob a worker accepts (a scene or a module).
 const MAX_BLOB: u64 = 2 << 30;
+
+/// The first reconnect pause, and the pause between addresses in a round.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 async fn fetch_blob(shared: &Arc<Shared>, conn: &quinn::Connection, hash: ContentHash) -> Result<Vec<u8>, WorkerError> {
     let cached = {

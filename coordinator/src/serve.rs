@@ -48,6 +48,13 @@ pub struct CoordinatorArgs {
     /// name takes its lease back at once.
     #[arg(long, env = "TESSERA_NAME")]
     name: Option<String>,
+    /// What makes two workers independent enough to give each other's
+    /// tiles a second opinion: `address` (different IP addresses as well as
+    /// identities: one machine's workers never confirm each other) or
+    /// `identity` (any two workers: for a farm whose workers share an
+    /// address, behind NAT or on one host) [default: address].
+    #[arg(long, env = "TESSERA_INDEPENDENT")]
+    independent: Option<String>,
     /// The address the farm's other coordinators, clients and pages reach
     /// this one's page and API at, announced to them on PostgreSQL
     /// [default: http:// and the --http address].
@@ -88,12 +95,24 @@ struct Settings {
     max_upload: usize,
     database: tessera_coordinator::farm::database::Database,
     advertise: Option<String>,
+    /// Second opinions only from another address (`--independent address`).
+    independent_addresses: bool,
 }
 
 impl CoordinatorArgs {
     fn settings(&self) -> Result<Settings> {
-        const KEYS: [&str; 9] =
-            ["data", "http", "quic", "heartbeat", "idle-timeout", "max-upload-mib", "store", "name", "advertise"];
+        const KEYS: [&str; 10] = [
+            "data",
+            "http",
+            "quic",
+            "heartbeat",
+            "idle-timeout",
+            "max-upload-mib",
+            "store",
+            "name",
+            "advertise",
+            "independent",
+        ];
         let file = self.config.as_ref().map(|p| read_config(p, &KEYS)).transpose()?.unwrap_or_default();
         let get = |k: &str| file.get(k).cloned();
         let parse_addr = |v: String, k: &str| v.parse::<SocketAddr>().with_context(|| format!("config {k} = {v:?}"));
@@ -154,6 +173,11 @@ impl CoordinatorArgs {
                 .or_else(|| get("advertise"))
                 .map(|a| tessera_client::conn::normalize_url(&a).context("--advertise"))
                 .transpose()?,
+            independent_addresses: match self.independent.clone().or_else(|| get("independent")).as_deref() {
+                None | Some("address") => true,
+                Some("identity") => false,
+                Some(other) => bail!("--independent must be address or identity, not {other:?}"),
+            },
         })
     }
 }
@@ -211,6 +235,7 @@ pub fn coordinator(args: CoordinatorArgs, module: Option<&'static [u8]>) -> Resu
         config.heartbeat = s.heartbeat;
         config.idle_timeout = s.idle_timeout;
         config.database = s.database.clone();
+        config.verify.independent_addresses = s.independent_addresses;
         let listener = bind_http(s.http, false).await?;
         let http = listener.local_addr()?;
         let mut serve_later = None;

@@ -65,6 +65,8 @@ fn spawn_coordinator(data: &Path, http: u16, quic: u16, store: &str, name: &str)
         .arg(data)
         .args(["--http", &format!("127.0.0.1:{http}"), "--quic", &format!("127.0.0.1:{quic}")])
         .args(["--heartbeat", "1", "--idle-timeout", "2", "--store", store, "--name", name])
+        // The workers share this machine's address: independent by identity.
+        .args(["--independent", "identity"])
         .env("TESSERA_LOG", "info,quinn=warn");
     let proc = Proc::spawn(cmd);
     // Printed before it waits for the lease, so workers can pin a standby.

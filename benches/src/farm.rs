@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use tessera_coordinator::farm::database::Database;
 use tessera_coordinator::farm::{Farm, FarmConfig, JobRequest, JobSpec};
 use tessera_coordinator::local::{FrameJob, LocalRenderer};
 use tessera_protocol::proof::SigningKey;
@@ -499,10 +500,10 @@ pub(crate) async fn synthetic_job(
     Ok((farm.submit(spec).await?, tiles))
 }
 
-struct DispatchRun {
-    tiles_per_sec: f64,
-    p50: Duration,
-    p99: Duration,
+pub(crate) struct DispatchRun {
+    pub(crate) tiles_per_sec: f64,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
     /// Accepted results per tile: 1 plus the share replicated.
     results_per_tile: f64,
 }
@@ -575,8 +576,25 @@ async fn dispatch_run(
     tiles_x: u32,
     frames: u32,
 ) -> Result<DispatchRun> {
+    dispatch_run_on(Database::Sqlite, verification, tiles, workers, slots, delay, tiles_x, frames).await
+}
+
+/// [`dispatch_run`] with the farm's records in `database`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn dispatch_run_on(
+    database: Database,
+    verification: Verification,
+    tiles: SimTiles,
+    workers: u32,
+    slots: u32,
+    delay: Duration,
+    tiles_x: u32,
+    frames: u32,
+) -> Result<DispatchRun> {
     let dir = tempfile::tempdir()?;
-    let farm = Farm::start(bench_config(dir.path(), verification)?).await?;
+    let mut config = bench_config(dir.path(), verification)?;
+    config.database = database;
+    let farm = Farm::start(config).await?;
     let token = farm.first_token().context("first token")?.to_string();
     if verification == Verification::Default {
         let (mut child, _lines) = spawn_sim(&farm, &token, 2, 1, Duration::ZERO, 0, tiles)?;

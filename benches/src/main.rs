@@ -2,7 +2,7 @@
 //! profile and prints a Markdown table (copied into BENCHMARKS.md).
 //!
 //! `--quick` runs each measurement briefly (for a smoke run, not figures);
-//! `--only sandbox|pathtracer|scheduler|farm|proof|gpu|denoise` runs one group.
+//! `--only sandbox|pathtracer|scheduler|farm|store|proof|gpu|denoise` runs one group.
 
 mod denoise;
 mod farm;
@@ -12,6 +12,7 @@ mod proof;
 mod sandbox;
 mod scheduler;
 mod soak;
+mod store;
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,9 @@ fn main() -> anyhow::Result<()> {
     }
     if want("farm") {
         rows.extend(farm::run(effort)?);
+    }
+    if want("store") {
+        rows.extend(store::run(effort)?);
     }
     if want("proof") {
         rows.extend(proof::run(effort)?);

@@ -2,6 +2,7 @@
 //! SQLite store, writer) and real workers (QUIC client, sandbox, blob
 //! cache), in this process or as separate processes that the tests kill.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -67,6 +68,20 @@ pub fn reference_render(out: &Path) {
 }
 
 /// `tessera render` at `spp` samples, with the job module built into the binary.
+/// `tessera render` of the job at `spp`, made once per test process and
+/// shared by the tests that compare with it (the chaos tests' long one).
+pub fn shared_reference(spp: u32) -> PathBuf {
+    static MADE: std::sync::Mutex<BTreeMap<u32, PathBuf>> = std::sync::Mutex::new(BTreeMap::new());
+    let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+    made.entry(spp)
+        .or_insert_with(|| {
+            let dir = tempfile::Builder::new().prefix("tessera-reference-").tempdir().unwrap().keep();
+            reference_render_spp(&dir, spp);
+            dir
+        })
+        .clone()
+}
+
 pub fn reference_render_spp(out: &Path, spp: u32) {
     let status = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .arg("render")

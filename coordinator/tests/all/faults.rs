@@ -21,7 +21,8 @@ use tessera_worker::client::Worker;
 use tessera_worker::net::{read_msg, tls, write_msg};
 
 use crate::farm::{
-    assert_frames_equal, reference_render_spp, request_with_spp, runtime, scenes, test_config, worker_config,
+    assert_frames_equal, reference_render_spp, request_with_spp, runtime, scenes, shared_reference, test_config,
+    worker_config,
 };
 use crate::farm_kill::{free_port, spawn_worker, wait_for, Proc};
 use crate::guest;
@@ -78,7 +79,7 @@ fn assert_integrity(data: &Path) {
 /// Samples per pixel and tile size of the chaos job: 72 tiles of 8×8 px.
 /// The job must outlast the 15 kills (about 22 s of chaos): at 2,560 spp a
 /// quiet 2-core machine finished it first, so it is three times that.
-const CHAOS_SPP: u32 = 7680;
+pub const CHAOS_SPP: u32 = 7680;
 
 fn chaos_request() -> JobRequest {
     let mut r = request_with_spp(CHAOS_SPP);
@@ -132,9 +133,8 @@ fn spawn_child_coordinator(data: &Path, quic: u16) -> Proc {
 fn chaos_kills_workers_and_the_coordinator_many_times() {
     let seed = seed();
     let dir = tempfile::tempdir().unwrap();
-    let reference = dir.path().join("reference");
     let t = Instant::now();
-    reference_render_spp(&reference, CHAOS_SPP);
+    let reference = shared_reference(CHAOS_SPP);
     println!("chaos: tessera render took {:.1} s", t.elapsed().as_secs_f64());
     let data = dir.path().join("coord");
     let quic = free_port();

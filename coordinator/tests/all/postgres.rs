@@ -289,3 +289,138 @@ fn a_leader_cut_off_from_the_database_stops_and_rejoins_as_a_standby() {
     assert_stored_once(&reader);
     drop((workers, other, rejoined));
 }
+
+/// The chaos test of `faults.rs` on a farm of two coordinators on
+/// PostgreSQL: workers and coordinators (the leader mostly, the standby
+/// too) SIGKILLed at random moments and restarted; no tile stored before a
+/// kill is lost or changed, and the frames equal `tessera render`'s.
+#[test]
+fn chaos_on_postgres_kills_workers_and_coordinators() {
+    use std::collections::BTreeMap;
+    use tessera_test_support::Rng;
+    let seed = std::env::var("TESSERA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x7e55_e7b0u64);
+    println!("seed {seed} (TESSERA_SEED={seed} replays this schedule)");
+    let spp = crate::faults::CHAOS_SPP;
+    let reference = crate::farm::shared_reference(spp);
+    let cluster = Cluster::shared().unwrap_or_else(|e| panic!("no PostgreSQL for the chaos test: {e}"));
+    let url = cluster.fresh_database();
+    let dir = tempfile::tempdir().unwrap();
+    let reader = PgBackend::connect(&url).unwrap();
+
+    let names = ["coordinator-a", "coordinator-b"];
+    let spawn = |i: usize, http: u16, quic: u16| spawn_coordinator(&dir.path().join(names[i]), http, quic, &url, names[i]);
+    let mut coordinators = vec![spawn(0, free_port(), free_port())];
+    let worker_token = coordinators[0].proc.stdout_value("worker token:");
+    let api_token = coordinators[0].proc.stdout_value("token:");
+    coordinators.push(spawn(1, free_port(), free_port()));
+    let addrs = format!("127.0.0.1:{},127.0.0.1:{}", coordinators[0].quic, coordinators[1].quic);
+    let pins = format!("{},{}", coordinators[0].pin, coordinators[1].pin);
+    let worker_dir = |i: usize| dir.path().join(format!("w{i}"));
+    let mut workers: Vec<Proc> = (0..3).map(|i| spawn_worker(&addrs, &worker_token, &pins, &worker_dir(i))).collect();
+    let client = Client::new(&Conn {
+        url: format!("http://127.0.0.1:{},http://127.0.0.1:{}", coordinators[0].http, coordinators[1].http),
+        token: api_token.clone(),
+    });
+    let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
+    let settings = serde_json::from_str(&format!(
+        r#"{{"frames":"1,12,24","spp":{spp},"width":48,"height":27,"tile_size":8}}"#
+    ))
+    .unwrap();
+    let job = client.submit(&scene, "turntable.glb", &settings).unwrap().id;
+    let job_done = || reader.job(job).unwrap().is_some_and(|j| j.state == JobState::Done);
+    wait_for("tiles to be stored", Duration::from_secs(120), || reader.done_tiles(job).unwrap().len() >= 3);
+
+    let mut rng = Rng(seed);
+    let started = Instant::now();
+    let mut snapshots: Vec<BTreeMap<u32, ([u8; 32], String)>> = Vec::new();
+    let (mut worker_kills, mut leader_kills, mut standby_kills) = (0u32, 0u32, 0u32);
+    let mut schedule = Vec::new();
+    'chaos: while worker_kills < 8 || leader_kills < 3 {
+        let until = Instant::now() + Duration::from_millis(rng.range(500, 1300));
+        while Instant::now() < until {
+            if job_done() {
+                break 'chaos;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let at = started.elapsed().as_secs_f64();
+        let down = Duration::from_millis(rng.range(0, 1000));
+        let stored = reader.done_tiles(job).unwrap().len();
+        let kill_coordinator = leader_kills < 3 && (worker_kills >= 8 || rng.range(0, 3) == 0);
+        if kill_coordinator {
+            // The leader, mostly; sometimes the standby.
+            let leader = reader.lease_state().unwrap().holder;
+            let leading = names.iter().position(|n| *n == leader).unwrap_or(0);
+            let i = if rng.range(0, 4) == 0 { 1 - leading } else { leading };
+            let (http, quic) = (coordinators[i].http, coordinators[i].quic);
+            coordinators[i].proc.kill();
+            if i == leading {
+                leader_kills += 1;
+            } else {
+                standby_kills += 1;
+            }
+            snapshots.push(
+                reader
+                    .done_tiles(job)
+                    .unwrap()
+                    .iter()
+                    .map(|&t| {
+                        let r = reader.tile(job, t).unwrap().unwrap();
+                        (t, (r.hash, r.worker))
+                    })
+                    .collect(),
+            );
+            // A leader down longer than its lease (4 s) hands the farm to
+            // the standby; a shorter absence, and it takes its lease back.
+            let down = if i == leading { Duration::from_millis(rng.range(0, 7000)) } else { down };
+            std::thread::sleep(down);
+            coordinators[i] = spawn(i, http, quic);
+            let role = if i == leading { "leader" } else { "standby" };
+            schedule.push(format!("{at:.1}s {} ({role}, down {} ms, {stored} tiles)", names[i], down.as_millis()));
+        } else {
+            let i = rng.range(0, 3) as usize;
+            workers[i].kill();
+            worker_kills += 1;
+            std::thread::sleep(down);
+            workers[i] = spawn_worker(&addrs, &worker_token, &pins, &worker_dir(i));
+            schedule.push(format!("{at:.1}s worker {i} (down {} ms, {stored} tiles)", down.as_millis()));
+        }
+    }
+    let chaos = started.elapsed();
+    wait_for("the job to finish after the chaos", Duration::from_secs(240), job_done);
+    println!("chaos on PostgreSQL: kill schedule: {}", schedule.join(", "));
+    println!(
+        "chaos on PostgreSQL: {worker_kills} worker kills, {leader_kills} leader and {standby_kills} standby kills \
+         in {:.1} s; job done after {:.1} s; lease term {}",
+        chaos.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        reader.lease_state().unwrap().term
+    );
+    assert!(leader_kills >= 3 && worker_kills >= 8, "the job finished before the chaos did: make it longer");
+    for snapshot in &snapshots {
+        for (i, (hash, worker)) in snapshot {
+            let t = reader.tile(job, *i).unwrap().unwrap_or_else(|| panic!("tile {i} was lost"));
+            assert_eq!((&t.hash, &t.worker), (hash, worker), "tile {i} changed after a coordinator kill");
+        }
+    }
+    // Each tile once; at most the stored result and one confirming replica
+    // credited, never twice to one worker.
+    let record = reader.job(job).unwrap().unwrap();
+    let done = reader.done_tiles(job).unwrap();
+    assert_eq!(done.len(), record.tiles as usize);
+    assert_eq!(done.iter().collect::<BTreeSet<_>>().len(), done.len(), "a tile stored twice");
+    reader.verify_ledger().unwrap().unwrap_or_else(|seq| panic!("ledger chain broken at {seq}"));
+    let mut per_tile: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for e in reader.ledger(None, 0, 1_000_000).unwrap().into_iter().filter(|e| e.job == job) {
+        per_tile.entry(e.tile).or_default().push(e.worker);
+    }
+    for (tile, credited) in per_tile {
+        assert!(credited.len() <= 2, "tile {tile} credited {} times", credited.len());
+        let distinct: BTreeSet<&String> = credited.iter().collect();
+        assert_eq!(distinct.len(), credited.len(), "tile {tile} credited twice to one worker: {credited:?}");
+    }
+    let out = dir.path().join("downloaded");
+    download(&client, &api_token, &out);
+    assert_frames_equal(&out, &reference);
+    drop((workers, coordinators));
+}

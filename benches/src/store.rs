@@ -36,7 +36,10 @@ pub fn run(effort: Effort) -> Result<Vec<Row>> {
     let postgres = write_latency(Store::with_backend(&dir.path().join("pg"), Box::new(backend))?, commits)?;
     for (name, (p50, p99)) in [("SQLite", sqlite), ("PostgreSQL", postgres)] {
         rows.push(Row {
-            name: format!("store write latency, {name}: a commit of {BATCH} verified tiles of {} KiB", TILE_BYTES / 1024),
+            name: format!(
+                "store write latency, {name}: a commit of {BATCH} verified tiles of {} KiB",
+                TILE_BYTES / 1024
+            ),
             value: format!("p50 {:.2} ms, p99 {:.2} ms", ms(p50), ms(p99)),
             note: format!("{commits} commits one after another, durable on return"),
         });
@@ -48,14 +51,21 @@ pub fn run(effort: Effort) -> Result<Vec<Row>> {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let runs = rt.block_on(async {
-        let lite = dispatch_run_on(Database::Sqlite, Verification::Off, SimTiles::Flat, workers, 4, Duration::ZERO, tiles_x, frames)
-            .await?;
-        let pg = Database::Postgres {
-            url: cluster.fresh_database(),
-            holder: "bench".into(),
-            lease: Duration::from_secs(4),
-        };
-        let pg = dispatch_run_on(pg, Verification::Off, SimTiles::Flat, workers, 4, Duration::ZERO, tiles_x, frames).await?;
+        let lite = dispatch_run_on(
+            Database::Sqlite,
+            Verification::Off,
+            SimTiles::Flat,
+            workers,
+            4,
+            Duration::ZERO,
+            tiles_x,
+            frames,
+        )
+        .await?;
+        let pg =
+            Database::Postgres { url: cluster.fresh_database(), holder: "bench".into(), lease: Duration::from_secs(4) };
+        let pg =
+            dispatch_run_on(pg, Verification::Off, SimTiles::Flat, workers, 4, Duration::ZERO, tiles_x, frames).await?;
         anyhow::Ok([lite, pg])
     })?;
     let n = tiles_x * tiles_x * frames;

@@ -211,7 +211,9 @@ mod tests {
         assert_eq!(normalize_url(" https://farm.example/tessera/ ").unwrap(), "https://farm.example/tessera");
         assert_eq!(normalize_url("HTTP://127.0.0.1:7878").unwrap(), "HTTP://127.0.0.1:7878");
         assert_eq!(normalize_url("a:7878, http://b:7878/").unwrap(), "http://a:7878,http://b:7878");
-        for bad in ["ftp://farm", "http://", "http:///x", "http://farm/?a=b", "", "/", "farm 1:7878", "a:1,", "a:1,ftp://b"] {
+        for bad in
+            ["ftp://farm", "http://", "http:///x", "http://farm/?a=b", "", "/", "farm 1:7878", "a:1,", "a:1,ftp://b"]
+        {
             assert!(normalize_url(bad).is_err(), "{bad:?}");
         }
     }

@@ -36,7 +36,8 @@ use crate::farm::database::Peers;
 /// leader (`leader`, if known) marked.
 pub fn listed(peers: &Peers, leader: Option<&str>) -> Vec<FarmCoordinator> {
     let view = peers.view();
-    let leader = leader.map(str::to_owned).or_else(|| view.lease.as_ref().filter(|l| l.live()).map(|l| l.holder.clone()));
+    let leader =
+        leader.map(str::to_owned).or_else(|| view.lease.as_ref().filter(|l| l.live()).map(|l| l.holder.clone()));
     view.members
         .into_iter()
         .map(|m| FarmCoordinator {
@@ -94,7 +95,9 @@ async fn elsewhere(State(peers): State<Peers>, request: Request) -> Response {
     }
     let error = match &leader {
         Some(l) => format!("coordinator {} stands by: {} leads the farm, at {}", peers.me, l.name, l.http_url),
-        None => format!("coordinator {} stands by, and no coordinator leads the farm right now: retry shortly", peers.me),
+        None => {
+            format!("coordinator {} stands by, and no coordinator leads the farm right now: retry shortly", peers.me)
+        }
     };
     let mut response =
         (StatusCode::SERVICE_UNAVAILABLE, Json(ErrorBody { error, code: "standby".into() })).into_response();

@@ -48,8 +48,10 @@ pub const ASSETS: &[Asset] = &[
 
 /// The policy, with the sources the page may connect to in the middle
 /// (`'self'`, and on a farm of several coordinators their origins too).
-const CSP_HEAD: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src";
-const CSP_TAIL: &str = "; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+const CSP_HEAD: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src";
+const CSP_TAIL: &str =
+    "; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The page's routes: `/` and each asset by its path. With `peers` (a farm
 /// of several coordinators) the page may also connect to the others, so it

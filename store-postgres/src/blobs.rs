@@ -87,7 +87,8 @@ impl SharedBlobs for PgBlobs {
                 .execute("INSERT INTO blobs (hash, size) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING", &[&h, &size])
                 .map_err(pg_err)?;
             if fresh == 1 {
-                let insert = tx.prepare("INSERT INTO blob_chunks (hash, seq, bytes) VALUES ($1, $2, $3)").map_err(pg_err)?;
+                let insert =
+                    tx.prepare("INSERT INTO blob_chunks (hash, seq, bytes) VALUES ($1, $2, $3)").map_err(pg_err)?;
                 for (seq, chunk) in bytes.chunks(CHUNK).enumerate() {
                     tx.execute(&insert, &[&h, &(seq as i32), &chunk]).map_err(pg_err)?;
                 }

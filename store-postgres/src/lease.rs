@@ -101,9 +101,7 @@ pub fn announce(client: &mut Client, member: &Member) -> Result<()> {
         "INSERT INTO coordinators (name, http_url, quic_addr, fingerprint, seen_ms) VALUES ($1, $2, $3, $4, {NOW_MS})
          ON CONFLICT (name) DO UPDATE SET http_url = $2, quic_addr = $3, fingerprint = $4, seen_ms = {NOW_MS}"
     );
-    client
-        .execute(&sql, &[&member.name, &member.http_url, &member.quic_addr, &member.fingerprint])
-        .map_err(pg_err)?;
+    client.execute(&sql, &[&member.name, &member.http_url, &member.quic_addr, &member.fingerprint]).map_err(pg_err)?;
     Ok(())
 }
 

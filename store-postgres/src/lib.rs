@@ -166,9 +166,8 @@ impl Backend for PgBackend {
 /// a connection whose network was cut fails within seconds instead of
 /// blocking its caller for the kernel's default of many minutes.
 pub(crate) fn connect_client(url: &str) -> Result<Client> {
-    let fail = |e: postgres::Error| {
-        StoreError::Database(format!("connecting to PostgreSQL at {}: {e}", redacted(url)).into())
-    };
+    let fail =
+        |e: postgres::Error| StoreError::Database(format!("connecting to PostgreSQL at {}: {e}", redacted(url)).into());
     let mut config: postgres::Config = url.parse().map_err(fail)?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(NETWORK_TIMEOUT);

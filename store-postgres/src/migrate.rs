@@ -229,8 +229,7 @@ pub fn from_sqlite(data_dir: &Path, pg: &mut PgBackend) -> Result<Report> {
     }
     pg.join_current_term()?;
     for t in TABLES {
-        let n: i64 =
-            pg.run(|c| c.query_one(&format!("SELECT count(*) FROM {}", t.name), &[])).map_err(pg_err)?.get(0);
+        let n: i64 = pg.run(|c| c.query_one(&format!("SELECT count(*) FROM {}", t.name), &[])).map_err(pg_err)?.get(0);
         if n > 0 {
             return Err(bad(format!("the target database is not empty: its {} table has {n} rows", t.name)));
         }

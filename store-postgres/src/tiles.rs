@@ -8,53 +8,75 @@ use tessera_store::{Result, TileStore};
 use crate::*;
 
 impl TileStore for PgBackend {
+    /// One `INSERT … SELECT FROM unnest(…)` for the whole batch (in the
+    /// batch's order: of two results for one tile, the first is kept, as
+    /// on SQLite), then the credits of the tiles it stored
+    /// (`workers::credit_tiles`): a few statements however many tiles a
+    /// group commit holds.
     fn record_tiles(&mut self, tiles: &[TileRecord]) -> Result<usize> {
+        let n = tiles.len();
+        let mut cols = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for t in tiles {
+            cols.0.push(to_i64(t.job, "tile job")?);
+            cols.1.push(i64::from(t.index));
+            cols.2.push(t.frame);
+            cols.3.push(&t.hash[..]);
+            cols.4.push(&t.data[..]);
+            cols.5.push(t.worker.as_str());
+            cols.6.push(to_i64(t.fuel, "tile fuel")?);
+            cols.7.push(to_i64(t.millis, "tile millis")?);
+            cols.8.push(t.proof.as_deref());
+        }
         self.run(|db| {
             let mut tx = db.transaction().map_err(pg_err)?;
-            let insert = tx
-                .prepare(
+            let stored: std::collections::BTreeSet<(i64, i64)> = tx
+                .query(
                     "INSERT INTO tiles (job, idx, frame, hash, data, worker, fuel, millis, proof)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (job, idx) DO NOTHING",
+                     SELECT job, idx, frame, hash, data, worker, fuel, millis, proof
+                     FROM unnest($1::bigint[], $2::bigint[], $3::integer[], $4::bytea[], $5::bytea[], $6::text[],
+                                 $7::bigint[], $8::bigint[], $9::text[]) WITH ORDINALITY
+                          AS t(job, idx, frame, hash, data, worker, fuel, millis, proof, ord)
+                     ORDER BY ord
+                     ON CONFLICT (job, idx) DO NOTHING
+                     RETURNING job, idx",
+                    &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &cols.7, &cols.8],
                 )
-                .map_err(pg_err)?;
+                // A tile of a job that does not exist fails the whole batch, as on SQLite.
+                .map_err(pg_err)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
             let mut new = 0;
             let mut done: BTreeMap<&str, i64> = BTreeMap::new();
             let mut credits = Vec::new();
+            let mut seen = std::collections::BTreeSet::new();
             for t in tiles {
-                let inserted = tx
-                    .execute(
-                        &insert,
-                        &[
-                            &to_i64(t.job, "tile job")?,
-                            &i64::from(t.index),
-                            &t.frame,
-                            &&t.hash[..],
-                            &t.data,
-                            &t.worker,
-                            &to_i64(t.fuel, "tile fuel")?,
-                            &to_i64(t.millis, "tile millis")?,
-                            &t.proof,
-                        ],
-                    )
-                    .map_err(pg_err)?;
-                if inserted != 0 {
-                    new += 1;
-                    *done.entry(t.worker.as_str()).or_default() += 1;
-                    if let Some(c) = &t.credit {
-                        credits.push((t.worker.as_str(), t.job, t.index, c));
-                    }
-                    if let Some((worker, c)) = &t.also_credit {
-                        credits.push((worker.as_str(), t.job, t.index, c));
-                    }
+                let key = (t.job as i64, i64::from(t.index));
+                // The first of the batch's results for a tile is the one stored.
+                if !stored.contains(&key) || !seen.insert(key) {
+                    continue;
+                }
+                new += 1;
+                *done.entry(t.worker.as_str()).or_default() += 1;
+                if let Some(c) = &t.credit {
+                    credits.push((t.worker.as_str(), t.job, t.index, c));
+                }
+                if let Some((worker, c)) = &t.also_credit {
+                    credits.push((worker.as_str(), t.job, t.index, c));
                 }
             }
-            if !credits.is_empty() {
-                workers::credit_tiles(&mut tx, &credits)?;
-            }
-            for (worker, n) in &done {
-                tx.execute("UPDATE workers SET tiles_done = tiles_done + $2 WHERE identity = $1", &[worker, n])
-                    .map_err(pg_err)?;
+            if !done.is_empty() {
+                workers::credit_tiles(&mut tx, &credits, &done)?;
             }
             tx.commit().map_err(pg_err)?;
             Ok(new)

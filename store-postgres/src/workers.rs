@@ -2,6 +2,8 @@
 //! reputation and quarantine, the hash-chained credit ledger, the evidence
 //! of failed checks.
 
+use std::collections::BTreeMap;
+
 use postgres::Transaction;
 use tessera_store::records::*;
 use tessera_store::{Result, WorkerStore};
@@ -148,40 +150,108 @@ impl WorkerStore for PgBackend {
 }
 
 /// In `tx`: each verified tile raises its worker's trust, reputation,
-/// count and credit, and appends its ledger entry, in order.
-pub(crate) fn credit_tiles(tx: &mut Transaction<'_>, credits: &[(&str, u64, u32, &TileCredit)]) -> Result<()> {
+/// count and credit, and appends its ledger entry, in order, and each
+/// worker's `tiles_done` grows by `done`'s count.
+///
+/// A handful of statements whatever the batch's size (a group commit of a
+/// busy farm holds hundreds of tiles): the workers' rows are read and
+/// locked once, their new reputation and credit computed here one tile at
+/// a time exactly as SQLite's per-tile `UPDATE`s compute them (the same
+/// floating-point operations in the same order, so both backends hold the
+/// same bits), written back in one `UPDATE … FROM unnest(…)`, and the
+/// ledger's entries, chained here, inserted in one statement.
+pub(crate) fn credit_tiles(
+    tx: &mut Transaction<'_>,
+    credits: &[(&str, u64, u32, &TileCredit)],
+    done: &BTreeMap<&str, i64>,
+) -> Result<()> {
+    #[derive(Default)]
+    struct Change {
+        cpu: i64,
+        gpu: i64,
+        verified: i64,
+        done: i64,
+        reputation: f64,
+        credit: f64,
+    }
+    let names: Vec<&str> = credits.iter().map(|c| c.0).chain(done.keys().copied()).collect();
+    let mut changes: BTreeMap<String, Change> = BTreeMap::new();
+    for row in tx
+        .query("SELECT identity, reputation, credit FROM workers WHERE identity = ANY($1) FOR UPDATE", &[&names])
+        .map_err(pg_err)?
+    {
+        changes.insert(row.get(0), Change { reputation: row.get(1), credit: row.get(2), ..Change::default() });
+    }
+    for (worker, _, _, credit) in credits {
+        if let Some(c) = changes.get_mut(*worker) {
+            if credit.gpu {
+                c.gpu += 1;
+            } else {
+                c.cpu += 1;
+            }
+            c.verified += 1;
+            c.reputation += (1.0 - c.reputation) * 0.02;
+            c.credit += credit.credit;
+        }
+    }
+    for (worker, n) in done {
+        if let Some(c) = changes.get_mut(*worker) {
+            c.done += n;
+        }
+    }
+    if !changes.is_empty() {
+        let ids: Vec<&str> = changes.keys().map(String::as_str).collect();
+        let col = |f: fn(&Change) -> i64| changes.values().map(f).collect::<Vec<i64>>();
+        let (cpu, gpu, verified, tiles_done) = (col(|c| c.cpu), col(|c| c.gpu), col(|c| c.verified), col(|c| c.done));
+        let reputation: Vec<f64> = changes.values().map(|c| c.reputation).collect();
+        let credit: Vec<f64> = changes.values().map(|c| c.credit).collect();
+        tx.execute(
+            "UPDATE workers AS w SET trust = w.trust + v.cpu, gpu_trust = w.gpu_trust + v.gpu,
+                 verified_tiles = w.verified_tiles + v.verified, tiles_done = w.tiles_done + v.done,
+                 reputation = v.reputation, credit = v.credit
+             FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                         $6::double precision[], $7::double precision[])
+                  AS v(identity, cpu, gpu, verified, done, reputation, credit)
+             WHERE w.identity = v.identity",
+            &[&ids, &cpu, &gpu, &verified, &tiles_done, &reputation, &credit],
+        )
+        .map_err(pg_err)?;
+    }
+    if credits.is_empty() {
+        return Ok(());
+    }
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LEDGER_LOCK]).map_err(pg_err)?;
     let mut prev: [u8; 32] =
         match tx.query_opt("SELECT hash FROM ledger ORDER BY seq DESC LIMIT 1", &[]).map_err(pg_err)? {
             Some(r) => hash32(r.get(0), "ledger hash")?,
             None => [0; 32],
         };
+    let n = credits.len();
+    let (mut workers, mut jobs, mut tiles, mut amounts) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut commitments, mut times, mut prevs, mut hashes) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     for (worker, job, tile, credit) in credits {
-        tx.execute(
-            "UPDATE workers SET trust = trust + (1 - $3::bigint), gpu_trust = gpu_trust + $3::bigint,
-                 verified_tiles = verified_tiles + 1,
-                 reputation = reputation + (1.0 - reputation) * 0.02, credit = credit + $2
-             WHERE identity = $1",
-            &[worker, &credit.credit, &i64::from(credit.gpu)],
-        )
-        .map_err(pg_err)?;
         let hash = ledger_hash(&prev, worker, *job, *tile, credit.credit, &credit.commitment);
-        tx.execute(
-            "INSERT INTO ledger (worker, job, tile, credit, commitment, time_ms, prev, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                worker,
-                &to_i64(*job, "ledger job")?,
-                &i64::from(*tile),
-                &credit.credit,
-                &&credit.commitment[..],
-                &to_i64(credit.time_ms, "ledger time")?,
-                &&prev[..],
-                &&hash[..],
-            ],
-        )
-        .map_err(pg_err)?;
+        workers.push(*worker);
+        jobs.push(to_i64(*job, "ledger job")?);
+        tiles.push(i64::from(*tile));
+        amounts.push(credit.credit);
+        commitments.push(credit.commitment.to_vec());
+        times.push(to_i64(credit.time_ms, "ledger time")?);
+        prevs.push(prev.to_vec());
+        hashes.push(hash.to_vec());
         prev = hash;
     }
+    tx.execute(
+        "INSERT INTO ledger (worker, job, tile, credit, commitment, time_ms, prev, hash)
+         SELECT worker, job, tile, credit, commitment, time_ms, prev, hash
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::double precision[], $5::bytea[], $6::bigint[],
+                     $7::bytea[], $8::bytea[]) WITH ORDINALITY
+              AS e(worker, job, tile, credit, commitment, time_ms, prev, hash, ord)
+         ORDER BY ord",
+        &[&workers, &jobs, &tiles, &amounts, &commitments, &times, &prevs, &hashes],
+    )
+    .map_err(pg_err)?;
     Ok(())
 }

@@ -446,6 +446,47 @@ fn postgres_blobs_reach_every_coordinator_without_a_shared_directory() {
     assert_eq!(b.blob_len(&missing).unwrap(), None);
 }
 
+/// The same group commits of credited tiles (several workers, CPU and GPU
+/// credits, a tile twice in a batch, a second opinion's credit) leave the
+/// same standing, to the bit, and the same ledger on both backends: the
+/// PostgreSQL backend batches its statements but computes as SQLite does.
+#[test]
+fn postgres_and_sqlite_credit_the_same_bits() {
+    let db = postgres();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut stores = [Sqlite.open(dir_a.path()), db.open(dir_b.path())];
+    let credit = |c: f64, gpu: bool, i: u32| TileCredit { credit: c, gpu, commitment: [i as u8; 32], time_ms: 7 };
+    for store in &mut stores {
+        for w in ["w1", "w2", "w3"] {
+            store.upsert_worker(w, w, "{}", 1).unwrap();
+        }
+        let job = store.insert_job(&job("credits", vec![1, 2, 3]), 1).unwrap();
+        for batch in 0..5u32 {
+            let mut tiles = Vec::new();
+            for i in 0..7u32 {
+                let index = batch * 7 + i;
+                let mut t = tile(job, index, ["w1", "w2", "w3", "ghost"][(index % 4) as usize]);
+                t.credit = Some(credit(0.1 * f64::from(index) + 1.0 / 3.0, index % 5 == 0, index));
+                if index % 3 == 0 {
+                    t.also_credit = Some(("w3".into(), credit(0.7, false, index)));
+                }
+                tiles.push(t);
+            }
+            // The same tile again in the batch: only its first result counts.
+            tiles.push(TileRecord { worker: "w2".into(), ..tiles[0].clone() });
+            assert_eq!(store.record_tiles(&tiles).unwrap(), 7);
+        }
+    }
+    for w in ["w1", "w2", "w3"] {
+        let (a, b) = (stores[0].standing(w).unwrap().unwrap(), stores[1].standing(w).unwrap().unwrap());
+        assert_eq!((a.reputation.to_bits(), a.credit.to_bits()), (b.reputation.to_bits(), b.credit.to_bits()), "{w}");
+        assert_eq!(a, b, "{w}");
+    }
+    assert_eq!(stores[0].workers().unwrap(), stores[1].workers().unwrap());
+    assert_eq!(stores[0].ledger(None, 0, 1000).unwrap(), stores[1].ledger(None, 0, 1000).unwrap());
+    assert_eq!(stores[1].verify_ledger().unwrap(), Ok(stores[0].verify_ledger().unwrap().unwrap()));
+}
+
 #[test]
 fn store_reopen_removes_interrupted_blob_writes() {
     let dir = tempfile::tempdir().unwrap();

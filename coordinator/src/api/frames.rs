@@ -425,7 +425,8 @@ fn write_zip(sink: ChannelWriter, blobs: &Blobs, entries: &[(String, [u8; 32])])
 /// large read).
 async fn local_file(state: &AppState, hash: [u8; 32]) -> Result<std::path::PathBuf, ApiError> {
     let blobs = state.farm.blobs();
-    tokio::task::spawn_blocking(move || blobs.local_path(&hash)).await.map_err(ApiError::internal)?.map_err(|e| match e {
+    tokio::task::spawn_blocking(move || blobs.local_path(&hash)).await.map_err(ApiError::internal)?.map_err(|e| match e
+    {
         StoreError::NotFound(what) => ApiError::not_found(format!("{what} (a frame's file)")),
         other => ApiError::internal(other),
     })

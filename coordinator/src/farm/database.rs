@@ -75,7 +75,8 @@ impl LeaseKeeper {
         let mut lost = self.lost.clone();
         let check = (self.ttl / 8).max(Duration::from_millis(50));
         loop {
-            let since = self.epoch.elapsed().saturating_sub(Duration::from_millis(self.renewed_ms.load(Ordering::Acquire)));
+            let since =
+                self.epoch.elapsed().saturating_sub(Duration::from_millis(self.renewed_ms.load(Ordering::Acquire)));
             if since >= self.ttl {
                 tracing::error!(
                     unrenewed_ms = since.as_millis() as u64,

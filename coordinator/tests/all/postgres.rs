@@ -101,10 +101,9 @@ fn two_coordinators(dir: &Path, leader_url: &str, standby_url: &str) -> TwoCoord
         token: api_token.clone(),
     });
     let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
-    let settings = serde_json::from_str(&format!(
-        r#"{{"frames":"1,12,24","spp":{SPP},"width":48,"height":27,"tile_size":16}}"#
-    ))
-    .unwrap();
+    let settings =
+        serde_json::from_str(&format!(r#"{{"frames":"1,12,24","spp":{SPP},"width":48,"height":27,"tile_size":16}}"#))
+            .unwrap();
     let job = client.submit(&scene, "turntable.glb", &settings).unwrap();
     assert_eq!(job.id, 1);
     TwoCoordinators { a, b, workers, client, api_token }
@@ -153,7 +152,9 @@ fn a_standby_coordinator_takes_over_when_the_leader_is_killed() {
     // moves on); its page sends visitors to the leader.
     wait_for("the standby to list both coordinators", Duration::from_secs(10), || {
         let h = health(standby.http);
-        h["role"] == "standby" && h["leader"] == "coordinator-a" && h["coordinators"].as_array().is_some_and(|c| c.len() == 2)
+        h["role"] == "standby"
+            && h["leader"] == "coordinator-a"
+            && h["coordinators"].as_array().is_some_and(|c| c.len() == 2)
     });
     let (status, body) = http_get(standby.http, "/api/v1/jobs", &api_token);
     assert_eq!(status, 503, "{body}");
@@ -308,7 +309,8 @@ fn chaos_on_postgres_kills_workers_and_coordinators() {
     let reader = PgBackend::connect(&url).unwrap();
 
     let names = ["coordinator-a", "coordinator-b"];
-    let spawn = |i: usize, http: u16, quic: u16| spawn_coordinator(&dir.path().join(names[i]), http, quic, &url, names[i]);
+    let spawn =
+        |i: usize, http: u16, quic: u16| spawn_coordinator(&dir.path().join(names[i]), http, quic, &url, names[i]);
     let mut coordinators = vec![spawn(0, free_port(), free_port())];
     let worker_token = coordinators[0].proc.stdout_value("worker token:");
     let api_token = coordinators[0].proc.stdout_value("token:");
@@ -322,10 +324,9 @@ fn chaos_on_postgres_kills_workers_and_coordinators() {
         token: api_token.clone(),
     });
     let scene = std::fs::read(scenes().join("turntable.glb")).unwrap();
-    let settings = serde_json::from_str(&format!(
-        r#"{{"frames":"1,12,24","spp":{spp},"width":48,"height":27,"tile_size":8}}"#
-    ))
-    .unwrap();
+    let settings =
+        serde_json::from_str(&format!(r#"{{"frames":"1,12,24","spp":{spp},"width":48,"height":27,"tile_size":8}}"#))
+            .unwrap();
     let job = client.submit(&scene, "turntable.glb", &settings).unwrap().id;
     let job_done = || reader.job(job).unwrap().is_some_and(|j| j.state == JobState::Done);
     wait_for("tiles to be stored", Duration::from_secs(120), || reader.done_tiles(job).unwrap().len() >= 3);

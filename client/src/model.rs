@@ -333,8 +333,8 @@ pub struct Health {
     pub store: String,
     /// This coordinator's part: `leader` (it holds the PostgreSQL lease and
     /// runs the farm), `standby` (another leads; this one answers health
-    /// checks, sends the page's visitors to the leader, answers the API
-    /// with 503 naming the leader, and takes over when the lease lapses) or
+    /// checks, forwards the page and the API to the leader, and takes over
+    /// when the lease lapses) or
     /// `only` (SQLite: one coordinator owns the file).
     #[serde(default)]
     pub role: String,

@@ -3,11 +3,11 @@
 //! health checks see it, and until it wins the lease it
 //!
 //! - answers `/api/v1/health` (role `standby`, who leads, the farm's
-//!   coordinators) and `/metrics` (`tessera_store_leader 0`);
-//! - sends the page's visitors (a `GET` outside the API) to the leader
-//!   with a `307`;
-//! - answers the rest of the API with `503 Service Unavailable`, code
-//!   `standby`, naming the leader and its address, with `Retry-After`: a
+//!   coordinators) and `/metrics` (`tessera_store_leader 0`) itself;
+//! - forwards everything else, the page and the API, to the leader and
+//!   streams its answer back, so any coordinator's address works;
+//! - when no leader is known or it does not answer (it just died), answers
+//!   `503 Service Unavailable`, code `standby`, with `Retry-After`: a
 //!   client given several coordinators (`tessera --url a,b`) moves on to
 //!   the next, and nothing was acted on.
 //!
@@ -50,11 +50,12 @@ pub fn listed(peers: &Peers, leader: Option<&str>) -> Vec<FarmCoordinator> {
 
 /// The routes of a coordinator standing by.
 pub fn router(peers: Peers) -> Router {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     Router::new()
-        .route("/api/v1/health", get(health))
+        .route("/api/v1/health", get(health).with_state(peers.clone()))
         .route("/metrics", get(metrics))
         .fallback(elsewhere)
-        .with_state(peers)
+        .with_state(Forward { peers, client })
 }
 
 async fn health(State(peers): State<Peers>) -> Json<Health> {
@@ -83,26 +84,50 @@ async fn metrics() -> impl IntoResponse {
     )
 }
 
-async fn elsewhere(State(peers): State<Peers>, request: Request) -> Response {
-    let leader = peers.leader();
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    if request.method() == Method::GET && !path.starts_with("/api") && !path.starts_with("/metrics") {
-        if let Some(l) = &leader {
-            if let Ok(location) = HeaderValue::from_str(&format!("{}{path}", l.http_url.trim_end_matches('/'))) {
-                return (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response();
-            }
-        }
-    }
-    let error = match &leader {
-        Some(l) => format!("coordinator {} stands by: {} leads the farm, at {}", peers.me, l.name, l.http_url),
-        None => {
-            format!("coordinator {} stands by, and no coordinator leads the farm right now: retry shortly", peers.me)
-        }
+/// Everything but the health check and the metrics: forwarded to the
+/// leader as it came (method, path, headers, streamed body), and its answer
+/// streamed back, so the page and the API work through any coordinator.
+/// With no leader known, or one that does not answer, a `503` code
+/// `standby` (nothing was acted on: a client may retry, or move on).
+async fn elsewhere(State(forward): State<Forward>, request: Request) -> Response {
+    let peers = &forward.peers;
+    let Some(leader) = peers.leader() else {
+        return unavailable(format!(
+            "coordinator {} stands by, and no coordinator leads the farm right now: retry shortly",
+            peers.me
+        ));
     };
+    let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = format!("{}{path}", leader.http_url.trim_end_matches('/')).parse::<axum::http::Uri>() else {
+        return unavailable(format!("the leader's address {:?} is not a URL", leader.http_url));
+    };
+    parts.uri = uri;
+    parts.headers.remove(header::HOST);
+    for hop in [header::CONNECTION, header::TE, header::TRAILER, header::TRANSFER_ENCODING, header::UPGRADE] {
+        parts.headers.remove(hop);
+    }
+    match forward.client.request(axum::http::Request::from_parts(parts, body)).await {
+        Ok(response) => response.map(axum::body::Body::new),
+        Err(e) => unavailable(format!(
+            "coordinator {} stands by, and the leader {} at {} does not answer ({e}): retry shortly",
+            peers.me, leader.name, leader.http_url
+        )),
+    }
+}
+
+fn unavailable(error: String) -> Response {
     let mut response =
         (StatusCode::SERVICE_UNAVAILABLE, Json(ErrorBody { error, code: "standby".into() })).into_response();
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
+}
+
+/// The standby's forwarding: the farm's coordinators and an HTTP client.
+#[derive(Clone)]
+struct Forward {
+    peers: Peers,
+    client: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, axum::body::Body>,
 }
 
 /// The origin of a cross-origin request that comes from a page of one of

@@ -148,18 +148,21 @@ fn a_standby_coordinator_takes_over_when_the_leader_is_killed() {
     assert_eq!(reader.lease_state().unwrap().holder, "coordinator-a");
 
     // The standby answers at once: its health check says who leads and
-    // lists both; its API says it stands by, naming the leader (a client
-    // moves on); its page sends visitors to the leader.
+    // lists both; the API and the page through it are the leader's,
+    // forwarded.
     wait_for("the standby to list both coordinators", Duration::from_secs(10), || {
         let h = health(standby.http);
         h["role"] == "standby"
             && h["leader"] == "coordinator-a"
             && h["coordinators"].as_array().is_some_and(|c| c.len() == 2)
     });
-    let (status, body) = http_get(standby.http, "/api/v1/jobs", &api_token);
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("\"standby\"") && body.contains("coordinator-a"), "{body}");
-    assert_eq!(http_get(standby.http, "/", "").0, 307);
+    let (status, body) = http_get(standby.http, "/api/v1/jobs/1", &api_token);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"turntable.glb\""), "{body}");
+    let (status, body) = http_get(standby.http, "/api/v1/jobs/1", "ta_wrong");
+    assert_eq!(status, 401, "the leader's answer, forwarded: {body}");
+    let (status, page) = http_get(standby.http, "/", "");
+    assert!(status == 200 && page.contains("<script type=\"module\""), "{status}: {page}");
     let h = health(leader.http);
     assert_eq!((h["role"].as_str(), h["leader"].as_str()), (Some("leader"), Some("coordinator-a")), "{h}");
 

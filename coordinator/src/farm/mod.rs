@@ -217,6 +217,14 @@ impl Farm {
         Ok(farm)
     }
 
+    /// Has the verifier compile a job's module in the background, so its
+    /// first results' checks do not wait for the compiler (on a fail-over,
+    /// while the workers reconnect).
+    fn warm(&self, module: &str) {
+        let (Some(verifier), Ok(hash)) = (self.verifier.clone(), module.parse::<ContentHash>()) else { return };
+        tokio::task::spawn_blocking(move || verifier.warm(&hash));
+    }
+
     async fn resume(&self) -> Result<(), FarmError> {
         let store = self.store.clone();
         let jobs = tokio::task::spawn_blocking(move || -> Result<_, FarmError> {
@@ -246,6 +254,7 @@ impl Farm {
                 }
             };
             tracing::info!(job = record.id, done = done.len(), tiles = record.tiles, "resuming job");
+            self.warm(&spec.module);
             self.send(CoreMsg::Load { id: record.id, spec, done, frames_written })?;
         }
         Ok(())
@@ -361,6 +370,7 @@ impl Farm {
         })
         .await
         .map_err(|_| FarmError::Stopped)??;
+        self.warm(&spec.module);
         self.send(CoreMsg::Load { id, spec, done: Vec::new(), frames_written: Vec::new() })?;
         Ok(id)
     }

@@ -358,25 +358,7 @@ impl Verifier {
             }
         }
         let job = &task.job;
-        let cached = |v: &Verifier| v.modules.lock().unwrap_or_else(|e| e.into_inner()).get(&job.module).cloned();
-        let module = match cached(self) {
-            Some(m) => m,
-            None => {
-                let _loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
-                // Another check may have loaded it while this one waited.
-                if let Some(m) = cached(self) {
-                    m
-                } else {
-                    let m = self.sandbox.load(&self.blobs.get(&job.module.0)?)?;
-                    let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
-                    while modules.len() >= WARM_JOBS {
-                        modules.pop_first();
-                    }
-                    modules.insert(job.module, m.clone());
-                    m
-                }
-            }
-        };
+        let module = self.module(&job.module)?;
         let spec = SandboxJob {
             scene: self.blobs.get(&job.scene.0)?.into(),
             // The coordinator's opinion is always the CPU's.
@@ -394,6 +376,36 @@ impl Verifier {
             label: format!("verifier job {}", job.job),
         };
         Ok(module.instantiate(&spec)?)
+    }
+
+    /// The compiled module `hash`, compiled (once, however many checks
+    /// ask together) if it is not warm.
+    fn module(&self, hash: &ContentHash) -> Result<GuestModule, VerifyError> {
+        let cached = |v: &Verifier| v.modules.lock().unwrap_or_else(|e| e.into_inner()).get(hash).cloned();
+        if let Some(m) = cached(self) {
+            return Ok(m);
+        }
+        let _loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        // Another check may have loaded it while this one waited.
+        if let Some(m) = cached(self) {
+            return Ok(m);
+        }
+        let m = self.sandbox.load(&self.blobs.get(&hash.0)?)?;
+        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        while modules.len() >= WARM_JOBS {
+            modules.pop_first();
+        }
+        modules.insert(*hash, m.clone());
+        Ok(m)
+    }
+
+    /// Compiles module `hash` ahead of the first check that needs it: a
+    /// coordinator resuming jobs (a restart, a fail-over) does it while its
+    /// workers reconnect, instead of making the first results wait.
+    pub fn warm(&self, hash: &ContentHash) {
+        if let Err(e) = self.module(hash) {
+            tracing::warn!(module = %hash, error = %e, "could not compile a job's module ahead of its checks");
+        }
     }
 
     fn give_back(&self, job: u64, instance: JobInstance) {

@@ -5,7 +5,8 @@
 use crate::records::*;
 use crate::Result;
 
-/// A database the store can run on: SQLite ([`crate::sqlite`]) today.
+/// A database the store can run on: SQLite ([`crate::sqlite`]), or PostgreSQL
+/// (the `tessera-store-postgres` crate).
 pub trait Backend: JobStore + TileStore + WorkerStore + TokenStore + MetaStore + Send + std::fmt::Debug {
     /// Another connection to the same database, for another thread.
     fn reconnect(&self) -> Result<Box<dyn Backend>>;

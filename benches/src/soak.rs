@@ -57,6 +57,10 @@ pub struct SoakArgs {
     pub job_edge: u32,
     /// The farm's verification in each soak, run one after the other.
     pub verification: Vec<Verification>,
+    /// `--store postgres://…`: the farm's records in PostgreSQL, an empty
+    /// database (so one soak: one `--verification` mode); SQLite in a
+    /// temporary directory by default.
+    pub store: Option<String>,
 }
 
 impl SoakArgs {
@@ -70,6 +74,7 @@ impl SoakArgs {
             max_p99_ms: 500,
             job_edge: 40,
             verification: vec![Verification::Off, Verification::Default],
+            store: None,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -82,6 +87,7 @@ impl SoakArgs {
                 "--max-rss-mib" => s.max_rss_mib = value()?.parse()?,
                 "--max-p99-ms" => s.max_p99_ms = value()?.parse()?,
                 "--job-edge" => s.job_edge = value()?.parse()?,
+                "--store" => s.store = Some(value()?.clone()),
                 "--verification" => {
                     s.verification = match value()?.as_str() {
                         "off" => vec![Verification::Off],
@@ -92,12 +98,15 @@ impl SoakArgs {
                 }
                 other => bail!(
                     "unknown flag {other:?} (--minutes M --workers N --clients N --tile-ms MS --max-rss-mib MIB \
-                     --max-p99-ms MS --job-edge N --verification off|on|both)"
+                     --max-p99-ms MS --job-edge N --verification off|on|both --store postgres://…)"
                 ),
             }
         }
         if !(s.minutes > 0.0 && s.minutes <= 24.0 * 60.0) || s.workers == 0 || s.clients == 0 {
             bail!("--minutes must be in (0, 1440], --workers and --clients positive");
+        }
+        if s.store.is_some() && s.verification.len() > 1 {
+            bail!("--store runs one soak (it needs an empty database): give --verification off or on");
         }
         if !(1..=1000).contains(&s.job_edge) {
             bail!("--job-edge must be in 1..=1000 (tiles on a frame's side)");
@@ -118,6 +127,10 @@ pub struct SoakReport {
     pub rss_peak_mib: f64,
     pub rss_end_mib: f64,
     pub clients: ClientReport,
+    /// The store's group commits of verified tiles, p50 and p99 of the
+    /// latest 8,192.
+    pub commit_p50_ms: f64,
+    pub commit_p99_ms: f64,
 }
 
 /// The API clients' tally (printed by the `--api-clients` child as one line).
@@ -164,7 +177,11 @@ pub fn run(args: &SoakArgs) -> Result<Vec<(Verification, SoakReport)>> {
 
 async fn soak(args: &SoakArgs, verification: Verification) -> Result<SoakReport> {
     let dir = tempfile::tempdir()?;
-    let config = crate::farm::bench_config(dir.path(), verification)?;
+    let mut config = crate::farm::bench_config(dir.path(), verification)?;
+    if let Some(url) = &args.store {
+        config.database = tessera_coordinator::farm::database::Database::parse(url, "soak", Duration::from_secs(4))
+            .map_err(|e| anyhow!(e))?;
+    }
     let tiles = verification.tiles();
     let farm = Arc::new(Farm::start(config).await?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -306,6 +323,8 @@ async fn soak(args: &SoakArgs, verification: Verification) -> Result<SoakReport>
         rss_peak_mib: rss_peak as f64 / 1024.0,
         rss_end_mib: rss_kib() as f64 / 1024.0,
         clients: client_report,
+        commit_p50_ms: farm.commit_timings().quantile(0.5).map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        commit_p99_ms: farm.commit_timings().quantile(0.99).map_or(0.0, |d| d.as_secs_f64() * 1e3),
     };
     drop(workers);
     drop(clients);
@@ -364,6 +383,11 @@ pub fn check(args: &SoakArgs, reports: &[(Verification, SoakReport)]) -> Result<
         "API latency p50 / p99 / max",
         &|r| format!("{:.1} / {:.1} / {:.0} ms", r.clients.p50_ms, r.clients.p99_ms, r.clients.max_ms),
         format!("p99 ≤ {} ms", args.max_p99_ms),
+    );
+    row(
+        &format!("store commit p50 / p99 ({})", if args.store.is_some() { "PostgreSQL" } else { "SQLite" }),
+        &|r| format!("{:.2} / {:.2} ms", r.commit_p50_ms, r.commit_p99_ms),
+        String::new(),
     );
     row(
         "coordinator RSS start / peak / end",

@@ -150,5 +150,22 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         "Seconds since the coordinator started.",
         &one(state.farm.uptime().as_secs_f64()),
     );
+    // The store's group commits (the durable half of every tile's ack).
+    let (buckets, sum, count) = state.farm.commit_timings().histogram();
+    let mut samples: Vec<(String, f64)> = buckets
+        .iter()
+        .map(|(le, n)| {
+            let le = if le.is_finite() { le.to_string() } else { "+Inf".into() };
+            (format!("_bucket{{le=\"{le}\"}}"), *n as f64)
+        })
+        .collect();
+    samples.push(("_sum".into(), sum));
+    samples.push(("_count".into(), count as f64));
+    metric(
+        "tessera_store_commit_seconds",
+        "histogram",
+        "How long the store's group commits of verified tiles took (durable when they end).",
+        &samples,
+    );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out))
 }

@@ -120,6 +120,8 @@ pub struct Farm {
     trust_threshold: u64,
     /// The PostgreSQL leader lease this coordinator holds, if it runs on one.
     lease: Option<database::LeaseKeeper>,
+    /// How long the store's group commits take.
+    commit_timings: Arc<status::CommitTimings>,
 }
 
 use self::core::Core;
@@ -157,7 +159,9 @@ impl Farm {
         let (core_tx, core_rx) = mpsc::unbounded_channel();
         let (events, _) = tokio::sync::broadcast::channel(self::core::EVENT_BUFFER);
         let frames_dir = config.data_dir.join("frames");
-        let (writer_tx, _threads) = writer::spawn(store.clone(), core_tx.clone(), frames_dir.clone());
+        let commit_timings = Arc::new(status::CommitTimings::default());
+        let (writer_tx, _threads) =
+            writer::spawn(store.clone(), core_tx.clone(), frames_dir.clone(), commit_timings.clone());
         let mut scheduler_config = config.scheduler.clone();
         scheduler_config.heartbeat_timeout_ms = (config.heartbeat * 3).as_millis() as u64;
 
@@ -212,6 +216,7 @@ impl Farm {
             verifier: verifier_handle,
             trust_threshold: config.verify.trust_threshold,
             lease,
+            commit_timings,
         };
         farm.resume().await?;
         Ok(farm)
@@ -318,6 +323,12 @@ impl Farm {
     /// The store, for the API and the CLI.
     pub fn store(&self) -> &Arc<Mutex<Store>> {
         &self.store
+    }
+
+    /// How long the store's group commits of verified tiles take: the
+    /// durable half of every ack (`/metrics`, the soak).
+    pub fn commit_timings(&self) -> &status::CommitTimings {
+        &self.commit_timings
     }
 
     /// The blobs, for use without the store's lock (reading a frame's

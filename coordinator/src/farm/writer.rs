@@ -32,6 +32,7 @@ pub fn spawn(
     store: Arc<Mutex<Store>>,
     core: tokio_mpsc::UnboundedSender<CoreMsg>,
     frames_dir: PathBuf,
+    timings: Arc<super::status::CommitTimings>,
 ) -> (mpsc::Sender<WriterMsg>, Vec<std::thread::JoinHandle<()>>) {
     let (tx, rx) = mpsc::channel::<WriterMsg>();
     let (frame_tx, frame_rx) = mpsc::channel::<Assemble>();
@@ -51,7 +52,7 @@ pub fn spawn(
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                writer_loop(&store, &core, rx, frame_tx);
+                writer_loop(&store, &core, rx, frame_tx, &timings);
                 drop(alive);
             })
             .expect("spawning the store writer")
@@ -168,7 +169,11 @@ fn writer_loop(
     core: &tokio_mpsc::UnboundedSender<CoreMsg>,
     rx: mpsc::Receiver<WriterMsg>,
     frames: mpsc::Sender<Assemble>,
+    timings: &super::status::CommitTimings,
 ) {
+    let commit = |store: &Mutex<Store>, core: &tokio_mpsc::UnboundedSender<CoreMsg>, batch: &mut Vec<PendingTile>| {
+        commit(store, core, batch, timings)
+    };
     let mut batch: Vec<PendingTile> = Vec::new();
     let mut logs: Vec<(u64, u64, LogLevel, String)> = Vec::new();
     let mut barriers = Vec::new();
@@ -224,7 +229,12 @@ fn writer_loop(
 }
 
 /// Commits `batch` in one transaction, then acknowledges it.
-fn commit(store: &Mutex<Store>, core: &tokio_mpsc::UnboundedSender<CoreMsg>, batch: &mut Vec<PendingTile>) {
+fn commit(
+    store: &Mutex<Store>,
+    core: &tokio_mpsc::UnboundedSender<CoreMsg>,
+    batch: &mut Vec<PendingTile>,
+    timings: &super::status::CommitTimings,
+) {
     if batch.is_empty() {
         return;
     }
@@ -260,7 +270,11 @@ fn commit(store: &Mutex<Store>, core: &tokio_mpsc::UnboundedSender<CoreMsg>, bat
             }
         })
         .collect();
-    let outcome = lock(store).record_tiles(&records);
+    let mut store = lock(store);
+    let started = std::time::Instant::now();
+    let outcome = store.record_tiles(&records);
+    timings.record(started.elapsed());
+    drop(store);
     match outcome {
         Ok(_) => {
             let tiles = batch.iter().map(|t| (t.job, t.index, t.worker.clone())).collect();

@@ -676,6 +676,16 @@ fn a_submitted_job_renders_and_its_frames_download() {
         assert!(text.contains("tessera_frames_done_total 2"), "{text}");
         assert!(text.contains("tessera_store_leader{store=\"sqlite\"} 1"), "{text}");
         assert!(!text.contains("tessera_store_lease_term"), "SQLite has no lease: {text}");
+        // The store's commits: a histogram whose count is the commits made,
+        // at least one (every tile is durable), its +Inf bucket all of them.
+        let count = |prefix: &str| -> u64 {
+            let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix}: {text}"));
+            line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64
+        };
+        let commits = count("tessera_store_commit_seconds_count ");
+        assert!(commits >= 1 && commits <= tiles, "{commits} commits for {tiles} tiles");
+        assert_eq!(count("tessera_store_commit_seconds_bucket{le=\"+Inf\"} "), commits);
+        assert!(text.contains("# TYPE tessera_store_commit_seconds histogram"), "{text}");
 
         // Cancelling a finished job changes nothing; retrying it is a conflict.
         let (status, after) =

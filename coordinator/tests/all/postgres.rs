@@ -304,7 +304,10 @@ fn chaos_on_postgres_kills_workers_and_coordinators() {
     use tessera_test_support::Rng;
     let seed = std::env::var("TESSERA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x7e55_e7b0u64);
     println!("seed {seed} (TESSERA_SEED={seed} replays this schedule)");
-    let spp = crate::faults::CHAOS_SPP;
+    // Half the SQLite chaos job's samples: long enough to outlast the
+    // kills (each leader kill stalls the farm for up to its lease), short
+    // enough for CI.
+    let spp = crate::faults::CHAOS_SPP / 2;
     let reference = crate::farm::shared_reference(spp);
     let cluster = Cluster::shared().unwrap_or_else(|e| panic!("no PostgreSQL for the chaos test: {e}"));
     let url = cluster.fresh_database();
@@ -334,12 +337,14 @@ fn chaos_on_postgres_kills_workers_and_coordinators() {
     let job_done = || reader.job(job).unwrap().is_some_and(|j| j.state == JobState::Done);
     wait_for("tiles to be stored", Duration::from_secs(120), || reader.done_tiles(job).unwrap().len() >= 3);
 
+    const WORKER_KILLS: u32 = 6;
+    const LEADER_KILLS: u32 = 2;
     let mut rng = Rng(seed);
     let started = Instant::now();
     let mut snapshots: Vec<BTreeMap<u32, ([u8; 32], String)>> = Vec::new();
     let (mut worker_kills, mut leader_kills, mut standby_kills) = (0u32, 0u32, 0u32);
     let mut schedule = Vec::new();
-    'chaos: while worker_kills < 8 || leader_kills < 3 {
+    'chaos: while worker_kills < WORKER_KILLS || leader_kills < LEADER_KILLS {
         let until = Instant::now() + Duration::from_millis(rng.range(500, 1300));
         while Instant::now() < until {
             if job_done() {
@@ -350,7 +355,7 @@ fn chaos_on_postgres_kills_workers_and_coordinators() {
         let at = started.elapsed().as_secs_f64();
         let down = Duration::from_millis(rng.range(0, 1000));
         let stored = reader.done_tiles(job).unwrap().len();
-        let kill_coordinator = leader_kills < 3 && (worker_kills >= 8 || rng.range(0, 3) == 0);
+        let kill_coordinator = leader_kills < LEADER_KILLS && (worker_kills >= WORKER_KILLS || rng.range(0, 3) == 0);
         if kill_coordinator {
             // The leader, mostly; sometimes the standby.
             let leader = reader.lease_state().unwrap().holder;
@@ -376,7 +381,7 @@ fn chaos_on_postgres_kills_workers_and_coordinators() {
             );
             // A leader down longer than its lease (4 s) hands the farm to
             // the standby; a shorter absence, and it takes its lease back.
-            let down = if i == leading { Duration::from_millis(rng.range(0, 7000)) } else { down };
+            let down = if i == leading { Duration::from_millis(rng.range(0, 6000)) } else { down };
             std::thread::sleep(down);
             coordinators[i] = spawn(i, http, quic);
             let role = if i == leading { "leader" } else { "standby" };
@@ -400,7 +405,10 @@ fn chaos_on_postgres_kills_workers_and_coordinators() {
         started.elapsed().as_secs_f64(),
         reader.lease_state().unwrap().term
     );
-    assert!(leader_kills >= 3 && worker_kills >= 8, "the job finished before the chaos did: make it longer");
+    assert!(
+        leader_kills >= LEADER_KILLS && worker_kills >= WORKER_KILLS,
+        "the job finished before the chaos did ({worker_kills} worker, {leader_kills} leader kills): make it longer"
+    );
     for snapshot in &snapshots {
         for (i, (hash, worker)) in snapshot {
             let t = reader.tile(job, *i).unwrap().unwrap_or_else(|| panic!("tile {i} was lost"));

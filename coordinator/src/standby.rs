@@ -30,20 +30,18 @@ use axum::{Json, Router};
 use tower::ServiceExt as _;
 
 use crate::api::model::{ErrorBody, FarmCoordinator, Health};
-use crate::farm::database::Peers;
+use crate::farm::database::{Peers, PeersView};
 
-/// The farm's coordinators for the health check: each announced one, the
-/// leader (`leader`, if known) marked.
-pub fn listed(peers: &Peers, leader: Option<&str>) -> Vec<FarmCoordinator> {
-    let view = peers.view();
-    let leader =
-        leader.map(str::to_owned).or_else(|| view.lease.as_ref().filter(|l| l.live()).map(|l| l.holder.clone()));
+/// The farm's coordinators for the health check, each announced one with
+/// its role: `leader` is who leads (the lease's holder when `None`).
+pub fn listed(view: &PeersView, leader: Option<&str>) -> Vec<FarmCoordinator> {
+    let leader = leader.or_else(|| view.leading());
     view.members
-        .into_iter()
+        .iter()
         .map(|m| FarmCoordinator {
-            role: if leader.as_deref() == Some(m.name.as_str()) { "leader" } else { "standby" }.into(),
-            name: m.name,
-            url: m.http_url,
+            role: if leader == Some(m.name.as_str()) { "leader" } else { "standby" }.into(),
+            name: m.name.clone(),
+            url: m.http_url.clone(),
         })
         .collect()
 }
@@ -59,7 +57,7 @@ pub fn router(peers: Peers) -> Router {
 }
 
 async fn health(State(peers): State<Peers>) -> Json<Health> {
-    let leader = peers.view().lease.filter(|l| l.live()).map(|l| l.holder);
+    let view = peers.view();
     Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -70,8 +68,8 @@ async fn health(State(peers): State<Peers>) -> Json<Health> {
         role: "standby".into(),
         term: None,
         store_latency_ms: 0.0,
-        coordinators: listed(&peers, leader.as_deref()),
-        leader,
+        coordinators: listed(&view, None),
+        leader: view.leading().map(str::to_owned),
     })
 }
 

@@ -27,7 +27,7 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
     let store_latency_ms = started.elapsed().as_secs_f64() * 1e3;
     let term = state.farm.lease_term();
     let (leader, coordinators) = match &state.peers {
-        Some(peers) => (Some(peers.me.clone()), crate::standby::listed(peers, Some(&peers.me))),
+        Some(peers) => (Some(peers.me.clone()), crate::standby::listed(&peers.view(), Some(&peers.me))),
         None => (None, Vec::new()),
     };
     Ok(Json(Health {

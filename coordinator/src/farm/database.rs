@@ -197,6 +197,13 @@ pub struct PeersView {
 /// How recently a coordinator must have announced itself to be listed.
 pub const MEMBER_FRESH: Duration = Duration::from_secs(5);
 
+impl PeersView {
+    /// Who holds a live lease, by name.
+    pub fn leading(&self) -> Option<&str> {
+        self.lease.as_ref().filter(|l| l.live()).map(|l| l.holder.as_str())
+    }
+}
+
 impl Peers {
     /// The latest reading.
     pub fn view(&self) -> PeersView {
@@ -207,8 +214,8 @@ impl Peers {
     /// announced itself.
     pub fn leader(&self) -> Option<Member> {
         let view = self.view();
-        let lease = view.lease.filter(|l| l.live())?;
-        view.members.into_iter().find(|m| m.name == lease.holder)
+        let leader = view.leading()?;
+        view.members.iter().find(|m| m.name == leader).cloned()
     }
 
     /// Whether `origin` (a page's `Origin` header) is one of the farm's

@@ -16,7 +16,7 @@
 //!   finishes the job, and once the network heals the first rejoins as a
 //!   standby.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -120,18 +120,24 @@ fn download(client: &Client, token: &str, out: &Path) {
     assert!(status.success(), "tessera download failed");
 }
 
-/// Each tile once, the ledger's chain intact, at most one credit per tile
-/// and worker.
-fn assert_stored_once(reader: &PgBackend) {
-    let tiles = reader.job(1).unwrap().unwrap().tiles as usize;
-    let done = reader.done_tiles(1).unwrap();
+/// Job `job` in the database: each tile stored once, the ledger's chain
+/// intact, at least one credit per tile and at most two (the stored result
+/// and one confirming replica), never two to one worker.
+fn assert_stored_once(reader: &PgBackend, job: u64) {
+    let tiles = reader.job(job).unwrap().unwrap().tiles as usize;
+    let done = reader.done_tiles(job).unwrap();
     assert_eq!(done.len(), tiles, "every tile stored once");
-    assert_eq!(done.iter().collect::<BTreeSet<_>>().len(), done.len());
+    assert_eq!(done.iter().collect::<BTreeSet<_>>().len(), done.len(), "a tile stored twice");
     let entries = reader.verify_ledger().unwrap().unwrap_or_else(|seq| panic!("ledger chain broken at {seq}"));
     assert!(entries as usize >= tiles, "{entries} ledger entries for {tiles} tiles");
-    let mut credited = BTreeSet::new();
-    for e in reader.ledger(None, 0, 1_000_000).unwrap() {
-        assert!(credited.insert((e.tile, e.worker.clone())), "tile {} credited twice to {}", e.tile, e.worker);
+    let mut per_tile: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for e in reader.ledger(None, 0, 1_000_000).unwrap().into_iter().filter(|e| e.job == job) {
+        per_tile.entry(e.tile).or_default().push(e.worker);
+    }
+    for (tile, credited) in per_tile {
+        assert!(credited.len() <= 2, "tile {tile} credited {} times", credited.len());
+        let distinct: BTreeSet<&String> = credited.iter().collect();
+        assert_eq!(distinct.len(), credited.len(), "tile {tile} credited twice to one worker: {credited:?}");
     }
 }
 
@@ -233,7 +239,7 @@ fn a_standby_coordinator_takes_over_when_the_leader_is_killed() {
         "{h}"
     );
 
-    assert_stored_once(&reader);
+    assert_stored_once(&reader, 1);
     for row in rows_before {
         assert_eq!(reader.tile(1, row.index).unwrap().unwrap(), row, "a tile stored before the kill changed");
     }
@@ -277,7 +283,7 @@ fn a_leader_cut_off_from_the_database_stops_and_rejoins_as_a_standby() {
     let out = dir.path().join("downloaded");
     download(&client, &api_token, &out);
     assert_frames_equal(&out, &reference);
-    assert_stored_once(&reader);
+    assert_stored_once(&reader, 1);
 
     // The network heals; whatever A had sent into the cut arrives late and
     // is refused (the lease's term moved on). Restarted, A stands by.
@@ -290,7 +296,7 @@ fn a_leader_cut_off_from_the_database_stops_and_rejoins_as_a_standby() {
     });
     let lease = reader.lease_state().unwrap();
     assert_eq!((lease.holder.as_str(), lease.term), ("coordinator-b", 2), "A did not take the lease back: {lease:?}");
-    assert_stored_once(&reader);
+    assert_stored_once(&reader, 1);
     drop((workers, other, rejoined));
 }
 
@@ -300,7 +306,6 @@ fn a_leader_cut_off_from_the_database_stops_and_rejoins_as_a_standby() {
 /// kill is lost or changed, and the frames equal `tessera render`'s.
 #[test]
 fn chaos_on_postgres_kills_workers_and_coordinators() {
-    use std::collections::BTreeMap;
     use tessera_test_support::Rng;
     let seed = std::env::var("TESSERA_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x7e55_e7b0u64);
     println!("seed {seed} (TESSERA_SEED={seed} replays this schedule)");
@@ -415,22 +420,7 @@ fn chaos_on_postgres_kills_workers_and_coordinators() {
             assert_eq!((&t.hash, &t.worker), (hash, worker), "tile {i} changed after a coordinator kill");
         }
     }
-    // Each tile once; at most the stored result and one confirming replica
-    // credited, never twice to one worker.
-    let record = reader.job(job).unwrap().unwrap();
-    let done = reader.done_tiles(job).unwrap();
-    assert_eq!(done.len(), record.tiles as usize);
-    assert_eq!(done.iter().collect::<BTreeSet<_>>().len(), done.len(), "a tile stored twice");
-    reader.verify_ledger().unwrap().unwrap_or_else(|seq| panic!("ledger chain broken at {seq}"));
-    let mut per_tile: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    for e in reader.ledger(None, 0, 1_000_000).unwrap().into_iter().filter(|e| e.job == job) {
-        per_tile.entry(e.tile).or_default().push(e.worker);
-    }
-    for (tile, credited) in per_tile {
-        assert!(credited.len() <= 2, "tile {tile} credited {} times", credited.len());
-        let distinct: BTreeSet<&String> = credited.iter().collect();
-        assert_eq!(distinct.len(), credited.len(), "tile {tile} credited twice to one worker: {credited:?}");
-    }
+    assert_stored_once(&reader, job);
     let out = dir.path().join("downloaded");
     download(&client, &api_token, &out);
     assert_frames_equal(&out, &reference);

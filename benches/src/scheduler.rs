@@ -17,7 +17,7 @@ pub fn run(effort: Effort) -> Result<Vec<Row>> {
     s.handle(0, Event::JobSubmitted { job: JobId(1), tiles, priority: 0, needs_gpu: false });
     let mut outstanding: Vec<(WorkerId, LeaseId)> = Vec::new();
     for w in 0..workers {
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(w), slots: 8, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(w), slots: 8, gpu: None, holding: vec![] });
     }
     let mut decisions = 0u64;
     let drain = |s: &mut Scheduler, out: &mut Vec<(WorkerId, LeaseId)>, decisions: &mut u64| {

@@ -25,8 +25,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ContentHash, Rect, SampleRange, TileAccumulators};
 
-/// The protocol version a worker announces in its [`Hello`].
-pub const PROTOCOL_VERSION: u32 = 4;
+/// The protocol version a worker announces in its [`Hello`]. Version 5
+/// added [`WorkerOpen::Rejoin`].
+pub const PROTOCOL_VERSION: u32 = 5;
+
+/// The oldest version a coordinator still accepts: a version-4 worker
+/// never rejoins with tiles, and everything else it says is unchanged.
+/// (Coordinators are upgraded before workers.)
+pub const OLDEST_PROTOCOL_VERSION: u32 = 4;
+
+/// Most tiles a [`WorkerOpen::Rejoin`] may name: more than a worker's
+/// leases could be, and well inside [`MAX_CONTROL_MESSAGE`].
+pub const MAX_HELD_TILES: usize = 2048;
 
 /// The QUIC ALPN protocol id: the major version is part of the handshake.
 pub const ALPN: &[u8] = b"tessera/1";
@@ -45,6 +55,22 @@ pub enum WorkerOpen {
     /// Fetch a content-addressed blob (a scene or a guest module). The
     /// reply is a [`BlobHeader`] and then the raw bytes.
     Blob { hash: ContentHash },
+    /// The control stream of a worker whose last connection was lost with
+    /// leases on it (its coordinator died, or the network did): the tiles
+    /// it rendered or is still rendering for them. The coordinator leases
+    /// those it still wants back to this worker first, and the worker
+    /// answers them from what it holds. Version 5.
+    Rejoin { hello: Hello, holding: Vec<HeldTile> },
+}
+
+/// A tile a worker holds from a lost connection's lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldTile {
+    pub job: u64,
+    pub tile: u32,
+    /// Milliseconds since the worker received the lost lease: the
+    /// coordinator honours only leases that would not have expired.
+    pub age_ms: u64,
 }
 
 /// A worker introducing itself.

@@ -45,6 +45,16 @@ pub struct TileRef {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GpuClassId(pub u32);
 
+/// A tile a rejoining worker holds from a lease it had before its
+/// connection was lost (in [`Event::WorkerJoined`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub tile: TileRef,
+    /// How long ago the worker was given the lost lease: one older than
+    /// [`Config::lease_timeout_ms`] has expired and is not honoured.
+    pub age_ms: u64,
+}
+
 /// Tunables, each with the default it has and why.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -89,6 +99,10 @@ pub enum Event {
         slots: u32,
         /// The GPU class it renders GPU tiles on, if it offers a GPU.
         gpu: Option<GpuClassId>,
+        /// Tiles it was rendering (or rendered) under leases of a
+        /// connection that was lost, typically to a coordinator that died:
+        /// they are leased back to it first, so a fail-over costs no work.
+        holding: Vec<Held>,
     },
     /// The worker closed its connection or was dropped.
     WorkerLeft {
@@ -291,7 +305,7 @@ impl Scheduler {
     /// Feeds one event; then drain [`Self::poll_action`].
     pub fn handle(&mut self, now: u64, event: Event) {
         match event {
-            Event::WorkerJoined { worker, slots, gpu } => {
+            Event::WorkerJoined { worker, slots, gpu, holding } => {
                 if self.workers.contains_key(&worker) {
                     return;
                 }
@@ -299,6 +313,7 @@ impl Scheduler {
                     .insert(worker, Worker { slots: slots.max(1), gpu, last_seen: now, leases: BTreeSet::new() });
                 self.timers.insert((now + self.config.heartbeat_timeout_ms, Timer::Heartbeat(worker)));
                 self.hungry.insert(worker);
+                self.adopt(now, worker, &holding);
             }
             Event::WorkerLeft { worker } => self.remove_worker(worker, false),
             Event::Heartbeat { worker } => {
@@ -452,6 +467,47 @@ impl Scheduler {
                 j.queue.push_front(tile.index);
                 self.queued += 1;
             }
+        }
+    }
+
+    /// Leases back to a rejoining `worker` the tiles it still holds from a
+    /// lost connection, before anything else is dispatched to it. A tile is
+    /// adopted when its job still wants it: not done, not waiting for a
+    /// second opinion (a worker must not pick who checks whom), allowed to
+    /// this worker, and its lost lease not expired. A tile queued is taken
+    /// from the queue; one already leased to another worker gets this one
+    /// as a twin, and the first result wins as with a straggler (the
+    /// holder's is usually finished already).
+    ///
+    /// The hold is only a claim: the result that comes back is verified
+    /// like any other, so a worker that lies gains nothing but the tile.
+    fn adopt(&mut self, now: u64, worker: WorkerId, holding: &[Held]) {
+        let gpu = self.workers.get(&worker).and_then(|w| w.gpu);
+        for held in holding {
+            if held.age_ms >= self.config.lease_timeout_ms {
+                continue;
+            }
+            let (tile, index) = (held.tile, held.tile.index);
+            let Some(j) = self.jobs.get_mut(&tile.job) else { continue };
+            if index >= j.total
+                || j.done.contains(&index)
+                || j.replicas.contains_key(&index)
+                || j.blocked(worker, &self.config)
+                || !j.fits(index, gpu)
+            {
+                continue;
+            }
+            match j.running.get(&index).map(Vec::as_slice) {
+                None => {
+                    let Some(pos) = j.queue.iter().position(|t| *t == index) else { continue };
+                    j.queue.remove(pos);
+                    self.queued -= 1;
+                }
+                Some([other]) if self.leases.get(other).is_some_and(|l| l.worker != worker) => {}
+                // Already this worker's, or already twinned.
+                Some(_) => continue,
+            }
+            self.grant(now, worker, tile);
         }
     }
 
@@ -697,11 +753,11 @@ mod tests {
         let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
         s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 2, priority: 5, needs_gpu: true });
         s.handle(0, Event::JobSubmitted { job: JobId(2), tiles: 1, priority: 0, needs_gpu: false });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None, holding: vec![] });
         // The CPU worker skips the GPU job, though it runs first.
         let d = dispatches(&drain(&mut s));
         assert_eq!(d.iter().map(|d| d.2.job).collect::<Vec<_>>(), vec![JobId(2)]);
-        s.handle(1, Event::WorkerJoined { worker: WorkerId(2), slots: 2, gpu: Some(GpuClassId(0)) });
+        s.handle(1, Event::WorkerJoined { worker: WorkerId(2), slots: 2, gpu: Some(GpuClassId(0)), holding: vec![] });
         let d = dispatches(&drain(&mut s));
         assert_eq!(d.len(), 2);
         assert!(d.iter().all(|(w, _, t)| *w == WorkerId(2) && t.job == JobId(1)), "{d:?}");
@@ -711,8 +767,8 @@ mod tests {
     fn a_gpu_tiles_second_opinion_comes_from_its_class_and_a_cpu_tiles_from_anyone() {
         let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
         s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 2, priority: 0, needs_gpu: false });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: Some(GpuClassId(0)) });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 1, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: Some(GpuClassId(0)), holding: vec![] });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 1, gpu: None, holding: vec![] });
         let d = dispatches(&drain(&mut s));
         let (gpu_lease, gpu_tile) = d.iter().find(|d| d.0 == WorkerId(1)).map(|d| (d.1, d.2)).unwrap();
         let (cpu_lease, cpu_tile) = d.iter().find(|d| d.0 == WorkerId(2)).map(|d| (d.1, d.2)).unwrap();
@@ -723,9 +779,9 @@ mod tests {
         let d = dispatches(&drain(&mut s));
         assert_eq!(d.iter().map(|d| (d.0, d.2)).collect::<Vec<_>>(), vec![(WorkerId(1), cpu_tile)]);
         // Another class does not fit either; the same class does.
-        s.handle(2, Event::WorkerJoined { worker: WorkerId(3), slots: 1, gpu: Some(GpuClassId(1)) });
+        s.handle(2, Event::WorkerJoined { worker: WorkerId(3), slots: 1, gpu: Some(GpuClassId(1)), holding: vec![] });
         assert!(dispatches(&drain(&mut s)).is_empty());
-        s.handle(3, Event::WorkerJoined { worker: WorkerId(4), slots: 1, gpu: Some(GpuClassId(0)) });
+        s.handle(3, Event::WorkerJoined { worker: WorkerId(4), slots: 1, gpu: Some(GpuClassId(0)), holding: vec![] });
         let d = dispatches(&drain(&mut s));
         assert_eq!(d.iter().map(|d| (d.0, d.2)).collect::<Vec<_>>(), vec![(WorkerId(4), gpu_tile)]);
         s.handle(4, Event::TileDone { worker: WorkerId(4), lease: d[0].1 });
@@ -736,7 +792,7 @@ mod tests {
     fn a_tile_awaiting_a_second_opinion_goes_to_another_worker() {
         let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
         s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 2, priority: 0, needs_gpu: false });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None, holding: vec![] });
         let d = dispatches(&drain(&mut s));
         assert_eq!(d.len(), 1);
         let (_, lease, tile) = d[0];
@@ -745,7 +801,7 @@ mod tests {
         let d = dispatches(&drain(&mut s));
         assert_eq!(d.len(), 1);
         assert_ne!(d[0].2, tile);
-        s.handle(2, Event::WorkerJoined { worker: WorkerId(2), slots: 1, gpu: None });
+        s.handle(2, Event::WorkerJoined { worker: WorkerId(2), slots: 1, gpu: None, holding: vec![] });
         let d = dispatches(&drain(&mut s));
         assert_eq!(d, vec![(WorkerId(2), d[0].1, tile)]);
         s.handle(3, Event::TileDone { worker: WorkerId(2), lease: d[0].1 });
@@ -756,7 +812,7 @@ mod tests {
     fn a_tile_confirmed_outside_a_lease_completes_it() {
         let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
         s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 1, priority: 0, needs_gpu: false });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None, holding: vec![] });
         let (_, lease, tile) = dispatches(&drain(&mut s))[0];
         s.handle(1, Event::Replicate { worker: WorkerId(1), lease, class: None });
         // Nobody else can give the second opinion: the tile waits.
@@ -772,7 +828,7 @@ mod tests {
     fn push_dispatch_fills_slots_plus_prefetch() {
         let mut s = Scheduler::new(Config::default());
         s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 100, priority: 0, needs_gpu: false });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 2, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 2, gpu: None, holding: vec![] });
         let d = dispatches(&drain(&mut s));
         assert_eq!(d.len(), 4, "2 slots × (1 running + 1 prefetched)");
         assert_eq!(d.iter().map(|x| x.2.index).collect::<Vec<_>>(), [0, 1, 2, 3]);
@@ -789,7 +845,7 @@ mod tests {
         s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 5, priority: 0, needs_gpu: false });
         s.handle(0, Event::JobSubmitted { job: JobId(2), tiles: 5, priority: 10, needs_gpu: false });
         s.handle(0, Event::JobSubmitted { job: JobId(3), tiles: 5, priority: 10, needs_gpu: false });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None, holding: vec![] });
         let d = dispatches(&drain(&mut s));
         assert_eq!(d[0].2.job, JobId(2));
     }
@@ -798,9 +854,9 @@ mod tests {
     fn a_silent_worker_loses_its_tiles_to_others() {
         let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
         s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 2, priority: 0, needs_gpu: false });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 2, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 2, gpu: None, holding: vec![] });
         drain(&mut s);
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 2, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 2, gpu: None, holding: vec![] });
         assert!(dispatches(&drain(&mut s)).is_empty());
         s.handle(10_000, Event::Heartbeat { worker: WorkerId(2) });
         assert_eq!(s.poll_timeout(), Some(15_000));
@@ -817,8 +873,8 @@ mod tests {
     fn failures_blocklist_the_worker_then_fail_the_job() {
         let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
         s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 1, priority: 0, needs_gpu: false });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 1, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None, holding: vec![] });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 1, gpu: None, holding: vec![] });
         let mut failed_by = Vec::new();
         for _ in 0..3 {
             let d = dispatches(&drain(&mut s));
@@ -836,7 +892,7 @@ mod tests {
     fn results_for_leases_not_held_are_ignored() {
         let mut s = Scheduler::new(Config::default());
         s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 1, priority: 0, needs_gpu: false });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None, holding: vec![] });
         let d = dispatches(&drain(&mut s));
         s.handle(1, Event::TileDone { worker: WorkerId(9), lease: d[0].1 });
         s.handle(1, Event::TileDone { worker: WorkerId(1), lease: LeaseId(999) });
@@ -850,8 +906,8 @@ mod tests {
     fn stragglers_are_copied_and_the_loser_revoked() {
         let mut s = Scheduler::new(Config { prefetch: 0, ..Config::default() });
         s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 5, priority: 0, needs_gpu: false });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 4, gpu: None });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 1, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 4, gpu: None, holding: vec![] });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(2), slots: 1, gpu: None, holding: vec![] });
         let d = dispatches(&drain(&mut s));
         let slow = d.iter().find(|x| x.0 == WorkerId(2)).copied().unwrap();
         // Worker 1 finishes its four tiles in 10 ms each.
@@ -877,7 +933,7 @@ mod tests {
         let mut s = Scheduler::new(Config::default());
         s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 4, priority: 0, needs_gpu: false });
         s.handle(0, Event::TilesAlreadyDone { job: JobId(1), tiles: vec![0, 2] });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 4, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 4, gpu: None, holding: vec![] });
         let d = dispatches(&drain(&mut s));
         assert_eq!(d.iter().map(|x| x.2.index).collect::<Vec<_>>(), [1, 3]);
     }
@@ -886,12 +942,57 @@ mod tests {
     fn cancel_revokes_everything() {
         let mut s = Scheduler::new(Config::default());
         s.handle(0, Event::JobSubmitted { job: JobId(1), tiles: 10, priority: 0, needs_gpu: false });
-        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 2, gpu: None });
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 2, gpu: None, holding: vec![] });
         drain(&mut s);
         s.handle(1, Event::JobCancelled { job: JobId(1) });
         let a = drain(&mut s);
         assert_eq!(a.iter().filter(|x| matches!(x, Action::Revoke { .. })).count(), 4);
         assert_eq!(s.lease_count(), 0);
         assert_eq!(s.worker_leases(WorkerId(1)), 0);
+    }
+
+    #[test]
+    fn a_rejoining_worker_gets_back_the_tiles_it_holds_first() {
+        let mut s = Scheduler::new(Config { prefetch: 0, lease_timeout_ms: 10_000, ..Config::default() });
+        let job = JobId(1);
+        let held = |index, age_ms| Held { tile: TileRef { job, index }, age_ms };
+        s.handle(0, Event::JobSubmitted { job, tiles: 6, priority: 0, needs_gpu: false });
+        // Another worker reconnected first and took tile 0.
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(1), slots: 1, gpu: None, holding: vec![] });
+        let first = dispatches(&drain(&mut s));
+        assert_eq!(first.iter().map(|d| d.2.index).collect::<Vec<_>>(), [0]);
+        // Tile 5 waits for a second opinion: not the holder's to pick.
+        s.handle(0, Event::WorkerJoined { worker: WorkerId(9), slots: 6, gpu: None, holding: vec![] });
+        let nine = dispatches(&drain(&mut s));
+        for d in &nine {
+            if d.2.index == 5 {
+                s.handle(1, Event::Replicate { worker: WorkerId(9), lease: d.1, class: None });
+            } else {
+                s.handle(1, Event::TileFailed { worker: WorkerId(9), lease: d.1 });
+            }
+        }
+        s.handle(1, Event::WorkerLeft { worker: WorkerId(9) });
+        drain(&mut s);
+        // The rejoining worker holds 0 (leased to worker 1 now), 3
+        // (queued), 4 (its lease expired), 5 (awaiting a second opinion)
+        // and 40 (no such tile), with one slot.
+        let holding = vec![held(0, 500), held(3, 500), held(4, 10_000), held(5, 500), held(40, 500)];
+        s.handle(2, Event::WorkerJoined { worker: WorkerId(2), slots: 1, gpu: None, holding });
+        let back = dispatches(&drain(&mut s));
+        let tiles: Vec<u32> = back.iter().filter(|d| d.0 == WorkerId(2)).map(|d| d.2.index).collect();
+        assert_eq!(tiles, [0, 3], "the held tiles come first, even over its one slot");
+        // Its finished render of 0 wins the twin race; worker 1's is revoked.
+        let twin = back.iter().find(|d| d.2.index == 0).expect("a twin of tile 0");
+        s.handle(3, Event::TileDone { worker: WorkerId(2), lease: twin.1 });
+        let a = drain(&mut s);
+        assert!(a.contains(&Action::Revoke { worker: WorkerId(1), lease: first[0].1 }), "{a:?}");
+        assert!(a.contains(&Action::TileCompleted { tile: TileRef { job, index: 0 }, worker: WorkerId(2) }));
+        // Holding a tile twice, or one it already has, leases nothing more.
+        s.handle(
+            4,
+            Event::WorkerJoined { worker: WorkerId(3), slots: 1, gpu: None, holding: vec![held(3, 1), held(3, 1)] },
+        );
+        let three = dispatches(&drain(&mut s));
+        assert_eq!(three.iter().filter(|d| d.2.index == 3).count(), 1, "{three:?}");
     }
 }

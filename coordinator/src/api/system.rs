@@ -127,6 +127,12 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         "Tile attempts that failed or were refused since start.",
         &one(c.tiles_failed as f64),
     );
+    metric(
+        "tessera_tiles_adopted_total",
+        "counter",
+        "Results for tiles leased back to the worker that held them from a lost connection (after a fail-over).",
+        &one(c.tiles_adopted as f64),
+    );
     metric("tessera_frames_done_total", "counter", "Frames written since start.", &one(c.frames_done as f64));
     metric(
         "tessera_jobs_loaded_total",

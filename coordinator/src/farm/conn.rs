@@ -14,7 +14,7 @@ use std::time::Duration;
 use tessera_protocol::proof;
 use tessera_protocol::wire::{
     max_tile_reply, BlobHeader, CoordinatorMsg, GpuClass, TileReply, TileTask, WorkerMsg, WorkerOpen,
-    MAX_CONTROL_MESSAGE, PROTOCOL_VERSION,
+    MAX_CONTROL_MESSAGE, MAX_HELD_TILES, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use tessera_worker::net::{read_last, read_msg, spawn_reader, tls, within, write_msg, NetError};
 use tokio::sync::mpsc;
@@ -86,18 +86,21 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
     let identity = tls::peer_identity(conn)?;
     let (mut control_tx, mut control_rx) =
         within(Duration::from_secs(10), async { Ok(conn.accept_bi().await?) }).await?;
-    let hello =
+    let (hello, mut holding) =
         match within(Duration::from_secs(10), read_msg::<WorkerOpen>(&mut control_rx, MAX_CONTROL_MESSAGE)).await {
-            Ok(WorkerOpen::Control(hello)) => hello,
+            Ok(WorkerOpen::Control(hello)) => (hello, Vec::new()),
+            Ok(WorkerOpen::Rejoin { hello, holding }) => (hello, holding),
             Ok(WorkerOpen::Blob { .. }) => return Err(refuse(conn, &mut control_tx, "say hello first").await),
             Err(e) => {
                 conn.close(close::PROTOCOL.into(), e.to_string().as_bytes());
                 return Err(e);
             }
         };
-    if hello.version != PROTOCOL_VERSION {
-        let reason =
-            format!("protocol version {} is not supported (this coordinator speaks {PROTOCOL_VERSION})", hello.version);
+    if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.version) {
+        let reason = format!(
+            "protocol version {} is not supported (this coordinator speaks {OLDEST_PROTOCOL_VERSION} to {PROTOCOL_VERSION})",
+            hello.version
+        );
         return Err(refuse(conn, &mut control_tx, &reason).await);
     }
     match check_token(ctx, &hello.token).await {
@@ -141,7 +144,9 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
     let worker = WorkerId(ctx.next_worker.fetch_add(1, Ordering::Relaxed));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let addr = conn.remote_address().ip();
-    let _ = ctx.core.send(CoreMsg::Joined { worker, identity, name, slots, addr, tx, gpu: gpu.clone() });
+    // A claim, bounded: the scheduler decides which of these it still wants.
+    holding.truncate(MAX_HELD_TILES);
+    let _ = ctx.core.send(CoreMsg::Joined { worker, identity, name, slots, addr, tx, gpu: gpu.clone(), holding });
     let mut heartbeats: u64 = 0;
     let mut control = spawn_reader::<WorkerMsg>(control_rx, MAX_CONTROL_MESSAGE);
     // The token is re-checked beside the loop, never in it: a store busy
@@ -527,7 +532,9 @@ async fn serve_blob(
 ) -> Result<(), NetError> {
     let hash = match read_msg::<WorkerOpen>(&mut recv, MAX_CONTROL_MESSAGE).await? {
         WorkerOpen::Blob { hash } => hash,
-        WorkerOpen::Control(_) => return Err(NetError::Protocol("a second control stream".into())),
+        WorkerOpen::Control(_) | WorkerOpen::Rejoin { .. } => {
+            return Err(NetError::Protocol("a second control stream".into()))
+        }
     };
     let blobs = ctx.blobs.clone();
     let bytes =

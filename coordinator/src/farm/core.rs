@@ -19,7 +19,7 @@ use super::job::{JobPlan, JobSpec};
 use super::msg::{ConnCmd, CoreMsg, PendingTile, Replica, WriterMsg, COORDINATOR};
 use super::status::{Counters, FarmStatus, JobStatus, WorkerStatus};
 use super::verify::Confirmation;
-use crate::scheduler::{Action, Event, GpuClassId, JobId, LeaseId, Scheduler, TileRef, WorkerId};
+use crate::scheduler::{Action, Event, GpuClassId, Held, JobId, LeaseId, Scheduler, TileRef, WorkerId};
 use tessera_client::model::{Event as ApiEvent, TileRect};
 use tessera_store::{JobState, LogLevel};
 
@@ -35,6 +35,9 @@ struct LiveWorker {
     slots: u32,
     tx: mpsc::UnboundedSender<ConnCmd>,
     tiles_done: u64,
+    /// Tiles it rejoined holding, until their results come (for the count
+    /// of adopted tiles).
+    holding: std::collections::BTreeSet<(u64, u32)>,
 }
 
 struct LiveJob {
@@ -185,12 +188,18 @@ impl Core {
     fn handle(&mut self, msg: CoreMsg) {
         let now = self.now();
         match msg {
-            CoreMsg::Joined { worker, identity, name, slots, addr, tx, gpu } => {
-                tracing::info!(worker = worker.0, %identity, %name, slots, gpu = ?gpu.as_ref().map(|g| g.to_string()), "worker joined");
+            CoreMsg::Joined { worker, identity, name, slots, addr, tx, gpu, holding } => {
+                tracing::info!(worker = worker.0, %identity, %name, slots, gpu = ?gpu.as_ref().map(|g| g.to_string()), held = holding.len(), "worker joined");
                 self.emit(ApiEvent::Worker { identity: identity.clone(), name: name.clone(), state: "joined".into() });
                 let gpu = gpu.map(|g| self.class_id(&g));
-                self.workers.insert(worker, LiveWorker { identity, name, addr, gpu, slots, tx, tiles_done: 0 });
-                self.scheduler.handle(now, Event::WorkerJoined { worker, slots, gpu });
+                let held: Vec<Held> = holding
+                    .iter()
+                    .map(|h| Held { tile: TileRef { job: JobId(h.job), index: h.tile }, age_ms: h.age_ms })
+                    .collect();
+                let holding = holding.iter().map(|h| (h.job, h.tile)).collect();
+                self.workers
+                    .insert(worker, LiveWorker { identity, name, addr, gpu, slots, tx, tiles_done: 0, holding });
+                self.scheduler.handle(now, Event::WorkerJoined { worker, slots, gpu, holding: held });
             }
             CoreMsg::Left { worker } => {
                 if let Some(w) = self.workers.remove(&worker) {
@@ -205,6 +214,9 @@ impl Core {
                 match self.leases.get(&lease) {
                     Some((w, tile)) if *w == worker => {
                         let tile = *tile;
+                        if self.workers.get_mut(&worker).is_some_and(|w| w.holding.remove(&(tile.job.0, tile.index))) {
+                            self.counters.tiles_adopted += 1;
+                        }
                         if self.tile_result(now, worker, lease, tile, result, proof, replicate) {
                             return;
                         }

@@ -133,28 +133,49 @@ impl Farm {
     /// resumes every unfinished job: tiles already stored are not rendered
     /// again.
     pub async fn start(config: FarmConfig) -> Result<Farm, FarmError> {
+        // The endpoint is bound before the store is opened, which on
+        // PostgreSQL waits for the leader lease: a standby refuses workers
+        // at once (they try the next coordinator within a quarter second)
+        // instead of leaving their handshakes to time out.
+        let data = config.data_dir.clone();
+        let identity = tokio::task::spawn_blocking(move || Identity::load_or_create_pinned(&data, "tessera-coordinator"))
+            .await
+            .map_err(|_| FarmError::Stopped)??
+            .0;
+        let server = net::tls::server_config(&identity, net::transport(config.idle_timeout, 16))?;
+        let endpoint = quinn::Endpoint::server(server, config.quic)
+            .map_err(|source| FarmError::Bind { addr: config.quic, source })?;
+        let (resumed_tx, mut resumed_rx) = tokio::sync::watch::channel(false);
+        let refusing = endpoint.clone();
+        let refuser = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    incoming = refusing.accept() => match incoming {
+                        Some(incoming) => incoming.refuse(),
+                        None => return,
+                    },
+                    _ = resumed_rx.changed() => return,
+                }
+            }
+        });
+
         let (data, db) = (config.data_dir.clone(), config.database.clone());
-        let (store, lease, identity, first_token) = tokio::task::spawn_blocking(move || -> Result<_, FarmError> {
+        let (store, lease, first_token) = tokio::task::spawn_blocking(move || -> Result<_, FarmError> {
             let (mut store, lease) = database::open(&db, &data)?;
             // A store without a single token (a new farm) gets its first
-            // worker token. (On PostgreSQL the identity was made before the
-            // lease was won, so a new identity does not say a new farm.)
-            let (identity, _) = Identity::load_or_create_pinned(&data, "tessera-coordinator")?;
+            // worker token. (The identity was made before the lease was
+            // won, so a new identity does not say a new farm.)
             let first_token = if store.tokens()?.is_empty() {
                 Some(store.create_token(TokenKind::Worker, "first worker token", writer::unix_ms())?.1)
             } else {
                 None
             };
-            Ok((store, lease, identity, first_token))
+            Ok((store, lease, first_token))
         })
         .await
         .map_err(|_| FarmError::Stopped)??;
         let store = Arc::new(Mutex::new(store));
         let blobs = lock(&store).blobs().clone();
-
-        let server = net::tls::server_config(&identity, net::transport(config.idle_timeout, 16))?;
-        let endpoint = quinn::Endpoint::server(server, config.quic)
-            .map_err(|source| FarmError::Bind { addr: config.quic, source })?;
 
         let (core_tx, core_rx) = mpsc::unbounded_channel();
         let (events, _) = tokio::sync::broadcast::channel(self::core::EVENT_BUFFER);
@@ -196,7 +217,16 @@ impl Farm {
         });
         let verifier_handle = verifier;
         let accept = endpoint.clone();
+        // Workers are let in once the unfinished jobs are loaded (until then
+        // they are refused, above): a worker rejoining with tiles of a lost
+        // connection (after a restart or a fail-over) names tiles of those
+        // jobs, and the scheduler must know them to lease them back.
+        let mut resumed = resumed_tx.subscribe();
         tokio::spawn(async move {
+            if resumed.wait_for(|r| *r).await.is_err() {
+                return;
+            }
+            let _ = refuser.await;
             while let Some(incoming) = accept.accept().await {
                 tokio::spawn(conn::serve(incoming, ctx.clone()));
             }
@@ -219,6 +249,7 @@ impl Farm {
             commit_timings,
         };
         farm.resume().await?;
+        let _ = resumed_tx.send(true);
         Ok(farm)
     }
 

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use tessera_protocol::wire::{GpuClass, TileAck, TileResult, TileTask};
+use tessera_protocol::wire::{GpuClass, HeldTile, TileAck, TileResult, TileTask};
 use tessera_store::{JobState, LogLevel};
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,6 +39,8 @@ pub enum CoreMsg {
         tx: mpsc::UnboundedSender<ConnCmd>,
         /// The GPU class it offers jobs, if any.
         gpu: Option<GpuClass>,
+        /// Tiles it holds from leases of a lost connection.
+        holding: Vec<HeldTile>,
     },
     Left {
         worker: WorkerId,

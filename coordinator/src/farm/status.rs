@@ -18,6 +18,9 @@ pub struct FarmStatus {
 pub struct Counters {
     pub tiles_done: u64,
     pub tiles_failed: u64,
+    /// Results for tiles leased back to the worker that rendered them
+    /// under a lost connection's lease (work a fail-over did not cost).
+    pub tiles_adopted: u64,
     pub frames_done: u64,
     pub jobs_submitted: u64,
 }

@@ -167,7 +167,27 @@ fn spawn_coordinator(data: &Path, http: u16, quic: u16) -> Proc {
     Proc::spawn(cmd)
 }
 
-/// POSTs `body` over plain HTTP/1.1; returns the status code and body.
+/// A GET over plain HTTP/1.1: the status and the body.
+pub fn http_get(port: u16, path: &str, token: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, response.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+/// A counter's value in a coordinator's `/metrics` (0 when absent).
+pub fn metric(port: u16, name: &str) -> f64 {
+    let (_, text) = http_get(port, "/metrics", "");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Submits `scene` with `settings` (JSON) as the API's multipart form, over
 /// a plain socket; returns the status code and body.
 pub fn http_submit(port: u16, token: &str, settings: &str, scene: &[u8]) -> (u16, String) {
@@ -199,17 +219,29 @@ pub fn http_submit(port: u16, token: &str, settings: &str, scene: &[u8]) -> (u16
     (code, body)
 }
 
-fn tiles_rendered_after_reconnect(worker_log: &[String]) -> BTreeSet<u32> {
+/// The tiles the worker rendered after it reconnected, and every tile it
+/// rendered more than once over its whole life.
+fn tiles_rendered_after_reconnect(worker_log: &[String]) -> (BTreeSet<u32>, Vec<u32>) {
     let joins: Vec<usize> =
         worker_log.iter().enumerate().filter(|(_, l)| l.contains("joined the farm")).map(|(i, _)| i).collect();
     assert!(joins.len() >= 2, "the worker did not reconnect:\n{}", worker_log.join("\n"));
-    worker_log[joins[1]..]
-        .iter()
-        .filter(|l| l.contains("tile rendered"))
-        .filter_map(|l| l.split("tile=").nth(1)?.split_whitespace().next()?.parse().ok())
-        .collect()
+    let rendered = |lines: &[String]| -> Vec<u32> {
+        lines
+            .iter()
+            .filter(|l| l.contains("tile rendered"))
+            .filter_map(|l| l.split("tile=").nth(1)?.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    let mut all = rendered(worker_log);
+    all.sort_unstable();
+    let twice: Vec<u32> = all.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
+    (rendered(&worker_log[joins[1]..]).into_iter().collect(), twice)
 }
 
+/// SIGKILL the coordinator mid-job and start it again on its data: tiles
+/// stored before are not rendered again, and the tiles the worker was
+/// rendering (or had sent, not yet durable) are leased back to it and
+/// answered from those renders: no tile is rendered twice.
 #[test]
 fn a_coordinator_killed_mid_job_restarts_and_finishes_without_rerendering() {
     let dir = tempfile::tempdir().unwrap();
@@ -239,6 +271,9 @@ fn a_coordinator_killed_mid_job_restarts_and_finishes_without_rerendering() {
     wait_for("the job to finish", Duration::from_secs(120), || {
         store.job(1).unwrap().is_some_and(|j| j.state == JobState::Done)
     });
+    // The tiles the worker was rendering when the coordinator died were
+    // leased back to it, and it answered them from those renders.
+    let adopted = metric(http, "tessera_tiles_adopted_total");
     assert_frames_equal(&data.join("frames/job-1"), &reference);
     // Stored tiles are untouched, and the worker rendered none of them again.
     for row in rows_before {
@@ -247,10 +282,14 @@ fn a_coordinator_killed_mid_job_restarts_and_finishes_without_rerendering() {
     std::thread::sleep(Duration::from_millis(200));
     worker.kill();
     let log: Vec<String> = worker.stderr.try_iter().collect();
-    let again = tiles_rendered_after_reconnect(&log);
-    assert!(!again.is_empty(), "the worker rendered nothing after the restart:\n{}", log.join("\n"));
+    let (again, twice) = tiles_rendered_after_reconnect(&log);
     let overlap: Vec<_> = again.intersection(&before).collect();
     assert!(overlap.is_empty(), "tiles {overlap:?} were stored before the kill and rendered again");
+    assert!(log.iter().any(|l| l.contains("rejoining with tiles")), "no rejoin:\n{}", log.join("\n"));
+    assert!(adopted >= 1.0, "no tile was adopted:\n{}", log.join("\n"));
+    let answered = log.iter().filter(|l| l.contains("answered from a render of a lost connection")).count();
+    assert_eq!(answered as f64, adopted, "{}", log.join("\n"));
+    assert!(twice.is_empty(), "tiles {twice:?} were rendered twice:\n{}", log.join("\n"));
 }
 
 #[test]

@@ -30,21 +30,9 @@ use tessera_test_support::relay::Relay;
 
 use crate::browser::{artifacts_dir, Browser};
 use crate::farm::{assert_frames_equal, reference_render_spp, scenes};
-use crate::farm_kill::{free_port, spawn_worker, wait_for, Proc};
+use crate::farm_kill::{free_port, http_get, spawn_worker, wait_for, Proc};
 
 const SPP: u32 = 96;
-
-/// A GET over plain HTTP/1.1: the status and the body.
-fn http_get(port: u16, path: &str, token: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, response.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
-}
 
 fn health(port: u16) -> serde_json::Value {
     serde_json::from_str(&http_get(port, "/api/v1/health", "").1).unwrap_or_default()
@@ -238,6 +226,11 @@ fn a_standby_coordinator_takes_over_when_the_leader_is_killed() {
         (Some("postgres"), Some("leader"), Some(2), Some("coordinator-b")),
         "{h}"
     );
+
+    // What the workers were rendering for A was leased back to them by B.
+    let adopted = crate::farm_kill::metric(standby.http, "tessera_tiles_adopted_total");
+    eprintln!("fail-over: {adopted} tiles rendered for A were adopted by B");
+    assert!(adopted >= 1.0, "B adopted none of the tiles the workers held");
 
     assert_stored_once(&reader, 1);
     for row in rows_before {

@@ -7,6 +7,7 @@
 //! and one stream per blob the worker fetches. Scenes and modules come by
 //! hash and are checked and cached on disk ([`crate::blobs`]).
 
+mod held;
 mod slots;
 
 use std::collections::BTreeMap;
@@ -126,6 +127,12 @@ struct Shared {
     blobs: BlobCache,
     /// Compiled modules and scenes by hash, for the jobs in flight.
     jobs: Mutex<BTreeMap<u64, Arc<OnceCell<Arc<JobContext>>>>>,
+    /// Every tile task until its result is delivered: what a lost
+    /// connection leaves here is offered to the next one.
+    holdings: held::Holdings,
+    /// Numbers this process's connections, so a lease number of a lost
+    /// connection is never taken for the same number on the next.
+    sessions: std::sync::atomic::AtomicU64,
 }
 
 /// A worker process: its identity, sandbox and caches.
@@ -160,7 +167,21 @@ impl Worker {
             tessera_protocol::proof::SigningKey::from_pkcs8(&identity.key_der)
                 .map_err(|e| NetError::Tls(e.to_string()))?,
         );
-        Ok(Worker { shared: Arc::new(Shared { config, identity, signer, sandbox, blobs, jobs: Mutex::default() }) })
+        // Room for every lease of two connections (slots × (1 + prefetch)
+        // each, with a margin for prefetch settings).
+        let holdings = held::Holdings::new(8 * config.slots as usize + 64);
+        Ok(Worker {
+            shared: Arc::new(Shared {
+                config,
+                identity,
+                signer,
+                sandbox,
+                blobs,
+                jobs: Mutex::default(),
+                holdings,
+                sessions: std::sync::atomic::AtomicU64::new(0),
+            }),
+        })
     }
 
     /// This worker's identity as coordinators name it.
@@ -260,7 +281,15 @@ impl Worker {
             .map_err(|e| NetError::io(std::path::Path::new(coordinator), e))?
             .next()
             .ok_or_else(|| NetError::Protocol(format!("{coordinator} resolves to no address")))?;
-        let conn = match endpoint.connect(addr, "tessera-coordinator").map_err(NetError::from)?.await {
+        let connecting = endpoint.connect(addr, "tessera-coordinator").map_err(NetError::from)?;
+        // A coordinator that is down answers nothing: give up on it after a
+        // handshake's worth of time, not the idle timeout, so the worker
+        // reaches the one that took over within seconds.
+        let limit = config.idle_timeout.min(CONNECT_TIMEOUT);
+        let Ok(connected) = tokio::time::timeout(limit, connecting).await else {
+            return Err(NetError::Timeout(limit).into());
+        };
+        let conn = match connected {
             Ok(c) => c,
             Err(quinn::ConnectionError::TransportError(e)) if e.reason.contains("does not match the pinned") => {
                 return Err(WorkerError::PinMismatch(e.reason));
@@ -281,7 +310,17 @@ impl Worker {
                 gpu_class: self.gpu().map(|a| a.class()),
             },
         };
-        write_msg(&mut control_tx, &WorkerOpen::Control(hello)).await?;
+        // Renders a lost connection left behind: the coordinator may lease
+        // them back. Named before this connection has a task of its own.
+        let holding = self.shared.holdings.holding(std::time::Instant::now());
+        let open = if holding.is_empty() {
+            WorkerOpen::Control(hello)
+        } else {
+            tracing::info!(tiles = holding.len(), "rejoining with tiles rendered for a lost connection");
+            WorkerOpen::Rejoin { hello, holding }
+        };
+        write_msg(&mut control_tx, &open).await?;
+        let session = self.shared.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let heartbeat = match within(Duration::from_secs(10), read_msg(&mut control_rx, MAX_CONTROL_MESSAGE)).await {
             Ok(CoordinatorMsg::Welcome { identity, heartbeat_ms }) => {
                 tracing::info!(coordinator = %addr, %identity, slots = config.slots, "joined the farm");
@@ -311,9 +350,13 @@ impl Worker {
                     }
                 }
                 msg = control.recv() => match msg.unwrap_or(Err(NetError::Closed)) {
-                    Ok(CoordinatorMsg::Revoke { lease }) => slots.revoke(lease),
+                    Ok(CoordinatorMsg::Revoke { lease }) => {
+                        slots.revoke(session, lease);
+                        self.shared.holdings.settled(session, lease);
+                    }
                     Ok(CoordinatorMsg::Acks(acks)) => {
                         for (lease, ack) in acks {
+                            self.shared.holdings.settled(session, lease);
                             if let TileAck::Rejected { reason } = ack {
                                 tracing::warn!(lease, %reason, "result rejected");
                             }
@@ -326,7 +369,7 @@ impl Worker {
                     Ok((send, recv)) => {
                         let (shared, slots, conn) = (self.shared.clone(), slots.clone(), conn.clone());
                         tiles.spawn(async move {
-                            if let Err(e) = serve_tile(&shared, &slots, &conn, send, recv).await {
+                            if let Err(e) = serve_tile(&shared, &slots, session, &conn, send, recv).await {
                                 tracing::debug!(error = %e, "tile stream ended");
                             }
                         });
@@ -341,6 +384,11 @@ impl Worker {
                 }
             }
         };
+        if let SessionEnd::Lost(_) = end {
+            // The tiles rendering go on: their results are held for
+            // whoever leases them next (see `held`).
+            tiles.detach_all();
+        }
         if let SessionEnd::Shutdown = end {
             // Finish the tiles that are rendering (their results go out),
             // then say goodbye: the coordinator re-queues what is left.
@@ -364,38 +412,80 @@ impl Worker {
 }
 
 /// One tile: read the task, make sure the job's blobs are here, render in a
-/// slot, send the reply.
+/// slot (or take the render a lost connection left), send the reply.
 async fn serve_tile(
     shared: &Arc<Shared>,
     slots: &Slots,
+    session: u64,
     conn: &quinn::Connection,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) -> Result<(), WorkerError> {
     let task: TileTask = read_last(&mut recv, MAX_CONTROL_MESSAGE, Duration::from_millis(100)).await?;
+    let received = std::time::Instant::now();
     let lease = task.lease;
-    let context = match job_context(shared, conn, &task.job).await {
-        Ok(c) => c,
-        Err(e) => {
-            let reply = TileReply::Failed { lease, error: format!("preparing the job: {e}"), retryable: true };
-            write_msg(&mut send, &reply).await?;
-            let _ = send.finish();
-            return Err(e);
+    // The same tile rendered (or rendering) for a connection that was lost.
+    let adopted = match shared.holdings.take(&task) {
+        Some(mut outcome) => {
+            let finished = tokio::select! {
+                o = outcome.wait_for(Option::is_some) => o.ok().and_then(|o| o.clone()),
+                _ = send.stopped() => return Ok(()),
+            };
+            finished.and_then(|o| held::answer(&task, o))
+        }
+        None => None,
+    };
+    let holding = shared.holdings.register(session, &task, received);
+    let reply = match adopted {
+        Some(reply) => {
+            tracing::info!(job = task.job.job, tile = task.tile, lease, "answered from a render of a lost connection");
+            reply
+        }
+        None => {
+            let context = match job_context(shared, conn, &task.job).await {
+                Ok(c) => c,
+                Err(e) => {
+                    shared.holdings.forget(holding.id);
+                    let reply = TileReply::Failed { lease, error: format!("preparing the job: {e}"), retryable: true };
+                    write_msg(&mut send, &reply).await?;
+                    let _ = send.finish();
+                    return Err(e);
+                }
+            };
+            let (tx, mut rx) = tokio::sync::oneshot::channel();
+            slots.submit(SlotTask { session, task, context, reply: tx });
+            tokio::select! {
+                r = &mut rx => match r {
+                    Ok(r) => r,
+                    Err(_) => {
+                        shared.holdings.forget(holding.id); // revoked before it started
+                        return Ok(());
+                    }
+                },
+                stopped = send.stopped() => {
+                    match stopped {
+                        // The connection is lost: render on, for whoever
+                        // leases this tile next.
+                        Err(_) => match rx.await {
+                            Ok(r) => {
+                                holding.outcome.send_replace(Some(r));
+                            }
+                            Err(_) => shared.holdings.forget(holding.id),
+                        },
+                        // The coordinator reset the stream (revoked, or it gave up).
+                        Ok(_) => shared.holdings.forget(holding.id),
+                    }
+                    return Ok(());
+                }
+            }
         }
     };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    slots.submit(SlotTask { task, context, reply: tx });
-    let reply = tokio::select! {
-        r = rx => match r {
-            Ok(r) => r,
-            Err(_) => return Ok(()), // revoked before it started
-        },
-        // The coordinator reset the stream (revoked, or it gave up).
-        _ = send.stopped() => return Ok(()),
-    };
+    // Held until the verdict comes on the control stream, once the result
+    // is durable: a coordinator that dies before that may have read it and
+    // lost it.
+    holding.outcome.send_replace(Some(reply.clone()));
     write_msg(&mut send, &reply).await?;
     let _ = send.finish();
-    // The verdict comes on the control stream once the result is durable.
     let _ = send.stopped().await;
     Ok(())
 }
@@ -431,6 +521,10 @@ async fn job_context(
 
 /// Largest blob a worker accepts (a scene or a module).
 const MAX_BLOB: u64 = 2 << 30;
+
+/// Longest wait for a coordinator's handshake (a LAN's takes a
+/// millisecond, a far one's a few hundred).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The first reconnect pause, and the pause between addresses in a round.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);

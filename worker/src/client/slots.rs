@@ -24,6 +24,8 @@ pub struct JobContext {
 
 /// A tile waiting for a slot.
 pub struct SlotTask {
+    /// The connection the task came on (revocations name its leases).
+    pub session: u64,
     pub task: TileTask,
     pub context: Arc<JobContext>,
     pub reply: oneshot::Sender<TileReply>,
@@ -33,8 +35,9 @@ pub struct SlotTask {
 pub struct Slots {
     tx: Option<std::sync::mpsc::Sender<SlotTask>>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    /// Leases the coordinator revoked: skipped if not yet started.
-    revoked: Arc<Mutex<BTreeSet<u64>>>,
+    /// Leases the coordinator revoked, by connection: skipped if not yet
+    /// started.
+    revoked: Arc<Mutex<BTreeSet<(u64, u64)>>>,
 }
 
 impl Slots {
@@ -62,9 +65,10 @@ impl Slots {
         }
     }
 
-    /// Marks a lease revoked: a slot that has not started it drops it.
-    pub fn revoke(&self, lease: u64) {
-        self.revoked.lock().unwrap_or_else(|e| e.into_inner()).insert(lease);
+    /// Marks a lease of connection `session` revoked: a slot that has not
+    /// started it drops it.
+    pub fn revoke(&self, session: u64, lease: u64) {
+        self.revoked.lock().unwrap_or_else(|e| e.into_inner()).insert((session, lease));
     }
 }
 
@@ -77,12 +81,12 @@ impl Drop for Slots {
     }
 }
 
-fn slot_loop(slot: u32, rx: &Mutex<std::sync::mpsc::Receiver<SlotTask>>, revoked: &Mutex<BTreeSet<u64>>) {
+fn slot_loop(slot: u32, rx: &Mutex<std::sync::mpsc::Receiver<SlotTask>>, revoked: &Mutex<BTreeSet<(u64, u64)>>) {
     let mut current: Option<(u64, JobInstance)> = None;
     loop {
         let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let Ok(SlotTask { task, context, reply }) = next else { return };
-        if revoked.lock().unwrap_or_else(|e| e.into_inner()).remove(&task.lease) {
+        let Ok(SlotTask { session, task, context, reply }) = next else { return };
+        if revoked.lock().unwrap_or_else(|e| e.into_inner()).remove(&(session, task.lease)) {
             continue; // dropping `reply` tells the stream's task
         }
         if reply.is_closed() {

@@ -138,10 +138,11 @@ impl Farm {
         // at once (they try the next coordinator within a quarter second)
         // instead of leaving their handshakes to time out.
         let data = config.data_dir.clone();
-        let identity = tokio::task::spawn_blocking(move || Identity::load_or_create_pinned(&data, "tessera-coordinator"))
-            .await
-            .map_err(|_| FarmError::Stopped)??
-            .0;
+        let identity =
+            tokio::task::spawn_blocking(move || Identity::load_or_create_pinned(&data, "tessera-coordinator"))
+                .await
+                .map_err(|_| FarmError::Stopped)??
+                .0;
         let server = net::tls::server_config(&identity, net::transport(config.idle_timeout, 16))?;
         let endpoint = quinn::Endpoint::server(server, config.quic)
             .map_err(|source| FarmError::Bind { addr: config.quic, source })?;

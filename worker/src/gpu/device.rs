@@ -29,8 +29,28 @@ pub(super) enum Reply {
 type Message = (Request, Option<mpsc::SyncSender<Result<Reply, GpuError>>>);
 
 pub(super) struct DeviceThread {
-    tx: mpsc::Sender<Message>,
+    /// `None` only while dropping.
+    tx: Option<mpsc::Sender<Message>>,
     lost: Arc<AtomicBool>,
+    /// Signalled once the thread has dropped its device.
+    released: std::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+/// Longest wait on drop for the thread to destroy its device.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+impl Drop for DeviceThread {
+    /// Waits (a bounded time) for the thread to destroy its device: a
+    /// process that exits while a driver thread is still tearing a device
+    /// down can crash in the driver's exit handlers (lavapipe did, after
+    /// every test had passed). A lost device is leaked, not waited for.
+    fn drop(&mut self) {
+        self.tx = None;
+        if !self.is_lost() {
+            let released = self.released.get_mut().unwrap_or_else(|e| e.into_inner());
+            let _ = released.recv_timeout(RELEASE_WAIT);
+        }
+    }
 }
 
 fn instance() -> wgpu::Instance {
@@ -123,6 +143,7 @@ impl DeviceThread {
         // its own, so anything else is logged, not fatal.
         device.on_uncaptured_error(Arc::new(|e| tracing::error!(error = %e, "uncaptured GPU error")));
         let (tx, rx) = mpsc::channel::<Message>();
+        let (released_tx, released) = mpsc::channel::<()>();
         let state_lost = lost.clone();
         std::thread::Builder::new()
             .name("tessera-gpu".into())
@@ -151,9 +172,15 @@ impl DeviceThread {
                         return;
                     }
                 }
+                // Let the device go, wait for the queue to drain, then say so.
+                let State { device, queue, buffers, pipelines, .. } = state;
+                drop((buffers, pipelines));
+                let _ = device.poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(RELEASE_WAIT) });
+                drop((queue, device));
+                let _ = released_tx.send(());
             })
             .map_err(|e| GpuError::InvalidArgument(format!("starting the GPU thread: {e}")))?;
-        Ok(DeviceThread { tx, lost })
+        Ok(DeviceThread { tx: Some(tx), lost, released: std::sync::Mutex::new(released) })
     }
 
     pub(super) fn is_lost(&self) -> bool {
@@ -162,8 +189,8 @@ impl DeviceThread {
 
     /// Sends a request that needs no answer (freeing a buffer).
     pub(super) fn send(&self, request: Request) {
-        if !self.is_lost() {
-            let _ = self.tx.send((request, None));
+        if let (false, Some(tx)) = (self.is_lost(), &self.tx) {
+            let _ = tx.send((request, None));
         }
     }
 
@@ -176,6 +203,8 @@ impl DeviceThread {
         }
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
         self.tx
+            .as_ref()
+            .ok_or_else(|| GpuError::DeviceLost("the GPU thread has stopped".into()))?
             .send((request, Some(reply_tx)))
             .map_err(|_| GpuError::DeviceLost("the GPU thread has stopped".into()))?;
         match reply_rx.recv_timeout(timeout + Duration::from_secs(5)) {

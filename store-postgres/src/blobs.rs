@@ -38,6 +38,16 @@ impl std::fmt::Debug for PgBlobs {
     }
 }
 
+impl Drop for PgBlobs {
+    /// Off any async runtime, as `PgBackend`'s.
+    fn drop(&mut self) {
+        let slot = self.client.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = slot.take() {
+            off_runtime(move || drop(client));
+        }
+    }
+}
+
 impl PgBlobs {
     /// Blobs in the database at `url` (whose schema is already migrated:
     /// `PgBackend::connect` did it).

@@ -39,7 +39,8 @@ pub use lease::{Lease, LeaseState, Member};
 /// it writes under.
 pub struct PgBackend {
     url: String,
-    client: RefCell<Client>,
+    /// `None` only while dropping.
+    client: RefCell<Option<Client>>,
     /// The term this connection writes under (`SET tessera.term`), if any.
     term: Option<i64>,
 }
@@ -61,7 +62,7 @@ impl PgBackend {
             schema::migrate(&mut client)?;
             Ok(client)
         })?;
-        Ok(PgBackend { url: url.to_owned(), client: RefCell::new(client), term: None })
+        Ok(PgBackend { url: url.to_owned(), client: RefCell::new(Some(client)), term: None })
     }
 
     /// The database this connection is to (with its password, if any:
@@ -127,15 +128,26 @@ impl PgBackend {
 
     /// The connection, for one query ([`Db`]).
     fn db(&self) -> Db<'_> {
-        Db(self.client.borrow_mut())
+        Db(RefMut::map(self.client.borrow_mut(), |c| c.as_mut().expect("connected until dropped")))
     }
 
     /// Runs `f` on the connection, off any async runtime ([`off_runtime`]):
     /// for a transaction's several statements.
     pub(crate) fn run<R: Send>(&self, f: impl FnOnce(&mut Client) -> R + Send) -> R {
         let mut guard = self.client.borrow_mut();
-        let client: &mut Client = &mut guard;
+        let client: &mut Client = guard.as_mut().expect("connected until dropped");
         off_runtime(|| f(client))
+    }
+}
+
+impl Drop for PgBackend {
+    /// The synchronous client's drop blocks on its own runtime, which
+    /// panics on an async runtime's thread (a store dropped by the last
+    /// task holding it at shutdown): drop it off the runtime.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.get_mut().take() {
+            off_runtime(move || drop(client));
+        }
     }
 }
 

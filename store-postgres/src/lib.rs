@@ -160,6 +160,10 @@ impl Backend for PgBackend {
         Ok(Box::new(other))
     }
 
+    fn reconnect_reader(&self) -> Result<Box<dyn Backend>> {
+        Ok(Box::new(PgBackend::connect(&self.url)?))
+    }
+
     fn defer_housekeeping(&self) -> Result<()> {
         // Autovacuum runs in the server, never inside a commit.
         Ok(())

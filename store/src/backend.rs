@@ -11,6 +11,12 @@ pub trait Backend: JobStore + TileStore + WorkerStore + TokenStore + MetaStore +
     /// Another connection to the same database, for another thread.
     fn reconnect(&self) -> Result<Box<dyn Backend>>;
 
+    /// Another connection for reads only (the API's): on a fenced backend,
+    /// one that writes under no term. By default, [`Backend::reconnect`].
+    fn reconnect_reader(&self) -> Result<Box<dyn Backend>> {
+        self.reconnect()
+    }
+
     /// Stops housekeeping from running inside commits, because the caller
     /// runs [`Backend::housekeeping`] on another connection (SQLite: no
     /// automatic WAL checkpoints, so copying the log back never stalls a

@@ -149,6 +149,12 @@ impl Store {
         Ok(Store { dir: self.dir.clone(), backend: self.backend.reconnect()?, blobs: self.blobs.clone() })
     }
 
+    /// Another connection to the same store for reads only: on a fenced
+    /// backend it writes under no term, so a write through it is refused.
+    pub fn reopen_reader(&self) -> Result<Store> {
+        Ok(Store { dir: self.dir.clone(), backend: self.backend.reconnect_reader()?, blobs: self.blobs.clone() })
+    }
+
     /// The data directory this store was opened on.
     pub fn data_dir(&self) -> &Path {
         &self.dir

@@ -59,7 +59,7 @@ pub async fn require_read_or_link(
     if expires < crate::farm::writer::unix_ms() {
         return Err(unauthorized("this download link has expired: ask for a new one"));
     }
-    let store = state.farm.store().clone();
+    let store = state.farm.reader().clone();
     let tokens = tokio::task::spawn_blocking(move || crate::farm::lock(&store).tokens()).await??;
     match tokens.into_iter().find(|t| t.id == token) {
         Some(t) if !t.revoked && grants(&t.scopes, Scope::Read) => Ok(()),
@@ -81,7 +81,7 @@ pub async fn require(state: &AppState, headers: &HeaderMap, needed: Scope) -> Re
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer ta_…`"))?
         .to_string();
-    let store = state.farm.store().clone();
+    let store = state.farm.reader().clone();
     let record = tokio::task::spawn_blocking(move || crate::farm::lock(&store).api_token(&token)).await??;
     let record = record.ok_or_else(|| unauthorized("unknown or revoked API token"))?;
     if !grants(&record.scopes, needed) {

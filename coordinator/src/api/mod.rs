@@ -86,8 +86,18 @@ impl AppState {
     }
 }
 
-/// Runs `f` on the store on a blocking thread.
+/// Runs a read `f` on a reader of the store ([`crate::farm::Farm::reader`])
+/// on a blocking thread.
 pub async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.farm.reader().clone();
+    Ok(tokio::task::spawn_blocking(move || f(&mut crate::farm::lock(&store))).await??)
+}
+
+/// Runs `f`, which writes, on the store itself on a blocking thread.
+pub async fn blocking_write<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {

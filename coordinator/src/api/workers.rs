@@ -9,7 +9,7 @@ use axum::Json;
 use super::auth::require;
 use super::error::ApiError;
 use super::model::{EpochSecrets, ErrorBody, Ledger, LedgerEntryView, Worker, WorkerCapabilities, WorkerList};
-use super::{blocking, AppState};
+use super::{blocking, blocking_write, AppState};
 use tessera_store::Scope;
 
 /// Workers with their capabilities, state and counts.
@@ -101,7 +101,7 @@ pub async fn clear(
 ) -> Result<axum::http::StatusCode, ApiError> {
     require(&state, &headers, Scope::Admin).await?;
     let who = identity.clone();
-    if !blocking(&state, move |store| store.clear_worker(&who)).await? {
+    if !blocking_write(&state, move |store| store.clear_worker(&who)).await? {
         return Err(ApiError::not_found(format!("no worker {identity}")));
     }
     tracing::info!(%identity, "worker cleared by an admin");

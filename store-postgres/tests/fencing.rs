@@ -127,3 +127,28 @@ fn a_leader_cut_off_from_the_database_is_fenced_and_rejoins_as_a_standby() {
     assert_eq!(a.lease_state().unwrap().holder, "coordinator-b");
     assert_eq!(a.job(id).unwrap().unwrap().state, JobState::Running);
 }
+
+/// The API's reader connections (`reconnect_reader`) read what the leader
+/// wrote and cannot write themselves. And a backend dropped on one of
+/// tokio's threads (the coordinator's last task holding the store, at
+/// shutdown) closes quietly: the synchronous client's drop would start a
+/// runtime of its own there and panic.
+#[test]
+fn readers_cannot_write_and_a_backend_drops_quietly_on_a_runtime_thread() {
+    let url = database();
+    let mut leader = PgBackend::connect(&url).unwrap();
+    leader.lead("coordinator-a", 60_000).unwrap().expect("a free lease");
+    let id = leader.insert_job(&job(), 1).unwrap();
+    let mut reader = leader.reconnect_reader().unwrap();
+    assert_eq!(reader.job(id).unwrap().unwrap().name, "shot");
+    assert!(matches!(reader.set_meta("k", b"v").unwrap_err(), StoreError::Fenced(_)));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    runtime.block_on(async move {
+        tokio::spawn(async move {
+            drop(reader);
+            drop(leader);
+        })
+        .await
+        .expect("dropped without a panic");
+    });
+}

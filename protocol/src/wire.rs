@@ -501,6 +501,24 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_rejoin_fits_a_control_message() {
+        let capabilities = Capabilities {
+            slots: u32::MAX,
+            cores: u32::MAX,
+            memory_bytes: u64::MAX,
+            gpu: Some("g".repeat(256)),
+            agent: "a".repeat(64),
+            gpu_class: None,
+        };
+        let hello = Hello { version: PROTOCOL_VERSION, token: "t".repeat(64), name: "n".repeat(256), capabilities };
+        let held = HeldTile { job: u64::MAX, tile: u32::MAX, age_ms: u64::MAX };
+        let open = WorkerOpen::Rejoin { hello, holding: vec![held; MAX_HELD_TILES] };
+        let bytes = encode(&open);
+        assert!(bytes.len() - HEADER_LEN <= MAX_CONTROL_MESSAGE, "{} bytes", bytes.len());
+        assert_eq!(decode_frame::<WorkerOpen>(&bytes, MAX_CONTROL_MESSAGE).unwrap(), open);
+    }
+
+    #[test]
     fn engines_parse_and_print() {
         for e in [Engine::Cpu, Engine::Gpu, Engine::Auto] {
             assert_eq!(e.to_string().parse::<Engine>(), Ok(e));

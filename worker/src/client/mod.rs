@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tessera_protocol::wire::{
     BlobHeader, Capabilities, CoordinatorMsg, Hello, JobDescriptor, TileAck, TileReply, TileTask, WorkerMsg,
-    WorkerOpen, MAX_CONTROL_MESSAGE, PROTOCOL_VERSION,
+    WorkerOpen, MAX_CONTROL_MESSAGE, MAX_HELD_TILES, PROTOCOL_VERSION,
 };
 use tessera_protocol::ContentHash;
 use tokio::sync::{watch, OnceCell};
@@ -312,7 +312,9 @@ impl Worker {
         };
         // Renders a lost connection left behind: the coordinator may lease
         // them back. Named before this connection has a task of its own.
-        let holding = self.shared.holdings.holding(std::time::Instant::now());
+        let mut holding = self.shared.holdings.holding(std::time::Instant::now());
+        // The newest, as many as a coordinator reads.
+        holding.drain(..holding.len().saturating_sub(MAX_HELD_TILES));
         let open = if holding.is_empty() {
             WorkerOpen::Control(hello)
         } else {

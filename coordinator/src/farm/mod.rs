@@ -152,16 +152,21 @@ impl Farm {
         let server = net::tls::server_config(&identity, net::transport(config.idle_timeout, 16))?;
         let endpoint = quinn::Endpoint::server(server, config.quic)
             .map_err(|source| FarmError::Bind { addr: config.quic, source })?;
-        let (resumed_tx, mut resumed_rx) = tokio::sync::watch::channel(false);
-        let refusing = endpoint.clone();
-        let refuser = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    incoming = refusing.accept() => match incoming {
-                        Some(incoming) => incoming.refuse(),
-                        None => return,
-                    },
-                    _ = resumed_rx.changed() => return,
+        // Until the farm is ready (its connection context set, once the
+        // unfinished jobs are loaded) every handshake is refused: a worker
+        // rejoining with tiles of a lost connection (after a restart or a
+        // fail-over) names tiles of those jobs, and the scheduler must know
+        // them to lease them back.
+        let (ready_tx, ready) = tokio::sync::watch::channel(None::<Arc<conn::ConnContext>>);
+        let accept = endpoint.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = accept.accept().await {
+                let ctx = ready.borrow().clone();
+                match ctx {
+                    Some(ctx) => drop(tokio::spawn(conn::serve(incoming, ctx))),
+                    // The farm failed to start: let the address go.
+                    None if ready.has_changed().is_err() => return,
+                    None => incoming.refuse(),
                 }
             }
         });
@@ -231,21 +236,6 @@ impl Farm {
             trust_threshold: config.verify.trust_threshold,
         });
         let verifier_handle = verifier;
-        let accept = endpoint.clone();
-        // Workers are let in once the unfinished jobs are loaded (until then
-        // they are refused, above): a worker rejoining with tiles of a lost
-        // connection (after a restart or a fail-over) names tiles of those
-        // jobs, and the scheduler must know them to lease them back.
-        let mut resumed = resumed_tx.subscribe();
-        tokio::spawn(async move {
-            if resumed.wait_for(|r| *r).await.is_err() {
-                return;
-            }
-            let _ = refuser.await;
-            while let Some(incoming) = accept.accept().await {
-                tokio::spawn(conn::serve(incoming, ctx.clone()));
-            }
-        });
 
         let farm = Farm {
             core: core_tx,
@@ -266,7 +256,7 @@ impl Farm {
             commit_timings,
         };
         farm.resume().await?;
-        let _ = resumed_tx.send(true);
+        ready_tx.send_replace(Some(ctx));
         Ok(farm)
     }
 

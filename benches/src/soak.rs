@@ -144,7 +144,13 @@ pub struct ClientReport {
     pub max_ms: f64,
     /// The first few errors, for the report.
     pub first_errors: Vec<String>,
+    /// Latency by route, in [`ROUTES`] order: (requests, p50 ms, p99 ms).
+    pub routes: Vec<(u64, f64, f64)>,
 }
+
+/// The clients' routes by kind, as the report names them: which reads a
+/// slow API is slow on.
+const ROUTES: [&str; 5] = ["status", "job list", "job", "workers", "frame or health"];
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -346,6 +352,14 @@ fn parse_client_report(text: &str) -> Result<ClientReport> {
         p99_ms: num(5)?,
         max_ms: num(6)?,
         first_errors: text.lines().filter_map(|l| l.strip_prefix("error ")).map(str::to_string).take(5).collect(),
+        routes: (0..ROUTES.len())
+            .map(|i| {
+                let line = text.lines().find(|l| l.starts_with(&format!("route {i} ")));
+                let v: Vec<&str> = line.map(|l| l.split_whitespace().collect()).unwrap_or_default();
+                let num = |k: usize| v.get(k).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+                (num(2) as u64, num(3), num(4))
+            })
+            .collect(),
     })
 }
 
@@ -384,6 +398,13 @@ pub fn check(args: &SoakArgs, reports: &[(Verification, SoakReport)]) -> Result<
         &|r| format!("{:.1} / {:.1} / {:.0} ms", r.clients.p50_ms, r.clients.p99_ms, r.clients.max_ms),
         format!("p99 ≤ {} ms", args.max_p99_ms),
     );
+    for (i, name) in ROUTES.iter().enumerate() {
+        row(
+            &format!("API p50 / p99: {name}"),
+            &|r| r.clients.routes.get(i).map_or(String::new(), |(n, p50, p99)| format!("{p50:.1} / {p99:.1} ms ({n})")),
+            String::new(),
+        );
+    }
     row(
         &format!("store commit p50 / p99 ({})", if args.store.is_some() { "PostgreSQL" } else { "SQLite" }),
         &|r| format!("{:.2} / {:.2} ms", r.commit_p50_ms, r.commit_p99_ms),
@@ -435,7 +456,7 @@ pub fn api_clients_main(args: &[String]) -> Result<()> {
     let [n, url, token, secs] = args else { bail!("--api-clients N URL TOKEN SECS") };
     let n: u32 = n.parse()?;
     let until = Instant::now() + Duration::from_secs_f64(secs.parse()?);
-    let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let latencies = Arc::new(Mutex::new(Vec::<(usize, f64)>::new()));
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let events = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
@@ -458,17 +479,17 @@ pub fn api_clients_main(args: &[String]) -> Result<()> {
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
-                let path = match rng % 20 {
-                    0..=8 => "/api/v1/status".to_string(),
-                    9..=12 => "/api/v1/jobs?limit=20".to_string(),
+                let (route, path) = match rng % 20 {
+                    0..=8 => (0, "/api/v1/status".to_string()),
+                    9..=12 => (1, "/api/v1/jobs?limit=20".to_string()),
                     13..=15 => match last_job {
-                        Some(j) => format!("/api/v1/jobs/{j}"),
-                        None => "/api/v1/jobs?limit=1".to_string(),
+                        Some(j) => (2, format!("/api/v1/jobs/{j}")),
+                        None => (1, "/api/v1/jobs?limit=1".to_string()),
                     },
-                    16 => "/api/v1/workers".to_string(),
+                    16 => (3, "/api/v1/workers".to_string()),
                     _ => match last_job {
-                        Some(j) => format!("/api/v1/jobs/{j}/frames/1.png"),
-                        None => "/api/v1/health".to_string(),
+                        Some(j) => (4, format!("/api/v1/jobs/{j}/frames/1.png")),
+                        None => (4, "/api/v1/health".to_string()),
                     },
                 };
                 let t = Instant::now();
@@ -481,7 +502,7 @@ pub fn api_clients_main(args: &[String]) -> Result<()> {
                         let ms = t.elapsed().as_secs_f64() * 1000.0;
                         let frame_not_yet = status == 404 && path.contains("/frames/");
                         if (200..300).contains(&status) || frame_not_yet {
-                            latencies.lock().unwrap_or_else(|e| e.into_inner()).push(ms);
+                            latencies.lock().unwrap_or_else(|e| e.into_inner()).push((route, ms));
                             if path.starts_with("/api/v1/jobs?") {
                                 last_job = serde_json::from_slice::<serde_json::Value>(&body)
                                     .ok()
@@ -501,9 +522,19 @@ pub fn api_clients_main(args: &[String]) -> Result<()> {
     for t in threads {
         let _ = t.join();
     }
-    let mut lat = latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| if lat.is_empty() { 0.0 } else { lat[((lat.len() - 1) as f64 * p).round() as usize] };
+    let all = latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let sorted = |route: Option<usize>| {
+        let mut v: Vec<f64> = all.iter().filter(|(r, _)| route.is_none_or(|x| x == *r)).map(|(_, ms)| *ms).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let quantile = |v: &[f64], p: f64| if v.is_empty() { 0.0 } else { v[((v.len() - 1) as f64 * p).round() as usize] };
+    for (i, name) in ROUTES.iter().enumerate() {
+        let v = sorted(Some(i));
+        println!("route {i} {} {:.3} {:.3} {name}", v.len(), quantile(&v, 0.5), quantile(&v, 0.99));
+    }
+    let lat = sorted(None);
+    let pct = |p: f64| quantile(&lat, p);
     let errors = errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for e in errors.iter().take(5) {
         println!("error {e}");

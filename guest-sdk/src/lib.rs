@@ -62,7 +62,7 @@ pub use bindings::tessera::render::types::{
 };
 
 /// The version of the contract this SDK builds guests for.
-pub const CONTRACT_VERSION: &str = "1.1.0";
+pub const CONTRACT_VERSION: &str = "1.2.0";
 
 /// A render job. One value lives per sandbox instance: `load` runs once, then
 /// the host asks for frames and tiles.
@@ -179,6 +179,20 @@ pub mod gpu {
         {
             let _ = (shader, entry_point, bindings, groups);
             Err(GpuError::Unavailable)
+        }
+    }
+
+    /// The most workgroups of `entry_point` of `shader` one dispatch should
+    /// hold on this device (0 without a GPU): split work into dispatches of
+    /// at most this many, in a way that does not change the results (the
+    /// advice depends on the device's speed and load).
+    pub fn advised_workgroups(shader: &str, entry_point: &str) -> u64 {
+        #[cfg(target_arch = "wasm32")]
+        return host::advised_workgroups(shader, entry_point);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = (shader, entry_point);
+            0
         }
     }
 

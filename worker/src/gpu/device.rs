@@ -26,6 +26,35 @@ pub(super) enum Reply {
     Bytes(Vec<u8>),
 }
 
+/// Workgroups per second of each pipeline's latest timed dispatch on one
+/// device, by [`pipeline_key`]: written by the device thread, read by
+/// sessions without a round trip (which could wait behind another slot's
+/// dispatch). A first dispatch, which may include the driver's compile, is
+/// not timed.
+pub(super) type Speeds = Arc<std::sync::Mutex<BTreeMap<[u8; 32], f64>>>;
+
+/// How long the device thread waits for the device.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Timeouts {
+    /// A dispatch or read-back.
+    pub dispatch: Duration,
+    /// Added to the first dispatch of each pipeline: drivers may compile
+    /// the shader then rather than when the pipeline is created (lavapipe
+    /// does: 12 s for the path tracer's on 2 cores, on every dispatch's
+    /// clock but the first one's without this).
+    pub compile: Duration,
+}
+
+/// The pipeline cache's key for `entry_point` of `shader`.
+pub(super) fn pipeline_key(shader: &str, entry_point: &str) -> [u8; 32] {
+    *blake3::Hasher::new()
+        .update(&(entry_point.len() as u64).to_le_bytes())
+        .update(entry_point.as_bytes())
+        .update(shader.as_bytes())
+        .finalize()
+        .as_bytes()
+}
+
 type Message = (Request, Option<mpsc::SyncSender<Result<Reply, GpuError>>>);
 
 pub(super) struct DeviceThread {
@@ -34,6 +63,7 @@ pub(super) struct DeviceThread {
     lost: Arc<AtomicBool>,
     /// Signalled once the thread has dropped its device.
     released: std::sync::Mutex<mpsc::Receiver<()>>,
+    speeds: Speeds,
 }
 
 /// Longest wait on drop for the thread to destroy its device.
@@ -124,7 +154,7 @@ fn limits(adapter: &wgpu::Adapter) -> wgpu::Limits {
 }
 
 impl DeviceThread {
-    pub(super) fn start(adapter: wgpu::Adapter, timeout: Duration) -> Result<DeviceThread, GpuError> {
+    pub(super) fn start(adapter: wgpu::Adapter, timeout: Timeouts) -> Result<DeviceThread, GpuError> {
         let descriptor = wgpu::DeviceDescriptor {
             label: Some("tessera"),
             required_features: wgpu::Features::empty(),
@@ -145,6 +175,8 @@ impl DeviceThread {
         let (tx, rx) = mpsc::channel::<Message>();
         let (released_tx, released) = mpsc::channel::<()>();
         let state_lost = lost.clone();
+        let speeds = Speeds::default();
+        let thread_speeds = speeds.clone();
         std::thread::Builder::new()
             .name("tessera-gpu".into())
             .spawn(move || {
@@ -155,6 +187,7 @@ impl DeviceThread {
                     next: 1,
                     pipelines: Pipelines::default(),
                     timeout,
+                    speeds: thread_speeds,
                 };
                 for (request, reply) in rx {
                     let result = state.handle(request);
@@ -180,7 +213,12 @@ impl DeviceThread {
                 let _ = released_tx.send(());
             })
             .map_err(|e| GpuError::InvalidArgument(format!("starting the GPU thread: {e}")))?;
-        Ok(DeviceThread { tx: Some(tx), lost, released: std::sync::Mutex::new(released) })
+        Ok(DeviceThread { tx: Some(tx), lost, released: std::sync::Mutex::new(released), speeds })
+    }
+
+    /// Workgroups per second of the pipeline `key`'s latest timed dispatch.
+    pub(super) fn speed(&self, key: &[u8; 32]) -> Option<f64> {
+        self.speeds.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied()
     }
 
     pub(super) fn is_lost(&self) -> bool {
@@ -221,8 +259,16 @@ impl DeviceThread {
 /// evicted past [`Pipelines::CAPACITY`].
 #[derive(Default)]
 struct Pipelines {
-    by_key: BTreeMap<[u8; 32], wgpu::ComputePipeline>,
+    by_key: BTreeMap<[u8; 32], Compiled>,
     order: VecDeque<[u8; 32]>,
+}
+
+/// A pipeline and how it ran on this device.
+struct Compiled {
+    pipeline: wgpu::ComputePipeline,
+    /// Whether it was dispatched (its compile, if the driver defers it,
+    /// is then behind it).
+    ran: bool,
 }
 
 impl Pipelines {
@@ -235,7 +281,8 @@ struct State {
     buffers: BTreeMap<u64, wgpu::Buffer>,
     next: u64,
     pipelines: Pipelines,
-    timeout: Duration,
+    timeout: Timeouts,
+    speeds: Speeds,
 }
 
 impl State {
@@ -279,26 +326,22 @@ impl State {
         self.buffers.get(&id).ok_or_else(|| GpuError::InvalidArgument(format!("no GPU buffer {id}")))
     }
 
-    fn wait(&self, submission: wgpu::SubmissionIndex, what: &str) -> Result<(), GpuError> {
-        let poll = wgpu::PollType::Wait { submission_index: Some(submission), timeout: Some(self.timeout) };
+    fn wait(&self, submission: wgpu::SubmissionIndex, what: &str, timeout: Duration) -> Result<(), GpuError> {
+        let poll = wgpu::PollType::Wait { submission_index: Some(submission), timeout: Some(timeout) };
         match self.device.poll(poll) {
             Ok(_) => Ok(()),
             Err(wgpu::PollError::Timeout) => {
-                Err(GpuError::DeviceLost(format!("{what} did not finish within {:?}", self.timeout)))
+                Err(GpuError::DeviceLost(format!("{what} did not finish within {timeout:?}")))
             }
             Err(e) => Err(GpuError::DeviceLost(format!("{what}: {e}"))),
         }
     }
 
-    fn pipeline(&mut self, shader: &str, entry_point: &str) -> Result<wgpu::ComputePipeline, GpuError> {
-        let key = *blake3::Hasher::new()
-            .update(&(entry_point.len() as u64).to_le_bytes())
-            .update(entry_point.as_bytes())
-            .update(shader.as_bytes())
-            .finalize()
-            .as_bytes();
+    /// The compiled pipeline and its key, compiling it on first use.
+    fn pipeline(&mut self, shader: &str, entry_point: &str) -> Result<([u8; 32], wgpu::ComputePipeline), GpuError> {
+        let key = pipeline_key(shader, entry_point);
         if let Some(p) = self.pipelines.by_key.get(&key) {
-            return Ok(p.clone());
+            return Ok((key, p.pipeline.clone()));
         }
         // naga parses and validates here; its message names the line.
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -320,11 +363,12 @@ impl State {
         if self.pipelines.order.len() == Pipelines::CAPACITY {
             if let Some(old) = self.pipelines.order.pop_front() {
                 self.pipelines.by_key.remove(&old);
+                self.speeds.lock().unwrap_or_else(|e| e.into_inner()).remove(&old);
             }
         }
         self.pipelines.order.push_back(key);
-        self.pipelines.by_key.insert(key, pipeline.clone());
-        Ok(pipeline)
+        self.pipelines.by_key.insert(key, Compiled { pipeline: pipeline.clone(), ran: false });
+        Ok((key, pipeline))
     }
 
     fn dispatch(
@@ -340,7 +384,7 @@ impl State {
                 "{groups:?} workgroups: at most {per_dimension} in each dimension"
             )));
         }
-        let pipeline = self.pipeline(shader, entry_point)?;
+        let (key, pipeline) = self.pipeline(shader, entry_point)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let layout = pipeline.get_bind_group_layout(0);
         let mut entries = Vec::with_capacity(bindings.len());
@@ -363,8 +407,23 @@ impl State {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(GpuError::InvalidArgument(format!("the bindings do not fit the shader: {}", error_text(&e))));
         }
+        let first = self.pipelines.by_key.get(&key).is_some_and(|p| !p.ran);
+        let limit = if first { self.timeout.dispatch + self.timeout.compile } else { self.timeout.dispatch };
         let submission = self.queue.submit([commands]);
-        self.wait(submission, "the dispatch")
+        let started = std::time::Instant::now();
+        self.wait(submission, if first { "the pipeline's first dispatch" } else { "the dispatch" }, limit)?;
+        let took = started.elapsed();
+        tracing::debug!(ms = took.as_secs_f64() * 1e3, ?groups, first, "GPU dispatch");
+        if first {
+            if let Some(p) = self.pipelines.by_key.get_mut(&key) {
+                p.ran = true;
+            }
+        } else {
+            let total = groups.iter().map(|&g| g as f64).product::<f64>();
+            let per_second = total / took.as_secs_f64().max(1e-6);
+            self.speeds.lock().unwrap_or_else(|e| e.into_inner()).insert(key, per_second);
+        }
+        Ok(())
     }
 
     fn read(&mut self, id: u64, offset: u64, len: u64) -> Result<Vec<u8>, GpuError> {
@@ -382,7 +441,7 @@ impl State {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        self.wait(submission, "the read-back")?;
+        self.wait(submission, "the read-back", self.timeout.dispatch)?;
         match rx.try_recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(GpuError::DeviceLost(format!("mapping the read-back: {e}"))),

@@ -18,11 +18,17 @@
 //!   dispatches per tile, workgroups per dispatch, and shader size. They are
 //!   checked before anything reaches the device, each with a clear error.
 //! - **Time.** A dispatch or read that does not finish within
-//!   `dispatch_timeout` fails with [`GpuError::DeviceLost`]. The device
+//!   `dispatch_timeout` (a pipeline's first dispatch: plus
+//!   `compile_timeout`, since drivers may compile the shader then) fails
+//!   with [`GpuError::DeviceLost`]. The device
 //!   thread is then abandoned (its device is leaked, never dropped, since
 //!   dropping a hung device can block) and the next request gets a fresh
 //!   device. The same happens when the driver reports the device lost.
-//!   Buffers of the old device answer `DeviceLost` from then on.
+//!   Buffers of the old device answer `DeviceLost` from then on. So that
+//!   a slow device is not taken for a hung one, guests ask
+//!   [`GpuSession::advised_workgroups`] how large a dispatch should be: the
+//!   host times each pipeline's dispatches and advises what runs in an
+//!   eighth of the limit.
 //!
 //! Adapters ([`GpuSelection`]): `auto` takes a hardware adapter (discrete
 //! first) and ignores software rasterisers; a name picks the first adapter
@@ -37,7 +43,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use self::device::{DeviceThread, Reply, Request};
+use self::device::{DeviceThread, Reply, Request, Timeouts};
 
 /// Which adapter a worker uses (`tessera-worker --gpu none|auto|NAME`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,7 +110,21 @@ pub struct GpuConfig {
     pub budget: GpuBudget,
     /// Longest a dispatch or read-back may take before the device counts as hung.
     pub dispatch_timeout: Duration,
+    /// Added to each pipeline's first dispatch on a device, which may
+    /// include the driver's compile of the shader.
+    pub compile_timeout: Duration,
 }
+
+impl GpuConfig {
+    fn timeouts(&self) -> Timeouts {
+        Timeouts { dispatch: self.dispatch_timeout, compile: self.compile_timeout }
+    }
+}
+
+/// Workgroups advised for a pipeline that has not been timed on a device
+/// yet: small enough for any device to run in its time limit, and only one
+/// or two dispatches long.
+pub const PROBE_WORKGROUPS: u64 = 64;
 
 impl Default for GpuConfig {
     fn default() -> Self {
@@ -112,6 +132,7 @@ impl Default for GpuConfig {
             selection: GpuSelection::Auto,
             budget: GpuBudget::default(),
             dispatch_timeout: Duration::from_secs(20),
+            compile_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -222,7 +243,7 @@ impl Gpu {
             return Ok(None);
         }
         let Some((adapter, description)) = device::choose(&config.selection)? else { return Ok(None) };
-        let thread = DeviceThread::start(adapter, config.dispatch_timeout)?;
+        let thread = DeviceThread::start(adapter, config.timeouts())?;
         tracing::info!(adapter = %description, "GPU ready");
         Ok(Some(Gpu {
             inner: Arc::new(GpuShared { config, adapter: description, thread: Mutex::new(Arc::new(thread)) }),
@@ -248,14 +269,18 @@ impl Gpu {
         if current.is_lost() {
             let (adapter, _) = device::choose(&self.inner.config.selection)?
                 .ok_or_else(|| GpuError::DeviceLost("the adapter is gone".into()))?;
-            *current = Arc::new(DeviceThread::start(adapter, self.inner.config.dispatch_timeout)?);
+            *current = Arc::new(DeviceThread::start(adapter, self.inner.config.timeouts())?);
             tracing::warn!(adapter = %self.inner.adapter, "GPU device recreated after a loss");
         }
         Ok(current.clone())
     }
 
+    /// `request` on `thread`, waiting at most what the thread allows a
+    /// pipeline's first dispatch (the thread holds each request to its own
+    /// limit; this wait is for a thread stuck elsewhere).
     fn call(&self, thread: &DeviceThread, request: Request) -> Result<Reply, GpuError> {
-        thread.call(request, self.inner.config.dispatch_timeout)
+        let t = self.inner.config.timeouts();
+        thread.call(request, t.dispatch + t.compile)
     }
 }
 
@@ -366,6 +391,22 @@ impl GpuSession {
             self.bytes -= entry.size;
             entry.thread.send(Request::Destroy { id: entry.id });
         }
+    }
+
+    /// The most workgroups one dispatch of `entry_point` of `shader` should
+    /// hold here: what its latest timed dispatch on this device ran in an
+    /// eighth of `dispatch_timeout`, within the budget; [`PROBE_WORKGROUPS`]
+    /// before one. Timing is the host's: the guest learns a size, never a
+    /// time, and must split its work so that the size does not change its
+    /// results.
+    pub fn advised_workgroups(&mut self, shader: &str, entry_point: &str) -> Result<u64, GpuError> {
+        let cap = self.gpu.budget().workgroups_per_dispatch.max(1);
+        let speed = self.gpu.thread()?.speed(&device::pipeline_key(shader, entry_point));
+        let target = self.gpu.inner.config.dispatch_timeout.as_secs_f64() / 8.0;
+        Ok(match speed {
+            None => PROBE_WORKGROUPS.min(cap),
+            Some(per_second) => ((per_second * target) as u64).clamp(1, cap),
+        })
     }
 
     /// Runs `entry_point` of `shader` (WGSL) over `groups` workgroups with

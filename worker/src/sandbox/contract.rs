@@ -9,7 +9,7 @@ use super::error::SandboxError;
 use super::version::ContractVersion;
 
 /// The contract version this host implements (`guest-sdk/wit/render.wit`).
-pub const HOST_CONTRACT: ContractVersion = ContractVersion { major: 1, minor: 1, patch: 0 };
+pub const HOST_CONTRACT: ContractVersion = ContractVersion { major: 1, minor: 2, patch: 0 };
 
 const PACKAGE: &str = "tessera:render";
 /// Interfaces the host offers for import. Guests may import a subset.
@@ -54,7 +54,7 @@ pub(crate) fn check(engine: &Engine, component: &Component) -> Result<ContractVe
         return Err(SandboxError::ContractVersion { guest, host: HOST_CONTRACT });
     }
     // An older minor version runs as it is: wasmtime looks imports and
-    // exports up semver-compatibly (`renderer@1.1.0` finds a guest's
+    // exports up semver-compatibly (`renderer@1.2.0` finds a guest's
     // `renderer@1.0.0`), and minor versions only add imports.
 
     for (name, _) in ty.imports(engine) {

@@ -215,6 +215,11 @@ impl gpu::Host for HostState {
             bindings.iter().map(|b| crate::gpu::Binding { binding: b.binding, buffer: b.buffer }).collect();
         Ok(self.gpu()?.dispatch(&shader, &entry_point, &bindings, [x, y, z])?)
     }
+
+    fn advised_workgroups(&mut self, shader: String, entry_point: String) -> u64 {
+        // Without a GPU (or on a lost device) there is nothing to advise.
+        self.gpu().ok().and_then(|g| g.advised_workgroups(&shader, &entry_point).ok()).unwrap_or(0)
+    }
 }
 
 impl ResourceLimiter for HostState {

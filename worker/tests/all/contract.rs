@@ -34,7 +34,7 @@ fn component_for(extra_wit: Option<&str>, main_wit: Option<&str>, world: &str) -
 
 fn render_wit_at(version: &str) -> String {
     let src = std::fs::read_to_string(wit_dir().join("render.wit")).unwrap();
-    src.replace("package tessera:render@1.1.0;", &format!("package tessera:render@{version};"))
+    src.replace("package tessera:render@1.2.0;", &format!("package tessera:render@{version};"))
 }
 
 #[test]
@@ -51,7 +51,7 @@ fn an_import_the_world_does_not_offer_is_refused_by_name() {
         package tessera:evil@1.0.0;
         interface net { connect: func(host: string) -> u32; }
         world evil {
-            include tessera:render/render-job@1.1.0;
+            include tessera:render/render-job@1.2.0;
             import net;
         }
     "#;
@@ -59,7 +59,7 @@ fn an_import_the_world_does_not_offer_is_refused_by_name() {
     let err = sandbox(test_limits()).load(&wasm).err().expect("refused");
     assert!(matches!(&err, SandboxError::UnknownImport { name, .. } if name == "tessera:evil/net@1.0.0"), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("tessera:evil/net@1.0.0") && msg.contains("tessera:render/log@1.1.0"), "{msg}");
+    assert!(msg.contains("tessera:evil/net@1.0.0") && msg.contains("tessera:render/log@1.2.0"), "{msg}");
 }
 
 #[test]
@@ -68,7 +68,7 @@ fn a_module_for_another_major_version_is_refused_naming_both() {
     let err = sandbox(test_limits()).load(&wasm).err().expect("refused");
     let msg = err.to_string();
     assert!(matches!(err, SandboxError::ContractVersion { .. }), "{msg}");
-    assert!(msg.contains("2.0.0") && msg.contains("1.1.0"), "{msg}");
+    assert!(msg.contains("2.0.0") && msg.contains("1.2.0"), "{msg}");
 }
 
 #[test]
@@ -77,8 +77,24 @@ fn a_module_for_an_older_minor_version_loads() {
     let wit = render_wit_at("1.0.0").replace("    import gpu;\n", "");
     assert!(!wit.contains("import gpu;"));
     let wasm = component_for(None, Some(&wit), "render-job");
-    let module = sandbox(test_limits()).load(&wasm).expect("a 1.0 guest runs on a 1.1 host");
+    let module = sandbox(test_limits()).load(&wasm).expect("a 1.0 guest runs on this host");
     assert_eq!(module.contract_version().to_string(), "1.0.0");
+}
+
+#[test]
+fn a_gpu_module_for_1_1_links_without_the_imports_1_2_added() {
+    // 1.1: `gpu` without `advised-workgroups`. The host's `gpu@1.2.0`
+    // instance must serve the guest's `gpu@1.1.0` import (load links it).
+    let wit = render_wit_at("1.1.0");
+    let start = wit.find("    /// How many workgroups of `entry-point`").expect("the 1.2 function's doc");
+    let end =
+        wit.find("advised-workgroups: func(shader: string, entry-point: string) -> u64;\n").expect("the 1.2 function")
+            + "advised-workgroups: func(shader: string, entry-point: string) -> u64;\n".len();
+    let wit = format!("{}{}", &wit[..start], &wit[end..]);
+    assert!(!wit.contains("advised-workgroups: func") && wit.contains("dispatch: func("));
+    let wasm = component_for(None, Some(&wit), "render-job");
+    let module = sandbox(test_limits()).load(&wasm).expect("a 1.1 GPU guest runs on a 1.2 host");
+    assert_eq!(module.contract_version().to_string(), "1.1.0");
 }
 
 #[test]

@@ -10,7 +10,12 @@ use tessera_worker::gpu::*;
 
 /// lavapipe with `budget`; panics with what to install when it is missing.
 fn lavapipe(budget: GpuBudget, timeout: Duration) -> Gpu {
-    let config = GpuConfig { selection: GpuSelection::Named("llvmpipe".into()), budget, dispatch_timeout: timeout };
+    let config = GpuConfig {
+        selection: GpuSelection::Named("llvmpipe".into()),
+        budget,
+        dispatch_timeout: timeout,
+        ..GpuConfig::default()
+    };
     Gpu::open(config)
         .unwrap_or_else(|e| panic!("{e} (install mesa-vulkan-drivers: cargo xtask test does)"))
         .expect("a named adapter is opened")
@@ -44,6 +49,60 @@ fn squares(gpu: &Gpu) -> Vec<u8> {
     s.dispatch(SQUARES, "main", &[Binding { binding: 0, buffer: a }, Binding { binding: 1, buffer: b }], [16, 1, 1])
         .unwrap();
     s.read_buffer(b, 0, 4000).unwrap()
+}
+
+/// `ITERATIONS` sines per invocation: a dispatch whose time grows with its
+/// workgroups.
+const HEAVY: &str = r#"
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    var x = f32(id.x);
+    for (var i = 0u; i < 4096u; i++) { x = sin(x) * 1.0001 + 0.5; }
+    if (id.x < arrayLength(&out)) { out[id.x] = x; }
+}
+"#;
+
+/// Dispatches HEAVY over `groups` workgroups in `s`; how long it took.
+fn heavy(s: &mut GpuSession, groups: u32) -> Result<Duration, GpuError> {
+    let out = s.create_buffer(u64::from(groups) * 64 * 4)?;
+    s.begin_tile();
+    let started = Instant::now();
+    s.dispatch(HEAVY, "main", &[Binding { binding: 0, buffer: out }], [groups, 1, 1])?;
+    Ok(started.elapsed())
+}
+
+#[test]
+fn dispatch_sizes_are_advised_from_how_fast_each_pipeline_ran_on_this_device() {
+    let gpu = lavapipe(GpuBudget::default(), Duration::from_secs(20));
+    let mut s = gpu.session();
+    // Before a pipeline ran here (and after its first, untimed dispatch,
+    // which may include the driver's compile): the probe size.
+    assert_eq!(s.advised_workgroups(HEAVY, "main").unwrap(), PROBE_WORKGROUPS);
+    heavy(&mut s, 64).unwrap();
+    assert_eq!(s.advised_workgroups(HEAVY, "main").unwrap(), PROBE_WORKGROUPS);
+    let took = heavy(&mut s, 64).unwrap();
+    let advised = s.advised_workgroups(HEAVY, "main").unwrap();
+    // What ran 64 groups in `took` runs `advised` in about an eighth of 20 s.
+    let expected = 64.0 * 2.5 / took.as_secs_f64();
+    assert!(
+        (advised as f64) > expected / 3.0 && (advised as f64) < expected * 3.0,
+        "64 groups took {took:?}; advised {advised}, expected about {expected:.0}"
+    );
+    // Another session on the device gets the same advice; another
+    // pipeline is its own: SQUARES, far lighter, is advised more.
+    assert_eq!(gpu.session().advised_workgroups(HEAVY, "main").unwrap(), advised);
+    squares(&gpu);
+    squares(&gpu);
+    let light = gpu.session().advised_workgroups(SQUARES, "main").unwrap();
+    assert!(light > advised, "SQUARES advised {light}, HEAVY {advised}");
+    // Never past the budget.
+    let small = GpuBudget { workgroups_per_dispatch: 100, ..GpuBudget::default() };
+    let capped = lavapipe(small, Duration::from_secs(20));
+    squares(&capped);
+    squares(&capped);
+    assert_eq!(capped.session().advised_workgroups(SQUARES, "main").unwrap(), 100);
 }
 
 #[test]
@@ -244,7 +303,15 @@ fn runaway_child() {
     if std::env::var_os("TESSERA_GPU_HANG_CHILD").is_none() {
         return;
     }
-    let gpu = lavapipe(GpuBudget::default(), Duration::from_secs(2));
+    // Each shader below runs once: a 2 s limit, and 2 s more for a
+    // pipeline's first dispatch.
+    let config = GpuConfig {
+        selection: GpuSelection::Named("llvmpipe".into()),
+        dispatch_timeout: Duration::from_secs(2),
+        compile_timeout: Duration::from_secs(2),
+        ..GpuConfig::default()
+    };
+    let gpu = Gpu::open(config).unwrap().unwrap();
     let mut s = gpu.session();
     let a = s.create_buffer(16).unwrap();
     let bind = [Binding { binding: 0, buffer: a }];
@@ -268,7 +335,7 @@ fn runaway_child() {
         other => panic!("an unbounded loop: {other:?}"),
     }
     // A loop in each of 2^26 invocations, all on one counter: hours on
-    // lavapipe. It must come back as a lost device after the 2 s timeout.
+    // lavapipe. It must come back as a lost device after the 2 + 2 s.
     let mut s = gpu.session();
     let a = s.create_buffer(16).unwrap();
     let bind = [Binding { binding: 0, buffer: a }];
@@ -281,6 +348,24 @@ fn runaway_child() {
     // The old device's buffers say so; a new session works on a new device.
     assert!(matches!(s.read_buffer(a, 0, 16), Err(GpuError::DeviceLost(_))));
     assert_eq!(floats(&squares(&gpu)).len(), 1000);
+
+    // A pipeline's first dispatch may hold the driver's compile (lavapipe
+    // compiles at first dispatch: 12 s for the path tracer's shader): it
+    // gets `compile_timeout` on top of the limit, and later ones do not.
+    let config = GpuConfig {
+        selection: GpuSelection::Named("llvmpipe".into()),
+        dispatch_timeout: Duration::from_millis(100),
+        compile_timeout: Duration::from_secs(60),
+        ..GpuConfig::default()
+    };
+    let gpu = Gpu::open(config).unwrap().unwrap();
+    let mut s = gpu.session();
+    let first = heavy(&mut s, 4096).unwrap_or_else(|e| panic!("a first dispatch within the compile allowance: {e}"));
+    assert!(first > Duration::from_millis(100), "the workload must outlast the plain limit; it took {first:?}");
+    match heavy(&mut s, 4096) {
+        Err(GpuError::DeviceLost(m)) => assert!(m.contains("100ms"), "{m}"),
+        other => panic!("a second dispatch past the limit: {other:?} (the first took {first:?})"),
+    }
     println!("{HANG_MARKER}");
 }
 
@@ -303,7 +388,7 @@ fn gpu_tile(sandbox: &tessera_worker::sandbox::Sandbox, mode: &str) -> Result<Ve
 fn a_guest_computes_its_tile_on_the_gpu() {
     let sandbox = gpu_sandbox(Some(lavapipe(GpuBudget::default(), Duration::from_secs(20))));
     let module = sandbox.load(&crate::guest("hostile")).unwrap();
-    assert_eq!(module.contract_version().to_string(), "1.1.0");
+    assert_eq!(module.contract_version().to_string(), "1.2.0");
     let mut inst = module.instantiate(&crate::hostile_spec("gpu-tile")).unwrap();
     let tile =
         inst.render_tile(&tessera_worker::sandbox::TileRequest::new(1, crate::rect(0, 0, 8, 4), 0, 2, 7)).unwrap();

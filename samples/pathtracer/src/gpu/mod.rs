@@ -13,8 +13,12 @@
 //!   pixel's samples in the shader: lavapipe cuts a shader's loops off
 //!   after 65,535 iterations per invocation, and one invocation per sample
 //!   keeps every invocation's work that of one path. Each writes its
-//!   sample's radiance (and AOVs when asked) to `out`; dispatches are
-//!   chunked to stay inside the host's budgets.
+//!   sample's radiance (and AOVs when asked) to `out`. A tile's paths go
+//!   out in chunks of at most what the host advises for this device
+//!   (`gpu::advised_workgroups`: small on lavapipe, large on a fast GPU),
+//!   so a slow device gets many short dispatches rather than one that runs
+//!   past the host's time limit; a path's value does not depend on its
+//!   chunk, so neither do the pixels.
 //! - **Sums.** The CPU reads the samples back and sums them per pixel in
 //!   sample-index order through the same `TileSums::add` as the CPU engine
 //!   (NaN dropping included), so only the per-sample values can differ:
@@ -44,10 +48,8 @@ const TRACE_WGSL: &str = include_str!("trace.wgsl");
 /// Invocations per workgroup (the WGSL's `@workgroup_size`).
 const WORKGROUP: u64 = 64;
 
-/// Samples per dispatch at least: a dispatch is a host round trip, and
-/// small ones would waste it. At most what keeps one output buffer under
+/// Samples per dispatch at most: what keeps one output buffer under
 /// WebGPU's 128 MiB storage binding and one dimension of workgroups.
-const MIN_CHUNK: u64 = 1 << 16;
 const MAX_BINDING: u64 = 128 << 20;
 const MAX_GROUPS: u64 = 65_535;
 
@@ -265,7 +267,10 @@ impl GpuEngine {
         }
         let stride = u64::from(if sums.wants_aovs() { rec::OUT_AOVS } else { rec::OUT_PLAIN });
         let max_chunk = (MAX_BINDING / (4 * stride)).min(MAX_GROUPS * WORKGROUP) / WORKGROUP * WORKGROUP;
-        let chunk = total.div_ceil(MAX_DISPATCHES).max(MIN_CHUNK).next_multiple_of(WORKGROUP).min(max_chunk);
+        // The host's advice (0 only without a GPU, which cannot happen here),
+        // raised where the tile would otherwise need too many dispatches.
+        let advised = host::advised_workgroups(shader(), "main").max(1).saturating_mul(WORKGROUP);
+        let chunk = advised.max(total.div_ceil(MAX_DISPATCHES).next_multiple_of(WORKGROUP)).min(max_chunk);
         if total.div_ceil(chunk) > MAX_DISPATCHES {
             return Err(JobError::InvalidSettings(format!(
                 "GPU engine: a tile of {pixels} pixels × {spp} samples needs more than {MAX_DISPATCHES} dispatches; \

@@ -122,6 +122,41 @@ impl WorkerStore for PgBackend {
         .transpose()
     }
 
+    fn workers_with_standing(&self) -> Result<Vec<(WorkerRecord, Option<Standing>)>> {
+        let rows = self
+            .db()
+            .query(
+                "SELECT identity, name, capabilities_json, first_seen_ms, last_seen_ms, tiles_done,
+                        trust, reputation, verified_tiles, failed_checks, strikes, quarantined, credit, gpu_trust
+                 FROM workers ORDER BY identity COLLATE \"C\"",
+                &[],
+            )
+            .map_err(pg_err)?;
+        rows.iter()
+            .map(|r| {
+                let record = WorkerRecord {
+                    identity: r.get(0),
+                    name: r.get(1),
+                    capabilities_json: r.get(2),
+                    first_seen_ms: to_u64(r.get(3), "first_seen_ms")?,
+                    last_seen_ms: to_u64(r.get(4), "last_seen_ms")?,
+                    tiles_done: to_u64(r.get(5), "tiles_done")?,
+                };
+                let standing = Standing {
+                    trust: to_u64(r.get(6), "trust")?,
+                    reputation: r.get(7),
+                    verified_tiles: to_u64(r.get(8), "verified_tiles")?,
+                    failed_checks: to_u64(r.get(9), "failed_checks")?,
+                    strikes: to_u64(r.get(10), "strikes")?,
+                    quarantined: r.get(11),
+                    credit: r.get(12),
+                    gpu_trust: to_u64(r.get(13), "gpu_trust")?,
+                };
+                Ok((record, Some(standing)))
+            })
+            .collect()
+    }
+
     fn ledger(&self, worker: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<LedgerEntry>> {
         let rows = self
             .db()

@@ -157,6 +157,19 @@ pub trait WorkerStore {
     /// A worker's standing, if it is known.
     fn standing(&self, worker: &str) -> Result<Option<Standing>>;
 
+    /// Every known worker with its standing, by identity: what a listing
+    /// reads. One query where the backend is across a network (PostgreSQL:
+    /// a farm of 1,000 workers asked one by one held an API connection for
+    /// a second per listing); the default asks worker by worker.
+    fn workers_with_standing(&self) -> Result<Vec<(WorkerRecord, Option<Standing>)>> {
+        let mut out = Vec::new();
+        for r in self.workers()? {
+            let standing = self.standing(&r.identity)?;
+            out.push((r, standing));
+        }
+        Ok(out)
+    }
+
     /// Ledger entries after `after_seq` (ascending), optionally one worker's.
     fn ledger(&self, worker: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<LedgerEntry>>;
 

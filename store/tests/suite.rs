@@ -792,4 +792,11 @@ fn store_credit_trust_and_quarantine_keep_one_ledger_chain(db: &dyn Open) {
     let c = store.standing("fp-c").unwrap().unwrap();
     assert_eq!((c.strikes, c.quarantined, c.failed_checks), (0, false, 3));
     assert!(!store.record_failed_check("fp-c", id, 3, "again", "{}", 30).unwrap());
+
+    // The listing's one read says what the one-by-one reads say.
+    let listed = store.workers_with_standing().unwrap();
+    let one_by_one: Vec<_> =
+        store.workers().unwrap().into_iter().map(|r| (r.clone(), store.standing(&r.identity).unwrap())).collect();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed, one_by_one);
 }

@@ -24,15 +24,7 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<J
     for w in &status.workers {
         *live.entry(w.identity.clone()).or_default() += w.leases;
     }
-    let records = blocking(&state, |store| {
-        let mut out = Vec::new();
-        for r in store.workers()? {
-            let standing = store.standing(&r.identity)?;
-            out.push((r, standing));
-        }
-        Ok(out)
-    })
-    .await?;
+    let records = blocking(&state, |store| store.workers_with_standing()).await?;
     let threshold = state.farm.trust_threshold();
     let mut workers: Vec<Worker> = records
         .into_iter()

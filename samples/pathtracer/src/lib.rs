@@ -162,6 +162,27 @@ impl TileSums {
         }
     }
 
+    /// Sets pixel `i`'s totals (`out`) and current block's sums (`part`):
+    /// what [`Self::add`] would hold after that pixel's samples, summed
+    /// elsewhere in the same order (the GPU engine sums on the device).
+    /// Each is colour (3), weight, albedo (3), normal (3), depth; AOVs not
+    /// asked for are ignored.
+    pub(crate) fn set_pixel(&mut self, i: usize, out: &[f32], part: &[f32]) {
+        for (sums, v) in [(&mut self.out, out), (&mut self.part, part)] {
+            sums.result.color[3 * i..3 * i + 3].copy_from_slice(&v[0..3]);
+            sums.result.weight[i] = v[3];
+            if !sums.albedo.is_empty() {
+                sums.albedo[3 * i..3 * i + 3].copy_from_slice(&v[4..7]);
+            }
+            if !sums.normal.is_empty() {
+                sums.normal[3 * i..3 * i + 3].copy_from_slice(&v[7..10]);
+            }
+            if !sums.depth.is_empty() {
+                sums.depth[i] = v[10];
+            }
+        }
+    }
+
     pub(crate) fn wants_aovs(&self) -> bool {
         let o = &self.out;
         !(o.albedo.is_empty() && o.normal.is_empty() && o.depth.is_empty())

@@ -54,7 +54,18 @@ const MAX_BINDING: u64 = 128 << 20;
 const MAX_GROUPS: u64 = 65_535;
 
 /// Dispatches one tile may use: under the host's default 256, leaving room.
+/// Each chunk of paths takes two (trace, then sum).
 const MAX_DISPATCHES: u64 = 240;
+const MAX_CHUNKS: u64 = MAX_DISPATCHES / 2;
+
+/// Floats per pixel in `acc` for each of its totals and its current
+/// block's sums: colour (3), weight, albedo (3), normal (3), depth.
+const ACC_WORDS: usize = 11;
+
+/// Most samples of a pixel one `reduce` invocation may add: lavapipe cuts
+/// a loop off after 65,535 iterations. A tile with more samples per pixel
+/// is summed on the CPU from the samples read back.
+const MAX_DEVICE_SPP: u64 = 65_000;
 
 /// Words of `params`, by index. The shader sees each as a `const`.
 mod p {
@@ -72,6 +83,8 @@ mod p {
     pub const CHUNK: usize = 11;
     pub const TOTAL: usize = 12;
     pub const STRIDE: usize = 13;
+    /// Paths in the chunk just traced (`reduce`).
+    pub const CHUNK_LEN: usize = 15;
     /// +∞ as data: WGSL has no infinity literal.
     pub const INF: usize = 14;
     pub const CAM_O: usize = 16;
@@ -140,6 +153,8 @@ fn shader() -> &'static str {
             ("P_CHUNK", p::CHUNK as u32),
             ("P_TOTAL", p::TOTAL as u32),
             ("P_STRIDE", p::STRIDE as u32),
+            ("P_CHUNK_LEN", p::CHUNK_LEN as u32),
+            ("ACC_WORDS", ACC_WORDS as u32),
             ("P_INF", p::INF as u32),
             ("P_CAM_O", p::CAM_O as u32),
             ("P_TAN_HALF_FOV", p::TAN_HALF_FOV as u32),
@@ -212,6 +227,8 @@ pub struct GpuEngine {
     /// The per-sample output buffer and its size in bytes, reused while
     /// large enough.
     out: Option<(u64, Buffer)>,
+    /// The per-pixel sums (`reduce`), likewise.
+    acc: Option<(u64, Buffer)>,
     /// Whether the log already says the instance traces on the GPU.
     logged: bool,
 }
@@ -237,6 +254,7 @@ impl GpuEngine {
             // tile starts from a fresh upload.
             self.frame = None;
             self.out = None;
+            self.acc = None;
         }
         result
     }
@@ -270,13 +288,14 @@ impl GpuEngine {
         // The host's advice (0 only without a GPU, which cannot happen here),
         // raised where the tile would otherwise need too many dispatches.
         let advised = host::advised_workgroups(shader(), "main").max(1).saturating_mul(WORKGROUP);
-        let chunk = advised.max(total.div_ceil(MAX_DISPATCHES).next_multiple_of(WORKGROUP)).min(max_chunk);
-        if total.div_ceil(chunk) > MAX_DISPATCHES {
+        let chunk = advised.max(total.div_ceil(MAX_CHUNKS).next_multiple_of(WORKGROUP)).min(max_chunk);
+        if total.div_ceil(chunk) > MAX_CHUNKS {
             return Err(JobError::InvalidSettings(format!(
-                "GPU engine: a tile of {pixels} pixels × {spp} samples needs more than {MAX_DISPATCHES} dispatches; \
+                "GPU engine: a tile of {pixels} pixels × {spp} samples needs more than {MAX_CHUNKS} chunks of paths; \
                  split it"
             )));
         }
+        let on_device = spp <= MAX_DEVICE_SPP;
 
         let mut params = fb.params.clone();
         params[p::RECT_X] = r.x;
@@ -297,8 +316,23 @@ impl GpuEngine {
             let b = Buffer::new(out_bytes).map_err(|e| job_error("allocating the output buffer", e))?;
             self.out = Some((out_bytes, b));
         }
+        let acc_bytes = pixels * 2 * ACC_WORDS as u64 * 4;
+        if on_device {
+            if self.acc.as_ref().is_none_or(|(size, _)| *size < acc_bytes) {
+                self.acc = None;
+                let b = Buffer::new(acc_bytes).map_err(|e| job_error("allocating the sums buffer", e))?;
+                self.acc = Some((acc_bytes, b));
+            }
+        }
         let Some((_, out)) = &self.out else { return Err(JobError::NotLoaded) };
         let bindings = [fb.params_buf.bind(0), fb.scene.bind(1), fb.texels.bind(2), out.bind(3)];
+        let acc = match (&self.acc, on_device) {
+            (Some((_, acc)), true) => {
+                acc.write(0, &vec![0u8; acc_bytes as usize]).map_err(|e| job_error("clearing the sums", e))?;
+                Some(acc)
+            }
+            _ => None,
+        };
 
         let spp = spp as usize;
         let mut start = 0u64;
@@ -309,6 +343,18 @@ impl GpuEngine {
                 .map_err(|e| job_error("writing the chunk offset", e))?;
             let groups = n.div_ceil(WORKGROUP) as u32;
             host::dispatch(shader(), "main", &bindings, [groups, 1, 1]).map_err(|e| job_error("tracing paths", e))?;
+            if let Some(acc) = acc {
+                // Sum on the device: no per-sample read-back.
+                fb.params_buf
+                    .write((p::CHUNK_LEN * 4) as u64, &(n as u32).to_le_bytes())
+                    .map_err(|e| job_error("writing the chunk length", e))?;
+                let touched = (start + n - 1) / spp as u64 - start / spp as u64 + 1;
+                let sum = [fb.params_buf.bind(0), out.bind(3), acc.bind(4)];
+                host::dispatch(shader(), "reduce", &sum, [touched.div_ceil(WORKGROUP) as u32, 1, 1])
+                    .map_err(|e| job_error("summing samples", e))?;
+                start += n;
+                continue;
+            }
             let bytes = out.read(0, n * stride * 4).map_err(|e| job_error("reading the samples back", e))?;
             // Samples arrive pixel-major, each pixel's in index order: the
             // order the CPU engine adds them in.
@@ -324,6 +370,14 @@ impl GpuEngine {
                 sums.add(g / spp, req.samples.start + (g % spp) as u32, &path);
             }
             start += n;
+        }
+        if let Some(acc) = acc {
+            let bytes = acc.read(0, acc_bytes).map_err(|e| job_error("reading the sums back", e))?;
+            let floats: Vec<f32> =
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            for (i, px) in floats.chunks_exact(2 * ACC_WORDS).enumerate() {
+                sums.set_pixel(i, &px[..ACC_WORDS], &px[ACC_WORDS..]);
+            }
         }
         Ok(())
     }

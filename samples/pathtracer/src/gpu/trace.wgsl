@@ -12,6 +12,9 @@
 @group(0) @binding(1) var<storage, read> S: array<u32>;
 @group(0) @binding(2) var<storage, read> TX: array<u32>;
 @group(0) @binding(3) var<storage, read_write> OUT: array<f32>;
+// Per pixel of the tile, ACC_WORDS floats of totals then as many of the
+// current sample block's (`reduce`).
+@group(0) @binding(4) var<storage, read_write> ACC: array<f32>;
 
 const PI: f32 = 3.14159265358979323846;
 const TAU: f32 = 6.28318530717958647692;
@@ -1020,5 +1023,49 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
         OUT[at + 7u] = p.normal.y;
         OUT[at + 8u] = p.normal.z;
         OUT[at + 9u] = p.depth;
+    }
+}
+
+// ---- the sums: each pixel's samples added on the device ----
+
+// The SDK's `starts_sample_block`: 1, 4, 16, 64, ….
+fn starts_block(s: u32) -> bool {
+    return s != 0u && (s & (s - 1u)) == 0u && (countTrailingZeros(s) % 2u) == 0u;
+}
+
+// lib.rs `TileSums::add` for the samples of the chunk `main` just traced,
+// one invocation per pixel it touched, each pixel's samples in index
+// order: the same additions in the same order as the CPU engine, so the
+// sums are what the CPU would make of these samples, bit for bit. A pixel
+// cut between two chunks carries on in ACC. Colour (3), weight, albedo
+// (3), normal (3), depth: totals, then the block's.
+@compute @workgroup_size(64)
+fn reduce(@builtin(global_invocation_id) id: vec3<u32>) {
+    let spp = P[P_SPP];
+    let start = P[P_CHUNK];
+    let end = min(start + P[P_CHUNK_LEN], P[P_TOTAL]);
+    let pixel = start / spp + id.x;
+    if (end <= start || pixel > (end - 1u) / spp) { return; }
+    let stride = P[P_STRIDE];
+    let out = pixel * 2u * ACC_WORDS;
+    let part = out + ACC_WORDS;
+    for (var g = max(start, pixel * spp); g < min(end, (pixel + 1u) * spp); g++) {
+        if (starts_block(P[P_SAMPLE0] + g % spp)) {
+            for (var k = 0u; k < ACC_WORDS; k++) {
+                ACC[out + k] += ACC[part + k];
+                ACC[part + k] = 0.0;
+            }
+        }
+        let at = (g - start) * stride;
+        // A NaN or infinite sample is dropped, its weight too.
+        if (!(is_finite(OUT[at]) && is_finite(OUT[at + 1u]) && is_finite(OUT[at + 2u]))) { continue; }
+        ACC[part] += OUT[at];
+        ACC[part + 1u] += OUT[at + 1u];
+        ACC[part + 2u] += OUT[at + 2u];
+        ACC[part + 3u] += 1.0;
+        if (stride > 3u) {
+            for (var k = 0u; k < 6u; k++) { ACC[part + 4u + k] += OUT[at + 3u + k]; }
+            if (is_finite(OUT[at + 9u])) { ACC[part + 10u] += OUT[at + 9u]; }
+        }
     }
 }

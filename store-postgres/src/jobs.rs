@@ -41,6 +41,17 @@ impl JobStore for PgBackend {
         self.db().query(&sql, &[]).map_err(pg_err)?.iter().map(job_from_row).collect()
     }
 
+    fn job_states(&self) -> Result<Vec<(u64, JobState)>> {
+        let rows = self.db().query("SELECT id, state FROM jobs ORDER BY id DESC", &[]).map_err(pg_err)?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.get(1);
+                let parsed = JobState::parse(&state).ok_or_else(|| bad(format!("unknown job state {state:?}")))?;
+                Ok((to_u64(r.get(0), "job id")?, parsed))
+            })
+            .collect()
+    }
+
     fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY id");
         self.db().query(&sql, &[]).map_err(pg_err)?.iter().map(job_from_row).collect()

@@ -107,19 +107,7 @@ impl WorkerStore for PgBackend {
                 &[&worker],
             )
             .map_err(pg_err)?;
-        row.map(|r| {
-            Ok(Standing {
-                trust: to_u64(r.get(0), "trust")?,
-                reputation: r.get(1),
-                verified_tiles: to_u64(r.get(2), "verified_tiles")?,
-                failed_checks: to_u64(r.get(3), "failed_checks")?,
-                strikes: to_u64(r.get(4), "strikes")?,
-                quarantined: r.get(5),
-                credit: r.get(6),
-                gpu_trust: to_u64(r.get(7), "gpu_trust")?,
-            })
-        })
-        .transpose()
+        row.map(|r| standing_at(&r, 0)).transpose()
     }
 
     fn workers_with_standing(&self) -> Result<Vec<(WorkerRecord, Option<Standing>)>> {
@@ -142,17 +130,7 @@ impl WorkerStore for PgBackend {
                     last_seen_ms: to_u64(r.get(4), "last_seen_ms")?,
                     tiles_done: to_u64(r.get(5), "tiles_done")?,
                 };
-                let standing = Standing {
-                    trust: to_u64(r.get(6), "trust")?,
-                    reputation: r.get(7),
-                    verified_tiles: to_u64(r.get(8), "verified_tiles")?,
-                    failed_checks: to_u64(r.get(9), "failed_checks")?,
-                    strikes: to_u64(r.get(10), "strikes")?,
-                    quarantined: r.get(11),
-                    credit: r.get(12),
-                    gpu_trust: to_u64(r.get(13), "gpu_trust")?,
-                };
-                Ok((record, Some(standing)))
+                Ok((record, Some(standing_at(r, 6)?)))
             })
             .collect()
     }
@@ -289,4 +267,19 @@ pub(crate) fn credit_tiles(
     )
     .map_err(pg_err)?;
     Ok(())
+}
+
+/// The standing in columns `at..at + 8` of `r`: trust, reputation,
+/// verified_tiles, failed_checks, strikes, quarantined, credit, gpu_trust.
+fn standing_at(r: &postgres::Row, at: usize) -> Result<Standing> {
+    Ok(Standing {
+        trust: to_u64(r.get(at), "trust")?,
+        reputation: r.get(at + 1),
+        verified_tiles: to_u64(r.get(at + 2), "verified_tiles")?,
+        failed_checks: to_u64(r.get(at + 3), "failed_checks")?,
+        strikes: to_u64(r.get(at + 4), "strikes")?,
+        quarantined: r.get(at + 5),
+        credit: r.get(at + 6),
+        gpu_trust: to_u64(r.get(at + 7), "gpu_trust")?,
+    })
 }

@@ -48,6 +48,12 @@ pub trait JobStore {
     /// Every job, newest first: the order people look at a job list in.
     fn jobs(&self) -> Result<Vec<JobRecord>>;
 
+    /// Every job's id and state, newest first: what counting jobs by state
+    /// needs, without their specs (the status route asks it on every call).
+    fn job_states(&self) -> Result<Vec<(u64, JobState)>> {
+        Ok(self.jobs()?.into_iter().map(|j| (j.id, j.state)).collect())
+    }
+
     /// Jobs that are queued or running, oldest first: what a restarted
     /// coordinator resumes.
     fn unfinished_jobs(&self) -> Result<Vec<JobRecord>>;

@@ -261,6 +261,8 @@ fn store_unfinished_jobs_are_queued_or_running(db: &dyn Open) {
     // Newest first.
     let newest_first: Vec<u64> = ids.iter().rev().copied().collect();
     assert_eq!(store.jobs().unwrap().iter().map(|j| j.id).collect::<Vec<_>>(), newest_first);
+    let states: Vec<(u64, JobState)> = store.jobs().unwrap().iter().map(|j| (j.id, j.state)).collect();
+    assert_eq!(store.job_states().unwrap(), states);
 
     assert!(matches!(store.set_job_state(9_999, JobState::Done, None, 0), Err(StoreError::NotFound(_))));
     assert_eq!(store.job(9_999).unwrap(), None);

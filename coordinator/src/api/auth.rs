@@ -9,12 +9,58 @@
 //! at start (links die with a restart); it opens that path only, until it
 //! expires, and only while the token is not revoked. The token's secret is
 //! never in a URL.
+//!
+//! Valid tokens are remembered for [`TOKEN_TTL`] ([`TokenCache`]), so a
+//! token revoked with `tessera token revoke` (which writes the store, not
+//! this process) stops working within that time rather than at once.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap, StatusCode};
 
 use super::error::ApiError;
 use super::AppState;
 use tessera_store::{grants, Scope, TokenRecord};
+
+/// How long a checked API token is taken on trust without reading the
+/// store again.
+pub const TOKEN_TTL: Duration = Duration::from_secs(2);
+
+/// Most tokens remembered at once.
+const TOKEN_CACHE_MAX: usize = 4096;
+
+/// API tokens recently found valid, by blake3 of the secret. Without it
+/// every request reads the store first; on PostgreSQL that is a round trip
+/// to the server, a third of the API's queries under the soak. Only valid
+/// tokens are kept, so unknown secrets cannot fill it.
+#[derive(Default)]
+pub struct TokenCache {
+    entries: Mutex<BTreeMap<[u8; 32], (TokenRecord, Instant)>>,
+}
+
+impl TokenCache {
+    fn key(secret: &str) -> [u8; 32] {
+        *blake3::hash(secret.as_bytes()).as_bytes()
+    }
+
+    fn get(&self, secret: &str) -> Option<TokenRecord> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(&Self::key(secret)).filter(|(_, at)| at.elapsed() < TOKEN_TTL).map(|(r, _)| r.clone())
+    }
+
+    fn put(&self, secret: &str, record: &TokenRecord) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= TOKEN_CACHE_MAX {
+            entries.retain(|_, (_, at)| at.elapsed() < TOKEN_TTL);
+            if entries.len() >= TOKEN_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(Self::key(secret), (record.clone(), Instant::now()));
+    }
+}
 
 /// How long a download link works.
 pub const LINK_LIFETIME_MS: u64 = 5 * 60 * 1000;
@@ -81,9 +127,20 @@ pub async fn require(state: &AppState, headers: &HeaderMap, needed: Scope) -> Re
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer ta_…`"))?
         .to_string();
-    let store = state.farm.reader().clone();
-    let record = tokio::task::spawn_blocking(move || crate::farm::lock(&store).api_token(&token)).await??;
-    let record = record.ok_or_else(|| unauthorized("unknown or revoked API token"))?;
+    let record = match state.tokens.get(&token) {
+        Some(record) => record,
+        None => {
+            let store = state.farm.reader().clone();
+            let (record, token) = tokio::task::spawn_blocking(move || {
+                let record = crate::farm::lock(&store).api_token(&token);
+                (record, token)
+            })
+            .await?;
+            let record = record?.ok_or_else(|| unauthorized("unknown or revoked API token"))?;
+            state.tokens.put(&token, &record);
+            record
+        }
+    };
     if !grants(&record.scopes, needed) {
         let has: Vec<&str> = record.scopes.iter().map(|s| s.as_str()).collect();
         return Err(ApiError::new(

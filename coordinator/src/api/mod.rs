@@ -63,6 +63,8 @@ pub struct AppState {
     /// The farm's other coordinators (PostgreSQL): listed by the health
     /// check, and the origins whose pages may call this API.
     pub peers: Option<crate::farm::database::Peers>,
+    /// API tokens recently found valid ([`auth::TokenCache`]).
+    pub tokens: Arc<auth::TokenCache>,
 }
 
 impl AppState {
@@ -82,6 +84,7 @@ impl AppState {
             max_upload: MAX_UPLOAD,
             link_key,
             peers: None,
+            tokens: Arc::default(),
         }
     }
 }

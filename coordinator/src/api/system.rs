@@ -66,8 +66,8 @@ async fn job_counts(state: &AppState) -> Result<BTreeMap<String, u64>, ApiError>
     blocking(state, move |store| {
         let mut counts: BTreeMap<String, u64> =
             ["queued", "running", "done", "failed", "cancelled"].into_iter().map(|s| (s.to_string(), 0)).collect();
-        for j in store.jobs()? {
-            let s = live.get(&j.id).copied().unwrap_or(j.state);
+        for (id, state) in store.job_states()? {
+            let s = live.get(&id).copied().unwrap_or(state);
             *counts.entry(s.as_str().into()).or_default() += 1;
         }
         Ok(counts)

@@ -286,6 +286,21 @@ const GUARDED: &[(&str, &str, Scope)] = &[
 ];
 
 #[test]
+fn a_revoked_token_stops_working_within_the_token_ttl() {
+    runtime().block_on(async {
+        let api = api().await;
+        let (id, secret) =
+            lock(api.farm.store()).create_token_scoped(TokenKind::Api, "brief", &[Scope::Read], now_ms()).unwrap();
+        assert_eq!(call(&api.app, Method::GET, "/api/v1/status", Some(&secret)).await.status(), StatusCode::OK);
+        // `tessera token revoke` writes the store beside the running farm.
+        assert!(lock(api.farm.store()).revoke_token(id).unwrap());
+        tokio::time::sleep(tessera_coordinator::api::auth::TOKEN_TTL + std::time::Duration::from_millis(200)).await;
+        let r = call(&api.app, Method::GET, "/api/v1/status", Some(&secret)).await;
+        expect_error(r, StatusCode::UNAUTHORIZED, "a revoked token after the TTL").await;
+    });
+}
+
+#[test]
 fn every_route_wants_a_live_token_with_its_scope() {
     runtime().block_on(async {
         let api = api().await;

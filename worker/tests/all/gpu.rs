@@ -21,6 +21,18 @@ fn lavapipe(budget: GpuBudget, timeout: Duration) -> Gpu {
         .expect("a named adapter is opened")
 }
 
+/// lavapipe with the default budget, a `dispatch` limit and a `compile`
+/// allowance for each pipeline's first dispatch.
+fn lavapipe_timed(dispatch: Duration, compile: Duration) -> Gpu {
+    let config = GpuConfig {
+        selection: GpuSelection::Named("llvmpipe".into()),
+        dispatch_timeout: dispatch,
+        compile_timeout: compile,
+        ..GpuConfig::default()
+    };
+    Gpu::open(config).unwrap().expect("a named adapter is opened")
+}
+
 const SQUARES: &str = r#"
 @group(0) @binding(0) var<storage, read> input: array<f32>;
 @group(0) @binding(1) var<storage, read_write> output: array<f32>;
@@ -305,13 +317,7 @@ fn runaway_child() {
     }
     // Each shader below runs once: a 2 s limit, and 2 s more for a
     // pipeline's first dispatch.
-    let config = GpuConfig {
-        selection: GpuSelection::Named("llvmpipe".into()),
-        dispatch_timeout: Duration::from_secs(2),
-        compile_timeout: Duration::from_secs(2),
-        ..GpuConfig::default()
-    };
-    let gpu = Gpu::open(config).unwrap().unwrap();
+    let gpu = lavapipe_timed(Duration::from_secs(2), Duration::from_secs(2));
     let mut s = gpu.session();
     let a = s.create_buffer(16).unwrap();
     let bind = [Binding { binding: 0, buffer: a }];
@@ -352,13 +358,7 @@ fn runaway_child() {
     // A pipeline's first dispatch may hold the driver's compile (lavapipe
     // compiles at first dispatch: 12 s for the path tracer's shader): it
     // gets `compile_timeout` on top of the limit, and later ones do not.
-    let config = GpuConfig {
-        selection: GpuSelection::Named("llvmpipe".into()),
-        dispatch_timeout: Duration::from_millis(100),
-        compile_timeout: Duration::from_secs(60),
-        ..GpuConfig::default()
-    };
-    let gpu = Gpu::open(config).unwrap().unwrap();
+    let gpu = lavapipe_timed(Duration::from_millis(100), Duration::from_secs(60));
     let mut s = gpu.session();
     let first = heavy(&mut s, 4096).unwrap_or_else(|e| panic!("a first dispatch within the compile allowance: {e}"));
     assert!(first > Duration::from_millis(100), "the workload must outlast the plain limit; it took {first:?}");

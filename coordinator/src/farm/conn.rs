@@ -26,6 +26,10 @@ use crate::scheduler::WorkerId;
 use tessera_protocol::hex;
 use tessera_store::{Blobs, Store, StoreError, TokenKind};
 
+/// Control messages (acks, revokes) queued for one worker at most: past
+/// it the worker has stopped reading its control stream.
+const CONTROL_QUEUE: usize = 1024;
+
 /// What every connection task shares.
 pub struct ConnContext {
     pub core: mpsc::UnboundedSender<CoreMsg>,
@@ -154,6 +158,26 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
     // and acks (under load that once cost workers their connections).
     let (revoked_tx, mut revoked_rx) = mpsc::channel::<()>(1);
     let checking = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Acks and revokes go out through a task of their own: a worker slow
+    // to read them (its receive window full, its process busy) must not
+    // stall this loop, which forwards its heartbeats: under the soak on
+    // PostgreSQL, workers whose ack write waited were dropped for missed
+    // heartbeats they had sent. One that stops reading fills the queue
+    // and is disconnected.
+    let (writes, mut queued) = mpsc::channel::<CoordinatorMsg>(CONTROL_QUEUE);
+    let mut writer = tokio::spawn(async move {
+        while let Some(msg) = queued.recv().await {
+            write_msg(&mut control_tx, &msg).await?;
+        }
+        Ok::<(), NetError>(())
+    });
+    let send = |msg: CoordinatorMsg| match writes.try_send(msg) {
+        Ok(()) => None,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            Some(Err(NetError::Protocol(format!("the worker left {CONTROL_QUEUE} control messages unread"))))
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => Some(Err(NetError::Closed)),
+    };
     let result = loop {
         tokio::select! {
             msg = control.recv() => match msg.unwrap_or(Err(NetError::Closed)) {
@@ -195,8 +219,8 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
                         }
                         Some(ConnCmd::Ack(lease, ack)) => acks.push((lease, ack)),
                         Some(ConnCmd::Revoke(lease)) => {
-                            if let Err(e) = write_msg(&mut control_tx, &CoordinatorMsg::Revoke { lease }).await {
-                                end = Some(Err(e));
+                            if let Some(e) = send(CoordinatorMsg::Revoke { lease }) {
+                                end = end.or(Some(e));
                             }
                         }
                         Some(ConnCmd::Disconnect) | None => {
@@ -206,14 +230,15 @@ async fn serve_worker(conn: &quinn::Connection, ctx: &Arc<ConnContext>) -> Resul
                     }
                 }
                 if !acks.is_empty() {
-                    if let Err(e) = write_msg(&mut control_tx, &CoordinatorMsg::Acks(acks)).await {
-                        end = end.or(Some(Err(e)));
+                    if let Some(e) = send(CoordinatorMsg::Acks(acks)) {
+                        end = end.or(Some(e));
                     }
                 }
                 if let Some(end) = end {
                     break end;
                 }
             },
+            written = &mut writer => break written.unwrap_or(Err(NetError::Closed)),
             Some(()) = revoked_rx.recv() => {
                 conn.close(close::REFUSED.into(), b"join token revoked");
                 break Err(NetError::Refused("join token revoked".into()));

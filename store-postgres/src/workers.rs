@@ -38,18 +38,7 @@ impl WorkerStore for PgBackend {
                 &[],
             )
             .map_err(pg_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(WorkerRecord {
-                    identity: r.get(0),
-                    name: r.get(1),
-                    capabilities_json: r.get(2),
-                    first_seen_ms: to_u64(r.get(3), "first_seen_ms")?,
-                    last_seen_ms: to_u64(r.get(4), "last_seen_ms")?,
-                    tiles_done: to_u64(r.get(5), "tiles_done")?,
-                })
-            })
-            .collect()
+        rows.iter().map(record_at).collect()
     }
 
     fn record_failed_check(
@@ -120,19 +109,7 @@ impl WorkerStore for PgBackend {
                 &[],
             )
             .map_err(pg_err)?;
-        rows.iter()
-            .map(|r| {
-                let record = WorkerRecord {
-                    identity: r.get(0),
-                    name: r.get(1),
-                    capabilities_json: r.get(2),
-                    first_seen_ms: to_u64(r.get(3), "first_seen_ms")?,
-                    last_seen_ms: to_u64(r.get(4), "last_seen_ms")?,
-                    tiles_done: to_u64(r.get(5), "tiles_done")?,
-                };
-                Ok((record, Some(standing_at(r, 6)?)))
-            })
-            .collect()
+        rows.iter().map(|r| Ok((record_at(r)?, Some(standing_at(r, 6)?)))).collect()
     }
 
     fn ledger(&self, worker: Option<&str>, after_seq: u64, limit: usize) -> Result<Vec<LedgerEntry>> {
@@ -267,6 +244,19 @@ pub(crate) fn credit_tiles(
     )
     .map_err(pg_err)?;
     Ok(())
+}
+
+/// The worker in columns 0..6 of `r`: identity, name, capabilities_json,
+/// first_seen_ms, last_seen_ms, tiles_done.
+fn record_at(r: &postgres::Row) -> Result<WorkerRecord> {
+    Ok(WorkerRecord {
+        identity: r.get(0),
+        name: r.get(1),
+        capabilities_json: r.get(2),
+        first_seen_ms: to_u64(r.get(3), "first_seen_ms")?,
+        last_seen_ms: to_u64(r.get(4), "last_seen_ms")?,
+        tiles_done: to_u64(r.get(5), "tiles_done")?,
+    })
 }
 
 /// The standing in columns `at..at + 8` of `r`: trust, reputation,

@@ -410,7 +410,14 @@ fn job_routes_without_workers_and_bad_input() {
         assert_eq!(summary["jobs"][&state], 1, "{summary}");
         let frames = get_json(app, &format!("/api/v1/jobs/{id}/frames"), &api.read).await;
         assert_eq!(frames, json!({"stem": "turntable", "frames": []}));
-        let log = get_json(app, &format!("/api/v1/jobs/{id}/log"), &api.read).await;
+        // The log is written by the store's writer in its next group
+        // commit, a moment after the submission was answered.
+        let mut log = get_json(app, &format!("/api/v1/jobs/{id}/log"), &api.read).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log["entries"].as_array().unwrap().is_empty() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            log = get_json(app, &format!("/api/v1/jobs/{id}/log"), &api.read).await;
+        }
         let entries = log["entries"].as_array().unwrap();
         assert!(!entries.is_empty(), "the plan is logged: {log}");
         let last = entries.last().unwrap()["seq"].as_u64().unwrap();

@@ -41,13 +41,12 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    fn key(secret: &str) -> [u8; 32] {
-        *blake3::hash(secret.as_bytes()).as_bytes()
-    }
-
     fn get(&self, secret: &str) -> Option<TokenRecord> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(&Self::key(secret)).filter(|(_, at)| at.elapsed() < TOKEN_TTL).map(|(r, _)| r.clone())
+        entries
+            .get(&tessera_store::support::secret_hash(secret))
+            .filter(|(_, at)| at.elapsed() < TOKEN_TTL)
+            .map(|(r, _)| r.clone())
     }
 
     fn put(&self, secret: &str, record: &TokenRecord) {
@@ -58,7 +57,7 @@ impl TokenCache {
                 entries.clear();
             }
         }
-        entries.insert(Self::key(secret), (record.clone(), Instant::now()));
+        entries.insert(tessera_store::support::secret_hash(secret), (record.clone(), Instant::now()));
     }
 }
 
